@@ -1,0 +1,166 @@
+//! The one mutation path. A rewrite rule builds a `Patch` — new constants and nodes wired
+//! to existing values, and the existing values they replace — and `Graph::apply` applies
+//! it: it links the new nodes, moves every use of a replaced value (graph outputs keep
+//! their names), removes what became dead, and refuses a replacement whose element type
+//! or shape differs from the value it replaces.
+
+use crate::error::{Error, Result};
+use crate::ir::graph::{Graph, Node, ValueId};
+use crate::ir::op::{Attributes, OpKind};
+use crate::ir::shape;
+use crate::ir::tensor::Tensor;
+use crate::onnx::pb;
+
+/// A value a patch reads: one already in the graph, or one the patch creates.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Wire {
+    Existing(ValueId),
+    Constant(usize),
+    Output { node: usize, slot: usize },
+}
+
+impl From<ValueId> for Wire {
+    fn from(v: ValueId) -> Wire {
+        Wire::Existing(v)
+    }
+}
+
+#[derive(Debug)]
+struct PatchNode {
+    name: String,
+    kind: OpKind,
+    attributes: Attributes,
+    inputs: Vec<Option<Wire>>,
+    outputs: usize,
+}
+
+#[derive(Debug)]
+pub struct Patch {
+    /// `pass >> rule >> node`: where this rewrite came from.
+    pub origin: String,
+    constants: Vec<(String, Tensor)>,
+    nodes: Vec<PatchNode>,
+    shunts: Vec<(ValueId, Wire)>,
+}
+
+impl Patch {
+    pub fn new(origin: impl Into<String>) -> Patch {
+        Patch { origin: origin.into(), constants: Vec::new(), nodes: Vec::new(), shunts: Vec::new() }
+    }
+
+    pub fn constant(&mut self, name: &str, tensor: Tensor) -> Wire {
+        self.constants.push((name.to_string(), tensor));
+        Wire::Constant(self.constants.len() - 1)
+    }
+
+    /// Adds a node; returns its output wires.
+    pub fn node(&mut self, name: &str, kind: OpKind, attributes: Attributes, inputs: &[Option<Wire>], outputs: usize) -> Vec<Wire> {
+        self.nodes.push(PatchNode { name: name.to_string(), kind, attributes, inputs: inputs.to_vec(), outputs });
+        let node = self.nodes.len() - 1;
+        (0..outputs).map(|slot| Wire::Output { node, slot }).collect()
+    }
+
+    /// Every use of `old` (graph outputs included) reads `new` instead.
+    pub fn shunt(&mut self, old: ValueId, new: impl Into<Wire>) {
+        self.shunts.push((old, new.into()));
+    }
+}
+
+impl Graph {
+    /// Applies a patch (see the module doc). Returns the number of nodes it removed.
+    pub fn apply(&mut self, patch: Patch) -> Result<usize> {
+        let refuse = |reason: String| Error::graph(format!("rewrite {}: {reason}", patch.origin));
+        for &(old, _) in &patch.shunts {
+            if self.is_captured(old) {
+                return Err(refuse(format!("'{}' is read by a subgraph and cannot be replaced", self.value(old).name)));
+            }
+        }
+        let before = shape::infer(self, &Default::default())?;
+        let constants: Vec<ValueId> = patch.constants.into_iter().map(|(name, t)| self.add_constant(&name, t)).collect();
+        let mut outputs: Vec<Vec<ValueId>> = Vec::with_capacity(patch.nodes.len());
+        let resolve = |w: Wire, outputs: &[Vec<ValueId>]| match w {
+            Wire::Existing(v) => v,
+            Wire::Constant(i) => constants[i],
+            Wire::Output { node, slot } => outputs[node][slot],
+        };
+        for node in patch.nodes {
+            let outs: Vec<ValueId> = (0..node.outputs).map(|k| self.add_value(&format!("{}_output_{k}", node.name))).collect();
+            let inputs = node.inputs.iter().map(|w| w.map(|w| resolve(w, &outputs))).collect();
+            let name = self.unique_node_name(&node.name);
+            self.add_node(Node {
+                name,
+                kind: node.kind,
+                attributes: node.attributes,
+                inputs,
+                outputs: outs.iter().copied().map(Some).collect(),
+                captures: Vec::new(),
+                rest: pb::NodeProto::default(),
+            });
+            outputs.push(outs);
+        }
+        let shunts: Vec<(ValueId, ValueId)> = patch.shunts.iter().map(|&(old, w)| (old, resolve(w, &outputs))).collect();
+        let replacements: Vec<(ValueId, ValueId)> =
+            shunts.iter().map(|&(old, new)| (old, self.replace_uses(old, new))).collect();
+        let removed = self.eliminate_dead_code()?;
+        let after = shape::infer(self, &Default::default())?;
+        for (old, new) in replacements {
+            if !before.get(old).compatible(after.get(new)) {
+                return Err(refuse(format!(
+                    "the replacement for '{}' is {}, the value was {}",
+                    self.value(old).name,
+                    after.get(new),
+                    before.get(old)
+                )));
+            }
+        }
+        Ok(removed)
+    }
+
+    fn unique_node_name(&self, base: &str) -> String {
+        let taken = |n: &str| self.nodes().any(|(_, node)| node.name == n);
+        if !taken(base) {
+            return base.to_string();
+        }
+        (1..).map(|i| format!("{base}_{i}")).find(|n| !taken(n)).expect("a free name")
+    }
+
+    /// Moves every use of `old` to `new`. A graph output keeps its name: `new` takes it
+    /// over when `new` is a plain intermediate value, otherwise an Identity carries it.
+    /// Returns the value that now stands where `old` stood.
+    fn replace_uses(&mut self, old: ValueId, new: ValueId) -> ValueId {
+        for user in self.users(old).to_vec() {
+            let slots: Vec<usize> =
+                self.node(user).inputs.iter().enumerate().filter(|(_, v)| **v == Some(old)).map(|(i, _)| i).collect();
+            for slot in slots {
+                self.set_input(user, slot, Some(new));
+            }
+        }
+        if !self.is_output(old) {
+            return new;
+        }
+        let plain = self.producer(new).is_some() && !self.is_output(new) && !self.inputs.contains(&new) && !self.is_captured(new);
+        let carrier = if plain {
+            new
+        } else {
+            let carrier = self.add_value(&format!("{}_carrier", self.value(old).name));
+            self.add_node(Node {
+                name: self.unique_node_name(&format!("{}_identity", self.value(old).name)),
+                kind: OpKind::Identity,
+                attributes: Attributes::default(),
+                inputs: vec![Some(new)],
+                outputs: vec![Some(carrier)],
+                captures: Vec::new(),
+                rest: pb::NodeProto::default(),
+            });
+            carrier
+        };
+        let name = self.value(old).name.clone();
+        self.rename(old, &format!("{name}_replaced"));
+        self.rename(carrier, &name);
+        self.values[carrier.0].info = self.values[old.0].info.take();
+        for output in self.outputs.iter_mut().filter(|o| **o == old) {
+            *output = carrier;
+        }
+        carrier
+    }
+}

@@ -1,0 +1,461 @@
+//! Static shape inference for the typed operators. Known dims are numbers, symbolic dims
+//! keep their names, and whatever cannot be inferred is `Unknown` (falling back to the
+//! model's declared `value_info`). Input dims can be pinned for analysis; pinning never
+//! changes the model itself.
+
+use std::collections::HashMap;
+use std::fmt;
+
+use crate::error::Result;
+use crate::ir::graph::{Graph, Node, ValueId};
+use crate::ir::op::OpKind;
+use crate::ir::tensor::DataType;
+use crate::onnx::pb;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Dim {
+    Known(usize),
+    Symbol(String),
+    Unknown,
+}
+
+impl Dim {
+    pub fn known(&self) -> Option<usize> {
+        match self {
+            Dim::Known(d) => Some(*d),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Dim {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        match self {
+            Dim::Known(d) => write!(f, "{d}"),
+            Dim::Symbol(s) => write!(f, "{s}"),
+            Dim::Unknown => write!(f, "?"),
+        }
+    }
+}
+
+/// What is known of a value's element type and dims.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ValueType {
+    pub dtype: Option<DataType>,
+    pub dims: Option<Vec<Dim>>,
+}
+
+impl ValueType {
+    pub fn rank(&self) -> Option<usize> {
+        self.dims.as_ref().map(Vec::len)
+    }
+
+    /// All dims as numbers, when every one is known.
+    pub fn static_dims(&self) -> Option<Vec<usize>> {
+        self.dims.as_ref()?.iter().map(Dim::known).collect()
+    }
+
+    pub fn dim(&self, axis: usize) -> Option<usize> {
+        self.dims.as_ref()?.get(axis)?.known()
+    }
+
+    /// False only when both sides know something and it differs.
+    pub fn compatible(&self, other: &ValueType) -> bool {
+        let dtype_ok = match (self.dtype, other.dtype) {
+            (Some(a), Some(b)) => a == b,
+            _ => true,
+        };
+        let dims_ok = match (&self.dims, &other.dims) {
+            (Some(a), Some(b)) => {
+                a.len() == b.len()
+                    && a.iter().zip(b).all(|(x, y)| match (x, y) {
+                        (Dim::Known(x), Dim::Known(y)) => x == y,
+                        _ => true,
+                    })
+            }
+            _ => true,
+        };
+        dtype_ok && dims_ok
+    }
+
+    fn of_info(info: &pb::ValueInfoProto) -> ValueType {
+        use pb::type_proto::Value;
+        let Some(Value::TensorType(tensor)) = info.r#type.as_ref().and_then(|t| t.value.as_ref()) else {
+            return ValueType::default();
+        };
+        let dtype = tensor.elem_type.map(DataType::from_onnx).filter(|d| *d != DataType::Other(0));
+        let dims = tensor.shape.as_ref().map(|shape| {
+            shape
+                .dim
+                .iter()
+                .map(|d| {
+                    use pb::tensor_shape_proto::dimension::Value as D;
+                    match &d.value {
+                        Some(D::DimValue(v)) if *v >= 0 => Dim::Known(*v as usize),
+                        Some(D::DimParam(p)) if !p.is_empty() => Dim::Symbol(p.clone()),
+                        _ => Dim::Unknown,
+                    }
+                })
+                .collect()
+        });
+        ValueType { dtype, dims }
+    }
+
+    fn known(dtype: Option<DataType>, dims: Vec<usize>) -> ValueType {
+        ValueType { dtype, dims: Some(dims.into_iter().map(Dim::Known).collect()) }
+    }
+}
+
+impl fmt::Display for ValueType {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        match &self.dtype {
+            Some(d) => write!(f, "{d:?}")?,
+            None => write!(f, "?")?,
+        }
+        match &self.dims {
+            Some(dims) => write!(f, "[{}]", dims.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(",")),
+            None => write!(f, "[?]"),
+        }
+    }
+}
+
+/// Input dims pinned for analysis, by input name.
+pub type PinnedShapes = HashMap<String, Vec<usize>>;
+
+/// The inferred type of every value of a graph.
+#[derive(Clone, Debug)]
+pub struct Shapes {
+    types: Vec<ValueType>,
+}
+
+impl Shapes {
+    pub fn get(&self, id: ValueId) -> &ValueType {
+        &self.types[id.0]
+    }
+}
+
+/// Infers every value's type, in topological order.
+pub fn infer(graph: &Graph, pinned: &PinnedShapes) -> Result<Shapes> {
+    let mut types: Vec<ValueType> = graph.values.iter().map(|v| v.info.as_ref().map(ValueType::of_info).unwrap_or_default()).collect();
+    for (i, value) in graph.values.iter().enumerate() {
+        if let Some(t) = &value.constant {
+            types[i] = ValueType::known(Some(t.dtype()), t.dims().to_vec());
+        }
+        if let Some(dims) = pinned.get(&value.name).filter(|_| graph.inputs.contains(&ValueId(i))) {
+            types[i] = ValueType::known(types[i].dtype, dims.clone());
+        }
+    }
+    for id in graph.topological_order()? {
+        let node = graph.node(id);
+        let inputs: Vec<ValueType> = node.inputs.iter().map(|v| v.map(|v| types[v.0].clone()).unwrap_or_default()).collect();
+        let inferred = infer_node(graph, node, &inputs);
+        for (slot, out) in node.outputs.iter().enumerate() {
+            let (Some(out), Some(t)) = (out, inferred.get(slot)) else { continue };
+            let declared = &types[out.0];
+            types[out.0] = ValueType {
+                dtype: t.dtype.or(declared.dtype),
+                dims: if t.dims.is_some() { t.dims.clone() } else { declared.dims.clone() },
+            };
+        }
+    }
+    Ok(Shapes { types })
+}
+
+fn const_i64(graph: &Graph, node: &Node, slot: usize) -> Option<Vec<i64>> {
+    graph.constant(node.input(slot)?)?.to_i64()
+}
+
+/// Integer list given as an attribute (older opsets) or as a constant input (newer).
+fn attr_or_input(graph: &Graph, node: &Node, attr: &str, slot: usize) -> Option<Vec<i64>> {
+    node.ints(attr).ok().flatten().or_else(|| const_i64(graph, node, slot))
+}
+
+fn normalize_axis(axis: i64, rank: usize) -> Option<usize> {
+    let a = if axis < 0 { axis + rank as i64 } else { axis };
+    (0..rank as i64).contains(&a).then_some(a as usize)
+}
+
+fn infer_node(graph: &Graph, node: &Node, inputs: &[ValueType]) -> Vec<ValueType> {
+    let first = inputs.first().cloned().unwrap_or_default();
+    let dtype = first.dtype;
+    let dims = |t: &ValueType| t.dims.clone();
+    let out_dims: Option<Vec<Dim>> = match &node.kind {
+        OpKind::Relu | OpKind::Clip | OpKind::LeakyRelu | OpKind::HardSigmoid | OpKind::HardSwish | OpKind::Sigmoid
+        | OpKind::Tanh | OpKind::Softmax | OpKind::Identity | OpKind::Dropout | OpKind::BatchNormalization
+        | OpKind::Cast => dims(&first),
+        OpKind::Add | OpKind::Sub | OpKind::Mul | OpKind::Div | OpKind::PRelu => {
+            inputs.iter().try_fold(Vec::new(), |acc, t| broadcast(&acc, t.dims.as_ref()?))
+        }
+        OpKind::Conv | OpKind::AveragePool | OpKind::MaxPool | OpKind::ConvTranspose => window_output(node, inputs),
+        OpKind::GlobalAveragePool => dims(&first).map(|d| {
+            d.iter().enumerate().map(|(i, x)| if i < 2 { x.clone() } else { Dim::Known(1) }).collect()
+        }),
+        OpKind::Gemm => gemm_output(node, inputs),
+        OpKind::MatMul => matmul_output(inputs),
+        OpKind::Flatten => first.static_dims().and_then(|d| {
+            let axis = normalize_axis(node.int("axis").ok().flatten().unwrap_or(1), d.len() + 1)?;
+            Some(vec![Dim::Known(d[..axis].iter().product()), Dim::Known(d[axis..].iter().product())])
+        }),
+        OpKind::Reshape => reshape_output(graph, node, &first),
+        OpKind::Transpose => dims(&first).map(|d| {
+            let perm = node.ints("perm").ok().flatten().unwrap_or_else(|| (0..d.len() as i64).rev().collect());
+            perm.iter().map(|&p| d.get(p as usize).cloned().unwrap_or(Dim::Unknown)).collect()
+        }),
+        OpKind::Concat => concat_output(node, inputs),
+        OpKind::Squeeze => dims(&first).map(|d| {
+            let axes: Option<Vec<usize>> =
+                attr_or_input(graph, node, "axes", 1).map(|a| a.iter().filter_map(|&x| normalize_axis(x, d.len())).collect());
+            d.iter()
+                .enumerate()
+                .filter(|(i, x)| match &axes {
+                    Some(axes) => !axes.contains(i),
+                    None => **x != Dim::Known(1),
+                })
+                .map(|(_, x)| x.clone())
+                .collect()
+        }),
+        OpKind::Unsqueeze => dims(&first).and_then(|d| {
+            let axes = attr_or_input(graph, node, "axes", 1)?;
+            let rank = d.len() + axes.len();
+            let axes: Vec<usize> = axes.iter().filter_map(|&a| normalize_axis(a, rank)).collect();
+            let mut rest = d.into_iter();
+            Some((0..rank).map(|i| if axes.contains(&i) { Dim::Known(1) } else { rest.next().unwrap_or(Dim::Unknown) }).collect())
+        }),
+        OpKind::Pad => dims(&first).and_then(|d| {
+            let pads = attr_or_input(graph, node, "pads", 1)?;
+            let rank = d.len();
+            (pads.len() == 2 * rank).then(|| {
+                d.iter()
+                    .enumerate()
+                    .map(|(i, x)| match x {
+                        Dim::Known(x) => usize::try_from(*x as i64 + pads[i] + pads[i + rank]).map(Dim::Known).unwrap_or(Dim::Unknown),
+                        _ => Dim::Unknown,
+                    })
+                    .collect()
+            })
+        }),
+        OpKind::Shape => first.rank().map(|r| {
+            let start = node.int("start").ok().flatten().unwrap_or(0);
+            let end = node.int("end").ok().flatten().unwrap_or(r as i64);
+            let clamp = |x: i64| (if x < 0 { x + r as i64 } else { x }).clamp(0, r as i64) as usize;
+            vec![Dim::Known(clamp(end).saturating_sub(clamp(start)))]
+        }),
+        OpKind::Gather => dims(&first).and_then(|d| {
+            let axis = normalize_axis(node.int("axis").ok().flatten().unwrap_or(0), d.len())?;
+            let indices = inputs.get(1)?.dims.clone()?;
+            Some(d[..axis].iter().cloned().chain(indices).chain(d[axis + 1..].iter().cloned()).collect())
+        }),
+        OpKind::Slice => slice_output(graph, node, &first),
+        OpKind::ReduceMean => dims(&first).map(|d| {
+            let keep = node.int("keepdims").ok().flatten().unwrap_or(1) != 0;
+            let axes: Vec<usize> = match attr_or_input(graph, node, "axes", 1) {
+                Some(a) => a.iter().filter_map(|&x| normalize_axis(x, d.len())).collect(),
+                None => (0..d.len()).collect(),
+            };
+            d.iter()
+                .enumerate()
+                .filter_map(|(i, x)| match (axes.contains(&i), keep) {
+                    (false, _) => Some(x.clone()),
+                    (true, true) => Some(Dim::Known(1)),
+                    (true, false) => None,
+                })
+                .collect()
+        }),
+        OpKind::Constant => {
+            let tensor = node.tensor("value").ok().flatten();
+            return vec![match tensor {
+                Some(t) => ValueType::known(Some(t.dtype()), t.dims().to_vec()),
+                None => ValueType::default(),
+            }];
+        }
+        OpKind::Other { .. } => None,
+    };
+    let out_dtype = match &node.kind {
+        OpKind::Shape => Some(DataType::Int64),
+        OpKind::Cast => node.int("to").ok().flatten().map(|c| DataType::from_onnx(c as i32)),
+        OpKind::Other { .. } => None,
+        _ => dtype,
+    };
+    let mut outputs = vec![ValueType { dtype: out_dtype, dims: out_dims.clone() }];
+    if node.kind == OpKind::Dropout {
+        outputs.push(ValueType { dtype: Some(DataType::Bool), dims: out_dims });
+    }
+    outputs
+}
+
+/// Numpy-style broadcasting of two shapes.
+fn broadcast(a: &[Dim], b: &[Dim]) -> Option<Vec<Dim>> {
+    let rank = a.len().max(b.len());
+    let at = |s: &[Dim], i: usize| if i + s.len() >= rank { s[i + s.len() - rank].clone() } else { Dim::Known(1) };
+    (0..rank)
+        .map(|i| match (at(a, i), at(b, i)) {
+            (Dim::Known(1), y) => Some(y),
+            (x, Dim::Known(1)) => Some(x),
+            (Dim::Known(x), Dim::Known(y)) if x != y => None,
+            (Dim::Known(x), _) | (_, Dim::Known(x)) => Some(Dim::Known(x)),
+            (x, y) if x == y => Some(x),
+            _ => Some(Dim::Unknown),
+        })
+        .collect()
+}
+
+/// Output dims of Conv, ConvTranspose and the windowed pools.
+fn window_output(node: &Node, inputs: &[ValueType]) -> Option<Vec<Dim>> {
+    let x = inputs.first()?.dims.clone()?;
+    let spatial = x.len().checked_sub(2)?;
+    let weight = inputs.get(1).and_then(|w| w.static_dims());
+    let kernel: Vec<usize> = match node.ints("kernel_shape").ok().flatten() {
+        Some(k) => k.iter().map(|&k| usize::try_from(k).ok()).collect::<Option<_>>()?,
+        None => weight.as_ref()?.get(2..)?.to_vec(),
+    };
+    let ones = vec![1i64; spatial];
+    let strides = node.ints("strides").ok().flatten().unwrap_or_else(|| ones.clone());
+    let dilations = node.ints("dilations").ok().flatten().unwrap_or(ones);
+    let pads = node.ints("pads").ok().flatten().unwrap_or_else(|| vec![0; 2 * spatial]);
+    let auto_pad = node.string("auto_pad").ok().flatten().unwrap_or_default();
+    let ceil = node.int("ceil_mode").ok().flatten().unwrap_or(0) != 0;
+    if kernel.len() != spatial || strides.len() != spatial || dilations.len() != spatial || pads.len() != 2 * spatial {
+        return None;
+    }
+    let channels = match node.kind {
+        OpKind::Conv => Dim::Known(*weight.as_ref()?.first()?),
+        OpKind::ConvTranspose => {
+            Dim::Known(*weight.as_ref()?.get(1)? * node.int("group").ok().flatten().unwrap_or(1) as usize)
+        }
+        _ => x[1].clone(),
+    };
+    let transpose = node.kind == OpKind::ConvTranspose;
+    let output_shape = node.ints("output_shape").ok().flatten();
+    let output_padding = node.ints("output_padding").ok().flatten().unwrap_or_else(|| vec![0; spatial]);
+    let mut out = vec![x[0].clone(), channels];
+    for i in 0..spatial {
+        let Dim::Known(size) = x[i + 2] else {
+            out.push(Dim::Unknown);
+            continue;
+        };
+        let (s, d, k) = (strides[i], dilations[i], kernel[i] as i64);
+        let extent = d * (k - 1) + 1;
+        let size = size as i64;
+        let dim = if transpose {
+            match (&output_shape, auto_pad.as_str()) {
+                (Some(shape), _) => *shape.get(i)?,
+                (None, "SAME_UPPER" | "SAME_LOWER") => size * s,
+                _ => s * (size - 1) + output_padding[i] + extent - pads[i] - pads[i + spatial],
+            }
+        } else {
+            match auto_pad.as_str() {
+                "SAME_UPPER" | "SAME_LOWER" => (size + s - 1) / s,
+                "VALID" => (size - extent) / s + 1,
+                _ => {
+                    let span = size + pads[i] + pads[i + spatial] - extent;
+                    if ceil {
+                        let mut n = (span + s - 1) / s + 1;
+                        // A last window that would start inside the end padding is dropped.
+                        if (n - 1) * s >= size + pads[i] {
+                            n -= 1;
+                        }
+                        n
+                    } else {
+                        span.div_euclid(s) + 1
+                    }
+                }
+            }
+        };
+        out.push(usize::try_from(dim).map(Dim::Known).unwrap_or(Dim::Unknown));
+    }
+    Some(out)
+}
+
+fn gemm_output(node: &Node, inputs: &[ValueType]) -> Option<Vec<Dim>> {
+    let a = inputs.first()?.dims.clone()?;
+    let b = inputs.get(1)?.dims.clone()?;
+    if a.len() != 2 || b.len() != 2 {
+        return None;
+    }
+    let m = if node.int("transA").ok().flatten().unwrap_or(0) != 0 { a[1].clone() } else { a[0].clone() };
+    let n = if node.int("transB").ok().flatten().unwrap_or(0) != 0 { b[0].clone() } else { b[1].clone() };
+    Some(vec![m, n])
+}
+
+fn matmul_output(inputs: &[ValueType]) -> Option<Vec<Dim>> {
+    let a = inputs.first()?.dims.clone()?;
+    let b = inputs.get(1)?.dims.clone()?;
+    match (a.len(), b.len()) {
+        (0, _) | (_, 0) => None,
+        (1, 1) => Some(vec![]),
+        (1, _) => Some([&b[..b.len() - 2], &b[b.len() - 1..]].concat()),
+        (_, 1) => Some(a[..a.len() - 1].to_vec()),
+        _ => {
+            let batch = broadcast(&a[..a.len() - 2], &b[..b.len() - 2])?;
+            Some([batch, vec![a[a.len() - 2].clone(), b[b.len() - 1].clone()]].concat())
+        }
+    }
+}
+
+fn reshape_output(graph: &Graph, node: &Node, input: &ValueType) -> Option<Vec<Dim>> {
+    let target = const_i64(graph, node, 1)?;
+    let allow_zero = node.int("allowzero").ok().flatten().unwrap_or(0) != 0;
+    let in_dims = input.dims.clone();
+    let mut out: Vec<Dim> = target
+        .iter()
+        .enumerate()
+        .map(|(i, &t)| match t {
+            0 if !allow_zero => in_dims.as_ref().and_then(|d| d.get(i).cloned()).unwrap_or(Dim::Unknown),
+            -1 => Dim::Unknown,
+            t => usize::try_from(t).map(Dim::Known).unwrap_or(Dim::Unknown),
+        })
+        .collect();
+    if let (Some(pos), Some(total)) = (target.iter().position(|&t| t == -1), input.static_dims()) {
+        let known: Option<usize> = out.iter().enumerate().filter(|(i, _)| *i != pos).map(|(_, d)| d.known()).product();
+        if let Some(known) = known.filter(|&k| k > 0) {
+            out[pos] = Dim::Known(total.iter().product::<usize>() / known);
+        }
+    }
+    Some(out)
+}
+
+fn concat_output(node: &Node, inputs: &[ValueType]) -> Option<Vec<Dim>> {
+    let first = inputs.first()?.dims.clone()?;
+    let axis = normalize_axis(node.int("axis").ok().flatten()?, first.len())?;
+    let mut total = 0usize;
+    for t in inputs {
+        match t.dims.as_ref()?.get(axis)? {
+            Dim::Known(d) => total += d,
+            _ => return Some(first.iter().enumerate().map(|(i, d)| if i == axis { Dim::Unknown } else { d.clone() }).collect()),
+        }
+    }
+    let mut out = first;
+    out[axis] = Dim::Known(total);
+    Some(out)
+}
+
+fn slice_output(graph: &Graph, node: &Node, input: &ValueType) -> Option<Vec<Dim>> {
+    let mut dims = input.dims.clone()?;
+    let rank = dims.len();
+    let starts = attr_or_input(graph, node, "starts", 1)?;
+    let ends = attr_or_input(graph, node, "ends", 2)?;
+    let axes = attr_or_input(graph, node, "axes", 3).unwrap_or_else(|| (0..starts.len() as i64).collect());
+    let steps = const_i64(graph, node, 4).unwrap_or_else(|| vec![1; starts.len()]);
+    for (((&start, &end), &axis), &step) in starts.iter().zip(&ends).zip(&axes).zip(&steps) {
+        let axis = normalize_axis(axis, rank)?;
+        let Dim::Known(size) = dims[axis] else {
+            dims[axis] = Dim::Unknown;
+            continue;
+        };
+        let size = size as i64;
+        if step == 0 {
+            return None;
+        }
+        let clamp = |x: i64, lo: i64, hi: i64| (if x < 0 { x + size } else { x }).clamp(lo, hi);
+        let len = if step > 0 {
+            let (s, e) = (clamp(start, 0, size), clamp(end, 0, size));
+            (e - s + step - 1).div_euclid(step).max(0)
+        } else {
+            let (s, e) = (clamp(start, -1, size - 1), clamp(end, -1, size - 1));
+            (s - e - step - 1).div_euclid(-step).max(0)
+        };
+        dims[axis] = Dim::Known(len as usize);
+    }
+    Some(dims)
+}
+

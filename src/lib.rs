@@ -1,0 +1,47 @@
+//! onnx-shallow makes pre-trained ONNX networks shallower: it removes activations that
+//! can go and folds the linear layers around them into single layers, and verifies the
+//! result with tract.
+//!
+//! The library is the tool without its command line: load a model, run the passes you
+//! choose, save it.
+//!
+//! ```no_run
+//! use onnx_shallow::passes::{self, Ctx};
+//! let mut model = onnx_shallow::load("model.onnx".as_ref())?;
+//! let stats = passes::run_pipeline(&passes::canonical(), &mut model.graph, &Ctx::default())?;
+//! for s in &stats {
+//!     println!("{}: {} rewrites, {} nodes fewer", s.pass, s.patches, s.nodes_removed);
+//! }
+//! onnx_shallow::save(&model, "model.shallow.onnx".as_ref(), &Default::default())?;
+//! # Ok::<(), onnx_shallow::Error>(())
+//! ```
+
+pub mod error;
+pub mod ir;
+pub mod onnx;
+pub mod passes;
+pub mod runtime;
+
+use std::path::Path;
+
+pub use error::{Error, Result};
+pub use ir::Model;
+pub use onnx::SaveOptions;
+
+/// Loads a model file (with its external data) into the IR.
+pub fn load(path: &Path) -> Result<Model> {
+    Model::from_proto(onnx::load_proto(path)?).map_err(|e| in_file(path, e))
+}
+
+/// Saves a model atomically (see [`SaveOptions`] for external data).
+pub fn save(model: &Model, path: &Path, options: &SaveOptions) -> Result<()> {
+    onnx::save(&model.to_proto()?, path, options)
+}
+
+/// Prefixes graph-level errors with the file they come from.
+fn in_file(path: &Path, err: Error) -> Error {
+    match err {
+        Error::Io { .. } | Error::Decode { .. } | Error::ExternalData { .. } | Error::Data { .. } => err,
+        other => Error::Decode { path: path.to_path_buf(), reason: other.to_string() },
+    }
+}

@@ -1,0 +1,118 @@
+//! Graph rewrites. Each pass has a stable name (used by `--passes`/`--skip-passes` and in
+//! the report), runs to a fixed point through the patch engine, and reports what it
+//! changed. Passes can be run one by one from the library:
+//!
+//! ```no_run
+//! use onnx_shallow::passes::{self, Ctx};
+//! let mut model = onnx_shallow::load("in.onnx".as_ref())?;
+//! let ctx = Ctx::default();
+//! for pass in passes::canonical() {
+//!     let stats = pass.run(&mut model.graph, &ctx)?;
+//!     println!("{}: {} rewrites", stats.pass, stats.patches);
+//! }
+//! onnx_shallow::save(&model, "out.onnx".as_ref(), &Default::default())?;
+//! # Ok::<(), onnx_shallow::Error>(())
+//! ```
+
+use std::cell::Cell;
+
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+use crate::ir::shape::{self, PinnedShapes, Shapes};
+use crate::ir::{Graph, NodeId, Patch};
+
+/// What one pass changed.
+#[derive(Clone, Debug, Default, Serialize, PartialEq)]
+pub struct PassStats {
+    pub pass: String,
+    /// Rewrites applied.
+    pub patches: usize,
+    /// Nodes removed, net of the ones added.
+    pub nodes_removed: i64,
+    /// The origin of each applied rewrite (`pass >> rule >> node`).
+    pub rewrites: Vec<String>,
+}
+
+/// What passes share: pinned input dims for analysis, and a budget of rewrites (to
+/// bisect a bad rewrite: stop after N).
+#[derive(Debug, Default)]
+pub struct Ctx {
+    pub pinned: PinnedShapes,
+    pub max_patches: Option<usize>,
+    applied: Cell<usize>,
+}
+
+impl Ctx {
+    pub fn new(pinned: PinnedShapes, max_patches: Option<usize>) -> Ctx {
+        Ctx { pinned, max_patches, applied: Cell::new(0) }
+    }
+
+    fn budget_left(&self) -> bool {
+        self.max_patches.is_none_or(|max| self.applied.get() < max)
+    }
+}
+
+pub trait Pass {
+    /// Stable name, as users select passes by it.
+    fn name(&self) -> &'static str;
+    fn run(&self, graph: &mut Graph, ctx: &Ctx) -> Result<PassStats>;
+}
+
+/// A pass made of one rule: "does this node match → the patch that rewrites it".
+pub(crate) trait Rule {
+    fn name(&self) -> &'static str;
+    fn rewrite(&self, graph: &Graph, node: NodeId, shapes: &Shapes, ctx: &Ctx) -> Result<Option<Patch>>;
+}
+
+impl<R: Rule> Pass for R {
+    fn name(&self) -> &'static str {
+        Rule::name(self)
+    }
+
+    fn run(&self, graph: &mut Graph, ctx: &Ctx) -> Result<PassStats> {
+        rewrite_to_fixed_point(self, graph, ctx)
+    }
+}
+
+/// Upper bound on rewrites per node per pass before the driver calls it a loop.
+const MAX_REWRITES_PER_NODE: usize = 8;
+
+fn rewrite_to_fixed_point(rule: &dyn Rule, graph: &mut Graph, ctx: &Ctx) -> Result<PassStats> {
+    let mut stats = PassStats { pass: rule.name().to_string(), ..PassStats::default() };
+    let nodes_before = graph.node_count() as i64;
+    let cap = MAX_REWRITES_PER_NODE * (graph.node_count() + 1);
+    'search: while ctx.budget_left() {
+        let shapes = shape::infer(graph, &ctx.pinned)?;
+        for node in graph.topological_order()? {
+            if let Some(patch) = rule.rewrite(graph, node, &shapes, ctx)? {
+                stats.rewrites.push(patch.origin.clone());
+                graph.apply(patch)?;
+                stats.patches += 1;
+                ctx.applied.set(ctx.applied.get() + 1);
+                if stats.patches > cap {
+                    return Err(Error::graph(format!(
+                        "pass {} did not reach a fixed point after {} rewrites (last: {})",
+                        rule.name(),
+                        stats.patches,
+                        stats.rewrites.last().map(String::as_str).unwrap_or("")
+                    )));
+                }
+                continue 'search;
+            }
+        }
+        break;
+    }
+    stats.nodes_removed = nodes_before - graph.node_count() as i64;
+    Ok(stats)
+}
+
+/// The exact canonical rewrites, in the order they run.
+pub fn canonical() -> Vec<Box<dyn Pass>> {
+    vec![]
+}
+
+/// Runs passes in order, each to its fixed point.
+pub fn run_pipeline(passes: &[Box<dyn Pass>], graph: &mut Graph, ctx: &Ctx) -> Result<Vec<PassStats>> {
+    passes.iter().map(|pass| pass.run(graph, ctx)).collect()
+}

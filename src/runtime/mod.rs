@@ -1,0 +1,67 @@
+//! tract, the runtime that will run the models: running a model, comparing two, and
+//! timing them.
+
+use std::sync::Arc;
+
+use ndarray::ArrayD;
+use tract_onnx::prelude::*;
+
+use crate::error::{Error, Result};
+use crate::ir::shape::{self, PinnedShapes};
+use crate::ir::{DataType, Model};
+
+/// A model loaded in tract with every input's dims pinned, optimised and ready to run.
+pub struct Session {
+    plan: Arc<TypedRunnableModel>,
+    input_types: Vec<DatumType>,
+}
+
+impl Session {
+    /// Loads `model` with the given dims for each runtime input, in order.
+    pub fn new(model: &Model, input_dims: &[Vec<usize>]) -> Result<Session> {
+        let bytes = crate::onnx::encode_model(&model.to_proto()?);
+        let mut inference = tract_onnx::onnx().model_for_read(&mut &bytes[..]).map_err(Error::runtime)?;
+        let inputs: Vec<_> = model.graph.runtime_inputs().collect();
+        if inputs.len() != input_dims.len() {
+            return Err(Error::Usage(format!("the model has {} inputs, {} shapes were given", inputs.len(), input_dims.len())));
+        }
+        let shapes = shape::infer(&model.graph, &PinnedShapes::default())?;
+        let mut input_types = Vec::with_capacity(inputs.len());
+        for (i, (&input, dims)) in inputs.iter().zip(input_dims).enumerate() {
+            let dtype = datum_type(shapes.get(input).dtype.unwrap_or(DataType::Float))?;
+            inference = inference.with_input_fact(i, InferenceFact::dt_shape(dtype, dims)).map_err(Error::runtime)?;
+            input_types.push(dtype);
+        }
+        let plan = inference.into_optimized().and_then(|m| m.into_runnable()).map_err(Error::runtime)?;
+        Ok(Session { plan, input_types })
+    }
+
+    /// Runs one batch; every output comes back as f32.
+    pub fn run(&self, inputs: &[ArrayD<f32>]) -> Result<Vec<ArrayD<f32>>> {
+        let inputs = inputs
+            .iter()
+            .zip(&self.input_types)
+            .map(|(array, &dtype)| Ok(Tensor::from(array.clone()).cast_to_dt(dtype)?.into_owned().into_tvalue()))
+            .collect::<TractResult<TVec<TValue>>>()
+            .map_err(Error::runtime)?;
+        let outputs = self.plan.run(inputs).map_err(Error::runtime)?;
+        outputs
+            .into_iter()
+            .map(|t| Ok(t.cast_to::<f32>()?.to_plain_array_view::<f32>()?.to_owned()))
+            .collect::<TractResult<Vec<_>>>()
+            .map_err(Error::runtime)
+    }
+}
+
+fn datum_type(dtype: DataType) -> Result<DatumType> {
+    Ok(match dtype {
+        DataType::Float => f32::datum_type(),
+        DataType::Double => f64::datum_type(),
+        DataType::Float16 => f16::datum_type(),
+        DataType::Int64 => i64::datum_type(),
+        DataType::Int32 => i32::datum_type(),
+        DataType::Uint8 => u8::datum_type(),
+        DataType::Int8 => i8::datum_type(),
+        other => return Err(Error::Usage(format!("inputs of type {other:?} are not supported"))),
+    })
+}
