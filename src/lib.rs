@@ -16,11 +16,15 @@
 //! # Ok::<(), onnx_shallow::Error>(())
 //! ```
 
+pub mod calib;
 pub mod error;
 pub mod ir;
 pub mod onnx;
 pub mod passes;
+pub mod report;
 pub mod runtime;
+#[cfg(test)]
+mod testing;
 
 use std::path::Path;
 

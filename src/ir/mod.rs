@@ -1,5 +1,6 @@
 //! The graph IR: typed standard operators, everything else carried through untouched.
 
+pub mod builder;
 mod convert;
 pub mod graph;
 pub mod op;

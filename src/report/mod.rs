@@ -1,0 +1,1 @@
+//! What users read: terminal tables and JSON.
