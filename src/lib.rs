@@ -20,6 +20,7 @@ pub mod calib;
 pub mod error;
 pub mod ir;
 pub mod onnx;
+mod optimize;
 pub mod passes;
 pub mod report;
 pub mod runtime;
@@ -31,6 +32,7 @@ use std::path::Path;
 pub use error::{Error, Result};
 pub use ir::Model;
 pub use onnx::SaveOptions;
+pub use optimize::{Options, Report, optimize, parse_input_shape};
 
 /// Loads a model file (with its external data) into the IR.
 pub fn load(path: &Path) -> Result<Model> {

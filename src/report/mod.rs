@@ -1,1 +1,2 @@
 //! What users read: terminal tables and JSON.
+pub mod stats;

@@ -61,3 +61,28 @@ pub fn run_random(model: &onnx_shallow::Model, dims: &[Vec<usize>], seed: u64) -
     let inputs: Vec<_> = dims.iter().map(|d| normal_array(d, &mut rng)).collect();
     onnx_shallow::runtime::Session::new(model, dims).unwrap().run(&inputs).unwrap()
 }
+
+/// Output of one run of the command-line tool.
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Runs `onnx-shallow` with the given arguments.
+pub fn cli(args: &[&std::ffi::OsStr]) -> Run {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_onnx-shallow")).args(args).output().expect("the binary runs");
+    Run {
+        code: out.status.code().expect("exited, not killed"),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// Files in `dir`, sorted, for checking that nothing (partial or temporary) was left.
+pub fn files_in(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> =
+        std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    names.sort();
+    names
+}

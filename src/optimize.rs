@@ -1,0 +1,69 @@
+//! The optimisation pipeline behind `onnx-shallow optimize`, as a library call.
+
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+use crate::ir::Model;
+use crate::ir::shape::PinnedShapes;
+use crate::passes::{self, Ctx, Pass, PassStats};
+use crate::report::stats::ModelStats;
+
+/// What to run.
+#[derive(Clone, Debug, Default)]
+pub struct Options {
+    /// Input dims pinned for analysis (the output keeps the declared dims).
+    pub pinned: PinnedShapes,
+    /// Run only these passes (by name), in pipeline order.
+    pub passes: Option<Vec<String>>,
+    /// Leave these passes out.
+    pub skip_passes: Vec<String>,
+    /// Stop after this many rewrites (to bisect a bad one).
+    pub max_patches: Option<usize>,
+}
+
+/// What a run changed.
+#[derive(Clone, Debug, Serialize)]
+pub struct Report {
+    pub passes: Vec<PassStats>,
+    pub before: ModelStats,
+    pub after: ModelStats,
+}
+
+/// Runs the exact canonical rewrites on `model`.
+pub fn optimize(mut model: Model, options: &Options) -> Result<(Model, Report)> {
+    let before = ModelStats::of(&model.graph, &options.pinned)?;
+    let pipeline = select_passes(passes::canonical(), options)?;
+    let ctx = Ctx::new(options.pinned.clone(), options.max_patches);
+    let stats = passes::run_pipeline(&pipeline, &mut model.graph, &ctx)?;
+    let after = ModelStats::of(&model.graph, &options.pinned)?;
+    let applied: Vec<String> = stats.iter().filter(|s| s.patches > 0).map(|s| format!("{}:{}", s.pass, s.patches)).collect();
+    model.set_metadata("onnx_shallow.passes", applied.join(","));
+    model.set_metadata("onnx_shallow.version", env!("CARGO_PKG_VERSION").to_string());
+    Ok((model, Report { passes: stats, before, after }))
+}
+
+/// The pipeline filtered by `--passes` / `--skip-passes`; an unknown name is an error
+/// listing the known ones.
+fn select_passes(pipeline: Vec<Box<dyn Pass>>, options: &Options) -> Result<Vec<Box<dyn Pass>>> {
+    let known: Vec<&str> = pipeline.iter().map(|p| p.name()).collect();
+    let requested = options.passes.iter().flatten().chain(&options.skip_passes);
+    if let Some(unknown) = requested.into_iter().find(|name| !known.contains(&name.as_str())) {
+        return Err(Error::Usage(format!("unknown pass '{unknown}'; the passes are: {}", known.join(", "))));
+    }
+    Ok(pipeline
+        .into_iter()
+        .filter(|p| options.passes.as_ref().is_none_or(|only| only.iter().any(|n| n == p.name())))
+        .filter(|p| !options.skip_passes.iter().any(|n| n == p.name()))
+        .collect())
+}
+
+/// Parses `name:1,3,224,224`.
+pub fn parse_input_shape(spec: &str) -> Result<(String, Vec<usize>)> {
+    let bad = || Error::Usage(format!("--input-shape '{spec}': expected NAME:D1,D2,… with positive numbers"));
+    let (name, dims) = spec.rsplit_once(':').ok_or_else(bad)?;
+    let dims = dims.split(',').map(|d| d.trim().parse::<usize>().ok().filter(|&d| d > 0)).collect::<Option<Vec<_>>>();
+    match dims {
+        Some(dims) if !name.is_empty() && !dims.is_empty() => Ok((name.to_string(), dims)),
+        _ => Err(bad()),
+    }
+}
