@@ -161,8 +161,15 @@ pub fn infer(graph: &Graph, pinned: &PinnedShapes) -> Result<Shapes> {
     Ok(Shapes { types })
 }
 
+/// An integer input known before running: an initializer, or a Constant node's value
+/// (shape inference runs before Constant nodes become initializers).
 fn const_i64(graph: &Graph, node: &Node, slot: usize) -> Option<Vec<i64>> {
-    graph.constant(node.input(slot)?)?.to_i64()
+    let value = node.input(slot)?;
+    if let Some(tensor) = graph.constant(value) {
+        return tensor.to_i64();
+    }
+    let producer = graph.node(graph.producer(value)?);
+    (producer.kind == OpKind::Constant).then(|| producer.tensor("value").ok().flatten()?.to_i64()).flatten()
 }
 
 /// Integer list given as an attribute (older opsets) or as a constant input (newer).
