@@ -18,6 +18,7 @@
 
 pub mod calib;
 pub mod error;
+pub mod fold;
 pub mod ir;
 pub mod onnx;
 mod optimize;

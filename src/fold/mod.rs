@@ -1,0 +1,4 @@
+//! The folding math: tensors and attributes in, tensors and attributes out. Graph
+//! matching lives in `passes/`; this module only knows the algebra.
+
+pub mod conv;
