@@ -32,12 +32,26 @@ fn assert_refused_in(dir: &Path, bytes: &[u8], expected: &[&str]) -> String {
     std::fs::write(&input, bytes).unwrap();
     let before = common::files_in(dir);
     let output = dir.join("out.onnx");
-    let run = common::cli(&[OsStr::new("optimize"), input.as_os_str(), output.as_os_str(), OsStr::new("--exact")]);
+    let run = common::cli(&[
+        OsStr::new("optimize"),
+        input.as_os_str(),
+        output.as_os_str(),
+        OsStr::new("--exact"),
+    ]);
     assert_eq!(run.code, 2, "stderr: {}", run.stderr);
     assert!(!run.stderr.contains("panicked"), "{}", run.stderr);
-    assert_eq!(run.stderr.trim().lines().count(), 1, "one line: {}", run.stderr);
+    assert_eq!(
+        run.stderr.trim().lines().count(),
+        1,
+        "one line: {}",
+        run.stderr
+    );
     for needle in expected {
-        assert!(run.stderr.contains(needle), "'{needle}' missing from: {}", run.stderr);
+        assert!(
+            run.stderr.contains(needle),
+            "'{needle}' missing from: {}",
+            run.stderr
+        );
     }
     assert_eq!(common::files_in(dir), before, "files were left behind");
     assert_eq!(std::fs::read(&input).unwrap(), bytes, "the input changed");
@@ -52,7 +66,11 @@ fn missing_file() {
     let missing = dir.path().join("nope.onnx");
     let run = common::cli(&[OsStr::new("inspect"), missing.as_os_str()]);
     assert_eq!(run.code, 2);
-    assert!(run.stderr.contains("nope.onnx") && run.stderr.contains("No such file"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("nope.onnx") && run.stderr.contains("No such file"),
+        "{}",
+        run.stderr
+    );
 }
 
 #[test]
@@ -62,14 +80,19 @@ fn empty_file() {
 
 #[test]
 fn random_bytes() {
-    let bytes: Vec<u8> = (0..4096u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 7) as u8).collect();
+    let bytes: Vec<u8> = (0..4096u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 7) as u8)
+        .collect();
     assert_refused(&bytes, &["bad.onnx", "not a valid ONNX model"]);
 }
 
 #[test]
 fn truncated_protobuf() {
     let bytes = encode_model(&relu_model());
-    assert_refused(&bytes[..bytes.len() * 2 / 3], &["bad.onnx", "not a valid ONNX model"]);
+    assert_refused(
+        &bytes[..bytes.len() * 2 / 3],
+        &["bad.onnx", "not a valid ONNX model"],
+    );
 }
 
 #[test]
@@ -106,8 +129,15 @@ fn external_model(location: &str) -> Vec<u8> {
     let mut model = relu_model();
     let w = &mut model.graph.as_mut().unwrap().initializer[0];
     w.raw_data = None;
-    let entry = |k: &str, v: &str| pb::StringStringEntryProto { key: Some(k.into()), value: Some(v.into()) };
-    w.external_data = vec![entry("location", location), entry("offset", "0"), entry("length", "64")];
+    let entry = |k: &str, v: &str| pb::StringStringEntryProto {
+        key: Some(k.into()),
+        value: Some(v.into()),
+    };
+    w.external_data = vec![
+        entry("location", location),
+        entry("offset", "0"),
+        entry("length", "64"),
+    ];
     w.data_location = Some(pb::tensor_proto::DataLocation::External as i32);
     encode_model(&model)
 }
@@ -125,28 +155,44 @@ fn folder_with_outside_file() -> (tempfile::TempDir, PathBuf, PathBuf) {
 #[test]
 fn external_data_with_dot_dot_is_refused() {
     let (_root, model_dir, _) = folder_with_outside_file();
-    assert_refused_in(&model_dir, &external_model("../secret.bin"), &["tensor 'w'", "inside the model's folder"]);
+    assert_refused_in(
+        &model_dir,
+        &external_model("../secret.bin"),
+        &["tensor 'w'", "inside the model's folder"],
+    );
 }
 
 #[test]
 fn external_data_with_absolute_path_is_refused() {
     let (_root, model_dir, outside) = folder_with_outside_file();
     let location = outside.to_str().unwrap();
-    assert_refused_in(&model_dir, &external_model(location), &["tensor 'w'", "inside the model's folder"]);
+    assert_refused_in(
+        &model_dir,
+        &external_model(location),
+        &["tensor 'w'", "inside the model's folder"],
+    );
 }
 
 #[test]
 fn external_data_through_a_symlink_leading_out_is_refused() {
     let (_root, model_dir, outside) = folder_with_outside_file();
     std::os::unix::fs::symlink(&outside, model_dir.join("link.bin")).unwrap();
-    assert_refused_in(&model_dir, &external_model("link.bin"), &["tensor 'w'", "outside the model's folder"]);
+    assert_refused_in(
+        &model_dir,
+        &external_model("link.bin"),
+        &["tensor 'w'", "outside the model's folder"],
+    );
 }
 
 #[test]
 fn external_data_beyond_the_end_of_its_file_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("w.bin"), [0u8; 10]).unwrap();
-    assert_refused_in(dir.path(), &external_model("w.bin"), &["tensor 'w'", "beyond the end"]);
+    assert_refused_in(
+        dir.path(),
+        &external_model("w.bin"),
+        &["tensor 'w'", "beyond the end"],
+    );
 }
 
 #[test]
@@ -157,7 +203,10 @@ fn external_data_inside_the_folder_loads() {
     std::fs::write(&path, external_model("w.bin")).unwrap();
     let model = onnx_shallow::load(&path).unwrap();
     let w = model.graph.value_by_name("w").unwrap();
-    assert_eq!(model.graph.constant(w).unwrap().to_f32().unwrap(), vec![0.0; 16]);
+    assert_eq!(
+        model.graph.constant(w).unwrap().to_f32().unwrap(),
+        vec![0.0; 16]
+    );
 }
 
 #[test]
@@ -166,7 +215,12 @@ fn output_over_the_input_is_refused_without_force() {
     let input = dir.path().join("m.onnx");
     let bytes = encode_model(&relu_model());
     std::fs::write(&input, &bytes).unwrap();
-    let run = common::cli(&[OsStr::new("optimize"), input.as_os_str(), input.as_os_str(), OsStr::new("--exact")]);
+    let run = common::cli(&[
+        OsStr::new("optimize"),
+        input.as_os_str(),
+        input.as_os_str(),
+        OsStr::new("--exact"),
+    ]);
     assert_eq!(run.code, 2, "{}", run.stderr);
     assert!(run.stderr.contains("--force"), "{}", run.stderr);
     assert_eq!(std::fs::read(&input).unwrap(), bytes);

@@ -8,18 +8,31 @@ const MOBILENET_V2: &str = "models/mobilenet_v2_imagenet_torchvision-weights_via
 
 #[test]
 fn mobilenet_v2_counts_match_the_architecture() {
-    let Some(path) = common::shared(MOBILENET_V2) else { return };
+    let Some(path) = common::shared(MOBILENET_V2) else {
+        return;
+    };
     let model = onnx_shallow::load(&path).unwrap();
     let stats = ModelStats::of(&model.graph, &Default::default()).unwrap();
     assert_eq!(stats.ops["Conv"], 52);
     assert_eq!(stats.activations["Clip"], 35);
     // torchvision MobileNetV2: 3.50 M parameters, 300 M multiply-adds at 224×224.
-    assert!((3.45e6..3.56e6).contains(&(stats.params as f64)), "params {}", stats.params);
-    assert!((2.95e8..3.10e8).contains(&(stats.macs as f64)), "MACs {}", stats.macs);
+    assert!(
+        (3.45e6..3.56e6).contains(&(stats.params as f64)),
+        "params {}",
+        stats.params
+    );
+    assert!(
+        (2.95e8..3.10e8).contains(&(stats.macs as f64)),
+        "MACs {}",
+        stats.macs
+    );
     assert!(stats.macs_complete);
     // 52 convs + the classifier Gemm on the longest path.
     assert_eq!(stats.depth, 53);
-    assert_eq!(stats.inputs[0].shape, vec![serde_json::json!("batch"), 3.into(), 224.into(), 224.into()]);
+    assert_eq!(
+        stats.inputs[0].shape,
+        vec![serde_json::json!("batch"), 3.into(), 224.into(), 224.into()]
+    );
 }
 
 #[test]
@@ -39,7 +52,9 @@ fn unknown_spatial_dims_leave_conv_macs_uncounted_until_pinned() {
 
 #[test]
 fn mlp_macs_are_the_sum_of_its_gemm_sizes() {
-    let Some(path) = common::shared("models/digits_mlp_sklearn-digits_op13.onnx") else { return };
+    let Some(path) = common::shared("models/digits_mlp_sklearn-digits_op13.onnx") else {
+        return;
+    };
     let model = onnx_shallow::load(&path).unwrap();
     let stats = ModelStats::of(&model.graph, &Default::default()).unwrap();
     let graph = &model.graph;

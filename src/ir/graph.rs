@@ -116,6 +116,11 @@ impl Graph {
         self.nodes[id.0].as_mut().expect("live node id")
     }
 
+    /// False once a rewrite has removed the node.
+    pub fn contains_node(&self, id: NodeId) -> bool {
+        self.nodes.get(id.0).is_some_and(Option::is_some)
+    }
+
     /// Live nodes in storage order (see `topological_order` for execution order).
     pub fn node_ids(&self) -> impl Iterator<Item = NodeId> + '_ {
         self.nodes.iter().enumerate().filter(|(_, n)| n.is_some()).map(|(i, _)| NodeId(i))
@@ -241,6 +246,25 @@ impl Graph {
         if let Some(value) = value {
             self.values[value.0].users.push(node);
         }
+    }
+
+    /// Gives a node a new operator, attributes and inputs; it keeps its name and outputs.
+    pub(crate) fn redefine_node(&mut self, id: NodeId, kind: OpKind, attributes: Attributes, inputs: Vec<Option<ValueId>>) {
+        for slot in 0..self.node(id).inputs.len() {
+            self.set_input(id, slot, None);
+        }
+        let node = self.node_mut(id);
+        node.kind = kind;
+        node.attributes = attributes;
+        node.inputs = vec![None; inputs.len()];
+        for (slot, value) in inputs.into_iter().enumerate() {
+            self.set_input(id, slot, value);
+        }
+    }
+
+    /// No node, graph input or initializer defines the value any more.
+    pub(crate) fn is_undefined(&self, id: ValueId) -> bool {
+        self.producer(id).is_none() && !self.inputs.contains(&id) && !self.initializers.contains(&id)
     }
 
     /// Renames a value (keeping names unique).

@@ -171,6 +171,16 @@ impl Attributes {
         self
     }
 
+    pub fn with_floats(mut self, name: &str, values: &[f32]) -> Self {
+        self.set(pb::AttributeProto { name: Some(name.into()), r#type: Some(AttributeType::Floats as i32), floats: values.to_vec(), ..Default::default() });
+        self
+    }
+
+    pub fn with_string(mut self, name: &str, value: &str) -> Self {
+        self.set(pb::AttributeProto { name: Some(name.into()), r#type: Some(AttributeType::String as i32), s: Some(value.as_bytes().to_vec()), ..Default::default() });
+        self
+    }
+
     pub fn with_tensor(mut self, name: &str, value: pb::TensorProto) -> Self {
         self.set(pb::AttributeProto { name: Some(name.into()), r#type: Some(AttributeType::Tensor as i32), t: Some(value), ..Default::default() });
         self

@@ -1,11 +1,12 @@
 //! The one mutation path. A rewrite rule builds a `Patch` — new constants and nodes wired
-//! to existing values, and the existing values they replace — and `Graph::apply` applies
-//! it: it links the new nodes, moves every use of a replaced value (graph outputs keep
-//! their names), removes what became dead, and refuses a replacement whose element type
-//! or shape differs from the value it replaces.
+//! to existing values, existing nodes redefined in place, and the existing values they
+//! replace — and `Graph::apply` applies it: it links the new nodes, moves every use of a
+//! replaced value (graph outputs keep their names, and a value the patch created takes
+//! over the name of the dead value it replaces), removes what became dead, and refuses a
+//! replacement whose element type or shape differs from the value it replaces.
 
 use crate::error::{Error, Result};
-use crate::ir::graph::{Graph, Node, ValueId};
+use crate::ir::graph::{Graph, Node, NodeId, ValueId};
 use crate::ir::op::{Attributes, OpKind};
 use crate::ir::shape;
 use crate::ir::tensor::Tensor;
@@ -34,18 +35,28 @@ struct PatchNode {
     outputs: usize,
 }
 
+/// An existing node given a new operator, attributes and inputs.
+#[derive(Debug)]
+struct Redefinition {
+    node: NodeId,
+    kind: OpKind,
+    attributes: Attributes,
+    inputs: Vec<Option<Wire>>,
+}
+
 #[derive(Debug)]
 pub struct Patch {
     /// `pass >> rule >> node`: where this rewrite came from.
     pub origin: String,
     constants: Vec<(String, Tensor)>,
     nodes: Vec<PatchNode>,
+    redefinitions: Vec<Redefinition>,
     shunts: Vec<(ValueId, Wire)>,
 }
 
 impl Patch {
     pub fn new(origin: impl Into<String>) -> Patch {
-        Patch { origin: origin.into(), constants: Vec::new(), nodes: Vec::new(), shunts: Vec::new() }
+        Patch { origin: origin.into(), constants: Vec::new(), nodes: Vec::new(), redefinitions: Vec::new(), shunts: Vec::new() }
     }
 
     pub fn constant(&mut self, name: &str, tensor: Tensor) -> Wire {
@@ -58,6 +69,12 @@ impl Patch {
         self.nodes.push(PatchNode { name: name.to_string(), kind, attributes, inputs: inputs.to_vec(), outputs });
         let node = self.nodes.len() - 1;
         (0..outputs).map(|slot| Wire::Output { node, slot }).collect()
+    }
+
+    /// The existing `node` becomes `kind` with these attributes and inputs. It keeps its
+    /// name and its output values, whose types must not change.
+    pub fn redefine(&mut self, node: NodeId, kind: OpKind, attributes: Attributes, inputs: &[Option<Wire>]) {
+        self.redefinitions.push(Redefinition { node, kind, attributes, inputs: inputs.to_vec() });
     }
 
     /// Every use of `old` (graph outputs included) reads `new` instead.
@@ -98,10 +115,28 @@ impl Graph {
             });
             outputs.push(outs);
         }
-        let shunts: Vec<(ValueId, ValueId)> = patch.shunts.iter().map(|&(old, w)| (old, resolve(w, &outputs))).collect();
-        let replacements: Vec<(ValueId, ValueId)> =
-            shunts.iter().map(|&(old, new)| (old, self.replace_uses(old, new))).collect();
+        let mut replacements: Vec<(ValueId, ValueId)> = Vec::new();
+        for r in patch.redefinitions {
+            let inputs = r.inputs.iter().map(|w| w.map(|w| resolve(w, &outputs))).collect();
+            self.redefine_node(r.node, r.kind, r.attributes, inputs);
+            replacements.extend(self.node(r.node).outputs.iter().flatten().map(|&out| (out, out)));
+        }
+        // A value the patch created takes the name of the value it replaces once that is
+        // gone (graph outputs keep their names through `replace_uses`).
+        let shunts: Vec<(ValueId, ValueId, bool)> = patch
+            .shunts
+            .iter()
+            .map(|&(old, w)| (old, resolve(w, &outputs), !matches!(w, Wire::Existing(_)) && !self.is_output(old)))
+            .collect();
+        for &(old, new, _) in &shunts {
+            replacements.push((old, self.replace_uses(old, new)));
+        }
         let removed = self.eliminate_dead_code()?;
+        for (old, new, takes_name) in shunts {
+            if takes_name && self.is_undefined(old) {
+                self.take_name(old, new);
+            }
+        }
         let after = shape::infer(self, &Default::default())?;
         for (old, new) in replacements {
             if !before.get(old).compatible(after.get(new)) {
@@ -138,8 +173,7 @@ impl Graph {
         if !self.is_output(old) {
             return new;
         }
-        let plain = self.producer(new).is_some() && !self.is_output(new) && !self.inputs.contains(&new) && !self.is_captured(new);
-        let carrier = if plain {
+        let carrier = if self.can_take_output_name(new) {
             new
         } else {
             let carrier = self.add_value(&format!("{}_carrier", self.value(old).name));
@@ -154,13 +188,24 @@ impl Graph {
             });
             carrier
         };
-        let name = self.value(old).name.clone();
-        self.rename(old, &format!("{name}_replaced"));
-        self.rename(carrier, &name);
+        self.take_name(old, carrier);
         self.values[carrier.0].info = self.values[old.0].info.take();
         for output in self.outputs.iter_mut().filter(|o| **o == old) {
             *output = carrier;
         }
         carrier
+    }
+
+    /// A plain intermediate value can take over a graph output's name; replacing an
+    /// output by anything else needs an Identity to carry the name.
+    pub(crate) fn can_take_output_name(&self, value: ValueId) -> bool {
+        self.producer(value).is_some() && !self.is_output(value) && !self.inputs.contains(&value) && !self.is_captured(value)
+    }
+
+    /// `to` takes the name of `from`, which gets a placeholder.
+    fn take_name(&mut self, from: ValueId, to: ValueId) {
+        let name = self.value(from).name.clone();
+        self.rename(from, &format!("{name}_replaced"));
+        self.rename(to, &name);
     }
 }

@@ -20,7 +20,21 @@ use serde::Serialize;
 
 use crate::error::{Error, Result};
 use crate::ir::shape::{self, PinnedShapes, Shapes};
-use crate::ir::{Graph, NodeId, Patch};
+use crate::ir::{Graph, Node, NodeId, Patch};
+
+mod constant_to_initializer;
+mod eliminate_dead_code;
+mod fold_affine;
+mod fold_batchnorm;
+mod fold_constants;
+mod fold_pad_into_conv;
+mod matching;
+mod matmul_add_to_gemm;
+mod remove_identity;
+mod resolve_auto_pad;
+mod resolve_reshape_shapes;
+#[cfg(test)]
+mod test_models;
 
 /// What one pass changed.
 #[derive(Clone, Debug, Default, Serialize, PartialEq)]
@@ -35,7 +49,8 @@ pub struct PassStats {
 }
 
 /// What passes share: pinned input dims for analysis, and a budget of rewrites (to
-/// bisect a bad rewrite: stop after N).
+/// bisect a bad rewrite: stop after N). Rewrites never see pinned dims: a rewrite must
+/// hold at every input size the model accepts, so rules get the declared dims.
 #[derive(Debug, Default)]
 pub struct Ctx {
     pub pinned: PinnedShapes,
@@ -45,7 +60,11 @@ pub struct Ctx {
 
 impl Ctx {
     pub fn new(pinned: PinnedShapes, max_patches: Option<usize>) -> Ctx {
-        Ctx { pinned, max_patches, applied: Cell::new(0) }
+        Ctx {
+            pinned,
+            max_patches,
+            applied: Cell::new(0),
+        }
     }
 
     fn budget_left(&self) -> bool {
@@ -60,9 +79,16 @@ pub trait Pass {
 }
 
 /// A pass made of one rule: "does this node match → the patch that rewrites it".
+/// `shapes` are inferred from the declared model, never from pinned dims.
 pub(crate) trait Rule {
     fn name(&self) -> &'static str;
-    fn rewrite(&self, graph: &Graph, node: NodeId, shapes: &Shapes, ctx: &Ctx) -> Result<Option<Patch>>;
+    fn rewrite(
+        &self,
+        graph: &Graph,
+        node: NodeId,
+        shapes: &Shapes,
+        ctx: &Ctx,
+    ) -> Result<Option<Patch>>;
 }
 
 impl<R: Rule> Pass for R {
@@ -75,44 +101,79 @@ impl<R: Rule> Pass for R {
     }
 }
 
+/// An empty patch whose origin reads `pass >> rule >> node`.
+pub(crate) fn patch(pass: &str, rule: &str, node: &Node) -> Patch {
+    Patch::new(format!("{pass} >> {rule} >> {}", node.name))
+}
+
 /// Upper bound on rewrites per node per pass before the driver calls it a loop.
 const MAX_REWRITES_PER_NODE: usize = 8;
 
+/// Sweeps the nodes in execution order, applying each rewrite as it is found, until a
+/// sweep finds none. Nodes a patch adds are visited by the next sweep.
 fn rewrite_to_fixed_point(rule: &dyn Rule, graph: &mut Graph, ctx: &Ctx) -> Result<PassStats> {
-    let mut stats = PassStats { pass: rule.name().to_string(), ..PassStats::default() };
+    let mut stats = PassStats {
+        pass: rule.name().to_string(),
+        ..PassStats::default()
+    };
     let nodes_before = graph.node_count() as i64;
     let cap = MAX_REWRITES_PER_NODE * (graph.node_count() + 1);
-    'search: while ctx.budget_left() {
-        let shapes = shape::infer(graph, &ctx.pinned)?;
+    let mut changed = true;
+    while changed && ctx.budget_left() {
+        changed = false;
+        let mut shapes = shape::infer(graph, &PinnedShapes::default())?;
         for node in graph.topological_order()? {
-            if let Some(patch) = rule.rewrite(graph, node, &shapes, ctx)? {
-                stats.rewrites.push(patch.origin.clone());
-                graph.apply(patch)?;
-                stats.patches += 1;
-                ctx.applied.set(ctx.applied.get() + 1);
-                if stats.patches > cap {
-                    return Err(Error::graph(format!(
-                        "pass {} did not reach a fixed point after {} rewrites (last: {})",
-                        rule.name(),
-                        stats.patches,
-                        stats.rewrites.last().map(String::as_str).unwrap_or("")
-                    )));
-                }
-                continue 'search;
+            if !ctx.budget_left() {
+                break;
             }
+            if !graph.contains_node(node) {
+                continue;
+            }
+            let Some(patch) = rule.rewrite(graph, node, &shapes, ctx)? else {
+                continue;
+            };
+            stats.rewrites.push(patch.origin.clone());
+            graph.apply(patch)?;
+            stats.patches += 1;
+            ctx.applied.set(ctx.applied.get() + 1);
+            if stats.patches > cap {
+                return Err(Error::graph(format!(
+                    "pass {} did not reach a fixed point after {} rewrites (last: {})",
+                    rule.name(),
+                    stats.patches,
+                    stats.rewrites.last().map(String::as_str).unwrap_or("")
+                )));
+            }
+            shapes = shape::infer(graph, &PinnedShapes::default())?;
+            changed = true;
         }
-        break;
     }
     stats.nodes_removed = nodes_before - graph.node_count() as i64;
     Ok(stats)
 }
 
-/// The exact canonical rewrites, in the order they run.
+/// The exact canonical rewrites, in the order they run (each pass's doc says why it
+/// sits where it does).
 pub fn canonical() -> Vec<Box<dyn Pass>> {
-    vec![]
+    vec![
+        Box::new(eliminate_dead_code::EliminateDeadCode),
+        Box::new(constant_to_initializer::ConstantToInitializer),
+        Box::new(remove_identity::RemoveIdentity),
+        Box::new(fold_constants::FoldConstants),
+        Box::new(resolve_reshape_shapes::ResolveReshapeShapes),
+        Box::new(resolve_auto_pad::ResolveAutoPad),
+        Box::new(fold_pad_into_conv::FoldPadIntoConv),
+        Box::new(matmul_add_to_gemm::MatMulAddToGemm),
+        Box::new(fold_batchnorm::FoldBatchNorm),
+        Box::new(fold_affine::FoldAffine),
+    ]
 }
 
 /// Runs passes in order, each to its fixed point.
-pub fn run_pipeline(passes: &[Box<dyn Pass>], graph: &mut Graph, ctx: &Ctx) -> Result<Vec<PassStats>> {
+pub fn run_pipeline(
+    passes: &[Box<dyn Pass>],
+    graph: &mut Graph,
+    ctx: &Ctx,
+) -> Result<Vec<PassStats>> {
     passes.iter().map(|pass| pass.run(graph, ctx)).collect()
 }

@@ -1,6 +1,10 @@
 //! tract, the runtime that will run the models: running a model, comparing two, and
 //! timing them.
 
+pub mod bench;
+pub mod compare;
+pub(crate) mod eval;
+
 use std::sync::Arc;
 
 use ndarray::ArrayD;
@@ -20,38 +24,65 @@ impl Session {
     /// Loads `model` with the given dims for each runtime input, in order.
     pub fn new(model: &Model, input_dims: &[Vec<usize>]) -> Result<Session> {
         let bytes = crate::onnx::encode_model(&model.to_proto()?);
-        let mut inference = tract_onnx::onnx().model_for_read(&mut &bytes[..]).map_err(Error::runtime)?;
+        let mut inference = tract_onnx::onnx()
+            .model_for_read(&mut &bytes[..])
+            .map_err(Error::runtime)?;
         let inputs: Vec<_> = model.graph.runtime_inputs().collect();
         if inputs.len() != input_dims.len() {
-            return Err(Error::Usage(format!("the model has {} inputs, {} shapes were given", inputs.len(), input_dims.len())));
+            return Err(Error::Usage(format!(
+                "the model has {} inputs, {} shapes were given",
+                inputs.len(),
+                input_dims.len()
+            )));
         }
         let shapes = shape::infer(&model.graph, &PinnedShapes::default())?;
         let mut input_types = Vec::with_capacity(inputs.len());
         for (i, (&input, dims)) in inputs.iter().zip(input_dims).enumerate() {
             let dtype = datum_type(shapes.get(input).dtype.unwrap_or(DataType::Float))?;
-            inference = inference.with_input_fact(i, InferenceFact::dt_shape(dtype, dims)).map_err(Error::runtime)?;
+            inference = inference
+                .with_input_fact(i, InferenceFact::dt_shape(dtype, dims))
+                .map_err(Error::runtime)?;
             input_types.push(dtype);
         }
-        let plan = inference.into_optimized().and_then(|m| m.into_runnable()).map_err(Error::runtime)?;
+        let plan = inference
+            .into_optimized()
+            .and_then(|m| m.into_runnable())
+            .map_err(Error::runtime)?;
         Ok(Session { plan, input_types })
     }
 
     /// Runs one batch; every output comes back as f32.
     pub fn run(&self, inputs: &[ArrayD<f32>]) -> Result<Vec<ArrayD<f32>>> {
-        let inputs = inputs
-            .iter()
-            .zip(&self.input_types)
-            .map(|(array, &dtype)| Ok(Tensor::from(array.clone()).cast_to_dt(dtype)?.into_owned().into_tvalue()))
-            .collect::<TractResult<TVec<TValue>>>()
-            .map_err(Error::runtime)?;
-        let outputs = self.plan.run(inputs).map_err(Error::runtime)?;
+        let outputs = self.run_prepared(&self.prepare(inputs)?)?;
         outputs
             .into_iter()
             .map(|t| Ok(t.cast_to::<f32>()?.to_plain_array_view::<f32>()?.to_owned()))
             .collect::<TractResult<Vec<_>>>()
             .map_err(Error::runtime)
     }
+
+    pub fn prepare(&self, inputs: &[ArrayD<f32>]) -> Result<Prepared> {
+        inputs
+            .iter()
+            .zip(&self.input_types)
+            .map(|(array, &dtype)| {
+                Ok(Tensor::from(array.clone())
+                    .cast_to_dt(dtype)?
+                    .into_owned()
+                    .into_tvalue())
+            })
+            .collect::<TractResult<TVec<TValue>>>()
+            .map(Prepared)
+            .map_err(Error::runtime)
+    }
+
+    pub(crate) fn run_prepared(&self, inputs: &Prepared) -> Result<TVec<TValue>> {
+        self.plan.run(inputs.0.clone()).map_err(Error::runtime)
+    }
 }
+
+/// Inputs already converted to the runtime's types, to run many times (benchmarks).
+pub struct Prepared(TVec<TValue>);
 
 fn datum_type(dtype: DataType) -> Result<DatumType> {
     Ok(match dtype {
@@ -62,6 +93,10 @@ fn datum_type(dtype: DataType) -> Result<DatumType> {
         DataType::Int32 => i32::datum_type(),
         DataType::Uint8 => u8::datum_type(),
         DataType::Int8 => i8::datum_type(),
-        other => return Err(Error::Usage(format!("inputs of type {other:?} are not supported"))),
+        other => {
+            return Err(Error::Usage(format!(
+                "inputs of type {other:?} are not supported"
+            )));
+        }
     })
 }

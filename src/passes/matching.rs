@@ -1,0 +1,55 @@
+//! Small matching helpers the rules share: constant inputs, sole readers, attribute or
+//! input forms, window geometry.
+
+use crate::error::Result;
+use crate::ir::{Graph, Node, NodeId, Tensor, ValueId};
+
+/// The constant (initializer) read at input `slot` of `node`.
+pub(super) fn constant_input<'g>(graph: &'g Graph, node: &Node, slot: usize) -> Option<&'g Tensor> {
+    graph.constant(node.input(slot)?)
+}
+
+/// The node that alone reads `value` (which is not a graph output either).
+pub(super) fn sole_reader(graph: &Graph, value: ValueId) -> Option<NodeId> {
+    graph.has_single_use(value).then(|| graph.users(value)[0])
+}
+
+/// An integer list given as an attribute (older opsets) or as a constant input (newer).
+/// `None` when it is neither, or is an input that is not constant.
+pub(super) fn ints_attribute_or_input(
+    graph: &Graph,
+    node: &Node,
+    name: &str,
+    slot: usize,
+) -> Result<Option<Vec<i64>>> {
+    if let Some(values) = node.ints(name)? {
+        return Ok(Some(values));
+    }
+    Ok(constant_input(graph, node, slot).and_then(Tensor::to_i64))
+}
+
+/// The `auto_pad` of a windowed operator; `NOTSET` when absent.
+pub(super) fn auto_pad(node: &Node) -> Result<String> {
+    Ok(node
+        .string("auto_pad")?
+        .unwrap_or_else(|| "NOTSET".to_string()))
+}
+
+/// The explicit `pads` of a windowed operator with `spatial` spatial axes (zeros when
+/// absent), or `None` when their count is wrong.
+pub(super) fn explicit_pads(node: &Node, spatial: usize) -> Result<Option<Vec<i64>>> {
+    let pads = node.ints("pads")?.unwrap_or_else(|| vec![0; 2 * spatial]);
+    Ok((pads.len() == 2 * spatial).then_some(pads))
+}
+
+/// The node reads no padding: no `pads` beyond zeros and no `SAME_*` auto-padding.
+pub(super) fn is_unpadded(node: &Node) -> Result<bool> {
+    let explicit_zero = node.ints("pads")?.is_none_or(|p| p.iter().all(|&p| p == 0));
+    Ok(explicit_zero && matches!(auto_pad(node)?.as_str(), "NOTSET" | "VALID"))
+}
+
+/// A Gemm bias that is one row broadcast down the output ([], [1], [N] or [1, N]); a
+/// bias that varies down the rows is no per-column bias.
+pub(super) fn is_row_bias(bias: &Tensor) -> bool {
+    bias.dims().len() <= 2 && bias.dims().iter().rev().skip(1).all(|&d| d == 1)
+}

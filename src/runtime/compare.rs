@@ -1,0 +1,499 @@
+//! Running two models on the same inputs in tract and comparing their outputs.
+//!
+//! Relative error is the project's one definition: max|candidate − reference| /
+//! max|reference| over the whole output; exact rewrites stay within 1e-4 of it.
+//!
+//! ```no_run
+//! use onnx_shallow::{calib, runtime::compare::{compare, Tolerance}};
+//! let reference = onnx_shallow::load("model.onnx".as_ref())?;
+//! let candidate = onnx_shallow::load("model.shallow.onnx".as_ref())?;
+//! let inputs = calib::random_inputs(&calib::sample_dims(&reference, &Default::default())?, 64, 0)?;
+//! let comparison = compare(&reference, &candidate, &inputs)?;
+//! assert!(comparison.within(&Tolerance::default()));
+//! # Ok::<(), onnx_shallow::Error>(())
+//! ```
+
+use ndarray::ArrayD;
+use serde::Serialize;
+
+use crate::calib::ModelInputs;
+use crate::error::{Error, Result};
+use crate::ir::Model;
+use crate::ir::shape::{self, ValueType};
+use crate::runtime::Session;
+
+/// Samples run at once: bounds the memory of a run, whatever the number of samples.
+const MAX_BATCH: usize = 16;
+
+/// How one output of the candidate compares with the reference's.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct OutputComparison {
+    pub name: String,
+    /// Over all samples.
+    pub shape: Vec<usize>,
+    pub max_abs_error: f64,
+    /// max|candidate − reference| / max|reference|.
+    pub max_rel_error: f64,
+    pub cosine: f64,
+    /// Fraction of samples with the same argmax, for outputs of shape [N, C], C ≥ 2.
+    pub agreement: Option<f64>,
+}
+
+/// Every output compared, in the models' output order.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Comparison {
+    pub samples: usize,
+    /// Where the inputs came from (see [`ModelInputs::source`]).
+    pub inputs: String,
+    pub outputs: Vec<OutputComparison>,
+}
+
+/// When a candidate counts as equivalent.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Tolerance {
+    /// Largest relative error allowed.
+    pub rtol: f64,
+    /// Largest absolute error allowed, as an alternative to `rtol` (for outputs near zero).
+    pub atol: Option<f64>,
+    /// Smallest top-1 agreement allowed, on outputs that have one.
+    pub min_agreement: Option<f64>,
+}
+
+impl Default for Tolerance {
+    fn default() -> Tolerance {
+        Tolerance {
+            rtol: 1e-4,
+            atol: None,
+            min_agreement: None,
+        }
+    }
+}
+
+impl OutputComparison {
+    /// Within `rtol` (or `atol`, when given) and, when given and the output has one,
+    /// at least `min_agreement`. NaN errors never pass.
+    pub fn within(&self, tolerance: &Tolerance) -> bool {
+        let close = self.max_rel_error <= tolerance.rtol
+            || tolerance
+                .atol
+                .is_some_and(|atol| self.max_abs_error <= atol);
+        let agrees = match (tolerance.min_agreement, self.agreement) {
+            (Some(min), Some(agreement)) => agreement >= min,
+            _ => true,
+        };
+        close && agrees
+    }
+}
+
+impl Comparison {
+    /// Every output is within the tolerance.
+    pub fn within(&self, tolerance: &Tolerance) -> bool {
+        self.outputs.iter().all(|output| output.within(tolerance))
+    }
+}
+
+/// Runs both models in tract (shapes pinned, optimised) on `inputs`, in batches of at
+/// most 16 samples (or the models' fixed batch size), and compares their outputs, which
+/// must agree in number and names.
+pub fn compare(reference: &Model, candidate: &Model, inputs: &ModelInputs) -> Result<Comparison> {
+    let names = output_names(reference);
+    if output_names(candidate) != names {
+        return Err(Error::Usage(format!(
+            "the models' outputs differ: the reference has [{}], the candidate [{}]",
+            names.join(", "),
+            output_names(candidate).join(", ")
+        )));
+    }
+    let batch = batch_size(reference, candidate, inputs)?;
+    let mut stats: Vec<OutputStats> = names.iter().map(|_| OutputStats::default()).collect();
+    let samples = inputs.samples();
+    let whole = samples - samples % batch;
+    // Tract pins the batch dim, so a last, partial batch needs sessions of its own.
+    for (range, size) in [(0..whole, batch), (whole..samples, samples - whole)] {
+        if range.is_empty() {
+            continue;
+        }
+        let dims: Vec<Vec<usize>> = inputs
+            .arrays()
+            .iter()
+            .map(|array| [&[size], &array.shape()[1..]].concat())
+            .collect();
+        let (reference, candidate) = (
+            Session::new(reference, &dims)?,
+            Session::new(candidate, &dims)?,
+        );
+        for start in range.step_by(size) {
+            let chunk = inputs.batch(start..start + size);
+            let (expected, actual) = (reference.run(&chunk)?, candidate.run(&chunk)?);
+            for (((stats, name), expected), actual) in
+                stats.iter_mut().zip(&names).zip(&expected).zip(&actual)
+            {
+                stats.add(name, expected, actual, size)?;
+            }
+        }
+    }
+    let outputs = stats
+        .into_iter()
+        .zip(names)
+        .map(|(stats, name)| stats.finish(name))
+        .collect();
+    Ok(Comparison {
+        samples,
+        inputs: inputs.source().to_string(),
+        outputs,
+    })
+}
+
+fn output_names(model: &Model) -> Vec<String> {
+    model
+        .graph
+        .outputs()
+        .iter()
+        .map(|&output| model.graph.value(output).name.clone())
+        .collect()
+}
+
+/// [`MAX_BATCH`], or the batch size the models fix in their first input's declared dims,
+/// once the inputs are checked against both models.
+fn batch_size(reference: &Model, candidate: &Model, inputs: &ModelInputs) -> Result<usize> {
+    let samples = inputs.samples();
+    let mut fixed = [None, None];
+    for ((role, model), fixed) in [("reference", reference), ("candidate", candidate)]
+        .into_iter()
+        .zip(&mut fixed)
+    {
+        let declared = declared_inputs(model)?;
+        check_inputs(role, &declared, inputs)?;
+        *fixed = declared
+            .first()
+            .and_then(|(_, input)| input.dim(0))
+            .filter(|&size| size > 0);
+    }
+    match fixed {
+        [Some(a), Some(b)] if a != b => Err(Error::Usage(format!(
+            "the reference model fixes batch size {a}, the candidate {b}"
+        ))),
+        [Some(size), _] | [_, Some(size)] if !samples.is_multiple_of(size) => {
+            Err(Error::Usage(format!(
+                "the models fix batch size {size}, which does not divide the {samples} samples"
+            )))
+        }
+        [Some(size), _] | [_, Some(size)] => Ok(size),
+        [None, None] => Ok(MAX_BATCH.min(samples)),
+    }
+}
+
+/// The name and declared type of each runtime input.
+fn declared_inputs(model: &Model) -> Result<Vec<(String, ValueType)>> {
+    let shapes = shape::infer(&model.graph, &Default::default())?;
+    let graph = &model.graph;
+    Ok(graph
+        .runtime_inputs()
+        .map(|input| (graph.value(input).name.clone(), shapes.get(input).clone()))
+        .collect())
+}
+
+/// The inputs fit what a model declares: one array per runtime input, of the declared
+/// rank, agreeing on every fixed dim after the sample dim.
+fn check_inputs(role: &str, declared: &[(String, ValueType)], inputs: &ModelInputs) -> Result<()> {
+    if declared.len() != inputs.arrays().len() {
+        return Err(Error::Usage(format!(
+            "the {role} model has {} inputs, the data has {} arrays",
+            declared.len(),
+            inputs.arrays().len()
+        )));
+    }
+    for ((name, declared), array) in declared.iter().zip(inputs.arrays()) {
+        let Some(dims) = &declared.dims else { continue };
+        let fits = dims.len() == array.ndim()
+            && dims
+                .iter()
+                .zip(array.shape())
+                .skip(1)
+                .all(|(dim, &len)| dim.known().is_none_or(|d| d == len));
+        if !fits {
+            return Err(Error::Usage(format!(
+                "the {role} model's input '{name}' is {declared}, the data is {:?}",
+                array.shape()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Running statistics of one output over the batches seen so far.
+#[derive(Default)]
+struct OutputStats {
+    shape: Vec<usize>,
+    max_abs_error: f64,
+    max_abs_reference: f64,
+    dot: f64,
+    reference_sq: f64,
+    candidate_sq: f64,
+    /// (samples with the same argmax, samples), for [N, C] outputs.
+    top1: Option<(usize, usize)>,
+}
+
+impl OutputStats {
+    fn add(
+        &mut self,
+        name: &str,
+        reference: &ArrayD<f32>,
+        candidate: &ArrayD<f32>,
+        batch: usize,
+    ) -> Result<()> {
+        if reference.shape() != candidate.shape() {
+            return Err(Error::Usage(format!(
+                "output '{name}': the reference gives {:?}, the candidate {:?}",
+                reference.shape(),
+                candidate.shape()
+            )));
+        }
+        self.extend_shape(reference.shape(), batch);
+        for (&r, &c) in reference.iter().zip(candidate) {
+            let (r, c) = (r as f64, c as f64);
+            self.max_abs_error = nan_max(self.max_abs_error, (c - r).abs());
+            self.max_abs_reference = nan_max(self.max_abs_reference, r.abs());
+            self.dot += r * c;
+            self.reference_sq += r * r;
+            self.candidate_sq += c * c;
+        }
+        if let [rows, classes] = reference.shape()
+            && *rows == batch
+            && *classes >= 2
+        {
+            let same = reference
+                .outer_iter()
+                .zip(candidate.outer_iter())
+                .filter(|(r, c)| argmax(r.iter()) == argmax(c.iter()))
+                .count();
+            let (agreeing, total) = self.top1.unwrap_or_default();
+            self.top1 = Some((agreeing + same, total + rows));
+        }
+        Ok(())
+    }
+
+    /// The shape over all samples: batches concatenate along a leading batch dim.
+    fn extend_shape(&mut self, shape: &[usize], batch: usize) {
+        match (self.shape.first_mut(), shape.first()) {
+            (None, _) => self.shape = shape.to_vec(),
+            (Some(total), Some(&rows)) if rows == batch => *total += rows,
+            _ => {}
+        }
+    }
+
+    fn finish(self, name: String) -> OutputComparison {
+        let max_rel_error = match self.max_abs_error {
+            0.0 => 0.0,
+            error => error / self.max_abs_reference,
+        };
+        let cosine = match (self.reference_sq == 0.0, self.candidate_sq == 0.0) {
+            (true, true) => 1.0,
+            (true, false) | (false, true) => 0.0,
+            (false, false) => self.dot / (self.reference_sq.sqrt() * self.candidate_sq.sqrt()),
+        };
+        let agreement = self
+            .top1
+            .map(|(agreeing, total)| agreeing as f64 / total as f64);
+        OutputComparison {
+            name,
+            shape: self.shape,
+            max_abs_error: self.max_abs_error,
+            max_rel_error,
+            cosine,
+            agreement,
+        }
+    }
+}
+
+/// Like `f64::max`, but NaN wins: a NaN output must not pass as close.
+fn nan_max(a: f64, b: f64) -> f64 {
+    if a.is_nan() || b.is_nan() {
+        f64::NAN
+    } else {
+        a.max(b)
+    }
+}
+
+/// The index of the largest value (the first one on ties).
+fn argmax<'a>(values: impl Iterator<Item = &'a f32>) -> Option<usize> {
+    values
+        .enumerate()
+        .fold(None, |best: Option<(usize, f32)>, (i, &v)| match best {
+            Some((_, b)) if b >= v => best,
+            _ => Some((i, v)),
+        })
+        .map(|(i, _)| i)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::calib::random::{Rng, normal_array};
+    use crate::calib::{ModelInputs, random_inputs};
+    use crate::ir::builder::ModelBuilder;
+    use crate::ir::{Attributes, Tensor};
+
+    /// x [batch, 6] → Gemm → (Relu) → Gemm → `output` [batch, 5], with fixed random weights.
+    fn mlp(batch: i64, relu: bool, output: &str) -> Model {
+        let mut rng = Rng::new(3);
+        let mut weights = |dims: [usize; 2]| {
+            Tensor::from_f32(
+                dims.to_vec(),
+                normal_array(&dims, &mut rng).as_slice().unwrap(),
+            )
+        };
+        let hidden = if relu { "r" } else { "h" };
+        let mut builder = ModelBuilder::new(13)
+            .input("x", &[batch, 6])
+            .initializer("w1", weights([6, 16]))
+            .initializer("w2", weights([16, 5]))
+            .node("Gemm", &["x", "w1"], &["h"], Attributes::default());
+        if relu {
+            builder = builder.node("Relu", &["h"], &["r"], Attributes::default());
+        }
+        let proto = builder
+            .node("Gemm", &[hidden, "w2"], &[output], Attributes::default())
+            .output(output)
+            .build();
+        Model::from_proto(proto).unwrap()
+    }
+
+    #[test]
+    fn a_model_matches_itself_exactly() {
+        let model = mlp(-1, true, "y");
+        let comparison =
+            compare(&model, &model, &random_inputs(&[vec![6]], 37, 1).unwrap()).unwrap();
+        let output = &comparison.outputs[0];
+        assert_eq!(
+            (
+                comparison.samples,
+                output.name.as_str(),
+                output.shape.as_slice()
+            ),
+            (37, "y", &[37, 5][..])
+        );
+        assert_eq!(
+            (output.max_abs_error, output.max_rel_error, output.agreement),
+            (0.0, 0.0, Some(1.0))
+        );
+        assert!((output.cosine - 1.0).abs() < 1e-12);
+        assert!(comparison.within(&Tolerance::default()));
+    }
+
+    #[test]
+    fn a_removed_relu_shows_on_signed_inputs_and_batching_does_not_change_the_errors() {
+        let (reference, candidate) = (mlp(-1, true, "y"), mlp(-1, false, "y"));
+        let inputs = random_inputs(&[vec![6]], 37, 1).unwrap();
+        let comparison = compare(&reference, &candidate, &inputs).unwrap();
+        let output = &comparison.outputs[0];
+        assert!(
+            output.agreement.unwrap() < 1.0 && output.cosine < 0.99,
+            "{output:?}"
+        );
+        assert!(!comparison.within(&Tolerance::default()));
+        // One run over all 37 samples gives the same errors as batches of 16, 16 and 5.
+        let dims = [vec![37, 6]];
+        let expected = Session::new(&reference, &dims)
+            .unwrap()
+            .run(inputs.arrays())
+            .unwrap();
+        let actual = Session::new(&candidate, &dims)
+            .unwrap()
+            .run(inputs.arrays())
+            .unwrap();
+        let whole = crate::testing::relative_error(&expected[0], &actual[0]);
+        assert!(
+            (output.max_rel_error - whole).abs() <= 1e-6 * whole,
+            "{} vs {whole}",
+            output.max_rel_error
+        );
+    }
+
+    #[test]
+    fn a_fixed_batch_size_is_respected() {
+        let model = mlp(4, true, "y");
+        let comparison =
+            compare(&model, &model, &random_inputs(&[vec![6]], 8, 1).unwrap()).unwrap();
+        assert_eq!(comparison.outputs[0].shape, [8, 5]);
+        let err = compare(&model, &model, &random_inputs(&[vec![6]], 6, 1).unwrap())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("fix batch size 4, which does not divide the 6 samples"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn refuses_models_or_inputs_that_do_not_correspond() {
+        let model = mlp(-1, true, "y");
+        let renamed = compare(
+            &model,
+            &mlp(-1, true, "z"),
+            &random_inputs(&[vec![6]], 2, 1).unwrap(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            renamed.contains("the reference has [y], the candidate [z]"),
+            "{renamed}"
+        );
+        let wrong_dims = compare(&model, &model, &random_inputs(&[vec![7]], 2, 1).unwrap())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            wrong_dims.contains("input 'x' is Float[N,6], the data is [2, 7]"),
+            "{wrong_dims}"
+        );
+        let two_arrays = ModelInputs::new(
+            vec![ArrayD::zeros(vec![2, 6]), ArrayD::zeros(vec![2, 6])],
+            "test",
+        )
+        .unwrap();
+        let extra = compare(&model, &model, &two_arrays)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            extra.contains("the reference model has 1 inputs, the data has 2 arrays"),
+            "{extra}"
+        );
+    }
+
+    #[test]
+    fn tolerance_accepts_rtol_or_atol_and_requires_agreement_when_given() {
+        let output = OutputComparison {
+            name: "y".into(),
+            shape: vec![4, 3],
+            max_abs_error: 1e-3,
+            max_rel_error: 1e-2,
+            cosine: 1.0,
+            agreement: Some(0.75),
+        };
+        let tolerance = |rtol, atol, min_agreement| Tolerance {
+            rtol,
+            atol,
+            min_agreement,
+        };
+        assert!(!output.within(&Tolerance::default()));
+        assert!(output.within(&tolerance(1e-2, None, None)));
+        assert!(output.within(&tolerance(1e-4, Some(1e-3), None)));
+        assert!(output.within(&tolerance(1e-2, None, Some(0.75))));
+        assert!(!output.within(&tolerance(1e-2, None, Some(0.8))));
+        let nan = OutputComparison {
+            max_abs_error: f64::NAN,
+            max_rel_error: f64::NAN,
+            ..output
+        };
+        assert!(!nan.within(&tolerance(f64::INFINITY, Some(f64::INFINITY), None)));
+    }
+
+    #[test]
+    fn nan_outputs_are_not_hidden_by_the_maximum() {
+        let mut stats = OutputStats::default();
+        let reference = ArrayD::from_shape_vec(vec![1, 2], vec![1.0, 2.0]).unwrap();
+        let candidate = ArrayD::from_shape_vec(vec![1, 2], vec![f32::NAN, 2.0]).unwrap();
+        stats.add("y", &reference, &candidate, 1).unwrap();
+        assert!(stats.finish("y".into()).max_rel_error.is_nan());
+    }
+}
