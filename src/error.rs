@@ -8,7 +8,10 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{path}: not a valid ONNX model: {reason}")]
     Decode { path: PathBuf, reason: String },
     #[error("{path}: {reason}")]
@@ -16,7 +19,11 @@ pub enum Error {
     #[error("tensor '{tensor}': {reason}")]
     Tensor { tensor: String, reason: String },
     #[error("node '{node}' ({op}): {reason}")]
-    Node { node: String, op: String, reason: String },
+    Node {
+        node: String,
+        op: String,
+        reason: String,
+    },
     #[error("graph: {0}")]
     Graph(String),
     #[error("{path}: {reason}")]
@@ -29,15 +36,25 @@ pub enum Error {
 
 impl Error {
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        Error::Io { path: path.into(), source }
+        Error::Io {
+            path: path.into(),
+            source,
+        }
     }
 
     pub(crate) fn tensor(tensor: impl Into<String>, reason: impl Into<String>) -> Self {
-        Error::Tensor { tensor: tensor.into(), reason: reason.into() }
+        Error::Tensor {
+            tensor: tensor.into(),
+            reason: reason.into(),
+        }
     }
 
     pub(crate) fn node(node: &str, op: &str, reason: impl Into<String>) -> Self {
-        Error::Node { node: node.to_string(), op: op.to_string(), reason: reason.into() }
+        Error::Node {
+            node: node.to_string(),
+            op: op.to_string(),
+            reason: reason.into(),
+        }
     }
 
     pub(crate) fn graph(reason: impl Into<String>) -> Self {

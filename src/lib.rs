@@ -52,7 +52,13 @@ pub fn save(model: &Model, path: &Path, options: &SaveOptions) -> Result<()> {
 /// Prefixes graph-level errors with the file they come from.
 fn in_file(path: &Path, err: Error) -> Error {
     match err {
-        Error::Io { .. } | Error::Decode { .. } | Error::ExternalData { .. } | Error::Data { .. } => err,
-        other => Error::Decode { path: path.to_path_buf(), reason: other.to_string() },
+        Error::Io { .. }
+        | Error::Decode { .. }
+        | Error::ExternalData { .. }
+        | Error::Data { .. } => err,
+        other => Error::Decode {
+            path: path.to_path_buf(),
+            reason: other.to_string(),
+        },
     }
 }

@@ -25,11 +25,15 @@ enum Command {
     #[command(after_help = "Example:\n  onnx-shallow inspect model.onnx --json > stats.json")]
     Inspect(InspectArgs),
     /// Rewrites a model and writes it once tract has verified it against the input.
-    #[command(after_help = "Example:\n  onnx-shallow optimize model.onnx model.shallow.onnx --exact")]
+    #[command(
+        after_help = "Example:\n  onnx-shallow optimize model.onnx model.shallow.onnx --exact"
+    )]
     Optimize(OptimizeArgs),
     /// Runs two models on the same inputs with tract and compares their outputs.
-    #[command(after_help = "Example:\n  onnx-shallow verify model.onnx model.shallow.onnx --inputs images.npz --preprocess imagenet\n\n\
-                            Exit codes: 0 within tolerance, 1 outside it, 2 on any error.")]
+    #[command(
+        after_help = "Example:\n  onnx-shallow verify model.onnx model.shallow.onnx --inputs images.npz --preprocess imagenet\n\n\
+                            Exit codes: 0 within tolerance, 1 outside it, 2 on any error."
+    )]
     Verify(VerifyArgs),
 }
 
@@ -43,7 +47,10 @@ struct ShapeArgs {
 
 impl ShapeArgs {
     fn pinned(&self) -> Result<PinnedShapes> {
-        self.input_shapes.iter().map(|s| onnx_shallow::parse_input_shape(s)).collect()
+        self.input_shapes
+            .iter()
+            .map(|s| onnx_shallow::parse_input_shape(s))
+            .collect()
     }
 }
 
@@ -138,7 +145,10 @@ fn inspect(args: &InspectArgs) -> Result<ExitCode> {
     let model = onnx_shallow::load(&args.model)?;
     let stats = ModelStats::of(&model.graph, &args.shapes.pinned()?)?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&stats).expect("stats serialise"));
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&stats).expect("stats serialise")
+        );
     } else {
         print!("{}", stats::render(&stats));
     }
@@ -147,7 +157,9 @@ fn inspect(args: &InspectArgs) -> Result<ExitCode> {
 
 fn optimize(args: &OptimizeArgs) -> Result<ExitCode> {
     if !args.exact {
-        return Err(Error::Usage("only --exact is available in this version: pass --exact".into()));
+        return Err(Error::Usage(
+            "only --exact is available in this version: pass --exact".into(),
+        ));
     }
     refuse_overwriting_input(&args.input, &args.output, args.force)?;
     let original = onnx_shallow::load(&args.input)?;
@@ -158,22 +170,39 @@ fn optimize(args: &OptimizeArgs) -> Result<ExitCode> {
         max_patches: args.max_patches,
     };
     let (optimized, report) = onnx_shallow::optimize(original.clone(), &options)?;
-    let inputs = calib::random_inputs(&calib::sample_dims(&original, &options.pinned)?, args.verify_samples, 0)?;
+    let inputs = calib::random_inputs(
+        &calib::sample_dims(&original, &options.pinned)?,
+        args.verify_samples,
+        0,
+    )?;
     let comparison = compare::compare(&original, &optimized, &inputs)?;
     let tolerance = Tolerance::default();
-    let verification =
-        Verification { reference: &args.input, candidate: &args.output, comparison: &comparison, tolerance: &tolerance };
+    let verification = Verification {
+        reference: &args.input,
+        candidate: &args.output,
+        comparison: &comparison,
+        tolerance: &tolerance,
+    };
     print!("{}", verification.table());
     if !verification.passed() {
-        eprintln!("error: the rewritten model does not match the input within {}; nothing was written", tolerance.rtol);
+        eprintln!(
+            "error: the rewritten model does not match the input within {}; nothing was written",
+            tolerance.rtol
+        );
         return Ok(ExitCode::from(1));
     }
-    let save = SaveOptions { external_data: args.external_data, ..SaveOptions::default() };
+    let save = SaveOptions {
+        external_data: args.external_data,
+        ..SaveOptions::default()
+    };
     onnx_shallow::save(&optimized, &args.output, &save)?;
     for pass in report.passes.iter().filter(|p| p.patches > 0) {
         println!("{:<28} {:>4} rewrites", pass.pass, pass.patches);
     }
-    print!("{}", stats::before_after_table(&report.before, &report.after));
+    print!(
+        "{}",
+        stats::before_after_table(&report.before, &report.after)
+    );
     println!("wrote {}", args.output.display());
     Ok(ExitCode::SUCCESS)
 }
@@ -193,23 +222,49 @@ fn verify(args: &VerifyArgs) -> Result<ExitCode> {
     let candidate = onnx_shallow::load(&args.candidate)?;
     let inputs = verification_inputs(&reference, args)?;
     let comparison = compare::compare(&reference, &candidate, &inputs)?;
-    let tolerance = Tolerance { rtol: args.rtol, atol: args.atol, min_agreement: args.min_agreement };
-    let verification =
-        Verification { reference: &args.reference, candidate: &args.candidate, comparison: &comparison, tolerance: &tolerance };
+    let tolerance = Tolerance {
+        rtol: args.rtol,
+        atol: args.atol,
+        min_agreement: args.min_agreement,
+    };
+    let verification = Verification {
+        reference: &args.reference,
+        candidate: &args.candidate,
+        comparison: &comparison,
+        tolerance: &tolerance,
+    };
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&verification.to_json()).expect("JSON serialises"));
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&verification.to_json()).expect("JSON serialises")
+        );
     } else {
         print!("{}", verification.table());
         println!("{}", verification.verdict());
     }
-    Ok(if verification.passed() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    Ok(if verification.passed() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
 
 fn verification_inputs(reference: &Model, args: &VerifyArgs) -> Result<ModelInputs> {
-    let preprocess = args.preprocess.as_deref().map(Preprocess::parse).transpose()?.unwrap_or_default();
+    let preprocess = args
+        .preprocess
+        .as_deref()
+        .map(Preprocess::parse)
+        .transpose()?
+        .unwrap_or_default();
     match &args.inputs {
         Some(path) => calib::load_inputs(path, &calib::input_names(reference), &preprocess),
-        None if args.preprocess.is_some() => Err(Error::Usage("--preprocess applies to --inputs; none were given".into())),
-        None => calib::random_inputs(&calib::sample_dims(reference, &args.shapes.pinned()?)?, args.random, args.seed),
+        None if args.preprocess.is_some() => Err(Error::Usage(
+            "--preprocess applies to --inputs; none were given".into(),
+        )),
+        None => calib::random_inputs(
+            &calib::sample_dims(reference, &args.shapes.pinned()?)?,
+            args.random,
+            args.seed,
+        ),
     }
 }

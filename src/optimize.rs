@@ -36,10 +36,24 @@ pub fn optimize(mut model: Model, options: &Options) -> Result<(Model, Report)> 
     let ctx = Ctx::new(options.pinned.clone(), options.max_patches);
     let stats = passes::run_pipeline(&pipeline, &mut model.graph, &ctx)?;
     let after = ModelStats::of(&model.graph, &options.pinned)?;
-    let applied: Vec<String> = stats.iter().filter(|s| s.patches > 0).map(|s| format!("{}:{}", s.pass, s.patches)).collect();
+    let applied: Vec<String> = stats
+        .iter()
+        .filter(|s| s.patches > 0)
+        .map(|s| format!("{}:{}", s.pass, s.patches))
+        .collect();
     model.set_metadata("onnx_shallow.passes", applied.join(","));
-    model.set_metadata("onnx_shallow.version", env!("CARGO_PKG_VERSION").to_string());
-    Ok((model, Report { passes: stats, before, after }))
+    model.set_metadata(
+        "onnx_shallow.version",
+        env!("CARGO_PKG_VERSION").to_string(),
+    );
+    Ok((
+        model,
+        Report {
+            passes: stats,
+            before,
+            after,
+        },
+    ))
 }
 
 /// The pipeline filtered by `--passes` / `--skip-passes`; an unknown name is an error
@@ -47,21 +61,39 @@ pub fn optimize(mut model: Model, options: &Options) -> Result<(Model, Report)> 
 fn select_passes(pipeline: Vec<Box<dyn Pass>>, options: &Options) -> Result<Vec<Box<dyn Pass>>> {
     let known: Vec<&str> = pipeline.iter().map(|p| p.name()).collect();
     let requested = options.passes.iter().flatten().chain(&options.skip_passes);
-    if let Some(unknown) = requested.into_iter().find(|name| !known.contains(&name.as_str())) {
-        return Err(Error::Usage(format!("unknown pass '{unknown}'; the passes are: {}", known.join(", "))));
+    if let Some(unknown) = requested
+        .into_iter()
+        .find(|name| !known.contains(&name.as_str()))
+    {
+        return Err(Error::Usage(format!(
+            "unknown pass '{unknown}'; the passes are: {}",
+            known.join(", ")
+        )));
     }
     Ok(pipeline
         .into_iter()
-        .filter(|p| options.passes.as_ref().is_none_or(|only| only.iter().any(|n| n == p.name())))
+        .filter(|p| {
+            options
+                .passes
+                .as_ref()
+                .is_none_or(|only| only.iter().any(|n| n == p.name()))
+        })
         .filter(|p| !options.skip_passes.iter().any(|n| n == p.name()))
         .collect())
 }
 
 /// Parses `name:1,3,224,224`.
 pub fn parse_input_shape(spec: &str) -> Result<(String, Vec<usize>)> {
-    let bad = || Error::Usage(format!("--input-shape '{spec}': expected NAME:D1,D2,… with positive numbers"));
+    let bad = || {
+        Error::Usage(format!(
+            "--input-shape '{spec}': expected NAME:D1,D2,… with positive numbers"
+        ))
+    };
     let (name, dims) = spec.rsplit_once(':').ok_or_else(bad)?;
-    let dims = dims.split(',').map(|d| d.trim().parse::<usize>().ok().filter(|&d| d > 0)).collect::<Option<Vec<_>>>();
+    let dims = dims
+        .split(',')
+        .map(|d| d.trim().parse::<usize>().ok().filter(|&d| d > 0))
+        .collect::<Option<Vec<_>>>();
     match dims {
         Some(dims) if !name.is_empty() && !dims.is_empty() => Ok((name.to_string(), dims)),
         _ => Err(bad()),

@@ -5,19 +5,44 @@ use crate::ir::Model;
 use crate::runtime::Session;
 
 /// Relative error of `candidate` against `reference`: max|c − r| / max|r|.
-pub(crate) fn relative_error(reference: &ndarray::ArrayD<f32>, candidate: &ndarray::ArrayD<f32>) -> f64 {
+pub(crate) fn relative_error(
+    reference: &ndarray::ArrayD<f32>,
+    candidate: &ndarray::ArrayD<f32>,
+) -> f64 {
     assert_eq!(reference.shape(), candidate.shape(), "output shapes differ");
-    let diff = reference.iter().zip(candidate).map(|(r, c)| (r - c).abs() as f64).fold(0.0, f64::max);
+    let diff = reference
+        .iter()
+        .zip(candidate)
+        .map(|(r, c)| (r - c).abs() as f64)
+        .fold(0.0, f64::max);
     let scale = reference.iter().map(|r| r.abs() as f64).fold(0.0, f64::max);
     diff / scale.max(f64::MIN_POSITIVE)
 }
 
 /// Runs both models in tract on the same signed random inputs of the given dims and
 /// returns the largest relative error over their outputs.
-pub(crate) fn max_relative_error(reference: &Model, candidate: &Model, input_dims: &[Vec<usize>], seed: u64) -> f64 {
+pub(crate) fn max_relative_error(
+    reference: &Model,
+    candidate: &Model,
+    input_dims: &[Vec<usize>],
+    seed: u64,
+) -> f64 {
     let mut rng = Rng::new(seed);
-    let inputs: Vec<_> = input_dims.iter().map(|d| normal_array(d, &mut rng)).collect();
-    let expected = Session::new(reference, input_dims).expect("reference loads in tract").run(&inputs).expect("reference runs");
-    let actual = Session::new(candidate, input_dims).expect("candidate loads in tract").run(&inputs).expect("candidate runs");
-    expected.iter().zip(&actual).map(|(r, c)| relative_error(r, c)).fold(0.0, f64::max)
+    let inputs: Vec<_> = input_dims
+        .iter()
+        .map(|d| normal_array(d, &mut rng))
+        .collect();
+    let expected = Session::new(reference, input_dims)
+        .expect("reference loads in tract")
+        .run(&inputs)
+        .expect("reference runs");
+    let actual = Session::new(candidate, input_dims)
+        .expect("candidate loads in tract")
+        .run(&inputs)
+        .expect("candidate runs");
+    expected
+        .iter()
+        .zip(&actual)
+        .map(|(r, c)| relative_error(r, c))
+        .fold(0.0, f64::max)
 }

@@ -17,7 +17,13 @@ fn shared_array(file: &str, key: &str, n: usize) -> Option<(ArrayD<f32>, bool)> 
     let path = common::shared(file)?;
     let stored = Npz::open(&path).unwrap().array(key).unwrap();
     let is_u8 = matches!(stored.dtype, calib::npy::Dtype::U8);
-    Some((stored.values.slice_axis(Axis(0), Slice::from(..n)).to_owned(), is_u8))
+    Some((
+        stored
+            .values
+            .slice_axis(Axis(0), Slice::from(..n))
+            .to_owned(),
+        is_u8,
+    ))
 }
 
 /// MTCNN's faces: 25×25 gray in [0, 1] → 48×48, three channels, (x·255 − 127.5) / 128.
@@ -26,13 +32,20 @@ fn mtcnn_inputs() -> Option<ModelInputs> {
     let (n, h, w) = (gray.shape()[0], gray.shape()[1], gray.shape()[2]);
     let gray = gray.into_shape_with_order((n, 1, h, w)).unwrap().into_dyn();
     let resized = Preprocess::parse("resize=48").unwrap().apply(gray).unwrap();
-    let rgb = ndarray::concatenate(Axis(1), &[resized.view(), resized.view(), resized.view()]).unwrap();
+    let rgb =
+        ndarray::concatenate(Axis(1), &[resized.view(), resized.view(), resized.view()]).unwrap();
     Some(ModelInputs::new(vec![rgb.mapv(|v| (v * 255.0 - 127.5) / 128.0)], "lfw faces").unwrap())
 }
 
 fn prepared(file: &str, key: &str, n: usize, spec: &str) -> Option<ModelInputs> {
     let (array, _) = shared_array(file, key, n)?;
-    Some(ModelInputs::new(vec![Preprocess::parse(spec).unwrap().apply(array).unwrap()], file).unwrap())
+    Some(
+        ModelInputs::new(
+            vec![Preprocess::parse(spec).unwrap().apply(array).unwrap()],
+            file,
+        )
+        .unwrap(),
+    )
 }
 
 /// Each shared model with real inputs for it, and the pinned shape it needs (if any).
@@ -41,12 +54,29 @@ fn cases() -> Vec<(&'static str, Option<ModelInputs>, Option<&'static str>)> {
     vec![
         ("models/digits_mlp_sklearn-digits_op13.onnx", digits(), None),
         ("models/digits_cnn_sklearn-digits_op13.onnx", digits(), None),
-        ("models/digits_mobilenetish_sklearn-digits_op13.onnx", digits(), None),
-        ("models/digits_mobilenetish_sklearn-digits_op14_hardswish.onnx", digits(), None),
-        ("models/mtcnn_onet_facenet-pytorch2.6.0_op13.onnx", mtcnn_inputs(), None),
+        (
+            "models/digits_mobilenetish_sklearn-digits_op13.onnx",
+            digits(),
+            None,
+        ),
+        (
+            "models/digits_mobilenetish_sklearn-digits_op14_hardswish.onnx",
+            digits(),
+            None,
+        ),
+        (
+            "models/mtcnn_onet_facenet-pytorch2.6.0_op13.onnx",
+            mtcnn_inputs(),
+            None,
+        ),
         (
             "models/orinet_doc_orientation_occular-deskew0.5.0.onnx",
-            prepared("data/doc_orientation_page.npz", "x", 8, "scale=0.00392156862745098,layout=nhwc"),
+            prepared(
+                "data/doc_orientation_page.npz",
+                "x",
+                8,
+                "scale=0.00392156862745098,layout=nhwc",
+            ),
             None,
         ),
         (
@@ -54,7 +84,11 @@ fn cases() -> Vec<(&'static str, Option<ModelInputs>, Option<&'static str>)> {
             prepared("data/textline_0_180_page.npz", "x", 32, "none"),
             Some("x:1,3,48,192"),
         ),
-        (MOBILENET_V2, prepared("data/natural_calib_224.npz", "x", 4, "imagenet"), None),
+        (
+            MOBILENET_V2,
+            prepared("data/natural_calib_224.npz", "x", 4, "imagenet"),
+            None,
+        ),
     ]
 }
 
@@ -62,18 +96,33 @@ fn cases() -> Vec<(&'static str, Option<ModelInputs>, Option<&'static str>)> {
 fn optimize_exact_keeps_every_shared_model_within_1e4_on_real_inputs() {
     let dir = tempfile::tempdir().unwrap();
     for (model, inputs, pin) in cases() {
-        let (Some(path), Some(inputs)) = (common::shared(model), inputs) else { return };
+        let (Some(path), Some(inputs)) = (common::shared(model), inputs) else {
+            return;
+        };
         let output = dir.path().join("exact.onnx");
-        let mut args = vec![OsStr::new("optimize"), path.as_os_str(), output.as_os_str(), OsStr::new("--exact")];
+        let mut args = vec![
+            OsStr::new("optimize"),
+            path.as_os_str(),
+            output.as_os_str(),
+            OsStr::new("--exact"),
+        ];
         if let Some(pin) = pin {
             args.extend([OsStr::new("--input-shape"), OsStr::new(pin)]);
         }
         let run = common::cli(&args);
         assert_eq!(run.code, 0, "{model}: {}", run.stderr);
-        let (original, optimized) = (onnx_shallow::load(&path).unwrap(), onnx_shallow::load(&output).unwrap());
+        let (original, optimized) = (
+            onnx_shallow::load(&path).unwrap(),
+            onnx_shallow::load(&output).unwrap(),
+        );
         let comparison = compare(&original, &optimized, &inputs).unwrap();
         for out in &comparison.outputs {
-            assert!(out.max_rel_error <= 1e-4, "{model} output {}: relative error {}", out.name, out.max_rel_error);
+            assert!(
+                out.max_rel_error <= 1e-4,
+                "{model} output {}: relative error {}",
+                out.name,
+                out.max_rel_error
+            );
         }
         let mut verify = vec![OsStr::new("verify"), path.as_os_str(), output.as_os_str()];
         if let Some(pin) = pin {
@@ -87,24 +136,48 @@ fn optimize_exact_keeps_every_shared_model_within_1e4_on_real_inputs() {
 /// MobileNetV2 with its first ReLU6 (Clip) bypassed, saved to `path`.
 fn without_first_relu6(original: &Path, path: &Path) {
     let mut model = onnx_shallow::load(original).unwrap();
-    let (id, clip) = model.graph.nodes().find(|(_, n)| n.op() == "Clip").map(|(id, n)| (id, n.clone())).unwrap();
-    let mut patch = onnx_shallow::ir::Patch::new(format!("test >> bypass >> {}", model.graph.node(id).name));
+    let (id, clip) = model
+        .graph
+        .nodes()
+        .find(|(_, n)| n.op() == "Clip")
+        .map(|(id, n)| (id, n.clone()))
+        .unwrap();
+    let mut patch =
+        onnx_shallow::ir::Patch::new(format!("test >> bypass >> {}", model.graph.node(id).name));
     patch.shunt(clip.output(0).unwrap(), clip.input(0).unwrap());
     model.graph.apply(patch).unwrap();
-    assert_eq!(model.graph.nodes().filter(|(_, n)| n.op() == "Clip").count(), 34);
+    assert_eq!(
+        model
+            .graph
+            .nodes()
+            .filter(|(_, n)| n.op() == "Clip")
+            .count(),
+        34
+    );
     onnx_shallow::save(&model, path, &Default::default()).unwrap();
 }
 
 #[test]
 fn verify_fails_on_mobilenet_v2_with_one_relu6_removed() {
-    let (Some(original), Some(images)) = (common::shared(MOBILENET_V2), common::shared("data/natural_calib_224.npz")) else {
+    let (Some(original), Some(images)) = (
+        common::shared(MOBILENET_V2),
+        common::shared("data/natural_calib_224.npz"),
+    ) else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
     let candidate = dir.path().join("one_relu6_less.onnx");
     without_first_relu6(&original, &candidate);
-    let random = common::cli(&[OsStr::new("verify"), original.as_os_str(), candidate.as_os_str()]);
-    assert_eq!(random.code, 1, "random inputs: {}{}", random.stdout, random.stderr);
+    let random = common::cli(&[
+        OsStr::new("verify"),
+        original.as_os_str(),
+        candidate.as_os_str(),
+    ]);
+    assert_eq!(
+        random.code, 1,
+        "random inputs: {}{}",
+        random.stdout, random.stderr
+    );
     assert!(random.stdout.contains("FAIL"), "{}", random.stdout);
     let real = common::cli(&[
         OsStr::new("verify"),

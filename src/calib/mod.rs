@@ -376,9 +376,14 @@ mod tests {
                 .build();
             Model::from_proto(proto).unwrap()
         };
-        assert_eq!(sample_dims(&model(&[-1, 3, 4]), &Default::default()).unwrap(), [vec![3, 4]]);
+        assert_eq!(
+            sample_dims(&model(&[-1, 3, 4]), &Default::default()).unwrap(),
+            [vec![3, 4]]
+        );
         assert_eq!(input_names(&model(&[-1, 3, 4])), ["x"]);
-        let err = sample_dims(&model(&[-1, -1]), &Default::default()).unwrap_err().to_string();
+        let err = sample_dims(&model(&[-1, -1]), &Default::default())
+            .unwrap_err()
+            .to_string();
         assert!(
             err.contains("'x'") && err.contains("must be fixed"),
             "{err}"

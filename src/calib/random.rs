@@ -46,7 +46,10 @@ mod tests {
         let xs: Vec<f64> = (0..20000).map(|_| rng.normal()).collect();
         let mean = xs.iter().sum::<f64>() / xs.len() as f64;
         let var = xs.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / xs.len() as f64;
-        assert!(mean.abs() < 0.03 && (var - 1.0).abs() < 0.05, "mean {mean} var {var}");
+        assert!(
+            mean.abs() < 0.03 && (var - 1.0).abs() < 0.05,
+            "mean {mean} var {var}"
+        );
         assert_eq!(Rng::new(7).next_u64(), Rng::new(7).next_u64());
         assert_ne!(Rng::new(7).next_u64(), Rng::new(8).next_u64());
     }

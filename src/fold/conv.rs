@@ -68,12 +68,21 @@ impl Conv2d {
     pub fn validate(&self) -> Result<()> {
         let [kh, kw] = self.kernel;
         let ok = self.group > 0
-            && self.in_channels % self.group == 0
-            && self.out_channels % self.group == 0
+            && self.in_channels.is_multiple_of(self.group)
+            && self.out_channels.is_multiple_of(self.group)
             && self.weight.len() == self.out_channels * self.in_per_group() * kh * kw
             && self.bias.len() == self.out_channels
-            && self.stride.iter().chain(&self.dilation).chain(&self.kernel).all(|&v| v > 0);
-        if ok { Ok(()) } else { Err(Error::graph(format!("inconsistent convolution {self:?}"))) }
+            && self
+                .stride
+                .iter()
+                .chain(&self.dilation)
+                .chain(&self.kernel)
+                .all(|&v| v > 0);
+        if ok {
+            Ok(())
+        } else {
+            Err(Error::graph(format!("inconsistent convolution {self:?}")))
+        }
     }
 
     pub fn is_padded(&self) -> bool {
@@ -84,7 +93,9 @@ impl Conv2d {
     pub fn output_size(&self, axis: usize, size: usize) -> Option<usize> {
         let extent = self.dilation[axis] * (self.kernel[axis] - 1) + 1;
         let padded = size + self.pads[axis] + self.pads[axis + 2];
-        padded.checked_sub(extent).map(|span| span / self.stride[axis] + 1)
+        padded
+            .checked_sub(extent)
+            .map(|span| span / self.stride[axis] + 1)
     }
 }
 
@@ -109,7 +120,11 @@ pub fn compose(first: &Conv2d, second: &Conv2d) -> Result<(Conv2d, Border)> {
     let mut pads = [0; 4];
     for axis in 0..2 {
         let (s1, d1, k1) = (first.stride[axis], first.dilation[axis], first.kernel[axis]);
-        let (s2, d2, k2) = (second.stride[axis], second.dilation[axis], second.kernel[axis]);
+        let (s2, d2, k2) = (
+            second.stride[axis],
+            second.dilation[axis],
+            second.kernel[axis],
+        );
         let extent = d1 * (k1 - 1) + s1 * d2 * (k2 - 1) + 1;
         let g = gcd(d1, s1 * d2);
         stride[axis] = s1 * s2;
@@ -134,7 +149,11 @@ pub fn compose(first: &Conv2d, second: &Conv2d) -> Result<(Conv2d, Border)> {
     let border = if !second.is_padded() {
         Border::Exact
     } else if first.kernel == [1, 1] && first.stride == [1, 1] && !first.is_padded() {
-        if first.bias.iter().all(|&b| b == 0.0) { Border::Exact } else { Border::BiasMap }
+        if first.bias.iter().all(|&b| b == 0.0) {
+            Border::Exact
+        } else {
+            Border::BiasMap
+        }
     } else {
         Border::InteriorOnly
     };
@@ -142,7 +161,12 @@ pub fn compose(first: &Conv2d, second: &Conv2d) -> Result<(Conv2d, Border)> {
 }
 
 /// Dense composite weights [O, C, kh, kw], regrouped to the most groups they allow.
-fn compose_weights(first: &Conv2d, second: &Conv2d, kernel: [usize; 2], dilation: [usize; 2]) -> (Vec<f64>, usize) {
+fn compose_weights(
+    first: &Conv2d,
+    second: &Conv2d,
+    kernel: [usize; 2],
+    dilation: [usize; 2],
+) -> (Vec<f64>, usize) {
     let (out_c, in_c) = (second.out_channels, first.in_channels);
     let [kh, kw] = kernel;
     let mut dense = vec![0.0; out_c * in_c * kh * kw];
@@ -159,8 +183,10 @@ fn compose_weights(first: &Conv2d, second: &Conv2d, kernel: [usize; 2], dilation
                 for i_local in 0..first.in_per_group() {
                     let i = i_group * first.in_per_group() + i_local;
                     for (a_y, a_x) in taps(first.kernel) {
-                        let t_y = first.stride[0] * second.dilation[0] * u_y + first.dilation[0] * a_y;
-                        let t_x = first.stride[1] * second.dilation[1] * u_x + first.dilation[1] * a_x;
+                        let t_y =
+                            first.stride[0] * second.dilation[0] * u_y + first.dilation[0] * a_y;
+                        let t_x =
+                            first.stride[1] * second.dilation[1] * u_x + first.dilation[1] * a_x;
                         let at = ((o * in_c + i) * kh + t_y / dilation[0]) * kw + t_x / dilation[1];
                         dense[at] += w2 * first.tap(m, i_local, a_y, a_x);
                     }
@@ -182,10 +208,17 @@ fn regroup(dense: Vec<f64>, out_c: usize, in_c: usize, taps: usize) -> (Vec<f64>
     let fits = |g: usize| {
         let (o_per, i_per) = (out_c / g, in_c / g);
         (0..out_c).all(|o| {
-            (0..in_c).filter(|i| i / i_per != o / o_per).all(|i| dense[(o * in_c + i) * taps..][..taps].iter().all(|&w| w == 0.0))
+            (0..in_c).filter(|i| i / i_per != o / o_per).all(|i| {
+                dense[(o * in_c + i) * taps..][..taps]
+                    .iter()
+                    .all(|&w| w == 0.0)
+            })
         })
     };
-    let group = (1..=gcd(out_c, in_c)).rev().find(|&g| out_c % g == 0 && in_c % g == 0 && fits(g)).unwrap_or(1);
+    let group = (1..=gcd(out_c, in_c))
+        .rev()
+        .find(|&g| out_c.is_multiple_of(g) && in_c.is_multiple_of(g) && fits(g))
+        .unwrap_or(1);
     if group == 1 {
         return (dense, 1);
     }
@@ -206,7 +239,9 @@ fn compose_bias(first: &Conv2d, second: &Conv2d) -> Vec<f64> {
             let m_base = (o / second.out_per_group()) * second.in_per_group();
             let through: f64 = (0..second.in_per_group())
                 .map(|m_local| {
-                    let tap_sum: f64 = taps(second.kernel).map(|(y, x)| second.tap(o, m_local, y, x)).sum();
+                    let tap_sum: f64 = taps(second.kernel)
+                        .map(|(y, x)| second.tap(o, m_local, y, x))
+                        .sum();
                     tap_sum * first.bias[m_base + m_local]
                 })
                 .sum();
@@ -215,32 +250,186 @@ fn compose_bias(first: &Conv2d, second: &Conv2d) -> Vec<f64> {
         .collect()
 }
 
-/// The pair evaluated on a zero input of spatial size `input` ([H, W]): the exact
-/// per-position bias [O, H2, W2] for `Border::BiasMap`.
-pub fn zero_input_response(first: &Conv2d, second: &Conv2d, input: [usize; 2]) -> Option<(Vec<f64>, [usize; 2])> {
-    let h1 = [first.output_size(0, input[0])?, first.output_size(1, input[1])?];
-    // conv1 on zeros: its bias at every position inside the real input.
-    let hidden = |m: usize, y: isize, x: isize| {
-        let inside = y >= 0 && x >= 0 && (y as usize) < h1[0] && (x as usize) < h1[1];
-        if inside { first.bias[m] } else { 0.0 }
-    };
-    let h2 = [second.output_size(0, h1[0])?, second.output_size(1, h1[1])?];
-    let mut map = vec![0.0; second.out_channels * h2[0] * h2[1]];
-    for o in 0..second.out_channels {
-        let m_base = (o / second.out_per_group()) * second.in_per_group();
-        for (y, x) in taps(h2) {
-            let mut acc = second.bias[o];
-            for m_local in 0..second.in_per_group() {
-                for (u_y, u_x) in taps(second.kernel) {
-                    let sy = (y * second.stride[0] + u_y * second.dilation[0]) as isize - second.pads[0] as isize;
-                    let sx = (x * second.stride[1] + u_x * second.dilation[1]) as isize - second.pads[1] as isize;
-                    acc += second.tap(o, m_local, u_y, u_x) * hidden(m_base + m_local, sy, sx);
-                }
-            }
-            map[(o * h2[0] + y) * h2[1] + x] = acc;
+/// A feature map [channels, H, W] of f64, for the per-position bias of a fold.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FeatureMap {
+    pub channels: usize,
+    pub hw: [usize; 2],
+    pub values: Vec<f64>,
+}
+
+impl FeatureMap {
+    /// Each channel constant over [H, W].
+    pub fn uniform(per_channel: &[f64], hw: [usize; 2]) -> FeatureMap {
+        let values = per_channel
+            .iter()
+            .flat_map(|&v| std::iter::repeat_n(v, hw[0] * hw[1]))
+            .collect();
+        FeatureMap {
+            channels: per_channel.len(),
+            hw,
+            values,
         }
     }
-    Some((map, h2))
+
+    fn at(&self, c: usize, y: isize, x: isize) -> f64 {
+        let inside = y >= 0 && x >= 0 && (y as usize) < self.hw[0] && (x as usize) < self.hw[1];
+        if inside {
+            self.values[(c * self.hw[0] + y as usize) * self.hw[1] + x as usize]
+        } else {
+            0.0
+        }
+    }
+
+    /// The per-channel value when every channel is constant over [H, W].
+    pub fn as_uniform(&self) -> Option<Vec<f64>> {
+        let plane = self.hw[0] * self.hw[1];
+        self.values
+            .chunks(plane.max(1))
+            .map(|c| {
+                let first = c.first().copied().unwrap_or(0.0);
+                let tolerance = 1e-12 * first.abs().max(1.0);
+                c.iter()
+                    .all(|v| (v - first).abs() <= tolerance)
+                    .then_some(first)
+            })
+            .collect()
+    }
+}
+
+impl Conv2d {
+    /// The convolution evaluated (in f64, zero padding) on one feature map.
+    pub fn apply(&self, input: &FeatureMap) -> Option<FeatureMap> {
+        if input.channels != self.in_channels {
+            return None;
+        }
+        let hw = [
+            self.output_size(0, input.hw[0])?,
+            self.output_size(1, input.hw[1])?,
+        ];
+        let mut values = vec![0.0; self.out_channels * hw[0] * hw[1]];
+        for o in 0..self.out_channels {
+            let i_base = (o / self.out_per_group()) * self.in_per_group();
+            for (y, x) in taps(hw) {
+                let mut acc = self.bias[o];
+                for i_local in 0..self.in_per_group() {
+                    for (u, v) in taps(self.kernel) {
+                        let sy = (y * self.stride[0] + u * self.dilation[0]) as isize
+                            - self.pads[0] as isize;
+                        let sx = (x * self.stride[1] + v * self.dilation[1]) as isize
+                            - self.pads[1] as isize;
+                        acc += self.tap(o, i_local, u, v) * input.at(i_base + i_local, sy, sx);
+                    }
+                }
+                values[(o * hw[0] + y) * hw[1] + x] = acc;
+            }
+        }
+        Some(FeatureMap {
+            channels: self.out_channels,
+            hw,
+            values,
+        })
+    }
+
+    /// The identity on `channels` channels, as a 1×1 depthwise convolution.
+    pub fn identity(channels: usize) -> Conv2d {
+        Conv2d {
+            weight: vec![1.0; channels],
+            bias: vec![0.0; channels],
+            out_channels: channels,
+            in_channels: channels,
+            group: channels,
+            kernel: [1, 1],
+            stride: [1, 1],
+            dilation: [1, 1],
+            pads: [0; 4],
+        }
+    }
+
+    /// Reads no padding and mixes no positions: a 1×1, stride 1, unpadded convolution,
+    /// which commutes with zero padding.
+    pub fn is_pointwise(&self) -> bool {
+        self.kernel == [1, 1] && self.stride == [1, 1] && !self.is_padded()
+    }
+
+    /// The same convolution without its bias.
+    pub fn without_bias(&self) -> Conv2d {
+        Conv2d {
+            bias: vec![0.0; self.out_channels],
+            ..self.clone()
+        }
+    }
+}
+
+/// The single convolution equal to `a(x) + b(x)` (DESIGN rule 7), when both read the
+/// same input with the same stride and produce the same output size for every input
+/// size (equal d·(k − 1) − p_begin − p_end on each axis). Their taps are placed on a
+/// common grid: begin pad P = max(p_a, p_b), dilation the gcd of both dilations and
+/// both shifts P − p, so a 1×1 identity lands on the centre tap of a same-padded k×k.
+pub fn sum(a: &Conv2d, b: &Conv2d) -> Option<Conv2d> {
+    let same_io =
+        a.in_channels == b.in_channels && a.out_channels == b.out_channels && a.stride == b.stride;
+    if !same_io {
+        return None;
+    }
+    let mut kernel = [0; 2];
+    let mut dilation = [0; 2];
+    let mut pads = [0; 4];
+    for axis in 0..2 {
+        let shrink = |c: &Conv2d| {
+            c.dilation[axis] as isize * (c.kernel[axis] as isize - 1)
+                - c.pads[axis] as isize
+                - c.pads[axis + 2] as isize
+        };
+        if shrink(a) != shrink(b) {
+            return None;
+        }
+        let begin = a.pads[axis].max(b.pads[axis]);
+        let g = [a, b].iter().fold(0, |g, c| {
+            gcd(gcd(g, c.dilation[axis]), begin - c.pads[axis])
+        });
+        let extent = [a, b]
+            .iter()
+            .map(|c| begin - c.pads[axis] + c.dilation[axis] * (c.kernel[axis] - 1))
+            .max()?;
+        kernel[axis] = extent / g + 1;
+        dilation[axis] = g;
+        pads[axis] = begin;
+        pads[axis + 2] = (extent as isize - begin as isize - shrink(a)) as usize;
+    }
+    let (out_c, in_c) = (a.out_channels, a.in_channels);
+    let [kh, kw] = kernel;
+    let mut dense = vec![0.0; out_c * in_c * kh * kw];
+    for c in [a, b] {
+        let shift = [
+            (pads[0] - c.pads[0]) / dilation[0],
+            (pads[1] - c.pads[1]) / dilation[1],
+        ];
+        let step = [c.dilation[0] / dilation[0], c.dilation[1] / dilation[1]];
+        for o in 0..out_c {
+            let i_base = (o / c.out_per_group()) * c.in_per_group();
+            for i_local in 0..c.in_per_group() {
+                for (u, v) in taps(c.kernel) {
+                    let (y, x) = (shift[0] + step[0] * u, shift[1] + step[1] * v);
+                    dense[((o * in_c + i_base + i_local) * kh + y) * kw + x] +=
+                        c.tap(o, i_local, u, v);
+                }
+            }
+        }
+    }
+    let (weight, group) = regroup(dense, out_c, in_c, kh * kw);
+    let bias = a.bias.iter().zip(&b.bias).map(|(x, y)| x + y).collect();
+    Some(Conv2d {
+        weight,
+        bias,
+        out_channels: out_c,
+        in_channels: in_c,
+        group,
+        kernel,
+        stride: a.stride,
+        dilation,
+        pads,
+    })
 }
 
 #[cfg(test)]
@@ -264,37 +453,63 @@ mod tests {
     }
 
     fn weight_tensor(c: &Conv2d) -> Tensor {
-        let dims = vec![c.out_channels, c.in_channels / c.group, c.kernel[0], c.kernel[1]];
+        let dims = vec![
+            c.out_channels,
+            c.in_channels / c.group,
+            c.kernel[0],
+            c.kernel[1],
+        ];
         Tensor::from_f64(crate::ir::DataType::Float, dims, &c.weight).unwrap()
     }
 
     /// x → conv → conv → … as a model.
     fn chain_model(convs: &[&Conv2d], bias_map: Option<(&[f64], [usize; 2])>) -> Model {
-        let mut builder = ModelBuilder::new(13).input("x", &[1, convs[0].in_channels as i64, -1, -1]);
+        let mut builder =
+            ModelBuilder::new(13).input("x", &[1, convs[0].in_channels as i64, -1, -1]);
         let mut current = "x".to_string();
         for (k, c) in convs.iter().enumerate() {
             let (w, b, y) = (format!("w{k}"), format!("b{k}"), format!("y{k}"));
             builder = builder
                 .initializer(&w, weight_tensor(c))
-                .initializer(&b, Tensor::from_f64(crate::ir::DataType::Float, vec![c.out_channels], &c.bias).unwrap())
+                .initializer(
+                    &b,
+                    Tensor::from_f64(crate::ir::DataType::Float, vec![c.out_channels], &c.bias)
+                        .unwrap(),
+                )
                 .node("Conv", &[&current, &w, &b], &[&y], conv_node_attributes(c));
             current = y;
         }
         if let Some((map, [h, w])) = bias_map {
             let dims = vec![1, convs.last().unwrap().out_channels, h, w];
             builder = builder
-                .initializer("map", Tensor::from_f64(crate::ir::DataType::Float, dims, map).unwrap())
-                .node("Add", &[&current, "map"], &["mapped"], Attributes::default());
+                .initializer(
+                    "map",
+                    Tensor::from_f64(crate::ir::DataType::Float, dims, map).unwrap(),
+                )
+                .node(
+                    "Add",
+                    &[&current, "map"],
+                    &["mapped"],
+                    Attributes::default(),
+                );
             current = "mapped".into();
         }
         Model::from_proto(builder.output(&current).build()).unwrap()
     }
 
-    fn random_conv(rng: &mut Rng, in_c: usize, out_c: usize, group: usize, geometry: Geometry) -> Conv2d {
+    fn random_conv(
+        rng: &mut Rng,
+        in_c: usize,
+        out_c: usize,
+        group: usize,
+        geometry: Geometry,
+    ) -> Conv2d {
         let weight_len = out_c * (in_c / group) * geometry.kernel[0] * geometry.kernel[1];
         Conv2d {
             weight: (0..weight_len).map(|_| rng.normal() * 0.5).collect(),
-            bias: (0..out_c).map(|_| if geometry.bias { rng.normal() } else { 0.0 }).collect(),
+            bias: (0..out_c)
+                .map(|_| if geometry.bias { rng.normal() } else { 0.0 })
+                .collect(),
             out_channels: out_c,
             in_channels: in_c,
             group,
@@ -316,15 +531,22 @@ mod tests {
 
     fn geometry(padded: bool) -> impl Strategy<Value = Geometry> {
         let pad = if padded { 0..3usize } else { 0..1usize };
-        (1..6usize, 1..6usize, 1..3usize, 1..3usize, 1..3usize, prop::array::uniform4(pad), any::<bool>()).prop_map(
-            |(kh, kw, s, dh, dw, pads, bias)| Geometry {
+        (
+            1..6usize,
+            1..6usize,
+            1..3usize,
+            1..3usize,
+            1..3usize,
+            prop::array::uniform4(pad),
+            any::<bool>(),
+        )
+            .prop_map(|(kh, kw, s, dh, dw, pads, bias)| Geometry {
                 kernel: [kh, kw],
                 stride: [s, if kw > 2 { 1 } else { s }],
                 dilation: [dh, dw],
                 pads,
                 bias,
-            },
-        )
+            })
     }
 
     /// (in, mid, out, group1, group2): dense, depthwise, and other grouped mixes.
@@ -371,32 +593,143 @@ mod tests {
             prop_assume!(b.output_size(0, H).is_some() && b.output_size(1, W).is_some() && b.is_padded());
             let (mut folded, border) = compose(&a, &b).unwrap();
             prop_assert_eq!(border, Border::BiasMap);
-            let (map, dims) = zero_input_response(&a, &b, [H, W]).unwrap();
+            let zeros = FeatureMap::uniform(&vec![0.0; c_in], [H, W]);
+            let map = b.apply(&a.apply(&zeros).unwrap()).unwrap();
             folded.bias = vec![0.0; folded.out_channels];
             let before = chain_model(&[&a, &b], None);
-            let after = chain_model(&[&folded], Some((&map, dims)));
+            let after = chain_model(&[&folded], Some((&map.values, map.hw)));
             let error = max_relative_error(&before, &after, &[vec![2, c_in, H, W]], seed);
             prop_assert!(error <= 1e-4, "relative error {error}");
         }
     }
 
+    /// x → a, x → b, Add(a, b) as a model.
+    fn parallel_model(a: &Conv2d, b: &Conv2d) -> Model {
+        let bias = |c: &Conv2d| {
+            Tensor::from_f64(crate::ir::DataType::Float, vec![c.out_channels], &c.bias).unwrap()
+        };
+        let proto = ModelBuilder::new(13)
+            .input("x", &[1, a.in_channels as i64, -1, -1])
+            .initializer("wa", weight_tensor(a))
+            .initializer("ba", bias(a))
+            .initializer("wb", weight_tensor(b))
+            .initializer("bb", bias(b))
+            .node("Conv", &["x", "wa", "ba"], &["ya"], conv_node_attributes(a))
+            .node("Conv", &["x", "wb", "bb"], &["yb"], conv_node_attributes(b))
+            .node("Add", &["ya", "yb"], &["y"], Attributes::default())
+            .output("y")
+            .build();
+        Model::from_proto(proto).unwrap()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 32, ..ProptestConfig::default() })]
+
+        #[test]
+        fn parallel_branches_with_aligned_outputs_sum_exactly(
+            (ka, kb) in (0..3usize, 0..3usize), (da, db) in (1..3usize, 1..3usize), stride in 1..3usize,
+            extra in 0..2usize, groups in prop_oneof![Just((1, 1)), Just((4, 1)), Just((4, 4))], seed in 0u64..1000
+        ) {
+            // Same-padded odd kernels (plus `extra` padding on both sides of b and a
+            // matching dilation-free shift) give equal output sizes.
+            let (ka, kb) = (2 * ka + 1, 2 * kb + 1);
+            let same = |k: usize, d: usize, extra: usize| {
+                let p = d * (k - 1) / 2 + extra;
+                Geometry { kernel: [k, k], stride: [stride; 2], dilation: [d, d], pads: [p; 4], bias: true }
+            };
+            let mut rng = Rng::new(seed);
+            let a = random_conv(&mut rng, 4, 4, groups.0, same(ka, da, 0));
+            let mut gb = same(kb + 2 * extra, db, 0);
+            gb.pads = [db * (kb + 2 * extra - 1) / 2; 4];
+            let b = random_conv(&mut rng, 4, 4, groups.1, gb);
+            let summed = sum(&a, &b).unwrap();
+            let error = max_relative_error(&parallel_model(&a, &b), &chain_model(&[&summed], None), &[vec![1, 4, H, W]], seed);
+            prop_assert!(error <= 1e-4, "relative error {error}");
+        }
+    }
+
+    #[test]
+    fn a_residual_identity_lands_on_the_centre_tap() {
+        let mut rng = Rng::new(8);
+        let g = Geometry {
+            kernel: [3, 3],
+            stride: [1, 1],
+            dilation: [1, 1],
+            pads: [1; 4],
+            bias: true,
+        };
+        let conv = random_conv(&mut rng, 4, 4, 1, g);
+        let residual = sum(&Conv2d::identity(4), &conv).unwrap();
+        assert_eq!(
+            (residual.kernel, residual.pads, residual.group),
+            ([3, 3], [1; 4], 1)
+        );
+        for c in 0..4 {
+            assert_eq!(residual.tap(c, c, 1, 1), conv.tap(c, c, 1, 1) + 1.0);
+        }
+        let error = max_relative_error(
+            &parallel_model(&Conv2d::identity(4), &conv),
+            &chain_model(&[&residual], None),
+            &[vec![1, 4, H, W]],
+            8,
+        );
+        assert!(error <= 1e-4, "relative error {error}");
+    }
+
+    #[test]
+    fn branches_of_different_output_sizes_do_not_sum() {
+        let mut rng = Rng::new(9);
+        let g = |pads| Geometry {
+            kernel: [3, 3],
+            stride: [1, 1],
+            dilation: [1, 1],
+            pads,
+            bias: false,
+        };
+        let (a, b) = (
+            random_conv(&mut rng, 2, 2, 1, g([1; 4])),
+            random_conv(&mut rng, 2, 2, 1, g([0; 4])),
+        );
+        assert!(sum(&a, &b).is_none());
+    }
+
     #[test]
     fn a_strided_first_conv_dilates_the_second_kernel() {
         let mut rng = Rng::new(3);
-        let g = |kernel, stride| Geometry { kernel, stride, dilation: [1, 1], pads: [0; 4], bias: true };
+        let g = |kernel, stride| Geometry {
+            kernel,
+            stride,
+            dilation: [1, 1],
+            pads: [0; 4],
+            bias: true,
+        };
         let a = random_conv(&mut rng, 3, 4, 1, g([3, 3], [2, 2]));
         let b = random_conv(&mut rng, 4, 2, 1, g([3, 3], [1, 1]));
         let (folded, _) = compose(&a, &b).unwrap();
         // Extent 1·2 + 2·1·2 + 1 = 7 with gcd(1, 2) = 1: a 7×7 kernel of stride 2·1.
-        assert_eq!((folded.kernel, folded.stride, folded.dilation), ([7, 7], [2, 2], [1, 1]));
-        let error = max_relative_error(&chain_model(&[&a, &b], None), &chain_model(&[&folded], None), &[vec![1, 3, H, W]], 3);
+        assert_eq!(
+            (folded.kernel, folded.stride, folded.dilation),
+            ([7, 7], [2, 2], [1, 1])
+        );
+        let error = max_relative_error(
+            &chain_model(&[&a, &b], None),
+            &chain_model(&[&folded], None),
+            &[vec![1, 3, H, W]],
+            3,
+        );
         assert!(error <= 1e-4, "relative error {error}");
     }
 
     #[test]
     fn dilations_with_a_common_factor_keep_it_as_the_composite_dilation() {
         let mut rng = Rng::new(4);
-        let g = |dilation| Geometry { kernel: [3, 3], stride: [1, 1], dilation, pads: [0; 4], bias: false };
+        let g = |dilation| Geometry {
+            kernel: [3, 3],
+            stride: [1, 1],
+            dilation,
+            pads: [0; 4],
+            bias: false,
+        };
         let a = random_conv(&mut rng, 2, 2, 1, g([2, 2]));
         let b = random_conv(&mut rng, 2, 2, 1, g([2, 2]));
         let (folded, _) = compose(&a, &b).unwrap();
@@ -407,8 +740,17 @@ mod tests {
     #[test]
     fn depthwise_after_depthwise_stays_depthwise() {
         let mut rng = Rng::new(5);
-        let g = Geometry { kernel: [3, 3], stride: [1, 1], dilation: [1, 1], pads: [0; 4], bias: true };
-        let (a, b) = (random_conv(&mut rng, 6, 6, 6, g), random_conv(&mut rng, 6, 6, 6, g));
+        let g = Geometry {
+            kernel: [3, 3],
+            stride: [1, 1],
+            dilation: [1, 1],
+            pads: [0; 4],
+            bias: true,
+        };
+        let (a, b) = (
+            random_conv(&mut rng, 6, 6, 6, g),
+            random_conv(&mut rng, 6, 6, 6, g),
+        );
         let (folded, _) = compose(&a, &b).unwrap();
         assert_eq!((folded.group, folded.weight.len()), (6, 6 * 25));
     }
@@ -416,14 +758,32 @@ mod tests {
     #[test]
     fn padded_after_padded_is_interior_only_and_differs_only_on_the_border_ring() {
         let mut rng = Rng::new(6);
-        let g = Geometry { kernel: [3, 3], stride: [1, 1], dilation: [1, 1], pads: [1; 4], bias: true };
-        let (a, b) = (random_conv(&mut rng, 3, 4, 1, g), random_conv(&mut rng, 4, 3, 1, g));
+        let g = Geometry {
+            kernel: [3, 3],
+            stride: [1, 1],
+            dilation: [1, 1],
+            pads: [1; 4],
+            bias: true,
+        };
+        let (a, b) = (
+            random_conv(&mut rng, 3, 4, 1, g),
+            random_conv(&mut rng, 4, 3, 1, g),
+        );
         let (folded, border) = compose(&a, &b).unwrap();
         assert_eq!(border, Border::InteriorOnly);
         let dims = vec![vec![1, 3, H, W]];
         let x = crate::calib::random::normal_array(&dims[0], &mut Rng::new(9));
-        let run = |m: &Model| crate::runtime::Session::new(m, &dims).unwrap().run(std::slice::from_ref(&x)).unwrap().remove(0);
-        let (pair, single) = (run(&chain_model(&[&a, &b], None)), run(&chain_model(&[&folded], None)));
+        let run = |m: &Model| {
+            crate::runtime::Session::new(m, &dims)
+                .unwrap()
+                .run(std::slice::from_ref(&x))
+                .unwrap()
+                .remove(0)
+        };
+        let (pair, single) = (
+            run(&chain_model(&[&a, &b], None)),
+            run(&chain_model(&[&folded], None)),
+        );
         assert_eq!(pair.shape(), single.shape());
         let mut border_differs = false;
         for ((idx, p), s) in pair.indexed_iter().zip(single.iter()) {
@@ -433,7 +793,10 @@ mod tests {
             if on_ring {
                 border_differs |= (p - s).abs() > 1e-3;
             } else {
-                assert!((p - s).abs() <= 1e-4 * p.abs().max(1.0), "interior ({y},{x}): {p} vs {s}");
+                assert!(
+                    (p - s).abs() <= 1e-4 * p.abs().max(1.0),
+                    "interior ({y},{x}): {p} vs {s}"
+                );
             }
         }
         assert!(border_differs, "a padded pair must differ on the border");
@@ -442,8 +805,17 @@ mod tests {
     #[test]
     fn mismatched_channels_are_refused() {
         let mut rng = Rng::new(7);
-        let g = Geometry { kernel: [1, 1], stride: [1, 1], dilation: [1, 1], pads: [0; 4], bias: false };
-        let (a, b) = (random_conv(&mut rng, 3, 4, 1, g), random_conv(&mut rng, 5, 3, 1, g));
+        let g = Geometry {
+            kernel: [1, 1],
+            stride: [1, 1],
+            dilation: [1, 1],
+            pads: [0; 4],
+            bias: false,
+        };
+        let (a, b) = (
+            random_conv(&mut rng, 3, 4, 1, g),
+            random_conv(&mut rng, 5, 3, 1, g),
+        );
         assert!(compose(&a, &b).is_err());
     }
 }

@@ -24,7 +24,10 @@ pub struct ModelBuilder {
 
 impl ModelBuilder {
     pub fn new(opset: i64) -> ModelBuilder {
-        let graph = pb::GraphProto { name: Some("built".into()), ..Default::default() };
+        let graph = pb::GraphProto {
+            name: Some("built".into()),
+            ..Default::default()
+        };
         ModelBuilder { graph, opset }
     }
 
@@ -39,7 +42,13 @@ impl ModelBuilder {
         self
     }
 
-    pub fn node(mut self, op_type: &str, inputs: &[&str], outputs: &[&str], attributes: Attributes) -> Self {
+    pub fn node(
+        mut self,
+        op_type: &str,
+        inputs: &[&str],
+        outputs: &[&str],
+        attributes: Attributes,
+    ) -> Self {
         let index = self.graph.node.len();
         self.graph.node.push(pb::NodeProto {
             name: Some(format!("{op_type}_{index}")),
@@ -62,7 +71,10 @@ impl ModelBuilder {
         pb::ModelProto {
             ir_version: Some(8),
             producer_name: Some("onnx-shallow-builder".into()),
-            opset_import: vec![pb::OperatorSetIdProto { domain: Some(String::new()), version: Some(self.opset) }],
+            opset_import: vec![pb::OperatorSetIdProto {
+                domain: Some(String::new()),
+                version: Some(self.opset),
+            }],
             graph: Some(self.graph),
             ..Default::default()
         }
@@ -75,7 +87,11 @@ fn float_info(name: &str, dims: Option<&[i64]>) -> pb::ValueInfoProto {
         dim: dims
             .iter()
             .map(|&d| pb::tensor_shape_proto::Dimension {
-                value: Some(if d < 0 { Value::DimParam("N".into()) } else { Value::DimValue(d) }),
+                value: Some(if d < 0 {
+                    Value::DimParam("N".into())
+                } else {
+                    Value::DimValue(d)
+                }),
                 ..Default::default()
             })
             .collect(),
@@ -83,7 +99,10 @@ fn float_info(name: &str, dims: Option<&[i64]>) -> pb::ValueInfoProto {
     pb::ValueInfoProto {
         name: Some(name.into()),
         r#type: Some(pb::TypeProto {
-            value: Some(pb::type_proto::Value::TensorType(pb::type_proto::Tensor { elem_type: Some(1), shape })),
+            value: Some(pb::type_proto::Value::TensorType(pb::type_proto::Tensor {
+                elem_type: Some(1),
+                shape,
+            })),
             ..Default::default()
         }),
         ..Default::default()

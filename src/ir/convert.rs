@@ -5,14 +5,17 @@
 use std::collections::{BTreeSet, HashSet};
 
 use crate::error::{Error, Result};
+use crate::ir::Model;
 use crate::ir::graph::{Graph, Node, ValueId};
 use crate::ir::op::{Attributes, OpKind};
 use crate::ir::tensor::Tensor;
-use crate::ir::Model;
 use crate::onnx::pb;
 
 pub(crate) fn model_from_proto(mut proto: pb::ModelProto) -> Result<Model> {
-    let graph_proto = proto.graph.take().ok_or_else(|| Error::graph("the model has no graph"))?;
+    let graph_proto = proto
+        .graph
+        .take()
+        .ok_or_else(|| Error::graph("the model has no graph"))?;
     let opset = proto
         .opset_import
         .iter()
@@ -30,8 +33,16 @@ pub(crate) fn model_to_proto(model: &Model) -> Result<pb::ModelProto> {
     Ok(proto)
 }
 
-fn graph_from_proto(mut proto: pb::GraphProto, opset: i64, legacy_initializer_inputs: bool) -> Result<Graph> {
-    let mut graph = Graph { opset, legacy_initializer_inputs, ..Graph::default() };
+fn graph_from_proto(
+    mut proto: pb::GraphProto,
+    opset: i64,
+    legacy_initializer_inputs: bool,
+) -> Result<Graph> {
+    let mut graph = Graph {
+        opset,
+        legacy_initializer_inputs,
+        ..Graph::default()
+    };
     for tensor in std::mem::take(&mut proto.initializer) {
         let name = tensor.name().to_string();
         ensure_new_name(&graph, &name)?;
@@ -40,7 +51,12 @@ fn graph_from_proto(mut proto: pb::GraphProto, opset: i64, legacy_initializer_in
     for info in std::mem::take(&mut proto.input) {
         let id = match graph.value_by_name(info.name()) {
             Some(id) if graph.values[id.0].constant.is_some() && !graph.inputs.contains(&id) => id,
-            Some(_) => return Err(Error::graph(format!("graph input '{}' is declared twice", info.name()))),
+            Some(_) => {
+                return Err(Error::graph(format!(
+                    "graph input '{}' is declared twice",
+                    info.name()
+                )));
+            }
             None => graph.add_value(info.name()),
         };
         graph.values[id.0].info = Some(info);
@@ -56,20 +72,23 @@ fn graph_from_proto(mut proto: pb::GraphProto, opset: i64, legacy_initializer_in
         graph.add_node(node);
     }
     for info in std::mem::take(&mut proto.output) {
-        let id = graph
-            .value_by_name(info.name())
-            .ok_or_else(|| Error::graph(format!("graph output '{}' is not produced by any node, input or initializer", info.name())))?;
+        let id = graph.value_by_name(info.name()).ok_or_else(|| {
+            Error::graph(format!(
+                "graph output '{}' is not produced by any node, input or initializer",
+                info.name()
+            ))
+        })?;
         if graph.values[id.0].info.is_none() {
             graph.values[id.0].info = Some(info);
         }
         graph.outputs.push(id);
     }
     for info in std::mem::take(&mut proto.value_info) {
-        if let Some(id) = graph.value_by_name(info.name()) {
-            if graph.values[id.0].info.is_none() {
-                graph.values[id.0].info = Some(info);
-                graph.value_info.push(id);
-            }
+        if let Some(id) = graph.value_by_name(info.name())
+            && graph.values[id.0].info.is_none()
+        {
+            graph.values[id.0].info = Some(info);
+            graph.value_info.push(id);
         }
     }
     graph.rest = proto;
@@ -79,7 +98,9 @@ fn graph_from_proto(mut proto: pb::GraphProto, opset: i64, legacy_initializer_in
 
 fn ensure_new_name(graph: &Graph, name: &str) -> Result<()> {
     if graph.value_by_name(name).is_some() {
-        return Err(Error::graph(format!("value '{name}' is defined twice (SSA form requires one producer)")));
+        return Err(Error::graph(format!(
+            "value '{name}' is defined twice (SSA form requires one producer)"
+        )));
     }
     Ok(())
 }
@@ -92,44 +113,78 @@ fn declare_outputs(graph: &mut Graph, node: &pb::NodeProto) -> Result<Vec<Option
                 return Ok(None);
             }
             ensure_new_name(graph, name).map_err(|_| {
-                Error::node(node.name(), node.op_type(), format!("its output '{name}' is also produced elsewhere"))
+                Error::node(
+                    node.name(),
+                    node.op_type(),
+                    format!("its output '{name}' is also produced elsewhere"),
+                )
             })?;
             Ok(Some(graph.add_value(name)))
         })
         .collect()
 }
 
-fn node_from_proto(graph: &Graph, mut proto: pb::NodeProto, outputs: Vec<Option<ValueId>>) -> Result<Node> {
+fn node_from_proto(
+    graph: &Graph,
+    mut proto: pb::NodeProto,
+    outputs: Vec<Option<ValueId>>,
+) -> Result<Node> {
     let (node_name, op_type) = (proto.name().to_string(), proto.op_type().to_string());
     let resolve = |name: &str| {
         graph.value_by_name(name).ok_or_else(|| {
-            Error::node(&node_name, &op_type, format!("it reads '{name}', which no node, graph input or initializer produces"))
+            Error::node(
+                &node_name,
+                &op_type,
+                format!("it reads '{name}', which no node, graph input or initializer produces"),
+            )
         })
     };
     let inputs = proto
         .input
         .iter()
-        .map(|name| if name.is_empty() { Ok(None) } else { resolve(name).map(Some) })
+        .map(|name| {
+            if name.is_empty() {
+                Ok(None)
+            } else {
+                resolve(name).map(Some)
+            }
+        })
         .collect::<Result<Vec<_>>>()?;
     let attributes = Attributes(std::mem::take(&mut proto.attribute));
     let mut captured = BTreeSet::new();
     for subgraph in attributes.subgraphs() {
         free_names(subgraph, &mut captured);
     }
-    let captures = captured.iter().map(|name| resolve(name)).collect::<Result<Vec<_>>>()?;
+    let captures = captured
+        .iter()
+        .map(|name| resolve(name))
+        .collect::<Result<Vec<_>>>()?;
     let kind = OpKind::classify(proto.op_type(), proto.domain(), &attributes.0);
     let name = proto.name.take().unwrap_or_default();
     proto.input.clear();
     proto.output.clear();
     proto.op_type = None;
-    Ok(Node { name, kind, attributes, inputs, outputs, captures, rest: proto })
+    Ok(Node {
+        name,
+        kind,
+        attributes,
+        inputs,
+        outputs,
+        captures,
+        rest: proto,
+    })
 }
 
 /// Names a subgraph reads from its enclosing scopes.
 fn free_names(graph: &pb::GraphProto, free: &mut BTreeSet<String>) {
     let mut defined: HashSet<&str> = graph.input.iter().map(|i| i.name()).collect();
     defined.extend(graph.initializer.iter().map(|t| t.name()));
-    defined.extend(graph.node.iter().flat_map(|n| n.output.iter().map(String::as_str)));
+    defined.extend(
+        graph
+            .node
+            .iter()
+            .flat_map(|n| n.output.iter().map(String::as_str)),
+    );
     let mut inner = BTreeSet::new();
     for node in &graph.node {
         inner.extend(node.input.iter().filter(|n| !n.is_empty()).cloned());
@@ -149,7 +204,8 @@ fn graph_to_proto(graph: &Graph) -> Result<pb::GraphProto> {
     for id in graph.topological_order()? {
         let node = graph.node(id);
         let mut n = node.rest.clone();
-        n.name = Some(node.name.clone()).filter(|name| !name.is_empty() || node.rest.name.is_some());
+        n.name =
+            Some(node.name.clone()).filter(|name| !name.is_empty() || node.rest.name.is_some());
         n.op_type = Some(node.op().to_string());
         n.input = node.inputs.iter().map(name_of).collect();
         n.output = node.outputs.iter().map(name_of).collect();
@@ -159,7 +215,14 @@ fn graph_to_proto(graph: &Graph) -> Result<pb::GraphProto> {
     proto.initializer = graph
         .initializers
         .iter()
-        .map(|&v| graph.value(v).constant.as_ref().expect("initializer").to_proto(&graph.value(v).name))
+        .map(|&v| {
+            graph
+                .value(v)
+                .constant
+                .as_ref()
+                .expect("initializer")
+                .to_proto(&graph.value(v).name)
+        })
         .collect();
     let info = |v: ValueId| {
         let value = graph.value(v);

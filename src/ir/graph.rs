@@ -123,11 +123,18 @@ impl Graph {
 
     /// Live nodes in storage order (see `topological_order` for execution order).
     pub fn node_ids(&self) -> impl Iterator<Item = NodeId> + '_ {
-        self.nodes.iter().enumerate().filter(|(_, n)| n.is_some()).map(|(i, _)| NodeId(i))
+        self.nodes
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| n.is_some())
+            .map(|(i, _)| NodeId(i))
     }
 
     pub fn nodes(&self) -> impl Iterator<Item = (NodeId, &Node)> {
-        self.nodes.iter().enumerate().filter_map(|(i, n)| n.as_ref().map(|n| (NodeId(i), n)))
+        self.nodes
+            .iter()
+            .enumerate()
+            .filter_map(|(i, n)| n.as_ref().map(|n| (NodeId(i), n)))
     }
 
     pub fn node_count(&self) -> usize {
@@ -144,7 +151,10 @@ impl Graph {
 
     /// Inputs the user feeds (graph inputs that are not constants).
     pub fn runtime_inputs(&self) -> impl Iterator<Item = ValueId> + '_ {
-        self.inputs.iter().copied().filter(|&v| self.constant(v).is_none())
+        self.inputs
+            .iter()
+            .copied()
+            .filter(|&v| self.constant(v).is_none())
     }
 
     pub fn value_by_name(&self, name: &str) -> Option<ValueId> {
@@ -177,21 +187,32 @@ impl Graph {
 
     /// True when a subgraph reads this value by name, so its name must not change.
     pub fn is_captured(&self, id: ValueId) -> bool {
-        self.users(id).iter().any(|&n| self.node(n).captures.contains(&id))
+        self.users(id)
+            .iter()
+            .any(|&n| self.node(n).captures.contains(&id))
     }
 
     pub(crate) fn unique_name(&self, base: &str) -> String {
         if !self.names.contains_key(base) {
             return base.to_string();
         }
-        (1..).map(|i| format!("{base}_{i}")).find(|n| !self.names.contains_key(n)).expect("a free name")
+        (1..)
+            .map(|i| format!("{base}_{i}"))
+            .find(|n| !self.names.contains_key(n))
+            .expect("a free name")
     }
 
     pub(crate) fn add_value(&mut self, name: &str) -> ValueId {
         let name = self.unique_name(name);
         let id = ValueId(self.values.len());
         self.names.insert(name.clone(), id);
-        self.values.push(Value { name, info: None, constant: None, producer: None, users: Vec::new() });
+        self.values.push(Value {
+            name,
+            info: None,
+            constant: None,
+            producer: None,
+            users: Vec::new(),
+        });
         id
     }
 
@@ -249,7 +270,13 @@ impl Graph {
     }
 
     /// Gives a node a new operator, attributes and inputs; it keeps its name and outputs.
-    pub(crate) fn redefine_node(&mut self, id: NodeId, kind: OpKind, attributes: Attributes, inputs: Vec<Option<ValueId>>) {
+    pub(crate) fn redefine_node(
+        &mut self,
+        id: NodeId,
+        kind: OpKind,
+        attributes: Attributes,
+        inputs: Vec<Option<ValueId>>,
+    ) {
         for slot in 0..self.node(id).inputs.len() {
             self.set_input(id, slot, None);
         }
@@ -264,7 +291,9 @@ impl Graph {
 
     /// No node, graph input or initializer defines the value any more.
     pub(crate) fn is_undefined(&self, id: ValueId) -> bool {
-        self.producer(id).is_none() && !self.inputs.contains(&id) && !self.initializers.contains(&id)
+        self.producer(id).is_none()
+            && !self.inputs.contains(&id)
+            && !self.initializers.contains(&id)
     }
 
     /// Renames a value (keeping names unique).
@@ -282,7 +311,13 @@ impl Graph {
         let mut pending: HashMap<NodeId, usize> = HashMap::new();
         let mut ready = BTreeSet::new();
         for (id, node) in self.nodes() {
-            let deps = node.inputs.iter().flatten().chain(&node.captures).filter(|v| self.producer(**v).is_some()).count();
+            let deps = node
+                .inputs
+                .iter()
+                .flatten()
+                .chain(&node.captures)
+                .filter(|v| self.producer(**v).is_some())
+                .count();
             if deps == 0 {
                 ready.insert(id);
             } else {
@@ -318,15 +353,25 @@ impl Graph {
     pub fn eliminate_dead_code(&mut self) -> Result<usize> {
         let mut removed = 0;
         for id in self.topological_order()?.into_iter().rev() {
-            let dead = self.node(id).outputs.iter().flatten().all(|&v| self.users(v).is_empty() && !self.is_output(v));
+            let dead = self
+                .node(id)
+                .outputs
+                .iter()
+                .flatten()
+                .all(|&v| self.users(v).is_empty() && !self.is_output(v));
             if dead {
                 self.remove_node(id);
                 removed += 1;
             }
         }
-        let live = |g: &Graph, v: ValueId| !g.users(v).is_empty() || g.is_output(v) || g.inputs.contains(&v);
+        let live = |g: &Graph, v: ValueId| {
+            !g.users(v).is_empty() || g.is_output(v) || g.inputs.contains(&v)
+        };
         let initializers = std::mem::take(&mut self.initializers);
-        self.initializers = initializers.into_iter().filter(|&v| live(self, v)).collect();
+        self.initializers = initializers
+            .into_iter()
+            .filter(|&v| live(self, v))
+            .collect();
         let value_info = std::mem::take(&mut self.value_info);
         self.value_info = value_info
             .into_iter()

@@ -38,14 +38,26 @@ impl Model {
     }
 
     pub fn metadata(&self, key: &str) -> Option<&str> {
-        self.proto.metadata_props.iter().find(|p| p.key() == key).map(|p| p.value())
+        self.proto
+            .metadata_props
+            .iter()
+            .find(|p| p.key() == key)
+            .map(|p| p.value())
     }
 
     /// Sets a `metadata_props` entry (replacing one with the same key).
     pub fn set_metadata(&mut self, key: &str, value: String) {
-        match self.proto.metadata_props.iter_mut().find(|p| p.key() == key) {
+        match self
+            .proto
+            .metadata_props
+            .iter_mut()
+            .find(|p| p.key() == key)
+        {
             Some(entry) => entry.value = Some(value),
-            None => self.proto.metadata_props.push(pb::StringStringEntryProto { key: Some(key.into()), value: Some(value) }),
+            None => self.proto.metadata_props.push(pb::StringStringEntryProto {
+                key: Some(key.into()),
+                value: Some(value),
+            }),
         }
     }
 }

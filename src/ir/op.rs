@@ -79,12 +79,21 @@ impl OpKind {
     /// The kind of a stored node: typed when the operator is standard and every
     /// attribute it carries is one we model; `Other` otherwise.
     pub fn classify(op_type: &str, domain: &str, attributes: &[pb::AttributeProto]) -> OpKind {
-        let other = || OpKind::Other { op_type: op_type.to_string(), domain: domain.to_string() };
+        let other = || OpKind::Other {
+            op_type: op_type.to_string(),
+            domain: domain.to_string(),
+        };
         if !matches!(domain, "" | "ai.onnx") {
             return other();
         }
         match OpKind::known(op_type) {
-            Some((kind, names)) if attributes.iter().all(|a| names.contains(&a.name()) && a.ref_attr_name.is_none()) => kind,
+            Some((kind, names))
+                if attributes
+                    .iter()
+                    .all(|a| names.contains(&a.name()) && a.ref_attr_name.is_none()) =>
+            {
+                kind
+            }
             _ => other(),
         }
     }
@@ -99,7 +108,10 @@ impl OpKind {
     /// Element-wise activations whose removal (linearisation) this crate considers.
     pub fn is_activation(&self) -> bool {
         use OpKind::*;
-        matches!(self, Relu | Clip | LeakyRelu | PRelu | HardSigmoid | HardSwish | Sigmoid | Tanh)
+        matches!(
+            self,
+            Relu | Clip | LeakyRelu | PRelu | HardSigmoid | HardSwish | Sigmoid | Tanh
+        )
     }
 }
 
@@ -112,11 +124,18 @@ impl Attributes {
         self.0.iter().find(|a| a.name() == name)
     }
 
-    fn typed(&self, name: &str, expected: AttributeType) -> Result<Option<&pb::AttributeProto>, String> {
+    fn typed(
+        &self,
+        name: &str,
+        expected: AttributeType,
+    ) -> Result<Option<&pb::AttributeProto>, String> {
         match self.get(name) {
             None => Ok(None),
             Some(a) if a.r#type() == expected || a.r#type.is_none() => Ok(Some(a)),
-            Some(a) => Err(format!("attribute '{name}' is {:?}, expected {expected:?}", a.r#type())),
+            Some(a) => Err(format!(
+                "attribute '{name}' is {:?}, expected {expected:?}",
+                a.r#type()
+            )),
         }
     }
 
@@ -125,7 +144,9 @@ impl Attributes {
     }
 
     pub fn ints(&self, name: &str) -> Result<Option<Vec<i64>>, String> {
-        Ok(self.typed(name, AttributeType::Ints)?.map(|a| a.ints.clone()))
+        Ok(self
+            .typed(name, AttributeType::Ints)?
+            .map(|a| a.ints.clone()))
     }
 
     pub fn float(&self, name: &str) -> Result<Option<f32>, String> {
@@ -133,15 +154,22 @@ impl Attributes {
     }
 
     pub fn floats(&self, name: &str) -> Result<Option<Vec<f32>>, String> {
-        Ok(self.typed(name, AttributeType::Floats)?.map(|a| a.floats.clone()))
+        Ok(self
+            .typed(name, AttributeType::Floats)?
+            .map(|a| a.floats.clone()))
     }
 
     pub fn string(&self, name: &str) -> Result<Option<String>, String> {
-        Ok(self.typed(name, AttributeType::String)?.map(|a| String::from_utf8_lossy(a.s()).into_owned()))
+        Ok(self
+            .typed(name, AttributeType::String)?
+            .map(|a| String::from_utf8_lossy(a.s()).into_owned()))
     }
 
     pub fn tensor(&self, name: &str) -> Result<Option<Tensor>, String> {
-        self.typed(name, AttributeType::Tensor)?.and_then(|a| a.t.as_ref()).map(|t| Tensor::from_proto(t).map_err(|e| e.to_string())).transpose()
+        self.typed(name, AttributeType::Tensor)?
+            .and_then(|a| a.t.as_ref())
+            .map(|t| Tensor::from_proto(t).map_err(|e| e.to_string()))
+            .transpose()
     }
 
     /// Sets (replacing) an attribute.
@@ -157,38 +185,70 @@ impl Attributes {
     }
 
     pub fn with_int(mut self, name: &str, value: i64) -> Self {
-        self.set(pb::AttributeProto { name: Some(name.into()), r#type: Some(AttributeType::Int as i32), i: Some(value), ..Default::default() });
+        self.set(pb::AttributeProto {
+            name: Some(name.into()),
+            r#type: Some(AttributeType::Int as i32),
+            i: Some(value),
+            ..Default::default()
+        });
         self
     }
 
     pub fn with_ints(mut self, name: &str, values: &[i64]) -> Self {
-        self.set(pb::AttributeProto { name: Some(name.into()), r#type: Some(AttributeType::Ints as i32), ints: values.to_vec(), ..Default::default() });
+        self.set(pb::AttributeProto {
+            name: Some(name.into()),
+            r#type: Some(AttributeType::Ints as i32),
+            ints: values.to_vec(),
+            ..Default::default()
+        });
         self
     }
 
     pub fn with_float(mut self, name: &str, value: f32) -> Self {
-        self.set(pb::AttributeProto { name: Some(name.into()), r#type: Some(AttributeType::Float as i32), f: Some(value), ..Default::default() });
+        self.set(pb::AttributeProto {
+            name: Some(name.into()),
+            r#type: Some(AttributeType::Float as i32),
+            f: Some(value),
+            ..Default::default()
+        });
         self
     }
 
     pub fn with_floats(mut self, name: &str, values: &[f32]) -> Self {
-        self.set(pb::AttributeProto { name: Some(name.into()), r#type: Some(AttributeType::Floats as i32), floats: values.to_vec(), ..Default::default() });
+        self.set(pb::AttributeProto {
+            name: Some(name.into()),
+            r#type: Some(AttributeType::Floats as i32),
+            floats: values.to_vec(),
+            ..Default::default()
+        });
         self
     }
 
     pub fn with_string(mut self, name: &str, value: &str) -> Self {
-        self.set(pb::AttributeProto { name: Some(name.into()), r#type: Some(AttributeType::String as i32), s: Some(value.as_bytes().to_vec()), ..Default::default() });
+        self.set(pb::AttributeProto {
+            name: Some(name.into()),
+            r#type: Some(AttributeType::String as i32),
+            s: Some(value.as_bytes().to_vec()),
+            ..Default::default()
+        });
         self
     }
 
     pub fn with_tensor(mut self, name: &str, value: pb::TensorProto) -> Self {
-        self.set(pb::AttributeProto { name: Some(name.into()), r#type: Some(AttributeType::Tensor as i32), t: Some(value), ..Default::default() });
+        self.set(pb::AttributeProto {
+            name: Some(name.into()),
+            r#type: Some(AttributeType::Tensor as i32),
+            t: Some(value),
+            ..Default::default()
+        });
         self
     }
 
     /// The graphs in subgraph attributes (If, Loop, Scan bodies).
     pub fn subgraphs(&self) -> impl Iterator<Item = &pb::GraphProto> {
-        self.0.iter().flat_map(|a| a.g.iter().chain(a.graphs.iter()))
+        self.0
+            .iter()
+            .flat_map(|a| a.g.iter().chain(a.graphs.iter()))
     }
 }
 
@@ -202,13 +262,22 @@ mod tests {
 
     #[test]
     fn known_op_with_known_attributes_is_typed() {
-        assert_eq!(OpKind::classify("Conv", "", &[attr_int("group", 2)]), OpKind::Conv);
+        assert_eq!(
+            OpKind::classify("Conv", "", &[attr_int("group", 2)]),
+            OpKind::Conv
+        );
     }
 
     #[test]
     fn unmodelled_attribute_or_domain_keeps_the_op_opaque() {
-        assert!(matches!(OpKind::classify("Add", "", &[attr_int("broadcast", 1)]), OpKind::Other { .. }));
-        assert!(matches!(OpKind::classify("Conv", "com.microsoft", &[]), OpKind::Other { .. }));
+        assert!(matches!(
+            OpKind::classify("Add", "", &[attr_int("broadcast", 1)]),
+            OpKind::Other { .. }
+        ));
+        assert!(matches!(
+            OpKind::classify("Conv", "com.microsoft", &[]),
+            OpKind::Other { .. }
+        ));
     }
 
     #[test]

@@ -56,7 +56,13 @@ pub struct Patch {
 
 impl Patch {
     pub fn new(origin: impl Into<String>) -> Patch {
-        Patch { origin: origin.into(), constants: Vec::new(), nodes: Vec::new(), redefinitions: Vec::new(), shunts: Vec::new() }
+        Patch {
+            origin: origin.into(),
+            constants: Vec::new(),
+            nodes: Vec::new(),
+            redefinitions: Vec::new(),
+            shunts: Vec::new(),
+        }
     }
 
     pub fn constant(&mut self, name: &str, tensor: Tensor) -> Wire {
@@ -65,16 +71,42 @@ impl Patch {
     }
 
     /// Adds a node; returns its output wires.
-    pub fn node(&mut self, name: &str, kind: OpKind, attributes: Attributes, inputs: &[Option<Wire>], outputs: usize) -> Vec<Wire> {
-        self.nodes.push(PatchNode { name: name.to_string(), kind, attributes, inputs: inputs.to_vec(), outputs });
+    pub fn node(
+        &mut self,
+        name: &str,
+        kind: OpKind,
+        attributes: Attributes,
+        inputs: &[Option<Wire>],
+        outputs: usize,
+    ) -> Vec<Wire> {
+        self.nodes.push(PatchNode {
+            name: name.to_string(),
+            kind,
+            attributes,
+            inputs: inputs.to_vec(),
+            outputs,
+        });
         let node = self.nodes.len() - 1;
-        (0..outputs).map(|slot| Wire::Output { node, slot }).collect()
+        (0..outputs)
+            .map(|slot| Wire::Output { node, slot })
+            .collect()
     }
 
     /// The existing `node` becomes `kind` with these attributes and inputs. It keeps its
     /// name and its output values, whose types must not change.
-    pub fn redefine(&mut self, node: NodeId, kind: OpKind, attributes: Attributes, inputs: &[Option<Wire>]) {
-        self.redefinitions.push(Redefinition { node, kind, attributes, inputs: inputs.to_vec() });
+    pub fn redefine(
+        &mut self,
+        node: NodeId,
+        kind: OpKind,
+        attributes: Attributes,
+        inputs: &[Option<Wire>],
+    ) {
+        self.redefinitions.push(Redefinition {
+            node,
+            kind,
+            attributes,
+            inputs: inputs.to_vec(),
+        });
     }
 
     /// Every use of `old` (graph outputs included) reads `new` instead.
@@ -89,11 +121,18 @@ impl Graph {
         let refuse = |reason: String| Error::graph(format!("rewrite {}: {reason}", patch.origin));
         for &(old, _) in &patch.shunts {
             if self.is_captured(old) {
-                return Err(refuse(format!("'{}' is read by a subgraph and cannot be replaced", self.value(old).name)));
+                return Err(refuse(format!(
+                    "'{}' is read by a subgraph and cannot be replaced",
+                    self.value(old).name
+                )));
             }
         }
         let before = shape::infer(self, &Default::default())?;
-        let constants: Vec<ValueId> = patch.constants.into_iter().map(|(name, t)| self.add_constant(&name, t)).collect();
+        let constants: Vec<ValueId> = patch
+            .constants
+            .into_iter()
+            .map(|(name, t)| self.add_constant(&name, t))
+            .collect();
         let mut outputs: Vec<Vec<ValueId>> = Vec::with_capacity(patch.nodes.len());
         let resolve = |w: Wire, outputs: &[Vec<ValueId>]| match w {
             Wire::Existing(v) => v,
@@ -101,8 +140,14 @@ impl Graph {
             Wire::Output { node, slot } => outputs[node][slot],
         };
         for node in patch.nodes {
-            let outs: Vec<ValueId> = (0..node.outputs).map(|k| self.add_value(&format!("{}_output_{k}", node.name))).collect();
-            let inputs = node.inputs.iter().map(|w| w.map(|w| resolve(w, &outputs))).collect();
+            let outs: Vec<ValueId> = (0..node.outputs)
+                .map(|k| self.add_value(&format!("{}_output_{k}", node.name)))
+                .collect();
+            let inputs = node
+                .inputs
+                .iter()
+                .map(|w| w.map(|w| resolve(w, &outputs)))
+                .collect();
             let name = self.unique_node_name(&node.name);
             self.add_node(Node {
                 name,
@@ -117,16 +162,32 @@ impl Graph {
         }
         let mut replacements: Vec<(ValueId, ValueId)> = Vec::new();
         for r in patch.redefinitions {
-            let inputs = r.inputs.iter().map(|w| w.map(|w| resolve(w, &outputs))).collect();
+            let inputs = r
+                .inputs
+                .iter()
+                .map(|w| w.map(|w| resolve(w, &outputs)))
+                .collect();
             self.redefine_node(r.node, r.kind, r.attributes, inputs);
-            replacements.extend(self.node(r.node).outputs.iter().flatten().map(|&out| (out, out)));
+            replacements.extend(
+                self.node(r.node)
+                    .outputs
+                    .iter()
+                    .flatten()
+                    .map(|&out| (out, out)),
+            );
         }
         // A value the patch created takes the name of the value it replaces once that is
         // gone (graph outputs keep their names through `replace_uses`).
         let shunts: Vec<(ValueId, ValueId, bool)> = patch
             .shunts
             .iter()
-            .map(|&(old, w)| (old, resolve(w, &outputs), !matches!(w, Wire::Existing(_)) && !self.is_output(old)))
+            .map(|&(old, w)| {
+                (
+                    old,
+                    resolve(w, &outputs),
+                    !matches!(w, Wire::Existing(_)) && !self.is_output(old),
+                )
+            })
             .collect();
         for &(old, new, _) in &shunts {
             replacements.push((old, self.replace_uses(old, new)));
@@ -156,7 +217,10 @@ impl Graph {
         if !taken(base) {
             return base.to_string();
         }
-        (1..).map(|i| format!("{base}_{i}")).find(|n| !taken(n)).expect("a free name")
+        (1..)
+            .map(|i| format!("{base}_{i}"))
+            .find(|n| !taken(n))
+            .expect("a free name")
     }
 
     /// Moves every use of `old` to `new`. A graph output keeps its name: `new` takes it
@@ -164,8 +228,14 @@ impl Graph {
     /// Returns the value that now stands where `old` stood.
     fn replace_uses(&mut self, old: ValueId, new: ValueId) -> ValueId {
         for user in self.users(old).to_vec() {
-            let slots: Vec<usize> =
-                self.node(user).inputs.iter().enumerate().filter(|(_, v)| **v == Some(old)).map(|(i, _)| i).collect();
+            let slots: Vec<usize> = self
+                .node(user)
+                .inputs
+                .iter()
+                .enumerate()
+                .filter(|(_, v)| **v == Some(old))
+                .map(|(i, _)| i)
+                .collect();
             for slot in slots {
                 self.set_input(user, slot, Some(new));
             }
@@ -199,7 +269,10 @@ impl Graph {
     /// A plain intermediate value can take over a graph output's name; replacing an
     /// output by anything else needs an Identity to carry the name.
     pub(crate) fn can_take_output_name(&self, value: ValueId) -> bool {
-        self.producer(value).is_some() && !self.is_output(value) && !self.inputs.contains(&value) && !self.is_captured(value)
+        self.producer(value).is_some()
+            && !self.is_output(value)
+            && !self.inputs.contains(&value)
+            && !self.is_captured(value)
     }
 
     /// `to` takes the name of `from`, which gets a placeholder.

@@ -80,10 +80,14 @@ impl ValueType {
 
     fn of_info(info: &pb::ValueInfoProto) -> ValueType {
         use pb::type_proto::Value;
-        let Some(Value::TensorType(tensor)) = info.r#type.as_ref().and_then(|t| t.value.as_ref()) else {
+        let Some(Value::TensorType(tensor)) = info.r#type.as_ref().and_then(|t| t.value.as_ref())
+        else {
             return ValueType::default();
         };
-        let dtype = tensor.elem_type.map(DataType::from_onnx).filter(|d| *d != DataType::Other(0));
+        let dtype = tensor
+            .elem_type
+            .map(DataType::from_onnx)
+            .filter(|d| *d != DataType::Other(0));
         let dims = tensor.shape.as_ref().map(|shape| {
             shape
                 .dim
@@ -102,7 +106,10 @@ impl ValueType {
     }
 
     fn known(dtype: Option<DataType>, dims: Vec<usize>) -> ValueType {
-        ValueType { dtype, dims: Some(dims.into_iter().map(Dim::Known).collect()) }
+        ValueType {
+            dtype,
+            dims: Some(dims.into_iter().map(Dim::Known).collect()),
+        }
     }
 }
 
@@ -113,7 +120,14 @@ impl fmt::Display for ValueType {
             None => write!(f, "?")?,
         }
         match &self.dims {
-            Some(dims) => write!(f, "[{}]", dims.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(",")),
+            Some(dims) => write!(
+                f,
+                "[{}]",
+                dims.iter()
+                    .map(|d| d.to_string())
+                    .collect::<Vec<_>>()
+                    .join(",")
+            ),
             None => write!(f, "[?]"),
         }
     }
@@ -136,25 +150,42 @@ impl Shapes {
 
 /// Infers every value's type, in topological order.
 pub fn infer(graph: &Graph, pinned: &PinnedShapes) -> Result<Shapes> {
-    let mut types: Vec<ValueType> = graph.values.iter().map(|v| v.info.as_ref().map(ValueType::of_info).unwrap_or_default()).collect();
+    let mut types: Vec<ValueType> = graph
+        .values
+        .iter()
+        .map(|v| v.info.as_ref().map(ValueType::of_info).unwrap_or_default())
+        .collect();
     for (i, value) in graph.values.iter().enumerate() {
         if let Some(t) = &value.constant {
             types[i] = ValueType::known(Some(t.dtype()), t.dims().to_vec());
         }
-        if let Some(dims) = pinned.get(&value.name).filter(|_| graph.inputs.contains(&ValueId(i))) {
+        if let Some(dims) = pinned
+            .get(&value.name)
+            .filter(|_| graph.inputs.contains(&ValueId(i)))
+        {
             types[i] = ValueType::known(types[i].dtype, dims.clone());
         }
     }
     for id in graph.topological_order()? {
         let node = graph.node(id);
-        let inputs: Vec<ValueType> = node.inputs.iter().map(|v| v.map(|v| types[v.0].clone()).unwrap_or_default()).collect();
+        let inputs: Vec<ValueType> = node
+            .inputs
+            .iter()
+            .map(|v| v.map(|v| types[v.0].clone()).unwrap_or_default())
+            .collect();
         let inferred = infer_node(graph, node, &inputs);
         for (slot, out) in node.outputs.iter().enumerate() {
-            let (Some(out), Some(t)) = (out, inferred.get(slot)) else { continue };
+            let (Some(out), Some(t)) = (out, inferred.get(slot)) else {
+                continue;
+            };
             let declared = &types[out.0];
             types[out.0] = ValueType {
                 dtype: t.dtype.or(declared.dtype),
-                dims: if t.dims.is_some() { t.dims.clone() } else { declared.dims.clone() },
+                dims: if t.dims.is_some() {
+                    t.dims.clone()
+                } else {
+                    declared.dims.clone()
+                },
             };
         }
     }
@@ -169,12 +200,17 @@ fn const_i64(graph: &Graph, node: &Node, slot: usize) -> Option<Vec<i64>> {
         return tensor.to_i64();
     }
     let producer = graph.node(graph.producer(value)?);
-    (producer.kind == OpKind::Constant).then(|| producer.tensor("value").ok().flatten()?.to_i64()).flatten()
+    (producer.kind == OpKind::Constant)
+        .then(|| producer.tensor("value").ok().flatten()?.to_i64())
+        .flatten()
 }
 
 /// Integer list given as an attribute (older opsets) or as a constant input (newer).
 fn attr_or_input(graph: &Graph, node: &Node, attr: &str, slot: usize) -> Option<Vec<i64>> {
-    node.ints(attr).ok().flatten().or_else(|| const_i64(graph, node, slot))
+    node.ints(attr)
+        .ok()
+        .flatten()
+        .or_else(|| const_i64(graph, node, slot))
 }
 
 fn normalize_axis(axis: i64, rank: usize) -> Option<usize> {
@@ -187,31 +223,57 @@ fn infer_node(graph: &Graph, node: &Node, inputs: &[ValueType]) -> Vec<ValueType
     let dtype = first.dtype;
     let dims = |t: &ValueType| t.dims.clone();
     let out_dims: Option<Vec<Dim>> = match &node.kind {
-        OpKind::Relu | OpKind::Clip | OpKind::LeakyRelu | OpKind::HardSigmoid | OpKind::HardSwish | OpKind::Sigmoid
-        | OpKind::Tanh | OpKind::Softmax | OpKind::Identity | OpKind::Dropout | OpKind::BatchNormalization
+        OpKind::Relu
+        | OpKind::Clip
+        | OpKind::LeakyRelu
+        | OpKind::HardSigmoid
+        | OpKind::HardSwish
+        | OpKind::Sigmoid
+        | OpKind::Tanh
+        | OpKind::Softmax
+        | OpKind::Identity
+        | OpKind::Dropout
+        | OpKind::BatchNormalization
         | OpKind::Cast => dims(&first),
-        OpKind::Add | OpKind::Sub | OpKind::Mul | OpKind::Div | OpKind::PRelu => {
-            inputs.iter().try_fold(Vec::new(), |acc, t| broadcast(&acc, t.dims.as_ref()?))
+        OpKind::Add | OpKind::Sub | OpKind::Mul | OpKind::Div | OpKind::PRelu => inputs
+            .iter()
+            .try_fold(Vec::new(), |acc, t| broadcast(&acc, t.dims.as_ref()?)),
+        OpKind::Conv | OpKind::AveragePool | OpKind::MaxPool | OpKind::ConvTranspose => {
+            window_output(node, inputs)
         }
-        OpKind::Conv | OpKind::AveragePool | OpKind::MaxPool | OpKind::ConvTranspose => window_output(node, inputs),
         OpKind::GlobalAveragePool => dims(&first).map(|d| {
-            d.iter().enumerate().map(|(i, x)| if i < 2 { x.clone() } else { Dim::Known(1) }).collect()
+            d.iter()
+                .enumerate()
+                .map(|(i, x)| if i < 2 { x.clone() } else { Dim::Known(1) })
+                .collect()
         }),
         OpKind::Gemm => gemm_output(node, inputs),
         OpKind::MatMul => matmul_output(inputs),
         OpKind::Flatten => first.static_dims().and_then(|d| {
             let axis = normalize_axis(node.int("axis").ok().flatten().unwrap_or(1), d.len() + 1)?;
-            Some(vec![Dim::Known(d[..axis].iter().product()), Dim::Known(d[axis..].iter().product())])
+            Some(vec![
+                Dim::Known(d[..axis].iter().product()),
+                Dim::Known(d[axis..].iter().product()),
+            ])
         }),
         OpKind::Reshape => reshape_output(graph, node, &first),
         OpKind::Transpose => dims(&first).map(|d| {
-            let perm = node.ints("perm").ok().flatten().unwrap_or_else(|| (0..d.len() as i64).rev().collect());
-            perm.iter().map(|&p| d.get(p as usize).cloned().unwrap_or(Dim::Unknown)).collect()
+            let perm = node
+                .ints("perm")
+                .ok()
+                .flatten()
+                .unwrap_or_else(|| (0..d.len() as i64).rev().collect());
+            perm.iter()
+                .map(|&p| d.get(p as usize).cloned().unwrap_or(Dim::Unknown))
+                .collect()
         }),
         OpKind::Concat => concat_output(node, inputs),
         OpKind::Squeeze => dims(&first).map(|d| {
-            let axes: Option<Vec<usize>> =
-                attr_or_input(graph, node, "axes", 1).map(|a| a.iter().filter_map(|&x| normalize_axis(x, d.len())).collect());
+            let axes: Option<Vec<usize>> = attr_or_input(graph, node, "axes", 1).map(|a| {
+                a.iter()
+                    .filter_map(|&x| normalize_axis(x, d.len()))
+                    .collect()
+            });
             d.iter()
                 .enumerate()
                 .filter(|(i, x)| match &axes {
@@ -224,9 +286,22 @@ fn infer_node(graph: &Graph, node: &Node, inputs: &[ValueType]) -> Vec<ValueType
         OpKind::Unsqueeze => dims(&first).and_then(|d| {
             let axes = attr_or_input(graph, node, "axes", 1)?;
             let rank = d.len() + axes.len();
-            let axes: Vec<usize> = axes.iter().filter_map(|&a| normalize_axis(a, rank)).collect();
+            let axes: Vec<usize> = axes
+                .iter()
+                .filter_map(|&a| normalize_axis(a, rank))
+                .collect();
             let mut rest = d.into_iter();
-            Some((0..rank).map(|i| if axes.contains(&i) { Dim::Known(1) } else { rest.next().unwrap_or(Dim::Unknown) }).collect())
+            Some(
+                (0..rank)
+                    .map(|i| {
+                        if axes.contains(&i) {
+                            Dim::Known(1)
+                        } else {
+                            rest.next().unwrap_or(Dim::Unknown)
+                        }
+                    })
+                    .collect(),
+            )
         }),
         OpKind::Pad => dims(&first).and_then(|d| {
             let pads = attr_or_input(graph, node, "pads", 1)?;
@@ -235,7 +310,9 @@ fn infer_node(graph: &Graph, node: &Node, inputs: &[ValueType]) -> Vec<ValueType
                 d.iter()
                     .enumerate()
                     .map(|(i, x)| match x {
-                        Dim::Known(x) => usize::try_from(*x as i64 + pads[i] + pads[i + rank]).map(Dim::Known).unwrap_or(Dim::Unknown),
+                        Dim::Known(x) => usize::try_from(*x as i64 + pads[i] + pads[i + rank])
+                            .map(Dim::Known)
+                            .unwrap_or(Dim::Unknown),
                         _ => Dim::Unknown,
                     })
                     .collect()
@@ -250,13 +327,23 @@ fn infer_node(graph: &Graph, node: &Node, inputs: &[ValueType]) -> Vec<ValueType
         OpKind::Gather => dims(&first).and_then(|d| {
             let axis = normalize_axis(node.int("axis").ok().flatten().unwrap_or(0), d.len())?;
             let indices = inputs.get(1)?.dims.clone()?;
-            Some(d[..axis].iter().cloned().chain(indices).chain(d[axis + 1..].iter().cloned()).collect())
+            Some(
+                d[..axis]
+                    .iter()
+                    .cloned()
+                    .chain(indices)
+                    .chain(d[axis + 1..].iter().cloned())
+                    .collect(),
+            )
         }),
         OpKind::Slice => slice_output(graph, node, &first),
         OpKind::ReduceMean => dims(&first).map(|d| {
             let keep = node.int("keepdims").ok().flatten().unwrap_or(1) != 0;
             let axes: Vec<usize> = match attr_or_input(graph, node, "axes", 1) {
-                Some(a) => a.iter().filter_map(|&x| normalize_axis(x, d.len())).collect(),
+                Some(a) => a
+                    .iter()
+                    .filter_map(|&x| normalize_axis(x, d.len()))
+                    .collect(),
                 None => (0..d.len()).collect(),
             };
             d.iter()
@@ -279,13 +366,23 @@ fn infer_node(graph: &Graph, node: &Node, inputs: &[ValueType]) -> Vec<ValueType
     };
     let out_dtype = match &node.kind {
         OpKind::Shape => Some(DataType::Int64),
-        OpKind::Cast => node.int("to").ok().flatten().map(|c| DataType::from_onnx(c as i32)),
+        OpKind::Cast => node
+            .int("to")
+            .ok()
+            .flatten()
+            .map(|c| DataType::from_onnx(c as i32)),
         OpKind::Other { .. } => None,
         _ => dtype,
     };
-    let mut outputs = vec![ValueType { dtype: out_dtype, dims: out_dims.clone() }];
+    let mut outputs = vec![ValueType {
+        dtype: out_dtype,
+        dims: out_dims.clone(),
+    }];
     if node.kind == OpKind::Dropout {
-        outputs.push(ValueType { dtype: Some(DataType::Bool), dims: out_dims });
+        outputs.push(ValueType {
+            dtype: Some(DataType::Bool),
+            dims: out_dims,
+        });
     }
     outputs
 }
@@ -293,7 +390,13 @@ fn infer_node(graph: &Graph, node: &Node, inputs: &[ValueType]) -> Vec<ValueType
 /// Numpy-style broadcasting of two shapes.
 fn broadcast(a: &[Dim], b: &[Dim]) -> Option<Vec<Dim>> {
     let rank = a.len().max(b.len());
-    let at = |s: &[Dim], i: usize| if i + s.len() >= rank { s[i + s.len() - rank].clone() } else { Dim::Known(1) };
+    let at = |s: &[Dim], i: usize| {
+        if i + s.len() >= rank {
+            s[i + s.len() - rank].clone()
+        } else {
+            Dim::Known(1)
+        }
+    };
     (0..rank)
         .map(|i| match (at(a, i), at(b, i)) {
             (Dim::Known(1), y) => Some(y),
@@ -312,28 +415,47 @@ fn window_output(node: &Node, inputs: &[ValueType]) -> Option<Vec<Dim>> {
     let spatial = x.len().checked_sub(2)?;
     let weight = inputs.get(1).and_then(|w| w.static_dims());
     let kernel: Vec<usize> = match node.ints("kernel_shape").ok().flatten() {
-        Some(k) => k.iter().map(|&k| usize::try_from(k).ok()).collect::<Option<_>>()?,
+        Some(k) => k
+            .iter()
+            .map(|&k| usize::try_from(k).ok())
+            .collect::<Option<_>>()?,
         None => weight.as_ref()?.get(2..)?.to_vec(),
     };
     let ones = vec![1i64; spatial];
-    let strides = node.ints("strides").ok().flatten().unwrap_or_else(|| ones.clone());
+    let strides = node
+        .ints("strides")
+        .ok()
+        .flatten()
+        .unwrap_or_else(|| ones.clone());
     let dilations = node.ints("dilations").ok().flatten().unwrap_or(ones);
-    let pads = node.ints("pads").ok().flatten().unwrap_or_else(|| vec![0; 2 * spatial]);
+    let pads = node
+        .ints("pads")
+        .ok()
+        .flatten()
+        .unwrap_or_else(|| vec![0; 2 * spatial]);
     let auto_pad = node.string("auto_pad").ok().flatten().unwrap_or_default();
     let ceil = node.int("ceil_mode").ok().flatten().unwrap_or(0) != 0;
-    if kernel.len() != spatial || strides.len() != spatial || dilations.len() != spatial || pads.len() != 2 * spatial {
+    if kernel.len() != spatial
+        || strides.len() != spatial
+        || dilations.len() != spatial
+        || pads.len() != 2 * spatial
+    {
         return None;
     }
     let channels = match node.kind {
         OpKind::Conv => Dim::Known(*weight.as_ref()?.first()?),
-        OpKind::ConvTranspose => {
-            Dim::Known(*weight.as_ref()?.get(1)? * node.int("group").ok().flatten().unwrap_or(1) as usize)
-        }
+        OpKind::ConvTranspose => Dim::Known(
+            *weight.as_ref()?.get(1)? * node.int("group").ok().flatten().unwrap_or(1) as usize,
+        ),
         _ => x[1].clone(),
     };
     let transpose = node.kind == OpKind::ConvTranspose;
     let output_shape = node.ints("output_shape").ok().flatten();
-    let output_padding = node.ints("output_padding").ok().flatten().unwrap_or_else(|| vec![0; spatial]);
+    let output_padding = node
+        .ints("output_padding")
+        .ok()
+        .flatten()
+        .unwrap_or_else(|| vec![0; spatial]);
     let mut out = vec![x[0].clone(), channels];
     for i in 0..spatial {
         let Dim::Known(size) = x[i + 2] else {
@@ -379,8 +501,16 @@ fn gemm_output(node: &Node, inputs: &[ValueType]) -> Option<Vec<Dim>> {
     if a.len() != 2 || b.len() != 2 {
         return None;
     }
-    let m = if node.int("transA").ok().flatten().unwrap_or(0) != 0 { a[1].clone() } else { a[0].clone() };
-    let n = if node.int("transB").ok().flatten().unwrap_or(0) != 0 { b[0].clone() } else { b[1].clone() };
+    let m = if node.int("transA").ok().flatten().unwrap_or(0) != 0 {
+        a[1].clone()
+    } else {
+        a[0].clone()
+    };
+    let n = if node.int("transB").ok().flatten().unwrap_or(0) != 0 {
+        b[0].clone()
+    } else {
+        b[1].clone()
+    };
     Some(vec![m, n])
 }
 
@@ -407,13 +537,21 @@ fn reshape_output(graph: &Graph, node: &Node, input: &ValueType) -> Option<Vec<D
         .iter()
         .enumerate()
         .map(|(i, &t)| match t {
-            0 if !allow_zero => in_dims.as_ref().and_then(|d| d.get(i).cloned()).unwrap_or(Dim::Unknown),
+            0 if !allow_zero => in_dims
+                .as_ref()
+                .and_then(|d| d.get(i).cloned())
+                .unwrap_or(Dim::Unknown),
             -1 => Dim::Unknown,
             t => usize::try_from(t).map(Dim::Known).unwrap_or(Dim::Unknown),
         })
         .collect();
     if let (Some(pos), Some(total)) = (target.iter().position(|&t| t == -1), input.static_dims()) {
-        let known: Option<usize> = out.iter().enumerate().filter(|(i, _)| *i != pos).map(|(_, d)| d.known()).product();
+        let known: Option<usize> = out
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i != pos)
+            .map(|(_, d)| d.known())
+            .product();
         if let Some(known) = known.filter(|&k| k > 0) {
             out[pos] = Dim::Known(total.iter().product::<usize>() / known);
         }
@@ -428,7 +566,15 @@ fn concat_output(node: &Node, inputs: &[ValueType]) -> Option<Vec<Dim>> {
     for t in inputs {
         match t.dims.as_ref()?.get(axis)? {
             Dim::Known(d) => total += d,
-            _ => return Some(first.iter().enumerate().map(|(i, d)| if i == axis { Dim::Unknown } else { d.clone() }).collect()),
+            _ => {
+                return Some(
+                    first
+                        .iter()
+                        .enumerate()
+                        .map(|(i, d)| if i == axis { Dim::Unknown } else { d.clone() })
+                        .collect(),
+                );
+            }
         }
     }
     let mut out = first;
@@ -441,7 +587,8 @@ fn slice_output(graph: &Graph, node: &Node, input: &ValueType) -> Option<Vec<Dim
     let rank = dims.len();
     let starts = attr_or_input(graph, node, "starts", 1)?;
     let ends = attr_or_input(graph, node, "ends", 2)?;
-    let axes = attr_or_input(graph, node, "axes", 3).unwrap_or_else(|| (0..starts.len() as i64).collect());
+    let axes =
+        attr_or_input(graph, node, "axes", 3).unwrap_or_else(|| (0..starts.len() as i64).collect());
     let steps = const_i64(graph, node, 4).unwrap_or_else(|| vec![1; starts.len()]);
     for (((&start, &end), &axis), &step) in starts.iter().zip(&ends).zip(&axes).zip(&steps) {
         let axis = normalize_axis(axis, rank)?;
@@ -465,4 +612,3 @@ fn slice_output(graph: &Graph, node: &Node, input: &ValueType) -> Option<Vec<Dim
     }
     Some(dims)
 }
-

@@ -84,7 +84,10 @@ impl DataType {
     }
 
     pub fn is_float(self) -> bool {
-        matches!(self, DataType::Float | DataType::Double | DataType::Float16 | DataType::BFloat16)
+        matches!(
+            self,
+            DataType::Float | DataType::Double | DataType::Float16 | DataType::BFloat16
+        )
     }
 }
 
@@ -123,18 +126,38 @@ impl Tensor {
     }
 
     pub fn from_f32(dims: Vec<usize>, values: &[f32]) -> Tensor {
-        assert_eq!(checked_numel(&dims), Some(values.len()), "dims and values disagree");
-        Tensor { dtype: DataType::Float, dims, data: Data::Numeric(values.iter().flat_map(|v| v.to_le_bytes()).collect()) }
+        assert_eq!(
+            checked_numel(&dims),
+            Some(values.len()),
+            "dims and values disagree"
+        );
+        Tensor {
+            dtype: DataType::Float,
+            dims,
+            data: Data::Numeric(values.iter().flat_map(|v| v.to_le_bytes()).collect()),
+        }
     }
 
     pub fn from_i64(dims: Vec<usize>, values: &[i64]) -> Tensor {
-        assert_eq!(checked_numel(&dims), Some(values.len()), "dims and values disagree");
-        Tensor { dtype: DataType::Int64, dims, data: Data::Numeric(values.iter().flat_map(|v| v.to_le_bytes()).collect()) }
+        assert_eq!(
+            checked_numel(&dims),
+            Some(values.len()),
+            "dims and values disagree"
+        );
+        Tensor {
+            dtype: DataType::Int64,
+            dims,
+            data: Data::Numeric(values.iter().flat_map(|v| v.to_le_bytes()).collect()),
+        }
     }
 
     /// Stores f64 values as `dtype` (a float or integer type), rounding as that type does.
     pub fn from_f64(dtype: DataType, dims: Vec<usize>, values: &[f64]) -> Result<Tensor> {
-        assert_eq!(checked_numel(&dims), Some(values.len()), "dims and values disagree");
+        assert_eq!(
+            checked_numel(&dims),
+            Some(values.len()),
+            "dims and values disagree"
+        );
         let mut bytes = Vec::with_capacity(values.len() * dtype.size().unwrap_or(0));
         for &v in values {
             match dtype {
@@ -152,29 +175,53 @@ impl Tensor {
                 DataType::Uint8 => bytes.extend((v as u8).to_le_bytes()),
                 DataType::Bool => bytes.push((v != 0.0) as u8),
                 DataType::String | DataType::Other(_) => {
-                    return Err(Error::tensor("", format!("cannot store numbers as {dtype:?}")));
+                    return Err(Error::tensor(
+                        "",
+                        format!("cannot store numbers as {dtype:?}"),
+                    ));
                 }
             }
         }
-        Ok(Tensor { dtype, dims, data: Data::Numeric(bytes) })
+        Ok(Tensor {
+            dtype,
+            dims,
+            data: Data::Numeric(bytes),
+        })
     }
 
     /// The same values in another shape of equal element count.
     pub fn reshaped(&self, dims: Vec<usize>) -> Tensor {
-        assert_eq!(checked_numel(&dims), Some(self.numel()), "reshape changes the element count");
-        Tensor { dims, ..self.clone() }
+        assert_eq!(
+            checked_numel(&dims),
+            Some(self.numel()),
+            "reshape changes the element count"
+        );
+        Tensor {
+            dims,
+            ..self.clone()
+        }
     }
 
     /// The values as f64, for numeric types; `None` for strings and opaque types.
     pub fn to_f64(&self) -> Option<Vec<f64>> {
-        let Data::Numeric(bytes) = &self.data else { return None };
+        let Data::Numeric(bytes) = &self.data else {
+            return None;
+        };
         let size = self.dtype.size()?;
         let chunks = bytes.chunks_exact(size);
         let values = match self.dtype {
-            DataType::Float => chunks.map(|c| f32::from_le_bytes(c.try_into().unwrap()) as f64).collect(),
-            DataType::Double => chunks.map(|c| f64::from_le_bytes(c.try_into().unwrap())).collect(),
-            DataType::Float16 => chunks.map(|c| f16::from_le_bytes(c.try_into().unwrap()).to_f64()).collect(),
-            DataType::BFloat16 => chunks.map(|c| bf16::from_le_bytes(c.try_into().unwrap()).to_f64()).collect(),
+            DataType::Float => chunks
+                .map(|c| f32::from_le_bytes(c.try_into().unwrap()) as f64)
+                .collect(),
+            DataType::Double => chunks
+                .map(|c| f64::from_le_bytes(c.try_into().unwrap()))
+                .collect(),
+            DataType::Float16 => chunks
+                .map(|c| f16::from_le_bytes(c.try_into().unwrap()).to_f64())
+                .collect(),
+            DataType::BFloat16 => chunks
+                .map(|c| bf16::from_le_bytes(c.try_into().unwrap()).to_f64())
+                .collect(),
             _ => self.to_i64()?.into_iter().map(|v| v as f64).collect(),
         };
         Some(values)
@@ -186,16 +233,30 @@ impl Tensor {
 
     /// The values as i64, for integer and bool types.
     pub fn to_i64(&self) -> Option<Vec<i64>> {
-        let Data::Numeric(bytes) = &self.data else { return None };
+        let Data::Numeric(bytes) = &self.data else {
+            return None;
+        };
         let size = self.dtype.size()?;
         let chunks = bytes.chunks_exact(size);
         let values = match self.dtype {
-            DataType::Int64 => chunks.map(|c| i64::from_le_bytes(c.try_into().unwrap())).collect(),
-            DataType::Uint64 => chunks.map(|c| u64::from_le_bytes(c.try_into().unwrap()) as i64).collect(),
-            DataType::Int32 => chunks.map(|c| i32::from_le_bytes(c.try_into().unwrap()) as i64).collect(),
-            DataType::Uint32 => chunks.map(|c| u32::from_le_bytes(c.try_into().unwrap()) as i64).collect(),
-            DataType::Int16 => chunks.map(|c| i16::from_le_bytes(c.try_into().unwrap()) as i64).collect(),
-            DataType::Uint16 => chunks.map(|c| u16::from_le_bytes(c.try_into().unwrap()) as i64).collect(),
+            DataType::Int64 => chunks
+                .map(|c| i64::from_le_bytes(c.try_into().unwrap()))
+                .collect(),
+            DataType::Uint64 => chunks
+                .map(|c| u64::from_le_bytes(c.try_into().unwrap()) as i64)
+                .collect(),
+            DataType::Int32 => chunks
+                .map(|c| i32::from_le_bytes(c.try_into().unwrap()) as i64)
+                .collect(),
+            DataType::Uint32 => chunks
+                .map(|c| u32::from_le_bytes(c.try_into().unwrap()) as i64)
+                .collect(),
+            DataType::Int16 => chunks
+                .map(|c| i16::from_le_bytes(c.try_into().unwrap()) as i64)
+                .collect(),
+            DataType::Uint16 => chunks
+                .map(|c| u16::from_le_bytes(c.try_into().unwrap()) as i64)
+                .collect(),
             DataType::Int8 => chunks.map(|c| c[0] as i8 as i64).collect(),
             DataType::Uint8 | DataType::Bool => chunks.map(|c| c[0] as i64).collect(),
             _ => return None,
@@ -210,15 +271,23 @@ impl Tensor {
         let dims = proto
             .dims
             .iter()
-            .map(|&d| usize::try_from(d).map_err(|_| err(format!("negative dimension {d} in {:?}", proto.dims))))
+            .map(|&d| {
+                usize::try_from(d)
+                    .map_err(|_| err(format!("negative dimension {d} in {:?}", proto.dims)))
+            })
             .collect::<Result<Vec<_>>>()?;
-        let numel = checked_numel(&dims).ok_or_else(|| err(format!("dims {:?} overflow", proto.dims)))?;
+        let numel =
+            checked_numel(&dims).ok_or_else(|| err(format!("dims {:?} overflow", proto.dims)))?;
         let dtype = DataType::from_onnx(proto.data_type());
         let data = match dtype {
             DataType::Other(_) => Data::Opaque(Box::new(proto.clone())),
             DataType::String => {
                 if proto.string_data.len() != numel {
-                    return Err(err(format!("dims {:?} need {numel} strings, the data holds {}", dims, proto.string_data.len())));
+                    return Err(err(format!(
+                        "dims {:?} need {numel} strings, the data holds {}",
+                        dims,
+                        proto.string_data.len()
+                    )));
                 }
                 Data::Strings(proto.string_data.clone())
             }
@@ -231,8 +300,14 @@ impl Tensor {
     pub fn to_proto(&self, name: &str) -> pb::TensorProto {
         let mut proto = match &self.data {
             Data::Opaque(proto) => (**proto).clone(),
-            Data::Strings(strings) => pb::TensorProto { string_data: strings.clone(), ..Default::default() },
-            Data::Numeric(bytes) => pb::TensorProto { raw_data: Some(bytes.clone()), ..Default::default() },
+            Data::Strings(strings) => pb::TensorProto {
+                string_data: strings.clone(),
+                ..Default::default()
+            },
+            Data::Numeric(bytes) => pb::TensorProto {
+                raw_data: Some(bytes.clone()),
+                ..Default::default()
+            },
         };
         proto.name = Some(name.to_string());
         proto.dims = self.dims.iter().map(|&d| d as i64).collect();
@@ -242,9 +317,18 @@ impl Tensor {
 }
 
 /// The element bytes of a numeric tensor, from `raw_data` or from its typed field.
-fn numeric_bytes(proto: &pb::TensorProto, dtype: DataType, numel: usize) -> Result<Vec<u8>, String> {
+fn numeric_bytes(
+    proto: &pb::TensorProto,
+    dtype: DataType,
+    numel: usize,
+) -> Result<Vec<u8>, String> {
     let size = dtype.size().expect("numeric type");
-    let mismatch = |held: usize| format!("dims {:?} need {numel} {dtype:?} values, the data holds {held}", proto.dims);
+    let mismatch = |held: usize| {
+        format!(
+            "dims {:?} need {numel} {dtype:?} values, the data holds {held}",
+            proto.dims
+        )
+    };
     if let Some(raw) = &proto.raw_data {
         if Some(raw.len()) != numel.checked_mul(size) {
             return Err(mismatch(raw.len() / size));
@@ -263,14 +347,35 @@ fn numeric_bytes(proto: &pb::TensorProto, dtype: DataType, numel: usize) -> Resu
     }
     let mut bytes = Vec::with_capacity(numel * size);
     match dtype {
-        DataType::Float => proto.float_data.iter().for_each(|v| bytes.extend(v.to_le_bytes())),
-        DataType::Double => proto.double_data.iter().for_each(|v| bytes.extend(v.to_le_bytes())),
-        DataType::Int64 => proto.int64_data.iter().for_each(|v| bytes.extend(v.to_le_bytes())),
-        DataType::Uint64 => proto.uint64_data.iter().for_each(|v| bytes.extend(v.to_le_bytes())),
-        DataType::Uint32 => proto.uint64_data.iter().for_each(|&v| bytes.extend((v as u32).to_le_bytes())),
-        DataType::Int32 => proto.int32_data.iter().for_each(|v| bytes.extend(v.to_le_bytes())),
+        DataType::Float => proto
+            .float_data
+            .iter()
+            .for_each(|v| bytes.extend(v.to_le_bytes())),
+        DataType::Double => proto
+            .double_data
+            .iter()
+            .for_each(|v| bytes.extend(v.to_le_bytes())),
+        DataType::Int64 => proto
+            .int64_data
+            .iter()
+            .for_each(|v| bytes.extend(v.to_le_bytes())),
+        DataType::Uint64 => proto
+            .uint64_data
+            .iter()
+            .for_each(|v| bytes.extend(v.to_le_bytes())),
+        DataType::Uint32 => proto
+            .uint64_data
+            .iter()
+            .for_each(|&v| bytes.extend((v as u32).to_le_bytes())),
+        DataType::Int32 => proto
+            .int32_data
+            .iter()
+            .for_each(|v| bytes.extend(v.to_le_bytes())),
         // 8- and 16-bit types (and bool, and fp16/bf16 bit patterns) sit in int32_data.
-        _ => proto.int32_data.iter().for_each(|&v| bytes.extend(&v.to_le_bytes()[..size])),
+        _ => proto
+            .int32_data
+            .iter()
+            .for_each(|&v| bytes.extend(&v.to_le_bytes()[..size])),
     }
     Ok(bytes)
 }
@@ -289,13 +394,25 @@ mod tests {
             ..Default::default()
         };
         let err = Tensor::from_proto(&proto).unwrap_err().to_string();
-        assert!(err.contains("tensor 'w'") && err.contains("1000000"), "{err}");
+        assert!(
+            err.contains("tensor 'w'") && err.contains("1000000"),
+            "{err}"
+        );
     }
 
     #[test]
     fn overflowing_dims_are_an_error() {
-        let proto = pb::TensorProto { dims: vec![1 << 40, 1 << 40], data_type: Some(1), ..Default::default() };
-        assert!(Tensor::from_proto(&proto).unwrap_err().to_string().contains("overflow"));
+        let proto = pb::TensorProto {
+            dims: vec![1 << 40, 1 << 40],
+            data_type: Some(1),
+            ..Default::default()
+        };
+        assert!(
+            Tensor::from_proto(&proto)
+                .unwrap_err()
+                .to_string()
+                .contains("overflow")
+        );
     }
 
     #[test]
@@ -308,7 +425,15 @@ mod tests {
 
     #[test]
     fn typed_fields_decode_like_raw_data() {
-        let proto = pb::TensorProto { dims: vec![2], data_type: Some(1), float_data: vec![1.5, -2.0], ..Default::default() };
-        assert_eq!(Tensor::from_proto(&proto).unwrap().to_f32().unwrap(), vec![1.5, -2.0]);
+        let proto = pb::TensorProto {
+            dims: vec![2],
+            data_type: Some(1),
+            float_data: vec![1.5, -2.0],
+            ..Default::default()
+        };
+        assert_eq!(
+            Tensor::from_proto(&proto).unwrap().to_f32().unwrap(),
+            vec![1.5, -2.0]
+        );
     }
 }

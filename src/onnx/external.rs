@@ -14,14 +14,21 @@ use super::pb::tensor_proto::DataLocation;
 use crate::error::{Error, Result};
 
 /// Replaces every external tensor reference by its bytes (`raw_data`).
-pub(super) fn resolve(model: &mut pb::ModelProto, origin: &Path, base_dir: Option<&Path>) -> Result<()> {
+pub(super) fn resolve(
+    model: &mut pb::ModelProto,
+    origin: &Path,
+    base_dir: Option<&Path>,
+) -> Result<()> {
     super::for_each_tensor_mut(model, &mut |tensor| {
         if tensor.data_location() != DataLocation::External {
             return Ok(());
         }
         let base_dir = base_dir.ok_or_else(|| Error::ExternalData {
             path: origin.to_path_buf(),
-            reason: format!("tensor '{}' has external data but the model was not read from a file", tensor.name()),
+            reason: format!(
+                "tensor '{}' has external data but the model was not read from a file",
+                tensor.name()
+            ),
         })?;
         let bytes = read_external(tensor, base_dir)?;
         tensor.raw_data = Some(bytes);
@@ -38,14 +45,22 @@ struct ExternalRef {
 }
 
 fn external_ref(tensor: &pb::TensorProto, base_dir: &Path) -> Result<ExternalRef> {
-    let error = |reason: String| Error::ExternalData { path: base_dir.to_path_buf(), reason };
+    let error = |reason: String| Error::ExternalData {
+        path: base_dir.to_path_buf(),
+        reason,
+    };
     let mut location = None;
     let mut offset = 0;
     let mut length = None;
     for entry in &tensor.external_data {
         let parse = |v: &str| {
-            v.parse::<u64>()
-                .map_err(|_| error(format!("tensor '{}': external data {} '{v}' is not a number", tensor.name(), entry.key())))
+            v.parse::<u64>().map_err(|_| {
+                error(format!(
+                    "tensor '{}': external data {} '{v}' is not a number",
+                    tensor.name(),
+                    entry.key()
+                ))
+            })
         };
         match entry.key() {
             "location" => location = Some(entry.value().to_string()),
@@ -54,20 +69,38 @@ fn external_ref(tensor: &pb::TensorProto, base_dir: &Path) -> Result<ExternalRef
             _ => {}
         }
     }
-    let location = location.ok_or_else(|| error(format!("tensor '{}': external data without a location", tensor.name())))?;
-    Ok(ExternalRef { location, offset, length })
+    let location = location.ok_or_else(|| {
+        error(format!(
+            "tensor '{}': external data without a location",
+            tensor.name()
+        ))
+    })?;
+    Ok(ExternalRef {
+        location,
+        offset,
+        length,
+    })
 }
 
 /// Resolves `location` inside `base_dir`, refusing any path that leads out of it.
 pub(crate) fn confined_path(base_dir: &Path, location: &str, tensor: &str) -> Result<PathBuf> {
-    let error = |reason: String| Error::ExternalData { path: base_dir.join(location), reason };
+    let error = |reason: String| Error::ExternalData {
+        path: base_dir.join(location),
+        reason,
+    };
     let relative = Path::new(location);
-    if location.is_empty() || relative.components().any(|c| !matches!(c, Component::Normal(_) | Component::CurDir)) {
+    if location.is_empty()
+        || relative
+            .components()
+            .any(|c| !matches!(c, Component::Normal(_) | Component::CurDir))
+    {
         return Err(error(format!(
             "tensor '{tensor}': external data location '{location}' must be a relative path inside the model's folder"
         )));
     }
-    let base = base_dir.canonicalize().map_err(|e| Error::io(base_dir, e))?;
+    let base = base_dir
+        .canonicalize()
+        .map_err(|e| Error::io(base_dir, e))?;
     let path = base.join(relative);
     let resolved = path.canonicalize().map_err(|e| Error::io(&path, e))?;
     if !resolved.starts_with(&base) {
@@ -85,18 +118,25 @@ fn read_external(tensor: &pb::TensorProto, base_dir: &Path) -> Result<Vec<u8>> {
     let mut file = File::open(&path).map_err(|e| Error::io(&path, e))?;
     let file_len = file.metadata().map_err(|e| Error::io(&path, e))?.len();
     let length = ext.length.unwrap_or(file_len.saturating_sub(ext.offset));
-    let end = ext.offset.checked_add(length).filter(|&end| end <= file_len).ok_or_else(|| Error::ExternalData {
-        path: path.clone(),
-        reason: format!(
-            "tensor '{}': bytes {}..{} lie beyond the end of the file ({file_len} bytes)",
-            tensor.name(),
-            ext.offset,
-            ext.offset as u128 + length as u128
-        ),
-    })?;
-    file.seek(SeekFrom::Start(ext.offset)).map_err(|e| Error::io(&path, e))?;
+    let end = ext
+        .offset
+        .checked_add(length)
+        .filter(|&end| end <= file_len)
+        .ok_or_else(|| Error::ExternalData {
+            path: path.clone(),
+            reason: format!(
+                "tensor '{}': bytes {}..{} lie beyond the end of the file ({file_len} bytes)",
+                tensor.name(),
+                ext.offset,
+                ext.offset as u128 + length as u128
+            ),
+        })?;
+    file.seek(SeekFrom::Start(ext.offset))
+        .map_err(|e| Error::io(&path, e))?;
     let mut bytes = Vec::with_capacity((end - ext.offset) as usize);
-    file.take(length).read_to_end(&mut bytes).map_err(|e| Error::io(&path, e))?;
+    file.take(length)
+        .read_to_end(&mut bytes)
+        .map_err(|e| Error::io(&path, e))?;
     Ok(bytes)
 }
 
@@ -109,13 +149,20 @@ pub(super) fn externalize(
     sink: &mut Vec<u8>,
 ) -> Result<()> {
     super::for_each_tensor_mut(model, &mut |tensor| {
-        let Some(raw) = tensor.raw_data.as_ref().filter(|raw| raw.len() >= min_bytes) else {
+        let Some(raw) = tensor
+            .raw_data
+            .as_ref()
+            .filter(|raw| raw.len() >= min_bytes)
+        else {
             return Ok(());
         };
         let offset = sink.len().next_multiple_of(4096);
         sink.resize(offset, 0);
         sink.extend_from_slice(raw);
-        let entry = |key: &str, value: String| pb::StringStringEntryProto { key: Some(key.into()), value: Some(value) };
+        let entry = |key: &str, value: String| pb::StringStringEntryProto {
+            key: Some(key.into()),
+            value: Some(value),
+        };
         tensor.external_data = vec![
             entry("location", data_file.to_string()),
             entry("offset", offset.to_string()),

@@ -3,7 +3,7 @@
 mod external;
 mod save;
 
-pub use save::{SaveOptions, save, same_file};
+pub use save::{SaveOptions, same_file, save};
 
 use std::path::Path;
 
@@ -21,20 +21,33 @@ pub mod pb {
 pub fn load_proto(path: &Path) -> Result<pb::ModelProto> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
     let base_dir = path.parent().unwrap_or(Path::new("."));
-    let base_dir = if base_dir.as_os_str().is_empty() { Path::new(".") } else { base_dir };
+    let base_dir = if base_dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        base_dir
+    };
     decode_model(&bytes, path, Some(base_dir))
 }
 
 /// Decodes model bytes. `base_dir` is where external data files live; without one a
 /// model that refers to external data is an error.
-pub fn decode_model(bytes: &[u8], origin: &Path, base_dir: Option<&Path>) -> Result<pb::ModelProto> {
-    let decode_error = |reason: String| Error::Decode { path: origin.to_path_buf(), reason };
+pub fn decode_model(
+    bytes: &[u8],
+    origin: &Path,
+    base_dir: Option<&Path>,
+) -> Result<pb::ModelProto> {
+    let decode_error = |reason: String| Error::Decode {
+        path: origin.to_path_buf(),
+        reason,
+    };
     if bytes.is_empty() {
         return Err(decode_error("the file is empty".into()));
     }
     let mut model = pb::ModelProto::decode(bytes).map_err(|e| decode_error(e.to_string()))?;
     if model.graph.is_none() {
-        return Err(decode_error("it has no graph (is it an ONNX model file?)".into()));
+        return Err(decode_error(
+            "it has no graph (is it an ONNX model file?)".into(),
+        ));
     }
     external::resolve(&mut model, origin, base_dir)?;
     Ok(model)
@@ -55,7 +68,10 @@ pub(crate) fn for_each_tensor_mut(
         graph_tensors_mut(graph, f)?;
     }
     for info in &mut model.training_info {
-        for graph in [info.initialization.as_mut(), info.algorithm.as_mut()].into_iter().flatten() {
+        for graph in [info.initialization.as_mut(), info.algorithm.as_mut()]
+            .into_iter()
+            .flatten()
+        {
             graph_tensors_mut(graph, f)?;
         }
     }
@@ -75,7 +91,10 @@ fn graph_tensors_mut(
         f(tensor)?;
     }
     for sparse in &mut graph.sparse_initializer {
-        for tensor in [sparse.values.as_mut(), sparse.indices.as_mut()].into_iter().flatten() {
+        for tensor in [sparse.values.as_mut(), sparse.indices.as_mut()]
+            .into_iter()
+            .flatten()
+        {
             f(tensor)?;
         }
     }
@@ -97,12 +116,18 @@ fn node_tensors_mut(
             f(t)?;
         }
         if let Some(sparse) = attr.sparse_tensor.as_mut() {
-            for t in [sparse.values.as_mut(), sparse.indices.as_mut()].into_iter().flatten() {
+            for t in [sparse.values.as_mut(), sparse.indices.as_mut()]
+                .into_iter()
+                .flatten()
+            {
                 f(t)?;
             }
         }
         for sparse in &mut attr.sparse_tensors {
-            for t in [sparse.values.as_mut(), sparse.indices.as_mut()].into_iter().flatten() {
+            for t in [sparse.values.as_mut(), sparse.indices.as_mut()]
+                .into_iter()
+                .flatten()
+            {
                 f(t)?;
             }
         }
@@ -123,12 +148,17 @@ mod tests {
     #[test]
     fn empty_bytes_are_an_error_naming_the_file() {
         let err = decode_model(&[], Path::new("m.onnx"), None).unwrap_err();
-        assert_eq!(err.to_string(), "m.onnx: not a valid ONNX model: the file is empty");
+        assert_eq!(
+            err.to_string(),
+            "m.onnx: not a valid ONNX model: the file is empty"
+        );
     }
 
     #[test]
     fn random_bytes_are_a_decode_error() {
-        let bytes: Vec<u8> = (0..200u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+        let bytes: Vec<u8> = (0..200u32)
+            .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+            .collect();
         let err = decode_model(&bytes, Path::new("r.onnx"), None).unwrap_err();
         assert!(matches!(err, Error::Decode { .. }), "{err}");
     }

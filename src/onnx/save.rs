@@ -24,7 +24,11 @@ pub struct SaveOptions {
 
 impl Default for SaveOptions {
     fn default() -> Self {
-        SaveOptions { external_data: false, size_limit: PROTOBUF_LIMIT, external_min_bytes: 1024 }
+        SaveOptions {
+            external_data: false,
+            size_limit: PROTOBUF_LIMIT,
+            external_min_bytes: 1024,
+        }
     }
 }
 
@@ -36,7 +40,12 @@ pub fn save(model: &pb::ModelProto, path: &Path, options: &SaveOptions) -> Resul
     let data_name = format!("{}.data", file_name(path)?);
     let mut model = model.clone();
     let mut data = Vec::new();
-    super::external::externalize(&mut model, &data_name, options.external_min_bytes, &mut data)?;
+    super::external::externalize(
+        &mut model,
+        &data_name,
+        options.external_min_bytes,
+        &mut data,
+    )?;
     let bytes = model.encode_to_vec();
     if bytes.len() > PROTOBUF_LIMIT {
         return Err(Error::io(

@@ -43,14 +43,26 @@ impl ModelStats {
         let analysed = shape::infer(graph, &batch_one(graph, &declared, pinned))?;
         let mut stats = ModelStats {
             ops: BTreeMap::new(),
-            params: graph.initializers.iter().filter(|&&v| !graph.users(v).is_empty()).map(|&v| numel(graph, v)).sum(),
+            params: graph
+                .initializers
+                .iter()
+                .filter(|&&v| !graph.users(v).is_empty())
+                .map(|&v| numel(graph, v))
+                .sum(),
             macs: 0,
             macs_by_op: BTreeMap::new(),
             macs_complete: true,
             depth: linear_depth(graph)?,
             activations: BTreeMap::new(),
-            inputs: graph.runtime_inputs().map(|v| tensor_info(graph, &declared, v)).collect(),
-            outputs: graph.outputs().iter().map(|&v| tensor_info(graph, &declared, v)).collect(),
+            inputs: graph
+                .runtime_inputs()
+                .map(|v| tensor_info(graph, &declared, v))
+                .collect(),
+            outputs: graph
+                .outputs()
+                .iter()
+                .map(|&v| tensor_info(graph, &declared, v))
+                .collect(),
         };
         for (_, node) in graph.nodes() {
             *stats.ops.entry(node.op().to_string()).or_default() += 1;
@@ -58,7 +70,11 @@ impl ModelStats {
                 *stats.activations.entry(node.op().to_string()).or_default() += 1;
             }
             if node.kind == OpKind::Constant {
-                stats.params += node.tensor("value").ok().flatten().map_or(0, |t| t.numel() as u64);
+                stats.params += node
+                    .tensor("value")
+                    .ok()
+                    .flatten()
+                    .map_or(0, |t| t.numel() as u64);
             }
             if is_linear_layer(node) {
                 match layer_macs(node, &analysed) {
@@ -75,7 +91,11 @@ impl ModelStats {
 }
 
 fn numel(graph: &Graph, v: crate::ir::ValueId) -> u64 {
-    graph.value(v).constant.as_ref().map_or(0, |t| t.numel() as u64)
+    graph
+        .value(v)
+        .constant
+        .as_ref()
+        .map_or(0, |t| t.numel() as u64)
 }
 
 /// Pins the leading dim of every input whose first dim is not a number to 1, unless the
@@ -84,7 +104,9 @@ fn batch_one(graph: &Graph, declared: &Shapes, pinned: &PinnedShapes) -> PinnedS
     let mut pins = pinned.clone();
     for input in graph.runtime_inputs() {
         let name = &graph.value(input).name;
-        let Some(dims) = declared.get(input).dims.as_ref() else { continue };
+        let Some(dims) = declared.get(input).dims.as_ref() else {
+            continue;
+        };
         if pins.contains_key(name) || dims.first().is_none_or(|d| d.known().is_some()) {
             continue;
         }
@@ -99,7 +121,9 @@ fn tensor_info(graph: &Graph, shapes: &Shapes, v: crate::ir::ValueId) -> TensorI
     let t = shapes.get(v);
     TensorInfo {
         name: graph.value(v).name.clone(),
-        dtype: t.dtype.map_or("?".to_string(), |d| format!("{d:?}").to_lowercase()),
+        dtype: t
+            .dtype
+            .map_or("?".to_string(), |d| format!("{d:?}").to_lowercase()),
         shape: t
             .dims
             .iter()
@@ -113,7 +137,10 @@ fn tensor_info(graph: &Graph, shapes: &Shapes, v: crate::ir::ValueId) -> TensorI
 }
 
 fn is_linear_layer(node: &Node) -> bool {
-    matches!(node.kind, OpKind::Conv | OpKind::ConvTranspose | OpKind::Gemm | OpKind::MatMul)
+    matches!(
+        node.kind,
+        OpKind::Conv | OpKind::ConvTranspose | OpKind::Gemm | OpKind::MatMul
+    )
 }
 
 /// MACs of one layer from its inferred dims, `None` when a needed dim is unknown.
@@ -128,7 +155,11 @@ fn layer_macs(node: &Node, shapes: &Shapes) -> Option<u64> {
         OpKind::ConvTranspose => Some(product(&dims(0)?) * product(&dims(1)?[1..])),
         OpKind::Gemm => {
             let a = dims(0)?;
-            let k = if node.int("transA").ok().flatten().unwrap_or(0) != 0 { a[0] } else { a[1] };
+            let k = if node.int("transA").ok().flatten().unwrap_or(0) != 0 {
+                a[0]
+            } else {
+                a[1]
+            };
             Some(product(&out) * k as u64)
         }
         OpKind::MatMul => {
@@ -145,7 +176,14 @@ fn linear_depth(graph: &Graph) -> Result<usize> {
     let mut deepest = 0;
     for id in graph.topological_order()? {
         let node = graph.node(id);
-        let reached = node.inputs.iter().flatten().filter_map(|v| depth_of_value.get(v)).max().copied().unwrap_or(0);
+        let reached = node
+            .inputs
+            .iter()
+            .flatten()
+            .filter_map(|v| depth_of_value.get(v))
+            .max()
+            .copied()
+            .unwrap_or(0);
         let depth = reached + usize::from(is_linear_layer(node));
         deepest = deepest.max(depth);
         for out in node.outputs.iter().flatten() {
@@ -161,14 +199,25 @@ pub fn before_after_table(before: &ModelStats, after: &ModelStats) -> String {
     let acts = |s: &ModelStats| s.activations.values().sum::<usize>();
     let rows = [
         ("nodes", ops(before) as f64, ops(after) as f64),
-        ("depth (linear layers)", before.depth as f64, after.depth as f64),
+        (
+            "depth (linear layers)",
+            before.depth as f64,
+            after.depth as f64,
+        ),
         ("activations", acts(before) as f64, acts(after) as f64),
         ("params", before.params as f64, after.params as f64),
         ("MACs", before.macs as f64, after.macs as f64),
     ];
-    let mut table = format!("{:<22} {:>12} {:>12} {:>8}\n", "", "before", "after", "ratio");
+    let mut table = format!(
+        "{:<22} {:>12} {:>12} {:>8}\n",
+        "", "before", "after", "ratio"
+    );
     for (label, b, a) in rows {
-        let ratio = if b > 0.0 { format!("{:.3}", a / b) } else { "-".into() };
+        let ratio = if b > 0.0 {
+            format!("{:.3}", a / b)
+        } else {
+            "-".into()
+        };
         table += &format!("{label:<22} {:>12} {:>12} {ratio:>8}\n", human(b), human(a));
     }
     table
@@ -190,19 +239,51 @@ pub fn render(stats: &ModelStats) -> String {
         infos
             .iter()
             .map(|t| {
-                let dims: Vec<String> = t.shape.iter().map(|d| d.to_string().trim_matches('"').to_string()).collect();
+                let dims: Vec<String> = t
+                    .shape
+                    .iter()
+                    .map(|d| d.to_string().trim_matches('"').to_string())
+                    .collect();
                 format!("  {} {} [{}]\n", t.name, t.dtype, dims.join(", "))
             })
             .collect::<String>()
     };
-    let counts = |m: &BTreeMap<String, usize>| m.iter().map(|(k, v)| format!("{k} {v}")).collect::<Vec<_>>().join(", ");
-    let mut out = format!("inputs:\n{}outputs:\n{}", io(&stats.inputs), io(&stats.outputs));
+    let counts = |m: &BTreeMap<String, usize>| {
+        m.iter()
+            .map(|(k, v)| format!("{k} {v}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let mut out = format!(
+        "inputs:\n{}outputs:\n{}",
+        io(&stats.inputs),
+        io(&stats.outputs)
+    );
     out += &format!("ops: {}\n", counts(&stats.ops));
-    out += &format!("activations: {}\n", if stats.activations.is_empty() { "none".into() } else { counts(&stats.activations) });
+    out += &format!(
+        "activations: {}\n",
+        if stats.activations.is_empty() {
+            "none".into()
+        } else {
+            counts(&stats.activations)
+        }
+    );
     out += &format!("params: {}\n", human(stats.params as f64));
-    let by_op = stats.macs_by_op.iter().map(|(k, v)| format!("{k} {}", human(*v as f64))).collect::<Vec<_>>().join(", ");
-    let partial = if stats.macs_complete { "" } else { " (partial: some dims are unknown; pin them with --input-shape)" };
-    out += &format!("MACs (batch 1): {} ({by_op}){partial}\n", human(stats.macs as f64));
+    let by_op = stats
+        .macs_by_op
+        .iter()
+        .map(|(k, v)| format!("{k} {}", human(*v as f64)))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let partial = if stats.macs_complete {
+        ""
+    } else {
+        " (partial: some dims are unknown; pin them with --input-shape)"
+    };
+    out += &format!(
+        "MACs (batch 1): {} ({by_op}){partial}\n",
+        human(stats.macs as f64)
+    );
     out += &format!("depth: {} linear layers\n", stats.depth);
     out
 }
