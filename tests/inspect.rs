@@ -68,3 +68,36 @@ fn mlp_macs_are_the_sum_of_its_gemm_sizes() {
     assert_eq!(stats.depth, 4);
     assert_eq!(stats.activations["Relu"], 3);
 }
+
+#[test]
+fn inspect_json_has_the_documented_keys() {
+    let path = common::testdata("digits_mobilenetish.onnx");
+    let run = common::cli(&[
+        std::ffi::OsStr::new("inspect"),
+        path.as_os_str(),
+        std::ffi::OsStr::new("--json"),
+    ]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let json: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+    for key in [
+        "ops",
+        "params",
+        "macs",
+        "macs_by_op",
+        "depth",
+        "activations",
+        "inputs",
+        "outputs",
+    ] {
+        assert!(json.get(key).is_some(), "missing '{key}' in {json}");
+    }
+    assert_eq!(json["ops"]["Conv"], 12);
+    assert_eq!(json["activations"]["Clip"], 6);
+    assert_eq!(json["inputs"][0]["name"], "input");
+    let text = common::cli(&[std::ffi::OsStr::new("inspect"), path.as_os_str()]);
+    assert!(
+        text.stdout.contains("depth:") && text.stdout.contains("MACs (batch 1):"),
+        "{}",
+        text.stdout
+    );
+}
