@@ -3,3 +3,4 @@
 
 pub(crate) mod affine;
 pub mod conv;
+pub mod conv_map;

@@ -2,6 +2,7 @@
 
 pub mod builder;
 mod convert;
+pub mod extract;
 pub mod graph;
 pub mod op;
 pub mod patch;

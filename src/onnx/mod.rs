@@ -3,7 +3,7 @@
 mod external;
 mod save;
 
-pub use save::{SaveOptions, same_file, save};
+pub use save::{SaveOptions, same_file, save, write_atomically};
 
 use std::path::Path;
 

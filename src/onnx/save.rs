@@ -82,7 +82,8 @@ fn file_name(path: &Path) -> Result<String> {
         .ok_or_else(|| Error::io(path, std::io::Error::other("not a file name")))
 }
 
-fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+/// Writes `bytes` to `path` through a temporary file beside it, renamed into place.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
     let tmp = write_temporary(path, bytes)?;
     rename_into_place(&tmp, path)
 }

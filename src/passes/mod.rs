@@ -14,19 +14,22 @@
 //! # Ok::<(), onnx_shallow::Error>(())
 //! ```
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
+use std::collections::HashSet;
 
 use serde::Serialize;
 
 use crate::error::{Error, Result};
 use crate::ir::shape::{self, PinnedShapes, Shapes};
 use crate::ir::{Graph, Node, NodeId, Patch};
+use crate::runtime::cost::{CostModel, Verdict};
 
 mod constant_to_initializer;
 mod eliminate_dead_code;
 mod fold_affine;
 mod fold_batchnorm;
 mod fold_constants;
+mod fold_conv_chains;
 mod fold_pad_into_conv;
 mod matching;
 mod matmul_add_to_gemm;
@@ -48,14 +51,55 @@ pub struct PassStats {
     pub rewrites: Vec<String>,
 }
 
-/// What passes share: pinned input dims for analysis, and a budget of rewrites (to
-/// bisect a bad rewrite: stop after N). Rewrites never see pinned dims: a rewrite must
-/// hold at every input size the model accepts, so rules get the declared dims.
+/// What passes share: pinned input dims for analysis, a budget of rewrites (to bisect a
+/// bad rewrite: stop after N), and what folding needs: the cost model that judges a
+/// fold, and where the user linearised activations. Rewrites never see pinned dims: a
+/// rewrite must hold at every input size the model accepts, so rules get the declared
+/// dims; pinned dims only size the cost model's measurements.
 #[derive(Debug, Default)]
 pub struct Ctx {
     pub pinned: PinnedShapes,
     pub max_patches: Option<usize>,
+    pub folding: FoldOptions,
+    pub cost: RefCell<CostModel>,
+    /// Values an activation was removed from (by `--linearize`): folds across them
+    /// always happen.
+    pub linearised: RefCell<HashSet<String>>,
+    /// Every fold applied, for the report and the model's metadata.
+    pub folds: RefCell<Vec<FoldRecord>>,
     applied: Cell<usize>,
+}
+
+/// How folding decides.
+#[derive(Clone, Debug)]
+pub struct FoldOptions {
+    /// A fold must be at least this much faster (a fraction of the original's time).
+    pub min_gain: f64,
+    /// Allow folds exact only away from the border (padded after padded).
+    pub allow_approx_borders: bool,
+}
+
+impl Default for FoldOptions {
+    fn default() -> Self {
+        FoldOptions {
+            min_gain: 0.02,
+            allow_approx_borders: false,
+        }
+    }
+}
+
+/// One applied fold.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct FoldRecord {
+    /// The nodes folded away.
+    pub sources: Vec<String>,
+    /// The node that replaces them.
+    pub result: String,
+    /// False for a fold exact only away from the border.
+    pub exact: bool,
+    pub verdict: Verdict,
+    /// Made because the user linearised an activation inside it, whatever the verdict.
+    pub forced: bool,
 }
 
 impl Ctx {
@@ -63,8 +107,12 @@ impl Ctx {
         Ctx {
             pinned,
             max_patches,
-            applied: Cell::new(0),
+            ..Ctx::default()
         }
+    }
+
+    fn count_patch(&self) {
+        self.applied.set(self.applied.get() + 1);
     }
 
     fn budget_left(&self) -> bool {
@@ -135,7 +183,7 @@ fn rewrite_to_fixed_point(rule: &dyn Rule, graph: &mut Graph, ctx: &Ctx) -> Resu
             stats.rewrites.push(patch.origin.clone());
             graph.apply(patch)?;
             stats.patches += 1;
-            ctx.applied.set(ctx.applied.get() + 1);
+            ctx.count_patch();
             if stats.patches > cap {
                 return Err(Error::graph(format!(
                     "pass {} did not reach a fixed point after {} rewrites (last: {})",
@@ -167,6 +215,11 @@ pub fn canonical() -> Vec<Box<dyn Pass>> {
         Box::new(fold_batchnorm::FoldBatchNorm),
         Box::new(fold_affine::FoldAffine),
     ]
+}
+
+/// The folds, run after the canonical rewrites (and after `linearize`).
+pub fn folding() -> Vec<Box<dyn Pass>> {
+    vec![Box::new(fold_conv_chains::FoldConvChains)]
 }
 
 /// Runs passes in order, each to its fixed point.

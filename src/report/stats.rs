@@ -40,7 +40,7 @@ impl ModelStats {
     /// Computes the statistics; symbolic batch dims count as 1 unless pinned.
     pub fn of(graph: &Graph, pinned: &PinnedShapes) -> Result<ModelStats> {
         let declared = shape::infer(graph, &PinnedShapes::default())?;
-        let analysed = shape::infer(graph, &batch_one(graph, &declared, pinned))?;
+        let analysed = shape::infer(graph, &Self::analysis_pins(graph, &declared, pinned))?;
         let mut stats = ModelStats {
             ops: BTreeMap::new(),
             params: graph
@@ -98,23 +98,25 @@ fn numel(graph: &Graph, v: crate::ir::ValueId) -> u64 {
         .map_or(0, |t| t.numel() as u64)
 }
 
-/// Pins the leading dim of every input whose first dim is not a number to 1, unless the
-/// user pinned that input.
-fn batch_one(graph: &Graph, declared: &Shapes, pinned: &PinnedShapes) -> PinnedShapes {
-    let mut pins = pinned.clone();
-    for input in graph.runtime_inputs() {
-        let name = &graph.value(input).name;
-        let Some(dims) = declared.get(input).dims.as_ref() else {
-            continue;
-        };
-        if pins.contains_key(name) || dims.first().is_none_or(|d| d.known().is_some()) {
-            continue;
+impl ModelStats {
+    /// The dims analysis runs at: the user's pins, and batch 1 for every other input
+    /// whose only unknown dim is its first.
+    pub fn analysis_pins(graph: &Graph, declared: &Shapes, pinned: &PinnedShapes) -> PinnedShapes {
+        let mut pins = pinned.clone();
+        for input in graph.runtime_inputs() {
+            let name = &graph.value(input).name;
+            let Some(dims) = declared.get(input).dims.as_ref() else {
+                continue;
+            };
+            if pins.contains_key(name) || dims.first().is_none_or(|d| d.known().is_some()) {
+                continue;
+            }
+            if let Some(rest) = dims[1..].iter().map(Dim::known).collect::<Option<Vec<_>>>() {
+                pins.insert(name.clone(), [vec![1], rest].concat());
+            }
         }
-        if let Some(rest) = dims[1..].iter().map(Dim::known).collect::<Option<Vec<_>>>() {
-            pins.insert(name.clone(), [vec![1], rest].concat());
-        }
+        pins
     }
-    pins
 }
 
 fn tensor_info(graph: &Graph, shapes: &Shapes, v: crate::ir::ValueId) -> TensorInfo {

@@ -3,6 +3,7 @@
 
 pub mod bench;
 pub mod compare;
+pub mod cost;
 pub(crate) mod eval;
 
 use std::sync::Arc;

@@ -1,0 +1,119 @@
+//! An affine map between feature maps as one convolution: the running result of folding
+//! a chain of linear layers. Any such chain is f(x) = L(x) + f(0) with L linear; L stays
+//! one convolution (see `conv::compose` for when that is exact at the border), and f(0),
+//! the chain evaluated on a zero input, is a per-channel bias in the interior but may vary
+//! near the border once zero padding has met a bias. It is kept as a per-position bias
+//! map when it does (needs static spatial dims), and as a plain bias when it does not.
+
+use crate::error::{Error, Result};
+use crate::fold::conv::{self, Border, Conv2d, FeatureMap};
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct ConvMap {
+    /// The linear part, with the interior bias.
+    pub conv: Conv2d,
+    /// f(0) where it is not constant per channel: the output's exact bias.
+    pub bias_map: Option<FeatureMap>,
+    /// `Exact`, or `InteriorOnly` once a padded layer followed a mixing one.
+    pub border: Border,
+    /// Spatial dims of the input, when static.
+    input_hw: Option<[usize; 2]>,
+}
+
+impl ConvMap {
+    /// x ↦ x on `channels` channels.
+    pub fn identity(channels: usize, input_hw: Option<[usize; 2]>) -> ConvMap {
+        ConvMap {
+            conv: Conv2d::identity(channels),
+            bias_map: None,
+            border: Border::Exact,
+            input_hw,
+        }
+    }
+
+    fn output_hw(&self) -> Option<[usize; 2]> {
+        let hw = self.input_hw?;
+        Some([
+            self.conv.output_size(0, hw[0])?,
+            self.conv.output_size(1, hw[1])?,
+        ])
+    }
+
+    /// f(0) as a feature map.
+    fn zero_response(&self) -> Option<FeatureMap> {
+        match &self.bias_map {
+            Some(map) => Some(map.clone()),
+            None => Some(FeatureMap::uniform(&self.conv.bias, self.output_hw()?)),
+        }
+    }
+
+    /// This map followed by `next`.
+    pub fn then(&self, next: &Conv2d) -> Result<ConvMap> {
+        let (mut linear, border) = conv::compose(&self.conv.without_bias(), &next.without_bias())?;
+        let upstream_bias = self.bias_map.is_some() || self.conv.bias.iter().any(|&b| b != 0.0);
+        let bias_map = if self.bias_map.is_none() && !(next.is_padded() && upstream_bias) {
+            // f(0) is constant per channel: the interior formula is exact everywhere.
+            let (interior, _) = conv::compose(&self.conv, next)?;
+            linear.bias = interior.bias;
+            None
+        } else {
+            let response = self
+                .zero_response()
+                .and_then(|r| next.apply(&r))
+                .ok_or_else(|| {
+                    Error::graph("folding this chain needs static spatial dims for its border bias")
+                })?;
+            match response.as_uniform() {
+                Some(bias) => {
+                    linear.bias = bias;
+                    None
+                }
+                None => Some(response),
+            }
+        };
+        Ok(ConvMap {
+            conv: linear,
+            bias_map,
+            border: worst(self.border, border),
+            input_hw: self.input_hw,
+        })
+    }
+
+    /// x ↦ self(x) + other(x), when both line up (see `conv::sum`).
+    pub fn plus(&self, other: &ConvMap) -> Option<ConvMap> {
+        let mut conv = conv::sum(&self.conv, &other.conv)?;
+        let bias_map = if self.bias_map.is_none() && other.bias_map.is_none() {
+            None
+        } else {
+            let (a, b) = (self.zero_response()?, other.zero_response()?);
+            let summed = FeatureMap {
+                values: a.values.iter().zip(&b.values).map(|(x, y)| x + y).collect(),
+                ..a
+            };
+            conv.bias = vec![0.0; conv.out_channels];
+            Some(summed)
+        };
+        Some(ConvMap {
+            conv,
+            bias_map,
+            border: worst(self.border, other.border),
+            input_hw: self.input_hw,
+        })
+    }
+
+    /// The convolution to emit: without bias when a bias map carries it.
+    pub fn emitted_conv(&self) -> Conv2d {
+        match self.bias_map {
+            Some(_) => self.conv.without_bias(),
+            None => self.conv.clone(),
+        }
+    }
+}
+
+fn worst(a: Border, b: Border) -> Border {
+    if a == Border::InteriorOnly || b == Border::InteriorOnly {
+        Border::InteriorOnly
+    } else {
+        Border::Exact
+    }
+}

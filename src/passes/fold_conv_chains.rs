@@ -1,0 +1,686 @@
+//! `fold_conv_chains`: a chain of convolutions (and average pools, and residual Adds that
+//! close over part of the chain) with nothing non-linear between them becomes fewer
+//! convolutions — where that is faster on the runtime.
+//!
+//! Pattern: x → L1 → L2 → … → Lm, each Lk a Conv with constant weights or an AveragePool
+//! (a depthwise conv of weights 1/k²), or an `Add(p_s, p_k)` closing a skip from an
+//! earlier point of the chain. Any contiguous segment whose inner values are read only
+//! inside it is a single-entry, single-exit region, and folds into one Conv (plus one
+//! Add of a per-position bias map when its bias varies near the border).
+//!
+//! Algebra: `fold::conv_map` (sequential composition, residual identity on the centre
+//! tap, f(x) = L(x) + f(0) for the bias).
+//!
+//! Exactness: exact (≤ 1e-4 relative) unless a padded layer follows a mixing one, which
+//! is exact only away from the border: such a segment folds only with
+//! `allow_approx_borders`, and is reported as approximate.
+//!
+//! Profitability: merged layers often cost more (3×3∘3×3 → 5×5 is 1.39× the MACs when
+//! the channels are equal), yet a whole linearised inverted-residual block is cheaper as
+//! one dense 3×3. So the partition of each chain into segments is chosen by dynamic
+//! programming over the cost model's measured gains (as in latency-aware depth
+//! compression): a segment folds when it pays `min_gain`, and segments spanning a value
+//! the user linearised must fold whatever the verdict. Segments whose folded MACs exceed
+//! 1.5× the originals' are not measured (they never pay); kernels past 11 taps are not
+//! built.
+//!
+//! Ordering: after the canonical passes (BatchNorm and affine already folded, pads
+//! explicit) and after `linearize`.
+
+use std::collections::HashSet;
+
+use crate::error::Result;
+use crate::fold::conv::{Border, Conv2d};
+use crate::fold::conv_map::ConvMap;
+use crate::ir::extract::extract;
+use crate::ir::shape::{self, Shapes, ValueType};
+use crate::ir::{Attributes, DataType, Graph, Model, NodeId, OpKind, Patch, Tensor, ValueId, Wire};
+use crate::passes::{Ctx, FoldRecord, Pass, PassStats};
+use crate::report::stats::ModelStats;
+use crate::runtime::cost::Verdict;
+
+pub(crate) struct FoldConvChains;
+
+const MAX_KERNEL: usize = 11;
+const MAX_MAC_RATIO: f64 = 1.5;
+/// What cutting a chain at a linearised value costs in the partition: more than any gain.
+const LINEARISED_CUT_PENALTY: f64 = 1e12;
+
+enum Element {
+    Layer {
+        node: NodeId,
+        conv: Conv2d,
+    },
+    /// `Add(p_source, p_previous)`.
+    Residual {
+        node: NodeId,
+        source: usize,
+    },
+}
+
+impl Element {
+    fn node(&self) -> NodeId {
+        match self {
+            Element::Layer { node, .. } | Element::Residual { node, .. } => *node,
+        }
+    }
+}
+
+/// p_0 → element 1 → p_1 → … → element m → p_m.
+struct Chain {
+    values: Vec<ValueId>,
+    elements: Vec<Element>,
+}
+
+/// A segment chosen to fold: elements a+1 ..= b.
+struct Fold {
+    a: usize,
+    b: usize,
+    map: ConvMap,
+    verdict: Verdict,
+    forced: bool,
+}
+
+impl Pass for FoldConvChains {
+    fn name(&self) -> &'static str {
+        "fold_conv_chains"
+    }
+
+    fn run(&self, graph: &mut Graph, ctx: &Ctx) -> Result<PassStats> {
+        let mut stats = PassStats {
+            pass: self.name().to_string(),
+            ..PassStats::default()
+        };
+        let nodes_before = graph.node_count() as i64;
+        let declared = shape::infer(graph, &Default::default())?;
+        let analysed = shape::infer(
+            graph,
+            &ModelStats::analysis_pins(graph, &declared, &ctx.pinned),
+        )?;
+        for chain in find_chains(graph, &declared)? {
+            for fold in choose_folds(graph, &chain, &declared, &analysed, ctx)? {
+                if !ctx.budget_left() {
+                    break;
+                }
+                let record = apply_fold(graph, &chain, &fold)?;
+                stats
+                    .rewrites
+                    .push(format!("{} >> chain >> {}", self.name(), record.result));
+                stats.patches += 1;
+                ctx.count_patch();
+                ctx.folds.borrow_mut().push(record);
+            }
+        }
+        stats.nodes_removed = nodes_before - graph.node_count() as i64;
+        Ok(stats)
+    }
+}
+
+/// The weights and geometry of a 2-D Conv with constant weights, or of an AveragePool
+/// that is a convolution (no padding counted out, no ceil mode).
+fn as_conv(graph: &Graph, node: NodeId, shapes: &Shapes) -> Option<Conv2d> {
+    let n = graph.node(node);
+    let ints = |name: &str, default: Vec<i64>| n.ints(name).ok().flatten().unwrap_or(default);
+    let pair = |v: Vec<i64>| -> Option<[usize; 2]> {
+        Some([
+            usize::try_from(*v.first()?).ok()?,
+            usize::try_from(*v.get(1)?).ok()?,
+        ])
+    };
+    let explicit = n
+        .string("auto_pad")
+        .ok()
+        .flatten()
+        .is_none_or(|p| p == "NOTSET");
+    let pads = ints("pads", vec![0; 4]);
+    if !explicit || pads.len() != 4 || pads.iter().any(|&p| p < 0) {
+        return None;
+    }
+    let pads = [
+        pads[0] as usize,
+        pads[1] as usize,
+        pads[2] as usize,
+        pads[3] as usize,
+    ];
+    let stride = pair(ints("strides", vec![1, 1]))?;
+    let dilation = pair(ints("dilations", vec![1, 1]))?;
+    match n.kind {
+        OpKind::Conv => {
+            let weight = graph.constant(n.input(1)?)?;
+            let dims = weight.dims();
+            if dims.len() != 4 || !weight.dtype().is_float() {
+                return None;
+            }
+            let group = usize::try_from(n.int("group").ok().flatten().unwrap_or(1)).ok()?;
+            let bias = match n.input(2) {
+                Some(b) => graph.constant(b)?.to_f64()?,
+                None => vec![0.0; dims[0]],
+            };
+            Some(Conv2d {
+                weight: weight.to_f64()?,
+                bias,
+                out_channels: dims[0],
+                in_channels: dims[1] * group,
+                group,
+                kernel: [dims[2], dims[3]],
+                stride,
+                dilation,
+                pads,
+            })
+        }
+        OpKind::AveragePool => {
+            let counts_pads = n.int("count_include_pad").ok().flatten().unwrap_or(0) != 0;
+            let ceil = n.int("ceil_mode").ok().flatten().unwrap_or(0) != 0;
+            if ceil || (!counts_pads && pads.iter().any(|&p| p > 0)) {
+                return None;
+            }
+            let kernel = pair(ints("kernel_shape", vec![]))?;
+            let channels = shapes.get(n.input(0)?).dim(1)?;
+            let taps = kernel[0] * kernel[1];
+            Some(Conv2d {
+                weight: vec![1.0 / taps as f64; channels * taps],
+                bias: vec![0.0; channels],
+                out_channels: channels,
+                in_channels: channels,
+                group: channels,
+                kernel,
+                stride,
+                dilation,
+                pads,
+            })
+        }
+        _ => None,
+    }
+}
+
+fn find_chains(graph: &Graph, shapes: &Shapes) -> Result<Vec<Chain>> {
+    let mut claimed = HashSet::new();
+    let mut chains = Vec::new();
+    for id in graph.topological_order()? {
+        if claimed.contains(&id) {
+            continue;
+        }
+        let Some(conv) = as_conv(graph, id, shapes) else {
+            continue;
+        };
+        let node = graph.node(id);
+        let (Some(x), Some(y)) = (node.input(0), node.output(0)) else {
+            continue;
+        };
+        let mut chain = Chain {
+            values: vec![x, y],
+            elements: vec![Element::Layer { node: id, conv }],
+        };
+        while let Some(next) = next_element(graph, &chain, shapes) {
+            chain.values.push(
+                graph
+                    .node(next.node())
+                    .output(0)
+                    .expect("a chain element has an output"),
+            );
+            chain.elements.push(next);
+        }
+        claimed.extend(chain.elements.iter().map(Element::node));
+        if chain.elements.len() >= 2 {
+            chains.push(chain);
+        }
+    }
+    Ok(chains)
+}
+
+/// The one reader of the chain's last value that continues it, if there is exactly one.
+fn next_element(graph: &Graph, chain: &Chain, shapes: &Shapes) -> Option<Element> {
+    let last = *chain.values.last()?;
+    if graph.is_output(last) {
+        return None;
+    }
+    let mut readers: Vec<NodeId> = graph.users(last).to_vec();
+    readers.dedup();
+    let mut candidates = readers.into_iter().filter_map(|user| {
+        let node = graph.node(user);
+        match node.kind {
+            OpKind::Conv | OpKind::AveragePool if node.input(0) == Some(last) => {
+                as_conv(graph, user, shapes).map(|conv| Element::Layer { node: user, conv })
+            }
+            OpKind::Add => {
+                let other = [node.input(0)?, node.input(1)?]
+                    .into_iter()
+                    .find(|&v| v != last)?;
+                let source = chain.values[..chain.values.len() - 1]
+                    .iter()
+                    .position(|&v| v == other)?;
+                same_dims(shapes.get(other), shapes.get(last))
+                    .then_some(Element::Residual { node: user, source })
+            }
+            _ => None,
+        }
+    });
+    let first = candidates.next()?;
+    candidates.next().is_none().then_some(first)
+}
+
+fn same_dims(a: &ValueType, b: &ValueType) -> bool {
+    match (&a.dims, &b.dims) {
+        (Some(x), Some(y)) => {
+            x.len() == y.len()
+                && x.iter()
+                    .zip(y)
+                    .skip(1)
+                    .all(|(p, q)| p.known().is_some() && p == q)
+        }
+        _ => false,
+    }
+}
+
+/// Segment (a, b) reads only p_a from outside and leaves only p_b to be read outside.
+fn is_region(graph: &Graph, chain: &Chain, a: usize, b: usize) -> bool {
+    let inside: HashSet<NodeId> = chain.elements[a..b].iter().map(Element::node).collect();
+    let inner_values_closed = chain.values[a + 1..b]
+        .iter()
+        .all(|&v| !graph.is_output(v) && graph.users(v).iter().all(|u| inside.contains(u)));
+    let skips_inside = chain.elements[a..b].iter().all(|e| match e {
+        Element::Residual { source, .. } => *source >= a,
+        Element::Layer { .. } => true,
+    });
+    inner_values_closed && skips_inside
+}
+
+/// The folded maps of every segment starting at p_a, by end point (`None` where the
+/// segment cannot be one convolution).
+fn segment_maps(
+    chain: &Chain,
+    a: usize,
+    channels: usize,
+    hw: Option<[usize; 2]>,
+) -> Vec<Option<ConvMap>> {
+    let mut maps: Vec<Option<ConvMap>> = vec![None; chain.elements.len() + 1];
+    maps[a] = Some(ConvMap::identity(channels, hw));
+    for (k, element) in chain.elements.iter().enumerate().skip(a) {
+        let previous = maps[k].as_ref();
+        maps[k + 1] = match element {
+            Element::Layer { conv, .. } => previous.and_then(|m| m.then(conv).ok()),
+            Element::Residual { source, .. } => maps[*source]
+                .as_ref()
+                .zip(previous)
+                .and_then(|(s, p)| s.plus(p)),
+        }
+        .filter(|m| m.conv.kernel.iter().all(|&k| k <= MAX_KERNEL));
+    }
+    maps
+}
+
+/// The best partition of the chain: dynamic programming over cut points, maximising
+/// the measured gain; cuts at linearised values are (all but) forbidden.
+fn choose_folds(
+    graph: &Graph,
+    chain: &Chain,
+    declared: &Shapes,
+    analysed: &Shapes,
+    ctx: &Ctx,
+) -> Result<Vec<Fold>> {
+    let m = chain.elements.len();
+    let linearised = ctx.linearised.borrow();
+    let is_joint =
+        |k: usize| k > 0 && k < m && linearised.contains(&graph.value(chain.values[k]).name);
+    let mut best: Vec<f64> = vec![f64::NEG_INFINITY; m + 1];
+    let mut choice: Vec<Option<Fold>> = (0..=m).map(|_| None).collect();
+    let mut from: Vec<usize> = vec![0; m + 1];
+    best[0] = 0.0;
+    for a in 0..m {
+        let penalty = if is_joint(a) {
+            LINEARISED_CUT_PENALTY
+        } else {
+            0.0
+        };
+        let base = best[a] - penalty;
+        if base > best[a + 1] {
+            best[a + 1] = base;
+            from[a + 1] = a;
+            choice[a + 1] = None;
+        }
+        let input = declared.get(chain.values[a]);
+        let (Some(channels), hw) = (
+            input.dim(1),
+            input.dim(2).zip(input.dim(3)).map(|(h, w)| [h, w]),
+        ) else {
+            continue;
+        };
+        let maps = segment_maps(chain, a, channels, hw);
+        for b in a + 2..=m {
+            let Some(map) = maps[b].clone() else { continue };
+            if !is_region(graph, chain, a, b)
+                || (map.border == Border::InteriorOnly && !ctx.folding.allow_approx_borders)
+            {
+                continue;
+            }
+            let forced = (a + 1..b).any(is_joint);
+            let Some(verdict) = judge(graph, chain, a, b, &map, analysed, forced, ctx)? else {
+                continue;
+            };
+            if !forced && !verdict.pays(ctx.folding.min_gain) {
+                continue;
+            }
+            let value = base
+                + (verdict.original - verdict.folded)
+                + if forced { LINEARISED_CUT_PENALTY } else { 0.0 };
+            if value > best[b] {
+                best[b] = value;
+                from[b] = a;
+                choice[b] = Some(Fold {
+                    a,
+                    b,
+                    map,
+                    verdict,
+                    forced,
+                });
+            }
+        }
+    }
+    let mut folds = Vec::new();
+    let mut b = m;
+    while b > 0 {
+        let a = from[b];
+        if let Some(fold) = choice[b].take() {
+            folds.push(fold);
+        }
+        b = a;
+    }
+    Ok(folds)
+}
+
+/// The cost model's verdict on folding segment (a, b), measured at the analysed
+/// (pinned, batch 1) dims; `None` when it is not worth measuring or cannot be measured.
+#[allow(clippy::too_many_arguments)]
+fn judge(
+    graph: &Graph,
+    chain: &Chain,
+    a: usize,
+    b: usize,
+    map: &ConvMap,
+    analysed: &Shapes,
+    forced: bool,
+    ctx: &Ctx,
+) -> Result<Option<Verdict>> {
+    let Some(dims) = analysed.get(chain.values[a]).static_dims() else {
+        return Ok(None);
+    };
+    let dtype = analysed
+        .get(chain.values[a])
+        .dtype
+        .unwrap_or(DataType::Float);
+    let original = extract(graph, chain.values[a], dtype, &dims, &[chain.values[b]])?;
+    let folded = folded_model(&original, map, weight_dtype(graph, chain, a))?;
+    let macs = |m: &Model| ModelStats::of(&m.graph, &Default::default()).map(|s| s.macs as f64);
+    if !forced && macs(&folded)? > MAX_MAC_RATIO * macs(&original)? {
+        return Ok(None);
+    }
+    ctx.cost
+        .borrow_mut()
+        .judge(&original, &folded, &dims)
+        .map(Some)
+}
+
+fn weight_dtype(graph: &Graph, chain: &Chain, a: usize) -> DataType {
+    chain.elements[a..]
+        .iter()
+        .find_map(|e| match e {
+            Element::Layer { node, .. } => graph
+                .node(*node)
+                .input(1)
+                .and_then(|w| graph.constant(w))
+                .map(Tensor::dtype),
+            Element::Residual { .. } => None,
+        })
+        .unwrap_or(DataType::Float)
+}
+
+/// The extracted segment with its body replaced by the fold.
+fn folded_model(original: &Model, map: &ConvMap, dtype: DataType) -> Result<Model> {
+    let mut folded = original.clone();
+    let (input, output) = (folded.graph.inputs()[0], folded.graph.outputs()[0]);
+    let mut patch = Patch::new("fold_conv_chains >> measure");
+    let y = emit(&mut patch, input.into(), map, dtype, "folded")?;
+    patch.shunt(output, y);
+    folded.graph.apply(patch)?;
+    Ok(folded)
+}
+
+/// Adds the fold's Conv (and bias-map Add) reading `x`; returns its output.
+fn emit(patch: &mut Patch, x: Wire, map: &ConvMap, dtype: DataType, name: &str) -> Result<Wire> {
+    let conv = map.emitted_conv();
+    let dims = vec![
+        conv.out_channels,
+        conv.in_channels / conv.group,
+        conv.kernel[0],
+        conv.kernel[1],
+    ];
+    let weight = patch.constant(
+        &format!("{name}.weight"),
+        Tensor::from_f64(dtype, dims, &conv.weight)?,
+    );
+    let mut inputs = vec![Some(x), Some(weight)];
+    if conv.bias.iter().any(|&b| b != 0.0) {
+        inputs.push(Some(patch.constant(
+            &format!("{name}.bias"),
+            Tensor::from_f64(dtype, vec![conv.out_channels], &conv.bias)?,
+        )));
+    }
+    let ints = |v: &[usize]| v.iter().map(|&x| x as i64).collect::<Vec<_>>();
+    let attributes = Attributes::default()
+        .with_ints("kernel_shape", &ints(&conv.kernel))
+        .with_ints("strides", &ints(&conv.stride))
+        .with_ints("dilations", &ints(&conv.dilation))
+        .with_ints("pads", &ints(&conv.pads))
+        .with_int("group", conv.group as i64);
+    let y = patch.node(name, OpKind::Conv, attributes, &inputs, 1)[0];
+    let Some(bias_map) = &map.bias_map else {
+        return Ok(y);
+    };
+    let dims = vec![1, bias_map.channels, bias_map.hw[0], bias_map.hw[1]];
+    let bias = patch.constant(
+        &format!("{name}.bias_map"),
+        Tensor::from_f64(dtype, dims, &bias_map.values)?,
+    );
+    Ok(patch.node(
+        &format!("{name}.add_bias_map"),
+        OpKind::Add,
+        Attributes::default(),
+        &[Some(y), Some(bias)],
+        1,
+    )[0])
+}
+
+fn apply_fold(graph: &mut Graph, chain: &Chain, fold: &Fold) -> Result<FoldRecord> {
+    let sources: Vec<String> = chain.elements[fold.a..fold.b]
+        .iter()
+        .map(|e| graph.node(e.node()).name.clone())
+        .collect();
+    let result = format!("{}.folded", sources.last().expect("a segment has elements"));
+    let dtype = weight_dtype(graph, chain, fold.a);
+    let mut patch = Patch::new(format!("fold_conv_chains >> chain >> {result}"));
+    let y = emit(
+        &mut patch,
+        chain.values[fold.a].into(),
+        &fold.map,
+        dtype,
+        &result,
+    )?;
+    patch.shunt(chain.values[fold.b], y);
+    graph.apply(patch)?;
+    Ok(FoldRecord {
+        sources,
+        result,
+        exact: fold.map.border == Border::Exact,
+        verdict: fold.verdict,
+        forced: fold.forced,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ir::builder::ModelBuilder;
+    use crate::passes::test_models::{EXACT, conv_attrs, count, model, weights};
+    use crate::runtime::cost::CostModel;
+    use crate::testing::max_relative_error;
+
+    const C: usize = 4;
+    const E: usize = 12;
+
+    /// An inverted-residual block without its activations: 1×1 expand → depthwise 3×3
+    /// (padded) → 1×1 project, plus the skip.
+    fn linear_block() -> Model {
+        model(
+            ModelBuilder::new(13)
+                .input("x", &[-1, C as i64, 9, 9])
+                .initializer("we", weights(&[E, C, 1, 1], 1))
+                .initializer("be", weights(&[E], 2))
+                .initializer("wd", weights(&[E, 1, 3, 3], 3))
+                .initializer("bd", weights(&[E], 4))
+                .initializer("wp", weights(&[C, E, 1, 1], 5))
+                .initializer("bp", weights(&[C], 6))
+                .node(
+                    "Conv",
+                    &["x", "we", "be"],
+                    &["e"],
+                    conv_attrs(&[0; 4], &[1, 1], 1),
+                )
+                .node(
+                    "Conv",
+                    &["e", "wd", "bd"],
+                    &["d"],
+                    conv_attrs(&[1; 4], &[1, 1], E as i64),
+                )
+                .node(
+                    "Conv",
+                    &["d", "wp", "bp"],
+                    &["p"],
+                    conv_attrs(&[0; 4], &[1, 1], 1),
+                )
+                .node("Add", &["x", "p"], &["y"], Attributes::default())
+                .output("y"),
+        )
+    }
+
+    fn run_with(model: &Model, cost: CostModel, linearised: &[&str]) -> (Model, Ctx) {
+        let ctx = Ctx {
+            cost: cost.into(),
+            ..Ctx::default()
+        };
+        ctx.linearised
+            .borrow_mut()
+            .extend(linearised.iter().map(|s| s.to_string()));
+        let mut after = model.clone();
+        FoldConvChains.run(&mut after.graph, &ctx).unwrap();
+        (after, ctx)
+    }
+
+    fn verdict(original: f64, folded: f64) -> CostModel {
+        CostModel::Fixed(Box::new(move |_, _| Verdict {
+            original,
+            folded,
+            estimate: false,
+        }))
+    }
+
+    #[test]
+    fn fires_on_a_whole_block_when_the_cost_model_says_it_is_faster() {
+        let before = linear_block();
+        let (after, ctx) = run_with(&before, verdict(2.0, 1.0), &[]);
+        // One dense 3×3 with the identity on its centre tap, and the border bias map.
+        assert_eq!((count(&after, "Conv"), count(&after, "Add")), (1, 1));
+        let folds = ctx.folds.borrow();
+        assert_eq!(folds.len(), 1);
+        assert_eq!(folds[0].sources.len(), 4);
+        assert!(folds[0].exact && !folds[0].forced);
+        let error = max_relative_error(&before, &after, &[vec![2, C, 9, 9]], 3);
+        assert!(error <= EXACT, "relative error {error:e}");
+    }
+
+    #[test]
+    fn skips_a_fold_the_cost_model_says_is_slower() {
+        let before = linear_block();
+        let (after, ctx) = run_with(&before, verdict(1.0, 1.2), &[]);
+        assert_eq!(count(&after, "Conv"), 3);
+        assert!(ctx.folds.borrow().is_empty());
+    }
+
+    #[test]
+    fn folds_across_linearised_values_even_when_slower() {
+        let before = linear_block();
+        let (after, ctx) = run_with(&before, verdict(1.0, 1.2), &["e", "d"]);
+        // The cut after the project conv is free, so the cheaper partition keeps the Add.
+        assert!(
+            count(&after, "Conv") == 1,
+            "the convs around the linearised values fold"
+        );
+        assert!(ctx.folds.borrow().iter().all(|f| f.forced));
+        let error = max_relative_error(&before, &after, &[vec![1, C, 9, 9]], 4);
+        assert!(error <= EXACT, "relative error {error:e}");
+    }
+
+    #[test]
+    fn skips_padded_after_padded_unless_approximate_borders_are_allowed() {
+        let before = model(
+            ModelBuilder::new(13)
+                .input("x", &[-1, C as i64, 9, 9])
+                .initializer("w1", weights(&[C, C, 3, 3], 1))
+                .initializer("w2", weights(&[C, C, 3, 3], 2))
+                .node(
+                    "Conv",
+                    &["x", "w1"],
+                    &["h"],
+                    conv_attrs(&[1; 4], &[1, 1], 1),
+                )
+                .node(
+                    "Conv",
+                    &["h", "w2"],
+                    &["y"],
+                    conv_attrs(&[1; 4], &[1, 1], 1),
+                )
+                .output("y"),
+        );
+        let (exact_only, _) = run_with(&before, verdict(2.0, 1.0), &[]);
+        assert_eq!(count(&exact_only, "Conv"), 2);
+        let folding = crate::passes::FoldOptions {
+            allow_approx_borders: true,
+            ..Default::default()
+        };
+        let ctx = Ctx {
+            cost: verdict(2.0, 1.0).into(),
+            folding,
+            ..Ctx::default()
+        };
+        let mut approx = before.clone();
+        FoldConvChains.run(&mut approx.graph, &ctx).unwrap();
+        assert_eq!(count(&approx, "Conv"), 1);
+        assert!(!ctx.folds.borrow()[0].exact);
+    }
+
+    #[test]
+    fn skips_a_chain_whose_middle_value_is_read_elsewhere() {
+        let before = model(
+            ModelBuilder::new(13)
+                .input("x", &[-1, C as i64, 9, 9])
+                .initializer("w1", weights(&[C, C, 1, 1], 1))
+                .initializer("w2", weights(&[C, C, 1, 1], 2))
+                .node(
+                    "Conv",
+                    &["x", "w1"],
+                    &["h"],
+                    conv_attrs(&[0; 4], &[1, 1], 1),
+                )
+                .node(
+                    "Conv",
+                    &["h", "w2"],
+                    &["y"],
+                    conv_attrs(&[0; 4], &[1, 1], 1),
+                )
+                .node("Relu", &["h"], &["z"], Attributes::default())
+                .output("y")
+                .output("z"),
+        );
+        let (after, _) = run_with(&before, verdict(2.0, 1.0), &[]);
+        assert_eq!(count(&after, "Conv"), 2);
+    }
+}
