@@ -37,7 +37,7 @@ use std::path::Path;
 pub use error::{Error, Result};
 pub use ir::Model;
 pub use onnx::SaveOptions;
-pub use optimize::{Options, Report, optimize, parse_input_shape};
+pub use optimize::{Cost, Options, Report, optimize, parse_input_shape};
 
 /// Loads a model file (with its external data) into the IR.
 pub fn load(path: &Path) -> Result<Model> {

@@ -9,7 +9,11 @@ use onnx_shallow::ir::shape::PinnedShapes;
 use onnx_shallow::report::stats::{self, ModelStats};
 use onnx_shallow::report::verify::Verification;
 use onnx_shallow::runtime::compare::{self, Tolerance};
-use onnx_shallow::{Error, Model, Options, Result, SaveOptions};
+use onnx_shallow::calib::random::{Rng, normal_array};
+use onnx_shallow::passes::FoldOptions;
+use onnx_shallow::runtime::Session;
+use onnx_shallow::runtime::bench::{self, BenchOptions, PairTiming};
+use onnx_shallow::{Cost, Error, Model, Options, Result, SaveOptions};
 
 /// Makes pre-trained ONNX networks shallower and faster, verified with tract.
 #[derive(Parser)]
@@ -86,6 +90,24 @@ struct OptimizeArgs {
     /// Stop after this many rewrites (to find a bad one by bisection).
     #[arg(long, value_name = "N")]
     max_patches: Option<usize>,
+    /// Replace the activations whose node names match this glob by identity, then fold
+    /// the layers around them (repeatable; `*` matches any run of characters, `/` too).
+    #[arg(long, value_name = "PATTERN")]
+    linearize: Vec<String>,
+    /// Also fold padded layers after mixing ones, exact only away from the border (the
+    /// measured error is reported).
+    #[arg(long)]
+    allow_approx_borders: bool,
+    /// How folds are judged: `measured` in tract, or `macs` (a quick estimate).
+    #[arg(long, value_enum, default_value_t = CostArg::Measured)]
+    cost: CostArg,
+    /// Keep latency measurements in this file between runs (same cache and options give
+    /// the same output).
+    #[arg(long, value_name = "FILE")]
+    cost_cache: Option<PathBuf>,
+    /// A fold must save at least this fraction of the latency of what it replaces.
+    #[arg(long, default_value_t = 0.02, value_name = "F")]
+    min_gain: f64,
     /// Random standard-normal samples used to verify the output.
     #[arg(long, default_value_t = 8, value_name = "N")]
     verify_samples: usize,
@@ -123,6 +145,12 @@ struct VerifyArgs {
     json: bool,
     #[command(flatten)]
     shapes: ShapeArgs,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum CostArg {
+    Measured,
+    Macs,
 }
 
 fn main() -> ExitCode {
@@ -163,11 +191,19 @@ fn optimize(args: &OptimizeArgs) -> Result<ExitCode> {
     }
     refuse_overwriting_input(&args.input, &args.output, args.force)?;
     let original = onnx_shallow::load(&args.input)?;
+    let cost = match (args.cost, &args.cost_cache) {
+        (CostArg::Macs, _) => Cost::Macs,
+        (CostArg::Measured, Some(path)) => Cost::MeasuredWithCache(path.clone()),
+        (CostArg::Measured, None) => Cost::Measured,
+    };
     let options = Options {
         pinned: args.shapes.pinned()?,
         passes: args.passes.clone(),
         skip_passes: args.skip_passes.clone(),
         max_patches: args.max_patches,
+        folding: FoldOptions { min_gain: args.min_gain, allow_approx_borders: args.allow_approx_borders },
+        cost,
+        linearize: args.linearize.clone(),
     };
     let (optimized, report) = onnx_shallow::optimize(original.clone(), &options)?;
     let inputs = calib::random_inputs(
@@ -199,12 +235,29 @@ fn optimize(args: &OptimizeArgs) -> Result<ExitCode> {
     for pass in report.passes.iter().filter(|p| p.patches > 0) {
         println!("{:<28} {:>4} rewrites", pass.pass, pass.patches);
     }
-    print!(
-        "{}",
-        stats::before_after_table(&report.before, &report.after)
-    );
+    print!("{}", stats::folds_table(&report.folds));
+    for fold in report.folds.iter().filter(|f| f.forced && !f.verdict.pays(0.0)) {
+        eprintln!(
+            "warning: {} is {:.2}× the cost of what it replaces, folded because it spans linearised activations",
+            fold.result,
+            fold.verdict.ratio()
+        );
+    }
+    let latency = whole_model_latency(&original, &optimized, &options.pinned)?;
+    print!("{}", stats::before_after_table(&report.before, &report.after, Some(&latency)));
     println!("wrote {}", args.output.display());
     Ok(ExitCode::SUCCESS)
+}
+
+/// Both models timed in tract at batch 1, interleaved.
+fn whole_model_latency(original: &Model, optimized: &Model, pinned: &PinnedShapes) -> Result<PairTiming> {
+    let dims: Vec<Vec<usize>> =
+        calib::sample_dims(original, pinned)?.into_iter().map(|d| [vec![1], d].concat()).collect();
+    let mut rng = Rng::new(0);
+    let inputs: Vec<_> = dims.iter().map(|d| normal_array(d, &mut rng)).collect();
+    let (a, b) = (Session::new(original, &dims)?, Session::new(optimized, &dims)?);
+    let (inputs_a, inputs_b) = (a.prepare(&inputs)?, b.prepare(&inputs)?);
+    bench::time_pair((&a, &inputs_a), (&b, &inputs_b), BenchOptions::default())
 }
 
 fn refuse_overwriting_input(input: &Path, output: &Path, force: bool) -> Result<()> {

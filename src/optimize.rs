@@ -2,11 +2,14 @@
 
 use serde::Serialize;
 
+use std::path::PathBuf;
+
 use crate::error::{Error, Result};
 use crate::ir::Model;
 use crate::ir::shape::PinnedShapes;
-use crate::passes::{self, Ctx, Pass, PassStats};
-use crate::report::stats::ModelStats;
+use crate::passes::{self, Ctx, FoldOptions, FoldRecord, Pass, PassStats};
+use crate::ir::stats::ModelStats;
+use crate::runtime::cost::{CostCache, CostModel};
 
 /// What to run.
 #[derive(Clone, Debug, Default)]
@@ -19,6 +22,31 @@ pub struct Options {
     pub skip_passes: Vec<String>,
     /// Stop after this many rewrites (to bisect a bad one).
     pub max_patches: Option<usize>,
+    pub folding: FoldOptions,
+    pub cost: Cost,
+    /// Globs of activation node names to replace by identity before folding.
+    pub linearize: Vec<String>,
+}
+
+/// How folds are judged.
+#[derive(Clone, Debug, Default)]
+pub enum Cost {
+    /// Timed in tract; measurements kept in the file when one is given.
+    #[default]
+    Measured,
+    MeasuredWithCache(PathBuf),
+    /// Counted in multiply-accumulates: quick, an estimate.
+    Macs,
+}
+
+impl Cost {
+    fn model(&self) -> Result<CostModel> {
+        Ok(match self {
+            Cost::Measured => CostModel::measured(CostCache::default()),
+            Cost::MeasuredWithCache(path) => CostModel::measured(CostCache::open(path)?),
+            Cost::Macs => CostModel::Macs,
+        })
+    }
 }
 
 /// What a run changed.
@@ -27,15 +55,25 @@ pub struct Report {
     pub passes: Vec<PassStats>,
     pub before: ModelStats,
     pub after: ModelStats,
+    pub folds: Vec<FoldRecord>,
 }
 
-/// Runs the exact canonical rewrites on `model`.
+/// Runs the exact canonical rewrites, then the folds the cost model accepts.
 pub fn optimize(mut model: Model, options: &Options) -> Result<(Model, Report)> {
     let before = ModelStats::of(&model.graph, &options.pinned)?;
-    let pipeline = select_passes(passes::canonical(), options)?;
-    let ctx = Ctx::new(options.pinned.clone(), options.max_patches);
+    let pipeline = select_passes(passes::canonical().into_iter().chain(passes::folding()).collect(), options)?;
+    let mut ctx = Ctx::new(options.pinned.clone(), options.max_patches);
+    ctx.folding = options.folding.clone();
+    ctx.cost = options.cost.model()?.into();
     let stats = passes::run_pipeline(&pipeline, &mut model.graph, &ctx)?;
+    if let Some(cache) = ctx.cost.borrow().cache() {
+        cache.persist()?;
+    }
     let after = ModelStats::of(&model.graph, &options.pinned)?;
+    let folds = ctx.folds.into_inner();
+    if !folds.is_empty() {
+        model.set_metadata("onnx_shallow.folds", serde_json::to_string(&folds).expect("folds serialise"));
+    }
     let applied: Vec<String> = stats
         .iter()
         .filter(|s| s.patches > 0)
@@ -52,6 +90,7 @@ pub fn optimize(mut model: Model, options: &Options) -> Result<(Model, Report)> 
             passes: stats,
             before,
             after,
+            folds,
         },
     ))
 }

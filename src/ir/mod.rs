@@ -7,6 +7,7 @@ pub mod graph;
 pub mod op;
 pub mod patch;
 pub mod shape;
+pub mod stats;
 pub mod tensor;
 
 pub use graph::{Graph, Node, NodeId, Value, ValueId};

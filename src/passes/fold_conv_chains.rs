@@ -36,7 +36,7 @@ use crate::ir::extract::extract;
 use crate::ir::shape::{self, Shapes, ValueType};
 use crate::ir::{Attributes, DataType, Graph, Model, NodeId, OpKind, Patch, Tensor, ValueId, Wire};
 use crate::passes::{Ctx, FoldRecord, Pass, PassStats};
-use crate::report::stats::ModelStats;
+use crate::ir::stats::ModelStats;
 use crate::runtime::cost::Verdict;
 
 pub(crate) struct FoldConvChains;

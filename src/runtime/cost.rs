@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use crate::calib::random::{Rng, normal_array};
 use crate::error::{Error, Result};
 use crate::ir::Model;
-use crate::report::stats::ModelStats;
+use crate::ir::stats::ModelStats;
 use crate::runtime::Session;
 use crate::runtime::bench::{BenchOptions, time_pair};
 
