@@ -20,6 +20,8 @@
 //!
 //! Accumulation is in f64; callers store the result in the weights' own type.
 
+use ndarray::Array2;
+
 use crate::error::{Error, Result};
 
 /// A 2-D convolution's weights and geometry (ONNX semantics: cross-correlation).
@@ -161,40 +163,66 @@ pub fn compose(first: &Conv2d, second: &Conv2d) -> Result<(Conv2d, Border)> {
 }
 
 /// Dense composite weights [O, C, kh, kw], regrouped to the most groups they allow.
-fn compose_weights(
-    first: &Conv2d,
-    second: &Conv2d,
-    kernel: [usize; 2],
-    dilation: [usize; 2],
-) -> (Vec<f64>, usize) {
+fn compose_weights(first: &Conv2d, second: &Conv2d, kernel: [usize; 2], dilation: [usize; 2]) -> (Vec<f64>, usize) {
     let (out_c, in_c) = (second.out_channels, first.in_channels);
     let [kh, kw] = kernel;
+    // Where tap u of conv2 and tap a of conv1 land in the composite kernel.
+    let target = |(u_y, u_x): (usize, usize), (a_y, a_x): (usize, usize)| {
+        let t_y = first.stride[0] * second.dilation[0] * u_y + first.dilation[0] * a_y;
+        let t_x = first.stride[1] * second.dilation[1] * u_x + first.dilation[1] * a_x;
+        (t_y / dilation[0]) * kw + t_x / dilation[1]
+    };
     let mut dense = vec![0.0; out_c * in_c * kh * kw];
+    if first.group == 1 && second.group == 1 {
+        compose_dense(first, second, &target, &mut dense);
+    } else {
+        compose_grouped(first, second, &target, &mut dense);
+    }
+    regroup(dense, out_c, in_c, kh * kw)
+}
+
+/// Dense layers: per pair of taps, one matrix product W2[·, ·, u] · W1[·, ·, a].
+fn compose_dense(first: &Conv2d, second: &Conv2d, target: &dyn Fn((usize, usize), (usize, usize)) -> usize, dense: &mut [f64]) {
+    let (out_c, mid_c, in_c) = (second.out_channels, second.in_channels, first.in_channels);
+    let taps_out = dense.len() / (out_c * in_c);
+    let matrix = |c: &Conv2d, (y, x): (usize, usize), rows: usize, cols: usize| {
+        Array2::from_shape_fn((rows, cols), |(r, k)| c.tap(r, k, y, x))
+    };
+    let firsts: Vec<_> = taps(first.kernel).map(|a| (a, matrix(first, a, mid_c, in_c))).collect();
+    for u in taps(second.kernel) {
+        let w2 = matrix(second, u, out_c, mid_c);
+        for (a, w1) in &firsts {
+            let t = target(u, *a);
+            for ((o, i), v) in w2.dot(w1).indexed_iter() {
+                dense[(o * in_c + i) * taps_out + t] += v;
+            }
+        }
+    }
+}
+
+/// Grouped layers: only the products within groups (depthwise pairs stay cheap).
+fn compose_grouped(first: &Conv2d, second: &Conv2d, target: &dyn Fn((usize, usize), (usize, usize)) -> usize, dense: &mut [f64]) {
+    let (out_c, in_c) = (second.out_channels, first.in_channels);
+    let taps_out = dense.len() / (out_c * in_c);
     for o in 0..out_c {
-        let m_group = o / second.out_per_group();
+        let m_base = (o / second.out_per_group()) * second.in_per_group();
         for m_local in 0..second.in_per_group() {
-            let m = m_group * second.in_per_group() + m_local;
-            let i_group = m / first.out_per_group();
-            for (u_y, u_x) in taps(second.kernel) {
-                let w2 = second.tap(o, m_local, u_y, u_x);
+            let m = m_base + m_local;
+            let i_base = (m / first.out_per_group()) * first.in_per_group();
+            for u in taps(second.kernel) {
+                let w2 = second.tap(o, m_local, u.0, u.1);
                 if w2 == 0.0 {
                     continue;
                 }
-                for i_local in 0..first.in_per_group() {
-                    let i = i_group * first.in_per_group() + i_local;
-                    for (a_y, a_x) in taps(first.kernel) {
-                        let t_y =
-                            first.stride[0] * second.dilation[0] * u_y + first.dilation[0] * a_y;
-                        let t_x =
-                            first.stride[1] * second.dilation[1] * u_x + first.dilation[1] * a_x;
-                        let at = ((o * in_c + i) * kh + t_y / dilation[0]) * kw + t_x / dilation[1];
-                        dense[at] += w2 * first.tap(m, i_local, a_y, a_x);
+                for a in taps(first.kernel) {
+                    let t = target(u, a);
+                    for i_local in 0..first.in_per_group() {
+                        dense[(o * in_c + i_base + i_local) * taps_out + t] += w2 * first.tap(m, i_local, a.0, a.1);
                     }
                 }
             }
         }
     }
-    regroup(dense, out_c, in_c, kh * kw)
 }
 
 fn taps(kernel: [usize; 2]) -> impl Iterator<Item = (usize, usize)> {
@@ -205,15 +233,17 @@ fn taps(kernel: [usize; 2]) -> impl Iterator<Item = (usize, usize)> {
 /// outside the g diagonal blocks is zero, and the weights in grouped layout. Zeros make
 /// grouping exact whether they are structural (depthwise∘depthwise) or not.
 fn regroup(dense: Vec<f64>, out_c: usize, in_c: usize, taps: usize) -> (Vec<f64>, usize) {
+    // The span of inputs each output reads, found once; a grouping fits when every
+    // span lies inside its output's block.
+    let spans: Vec<Option<(usize, usize)>> = (0..out_c)
+        .map(|o| {
+            let reads = |i: &usize| dense[(o * in_c + i) * taps..][..taps].iter().any(|&w| w != 0.0);
+            Some(((0..in_c).find(reads)?, (0..in_c).rfind(reads)?))
+        })
+        .collect();
     let fits = |g: usize| {
         let (o_per, i_per) = (out_c / g, in_c / g);
-        (0..out_c).all(|o| {
-            (0..in_c).filter(|i| i / i_per != o / o_per).all(|i| {
-                dense[(o * in_c + i) * taps..][..taps]
-                    .iter()
-                    .all(|&w| w == 0.0)
-            })
-        })
+        spans.iter().enumerate().all(|(o, span)| span.is_none_or(|(lo, hi)| lo / i_per == o / o_per && hi / i_per == o / o_per))
     };
     let group = (1..=gcd(out_c, in_c))
         .rev()
@@ -233,7 +263,7 @@ fn regroup(dense: Vec<f64>, out_c: usize, in_c: usize, taps: usize) -> (Vec<f64>
 
 /// b = b2 + Σ_m (Σ_u W2[o, m, u]) · b1[m]: the interior bias (a constant conv1 output
 /// passes through conv2 as the sum of conv2's taps).
-fn compose_bias(first: &Conv2d, second: &Conv2d) -> Vec<f64> {
+pub(crate) fn compose_bias(first: &Conv2d, second: &Conv2d) -> Vec<f64> {
     (0..second.out_channels)
         .map(|o| {
             let m_base = (o / second.out_per_group()) * second.in_per_group();

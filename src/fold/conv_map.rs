@@ -53,8 +53,7 @@ impl ConvMap {
         let upstream_bias = self.bias_map.is_some() || self.conv.bias.iter().any(|&b| b != 0.0);
         let bias_map = if self.bias_map.is_none() && !(next.is_padded() && upstream_bias) {
             // f(0) is constant per channel: the interior formula is exact everywhere.
-            let (interior, _) = conv::compose(&self.conv, next)?;
-            linear.bias = interior.bias;
+            linear.bias = conv::compose_bias(&self.conv, next);
             None
         } else {
             let response = self
