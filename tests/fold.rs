@@ -18,7 +18,10 @@ fn count(model: &onnx_shallow::Model, op: &str) -> usize {
 
 #[test]
 fn a_linearised_inverted_residual_block_becomes_one_conv_equal_to_the_unfolded_model() {
-    let (Some(path), Some(images)) = (common::shared(MOBILENET_V2), common::shared("data/natural_calib_224.npz")) else {
+    let (Some(path), Some(images)) = (
+        common::shared(MOBILENET_V2),
+        common::shared("data/natural_calib_224.npz"),
+    ) else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
@@ -36,9 +39,17 @@ fn a_linearised_inverted_residual_block_becomes_one_conv_equal_to_the_unfolded_m
     let original = onnx_shallow::load(&path).unwrap();
     let folded = onnx_shallow::load(&output).unwrap();
     // Block features.3: 3 Conv + the residual Add → one Conv and at most one bias-map Add.
-    assert!(folded.graph.nodes().all(|(_, n)| !n.name.starts_with("/features/features.3/conv")));
+    assert!(
+        folded
+            .graph
+            .nodes()
+            .all(|(_, n)| !n.name.starts_with("/features/features.3/conv"))
+    );
     assert_eq!(count(&folded, "Conv"), 52 - 3 + 1);
-    assert!(count(&folded, "Add") <= 10, "at most the bias map replaces the residual Add");
+    assert!(
+        count(&folded, "Add") <= 10,
+        "at most the bias map replaces the residual Add"
+    );
     assert_eq!(count(&folded, "Clip"), 33);
 
     // The same model with those two ReLU6 bypassed and nothing folded.
@@ -56,10 +67,77 @@ fn a_linearised_inverted_residual_block_becomes_one_conv_equal_to_the_unfolded_m
         reference.graph.apply(patch).unwrap();
     }
     let stored = Npz::open(&images).unwrap().array("x").unwrap();
-    let pixels = Preprocess::parse("imagenet").unwrap().apply(stored.values.slice_axis(Axis(0), Slice::from(..4)).to_owned());
+    let pixels = Preprocess::parse("imagenet").unwrap().apply(
+        stored
+            .values
+            .slice_axis(Axis(0), Slice::from(..4))
+            .to_owned(),
+    );
     let inputs = ModelInputs::new(vec![pixels.unwrap()], "natural photos").unwrap();
     let comparison = compare(&reference, &folded, &inputs).unwrap();
-    assert!(comparison.outputs[0].max_rel_error <= 1e-4, "relative error {}", comparison.outputs[0].max_rel_error);
-    let metadata = folded.metadata("onnx_shallow.folds").expect("the folds are recorded");
-    assert!(metadata.contains("/features/features.3/Add.folded"), "{metadata}");
+    assert!(
+        comparison.outputs[0].max_rel_error <= 1e-4,
+        "relative error {}",
+        comparison.outputs[0].max_rel_error
+    );
+    let metadata = folded
+        .metadata("onnx_shallow.folds")
+        .expect("the folds are recorded");
+    assert!(
+        metadata.contains("/features/features.3/Add.folded"),
+        "{metadata}"
+    );
+}
+
+#[test]
+fn orinet_conv_pairs_fold_only_with_approximate_borders_at_the_expected_mac_ratios() {
+    let Some(path) = common::shared("models/orinet_doc_orientation_occular-deskew0.5.0.onnx")
+    else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let output = dir.path().join("orinet.onnx");
+    let relus: Vec<String> = ["2", "9", "16", "23"]
+        .iter()
+        .map(|k| format!("/body/body.{k}/Relu"))
+        .collect();
+    let optimize = |extra: &[&str]| {
+        let mut args = vec![
+            OsStr::new("optimize"),
+            path.as_os_str(),
+            output.as_os_str(),
+            OsStr::new("--cost"),
+            OsStr::new("macs"),
+        ];
+        for relu in &relus {
+            args.extend([OsStr::new("--linearize"), OsStr::new(relu)]);
+        }
+        args.extend(extra.iter().map(OsStr::new));
+        common::cli(&args)
+    };
+    // Padded 3×3 after padded 3×3: nothing folds without the flag.
+    let run = optimize(&[]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(count(&onnx_shallow::load(&output).unwrap(), "Conv"), 8);
+
+    let run = optimize(&["--allow-approx-borders"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let folded = onnx_shallow::load(&output).unwrap();
+    assert_eq!(count(&folded, "Conv"), 4);
+    let folds: Vec<serde_json::Value> =
+        serde_json::from_str(folded.metadata("onnx_shallow.folds").unwrap()).unwrap();
+    let ratios: Vec<f64> = folds
+        .iter()
+        .map(|f| {
+            assert_eq!(f["exact"], false);
+            f["verdict"]["folded"].as_f64().unwrap() / f["verdict"]["original"].as_f64().unwrap()
+        })
+        .collect();
+    // The first pair narrows from 3 input channels (0.47× the MACs); the others keep
+    // their width (0.93×).
+    let mut sorted = ratios.clone();
+    sorted.sort_by(f64::total_cmp);
+    for (got, expected) in sorted.iter().zip([0.47, 0.93, 0.93, 0.93]) {
+        assert!((got - expected).abs() < 0.01, "MAC ratios {ratios:?}");
+    }
 }
