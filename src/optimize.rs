@@ -7,8 +7,8 @@ use std::path::PathBuf;
 use crate::error::{Error, Result};
 use crate::ir::Model;
 use crate::ir::shape::PinnedShapes;
-use crate::passes::{self, Ctx, FoldOptions, FoldRecord, Linearize, Pass, PassStats};
 use crate::ir::stats::ModelStats;
+use crate::passes::{self, Ctx, FoldOptions, FoldRecord, Linearize, Pass, PassStats};
 use crate::runtime::cost::{CostCache, CostModel};
 
 /// What to run.
@@ -68,21 +68,32 @@ pub fn optimize(mut model: Model, options: &Options) -> Result<(Model, Report)> 
     let mut ctx = Ctx::new(options.pinned.clone(), options.max_patches);
     ctx.folding = options.folding.clone();
     ctx.cost = options.cost.model()?.into();
-    let mut stats = passes::run_pipeline(&select_passes(passes::canonical(), options)?, &mut model.graph, &ctx)?;
+    let mut stats = passes::run_pipeline(
+        &select_passes(passes::canonical(), options)?,
+        &mut model.graph,
+        &ctx,
+    )?;
     let fold_reference = if options.linearize.is_empty() {
         None
     } else {
         stats.push(Linearize::new(&options.linearize).run(&mut model.graph, &ctx)?);
         Some(model.clone())
     };
-    stats.extend(passes::run_pipeline(&select_passes(passes::folding(), options)?, &mut model.graph, &ctx)?);
+    stats.extend(passes::run_pipeline(
+        &select_passes(passes::folding(), options)?,
+        &mut model.graph,
+        &ctx,
+    )?);
     if let Some(cache) = ctx.cost.borrow().cache() {
         cache.persist()?;
     }
     let after = ModelStats::of(&model.graph, &options.pinned)?;
     let folds = ctx.folds.into_inner();
     if !folds.is_empty() {
-        model.set_metadata("onnx_shallow.folds", serde_json::to_string(&folds).expect("folds serialise"));
+        model.set_metadata(
+            "onnx_shallow.folds",
+            serde_json::to_string(&folds).expect("folds serialise"),
+        );
     }
     let applied: Vec<String> = stats
         .iter()
@@ -108,11 +119,20 @@ pub fn optimize(mut model: Model, options: &Options) -> Result<(Model, Report)> 
 
 /// An unknown name in `--passes` / `--skip-passes` is an error listing the known ones.
 fn check_pass_names(options: &Options) -> Result<()> {
-    let all: Vec<Box<dyn Pass>> = passes::canonical().into_iter().chain(passes::folding()).collect();
+    let all: Vec<Box<dyn Pass>> = passes::canonical()
+        .into_iter()
+        .chain(passes::folding())
+        .collect();
     let known: Vec<&str> = all.iter().map(|p| p.name()).collect();
     let requested = options.passes.iter().flatten().chain(&options.skip_passes);
-    match requested.into_iter().find(|name| !known.contains(&name.as_str())) {
-        Some(unknown) => Err(Error::Usage(format!("unknown pass '{unknown}'; the passes are: {}", known.join(", ")))),
+    match requested
+        .into_iter()
+        .find(|name| !known.contains(&name.as_str()))
+    {
+        Some(unknown) => Err(Error::Usage(format!(
+            "unknown pass '{unknown}'; the passes are: {}",
+            known.join(", ")
+        ))),
         None => Ok(()),
     }
 }
@@ -120,9 +140,17 @@ fn check_pass_names(options: &Options) -> Result<()> {
 /// The pipeline filtered by `--passes` / `--skip-passes`.
 fn select_passes(pipeline: Vec<Box<dyn Pass>>, options: &Options) -> Result<Vec<Box<dyn Pass>>> {
     check_pass_names(options)?;
-    let only = |p: &Box<dyn Pass>| options.passes.as_ref().is_none_or(|only| only.iter().any(|n| n == p.name()));
-    let skipped = |p: &Box<dyn Pass>| options.skip_passes.iter().any(|n| n == p.name());
-    Ok(pipeline.into_iter().filter(|p| only(p) && !skipped(p)).collect())
+    let only = |p: &dyn Pass| {
+        options
+            .passes
+            .as_ref()
+            .is_none_or(|only| only.iter().any(|n| n == p.name()))
+    };
+    let skipped = |p: &dyn Pass| options.skip_passes.iter().any(|n| n == p.name());
+    Ok(pipeline
+        .into_iter()
+        .filter(|p| only(p.as_ref()) && !skipped(p.as_ref()))
+        .collect())
 }
 
 /// Parses `name:1,3,224,224`.

@@ -190,3 +190,35 @@ fn verify_fails_on_mobilenet_v2_with_one_relu6_removed() {
     ]);
     assert_eq!(real.code, 1, "real images: {}{}", real.stdout, real.stderr);
 }
+
+#[test]
+fn the_same_cost_cache_and_options_give_byte_identical_output() {
+    let input = common::testdata("digits_mobilenetish.onnx");
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cost.json");
+    let run = |output: &Path| {
+        let run = common::cli(&[
+            OsStr::new("optimize"),
+            input.as_os_str(),
+            output.as_os_str(),
+            OsStr::new("--linearize"),
+            OsStr::new("*"),
+            OsStr::new("--cost-cache"),
+            cache.as_os_str(),
+        ]);
+        assert_eq!(run.code, 0, "{}", run.stderr);
+        std::fs::read(output).unwrap()
+    };
+    let first = run(&dir.path().join("a.onnx"));
+    // Every activation linearised: the folds around them are measured and kept.
+    let kept: serde_json::Value = serde_json::from_slice(&std::fs::read(&cache).unwrap()).unwrap();
+    assert!(
+        kept["entries"].as_object().is_some_and(|e| !e.is_empty()),
+        "{kept}"
+    );
+    let second = run(&dir.path().join("b.onnx"));
+    assert!(
+        first == second,
+        "outputs differ between runs with the same cost cache"
+    );
+}

@@ -163,7 +163,12 @@ pub fn compose(first: &Conv2d, second: &Conv2d) -> Result<(Conv2d, Border)> {
 }
 
 /// Dense composite weights [O, C, kh, kw], regrouped to the most groups they allow.
-fn compose_weights(first: &Conv2d, second: &Conv2d, kernel: [usize; 2], dilation: [usize; 2]) -> (Vec<f64>, usize) {
+fn compose_weights(
+    first: &Conv2d,
+    second: &Conv2d,
+    kernel: [usize; 2],
+    dilation: [usize; 2],
+) -> (Vec<f64>, usize) {
     let (out_c, in_c) = (second.out_channels, first.in_channels);
     let [kh, kw] = kernel;
     // Where tap u of conv2 and tap a of conv1 land in the composite kernel.
@@ -182,13 +187,20 @@ fn compose_weights(first: &Conv2d, second: &Conv2d, kernel: [usize; 2], dilation
 }
 
 /// Dense layers: per pair of taps, one matrix product W2[·, ·, u] · W1[·, ·, a].
-fn compose_dense(first: &Conv2d, second: &Conv2d, target: &dyn Fn((usize, usize), (usize, usize)) -> usize, dense: &mut [f64]) {
+fn compose_dense(
+    first: &Conv2d,
+    second: &Conv2d,
+    target: &dyn Fn((usize, usize), (usize, usize)) -> usize,
+    dense: &mut [f64],
+) {
     let (out_c, mid_c, in_c) = (second.out_channels, second.in_channels, first.in_channels);
     let taps_out = dense.len() / (out_c * in_c);
     let matrix = |c: &Conv2d, (y, x): (usize, usize), rows: usize, cols: usize| {
         Array2::from_shape_fn((rows, cols), |(r, k)| c.tap(r, k, y, x))
     };
-    let firsts: Vec<_> = taps(first.kernel).map(|a| (a, matrix(first, a, mid_c, in_c))).collect();
+    let firsts: Vec<_> = taps(first.kernel)
+        .map(|a| (a, matrix(first, a, mid_c, in_c)))
+        .collect();
     for u in taps(second.kernel) {
         let w2 = matrix(second, u, out_c, mid_c);
         for (a, w1) in &firsts {
@@ -201,7 +213,12 @@ fn compose_dense(first: &Conv2d, second: &Conv2d, target: &dyn Fn((usize, usize)
 }
 
 /// Grouped layers: only the products within groups (depthwise pairs stay cheap).
-fn compose_grouped(first: &Conv2d, second: &Conv2d, target: &dyn Fn((usize, usize), (usize, usize)) -> usize, dense: &mut [f64]) {
+fn compose_grouped(
+    first: &Conv2d,
+    second: &Conv2d,
+    target: &dyn Fn((usize, usize), (usize, usize)) -> usize,
+    dense: &mut [f64],
+) {
     let (out_c, in_c) = (second.out_channels, first.in_channels);
     let taps_out = dense.len() / (out_c * in_c);
     for o in 0..out_c {
@@ -217,7 +234,8 @@ fn compose_grouped(first: &Conv2d, second: &Conv2d, target: &dyn Fn((usize, usiz
                 for a in taps(first.kernel) {
                     let t = target(u, a);
                     for i_local in 0..first.in_per_group() {
-                        dense[(o * in_c + i_base + i_local) * taps_out + t] += w2 * first.tap(m, i_local, a.0, a.1);
+                        dense[(o * in_c + i_base + i_local) * taps_out + t] +=
+                            w2 * first.tap(m, i_local, a.0, a.1);
                     }
                 }
             }
@@ -237,13 +255,19 @@ fn regroup(dense: Vec<f64>, out_c: usize, in_c: usize, taps: usize) -> (Vec<f64>
     // span lies inside its output's block.
     let spans: Vec<Option<(usize, usize)>> = (0..out_c)
         .map(|o| {
-            let reads = |i: &usize| dense[(o * in_c + i) * taps..][..taps].iter().any(|&w| w != 0.0);
+            let reads = |i: &usize| {
+                dense[(o * in_c + i) * taps..][..taps]
+                    .iter()
+                    .any(|&w| w != 0.0)
+            };
             Some(((0..in_c).find(reads)?, (0..in_c).rfind(reads)?))
         })
         .collect();
     let fits = |g: usize| {
         let (o_per, i_per) = (out_c / g, in_c / g);
-        spans.iter().enumerate().all(|(o, span)| span.is_none_or(|(lo, hi)| lo / i_per == o / o_per && hi / i_per == o / o_per))
+        spans.iter().enumerate().all(|(o, span)| {
+            span.is_none_or(|(lo, hi)| lo / i_per == o / o_per && hi / i_per == o / o_per)
+        })
     };
     let group = (1..=gcd(out_c, in_c))
         .rev()

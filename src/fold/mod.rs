@@ -4,3 +4,4 @@
 pub(crate) mod affine;
 pub mod conv;
 pub mod conv_map;
+pub mod gemm;

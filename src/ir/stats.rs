@@ -194,4 +194,3 @@ fn linear_depth(graph: &Graph) -> Result<usize> {
     }
     Ok(deepest)
 }
-

@@ -32,19 +32,17 @@ use std::collections::HashSet;
 use crate::error::Result;
 use crate::fold::conv::{Border, Conv2d};
 use crate::fold::conv_map::ConvMap;
-use crate::ir::extract::extract;
-use crate::ir::shape::{self, Shapes, ValueType};
-use crate::ir::{Attributes, DataType, Graph, Model, NodeId, OpKind, Patch, Tensor, ValueId, Wire};
+use crate::ir::shape::{Shapes, ValueType};
+use crate::ir::{Attributes, DataType, Graph, NodeId, OpKind, Patch, Tensor, ValueId, Wire};
+use crate::passes::segments::{
+    ChainShapes, Segment, apply_fold, best_partition, judge_fold, run_chain_folds,
+};
 use crate::passes::{Ctx, FoldRecord, Pass, PassStats};
-use crate::ir::stats::ModelStats;
-use crate::runtime::cost::Verdict;
 
 pub(crate) struct FoldConvChains;
 
+const NAME: &str = "fold_conv_chains";
 const MAX_KERNEL: usize = 11;
-const MAX_MAC_RATIO: f64 = 1.5;
-/// What cutting a chain at a linearised value costs in the partition: more than any gain.
-const LINEARISED_CUT_PENALTY: f64 = 1e12;
 
 enum Element {
     Layer {
@@ -72,47 +70,13 @@ struct Chain {
     elements: Vec<Element>,
 }
 
-/// A segment chosen to fold: elements a+1 ..= b.
-struct Fold {
-    a: usize,
-    b: usize,
-    map: ConvMap,
-    verdict: Verdict,
-    forced: bool,
-}
-
 impl Pass for FoldConvChains {
     fn name(&self) -> &'static str {
-        "fold_conv_chains"
+        NAME
     }
 
     fn run(&self, graph: &mut Graph, ctx: &Ctx) -> Result<PassStats> {
-        let mut stats = PassStats {
-            pass: self.name().to_string(),
-            ..PassStats::default()
-        };
-        let nodes_before = graph.node_count() as i64;
-        let declared = shape::infer(graph, &Default::default())?;
-        let analysed = shape::infer(
-            graph,
-            &ModelStats::analysis_pins(graph, &declared, &ctx.pinned),
-        )?;
-        for chain in find_chains(graph, &declared)? {
-            for fold in choose_folds(graph, &chain, &declared, &analysed, ctx)? {
-                if !ctx.budget_left() {
-                    break;
-                }
-                let record = apply_fold(graph, &chain, &fold)?;
-                stats
-                    .rewrites
-                    .push(format!("{} >> chain >> {}", self.name(), record.result));
-                stats.patches += 1;
-                ctx.count_patch();
-                ctx.folds.borrow_mut().push(record);
-            }
-        }
-        stats.nodes_removed = nodes_before - graph.node_count() as i64;
-        Ok(stats)
+        run_chain_folds(NAME, graph, ctx, find_chains, choose_folds, apply)
     }
 }
 
@@ -309,115 +273,52 @@ fn segment_maps(
     maps
 }
 
-/// The best partition of the chain: dynamic programming over cut points, maximising
-/// the measured gain; cuts at linearised values are (all but) forbidden.
+/// The best partition of the chain into folded segments.
 fn choose_folds(
     graph: &Graph,
     chain: &Chain,
-    declared: &Shapes,
-    analysed: &Shapes,
+    shapes: &ChainShapes,
     ctx: &Ctx,
-) -> Result<Vec<Fold>> {
-    let m = chain.elements.len();
-    let linearised = ctx.linearised.borrow();
-    let is_joint =
-        |k: usize| k > 0 && k < m && linearised.contains(&graph.value(chain.values[k]).name);
-    let mut best: Vec<f64> = vec![f64::NEG_INFINITY; m + 1];
-    let mut choice: Vec<Option<Fold>> = (0..=m).map(|_| None).collect();
-    let mut from: Vec<usize> = vec![0; m + 1];
-    best[0] = 0.0;
-    for a in 0..m {
-        let penalty = if is_joint(a) {
-            LINEARISED_CUT_PENALTY
-        } else {
-            0.0
-        };
-        let base = best[a] - penalty;
-        if base > best[a + 1] {
-            best[a + 1] = base;
-            from[a + 1] = a;
-            choice[a + 1] = None;
-        }
-        let input = declared.get(chain.values[a]);
-        let (Some(channels), hw) = (
-            input.dim(1),
-            input.dim(2).zip(input.dim(3)).map(|(h, w)| [h, w]),
-        ) else {
-            continue;
-        };
-        let maps = segment_maps(chain, a, channels, hw);
-        for b in a + 2..=m {
-            let Some(map) = maps[b].clone() else { continue };
-            if !is_region(graph, chain, a, b)
-                || (map.border == Border::InteriorOnly && !ctx.folding.allow_approx_borders)
-            {
-                continue;
-            }
-            let forced = (a + 1..b).any(is_joint);
-            let Some(verdict) = judge(graph, chain, a, b, &map, analysed, forced, ctx)? else {
-                continue;
-            };
-            if !forced && !verdict.pays(ctx.folding.min_gain) {
-                continue;
-            }
-            let value = base
-                + (verdict.original - verdict.folded)
-                + if forced { LINEARISED_CUT_PENALTY } else { 0.0 };
-            if value > best[b] {
-                best[b] = value;
-                from[b] = a;
-                choice[b] = Some(Fold {
-                    a,
-                    b,
-                    map,
-                    verdict,
-                    forced,
-                });
-            }
-        }
-    }
-    let mut folds = Vec::new();
-    let mut b = m;
-    while b > 0 {
-        let a = from[b];
-        if let Some(fold) = choice[b].take() {
-            folds.push(fold);
-        }
-        b = a;
-    }
-    Ok(folds)
+) -> Result<Vec<Segment<ConvMap>>> {
+    best_partition(
+        graph,
+        &chain.values,
+        ctx,
+        |a| foldable_maps(graph, chain, a, &shapes.declared, ctx),
+        |a, b, map, forced| {
+            let ends = (chain.values[a], chain.values[b]);
+            let dtype = weight_dtype(graph, chain, a);
+            judge_fold(graph, ends, &shapes.analysed, forced, ctx, |p, x, n| {
+                emit(p, x, map, dtype, n)
+            })
+        },
+    )
 }
 
-/// The cost model's verdict on folding segment (a, b), measured at the analysed
-/// (pinned, batch 1) dims; `None` when it is not worth measuring or cannot be measured.
-#[allow(clippy::too_many_arguments)]
-fn judge(
+/// The maps of the segments starting at p_a that may fold: regions whose map is exact
+/// everywhere, or only away from the border when that is allowed.
+fn foldable_maps(
     graph: &Graph,
     chain: &Chain,
     a: usize,
-    b: usize,
-    map: &ConvMap,
-    analysed: &Shapes,
-    forced: bool,
+    declared: &Shapes,
     ctx: &Ctx,
-) -> Result<Option<Verdict>> {
-    let Some(dims) = analysed.get(chain.values[a]).static_dims() else {
-        return Ok(None);
+) -> Vec<Option<ConvMap>> {
+    let input = declared.get(chain.values[a]);
+    let Some(channels) = input.dim(1) else {
+        return vec![None; chain.elements.len() + 1];
     };
-    let dtype = analysed
-        .get(chain.values[a])
-        .dtype
-        .unwrap_or(DataType::Float);
-    let original = extract(graph, chain.values[a], dtype, &dims, &[chain.values[b]])?;
-    let folded = folded_model(&original, map, weight_dtype(graph, chain, a))?;
-    let macs = |m: &Model| ModelStats::of(&m.graph, &Default::default()).map(|s| s.macs as f64);
-    if !forced && macs(&folded)? > MAX_MAC_RATIO * macs(&original)? {
-        return Ok(None);
+    let hw = input.dim(2).zip(input.dim(3)).map(|(h, w)| [h, w]);
+    let mut maps = segment_maps(chain, a, channels, hw);
+    for (b, map) in maps.iter_mut().enumerate().skip(a + 2) {
+        let allowed = map
+            .as_ref()
+            .is_some_and(|m| m.border != Border::InteriorOnly || ctx.folding.allow_approx_borders);
+        if !allowed || !is_region(graph, chain, a, b) {
+            *map = None;
+        }
     }
-    ctx.cost
-        .borrow_mut()
-        .judge(&original, &folded, &dims)
-        .map(Some)
+    maps
 }
 
 fn weight_dtype(graph: &Graph, chain: &Chain, a: usize) -> DataType {
@@ -432,17 +333,6 @@ fn weight_dtype(graph: &Graph, chain: &Chain, a: usize) -> DataType {
             Element::Residual { .. } => None,
         })
         .unwrap_or(DataType::Float)
-}
-
-/// The extracted segment with its body replaced by the fold.
-fn folded_model(original: &Model, map: &ConvMap, dtype: DataType) -> Result<Model> {
-    let mut folded = original.clone();
-    let (input, output) = (folded.graph.inputs()[0], folded.graph.outputs()[0]);
-    let mut patch = Patch::new("fold_conv_chains >> measure");
-    let y = emit(&mut patch, input.into(), map, dtype, "folded")?;
-    patch.shunt(output, y);
-    folded.graph.apply(patch)?;
-    Ok(folded)
 }
 
 /// Adds the fold's Conv (and bias-map Add) reading `x`; returns its output.
@@ -490,38 +380,26 @@ fn emit(patch: &mut Patch, x: Wire, map: &ConvMap, dtype: DataType, name: &str) 
     )[0])
 }
 
-fn apply_fold(graph: &mut Graph, chain: &Chain, fold: &Fold) -> Result<FoldRecord> {
-    let sources: Vec<String> = chain.elements[fold.a..fold.b]
+fn apply(graph: &mut Graph, chain: &Chain, segment: &Segment<ConvMap>) -> Result<FoldRecord> {
+    let nodes: Vec<NodeId> = chain.elements[segment.a..segment.b]
         .iter()
-        .map(|e| graph.node(e.node()).name.clone())
+        .map(Element::node)
         .collect();
-    let result = format!("{}.folded", sources.last().expect("a segment has elements"));
-    let dtype = weight_dtype(graph, chain, fold.a);
-    let mut patch = Patch::new(format!("fold_conv_chains >> chain >> {result}"));
-    let y = emit(
-        &mut patch,
-        chain.values[fold.a].into(),
-        &fold.map,
-        dtype,
-        &result,
-    )?;
-    patch.shunt(chain.values[fold.b], y);
-    graph.apply(patch)?;
-    Ok(FoldRecord {
-        sources,
-        result,
-        exact: fold.map.border == Border::Exact,
-        verdict: fold.verdict,
-        forced: fold.forced,
+    let ends = (chain.values[segment.a], chain.values[segment.b]);
+    let dtype = weight_dtype(graph, chain, segment.a);
+    let exact = segment.fold.border == Border::Exact;
+    apply_fold(graph, NAME, ends, &nodes, segment, exact, |p, x, n| {
+        emit(p, x, &segment.fold, dtype, n)
     })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ir::Model;
     use crate::ir::builder::ModelBuilder;
+    use crate::passes::segments::testing::{run_with, verdict};
     use crate::passes::test_models::{EXACT, conv_attrs, count, model, weights};
-    use crate::runtime::cost::CostModel;
     use crate::testing::max_relative_error;
 
     const C: usize = 4;
@@ -562,31 +440,10 @@ mod tests {
         )
     }
 
-    fn run_with(model: &Model, cost: CostModel, linearised: &[&str]) -> (Model, Ctx) {
-        let ctx = Ctx {
-            cost: cost.into(),
-            ..Ctx::default()
-        };
-        ctx.linearised
-            .borrow_mut()
-            .extend(linearised.iter().map(|s| s.to_string()));
-        let mut after = model.clone();
-        FoldConvChains.run(&mut after.graph, &ctx).unwrap();
-        (after, ctx)
-    }
-
-    fn verdict(original: f64, folded: f64) -> CostModel {
-        CostModel::Fixed(Box::new(move |_, _| Verdict {
-            original,
-            folded,
-            estimate: false,
-        }))
-    }
-
     #[test]
     fn fires_on_a_whole_block_when_the_cost_model_says_it_is_faster() {
         let before = linear_block();
-        let (after, ctx) = run_with(&before, verdict(2.0, 1.0), &[]);
+        let (after, ctx) = run_with(&FoldConvChains, &before, verdict(2.0, 1.0), &[]);
         // One dense 3×3 with the identity on its centre tap, and the border bias map.
         assert_eq!((count(&after, "Conv"), count(&after, "Add")), (1, 1));
         let folds = ctx.folds.borrow();
@@ -600,7 +457,7 @@ mod tests {
     #[test]
     fn skips_a_fold_the_cost_model_says_is_slower() {
         let before = linear_block();
-        let (after, ctx) = run_with(&before, verdict(1.0, 1.2), &[]);
+        let (after, ctx) = run_with(&FoldConvChains, &before, verdict(1.0, 1.2), &[]);
         assert_eq!(count(&after, "Conv"), 3);
         assert!(ctx.folds.borrow().is_empty());
     }
@@ -608,7 +465,7 @@ mod tests {
     #[test]
     fn folds_across_linearised_values_even_when_slower() {
         let before = linear_block();
-        let (after, ctx) = run_with(&before, verdict(1.0, 1.2), &["e", "d"]);
+        let (after, ctx) = run_with(&FoldConvChains, &before, verdict(1.0, 1.2), &["e", "d"]);
         // The cut after the project conv is free, so the cheaper partition keeps the Add.
         assert!(
             count(&after, "Conv") == 1,
@@ -640,7 +497,7 @@ mod tests {
                 )
                 .output("y"),
         );
-        let (exact_only, _) = run_with(&before, verdict(2.0, 1.0), &[]);
+        let (exact_only, _) = run_with(&FoldConvChains, &before, verdict(2.0, 1.0), &[]);
         assert_eq!(count(&exact_only, "Conv"), 2);
         let folding = crate::passes::FoldOptions {
             allow_approx_borders: true,
@@ -680,7 +537,7 @@ mod tests {
                 .output("y")
                 .output("z"),
         );
-        let (after, _) = run_with(&before, verdict(2.0, 1.0), &[]);
+        let (after, _) = run_with(&FoldConvChains, &before, verdict(2.0, 1.0), &[]);
         assert_eq!(count(&after, "Conv"), 2);
     }
 }

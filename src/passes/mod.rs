@@ -31,6 +31,7 @@ mod fold_affine;
 mod fold_batchnorm;
 mod fold_constants;
 mod fold_conv_chains;
+mod fold_gemm_chains;
 mod fold_pad_into_conv;
 mod fuse_hardswish;
 mod linearize;
@@ -39,6 +40,7 @@ mod matmul_add_to_gemm;
 mod remove_identity;
 mod resolve_auto_pad;
 mod resolve_reshape_shapes;
+mod segments;
 #[cfg(test)]
 mod test_models;
 
@@ -226,7 +228,10 @@ pub fn canonical() -> Vec<Box<dyn Pass>> {
 
 /// The folds, run after the canonical rewrites (and after `linearize`).
 pub fn folding() -> Vec<Box<dyn Pass>> {
-    vec![Box::new(fold_conv_chains::FoldConvChains)]
+    vec![
+        Box::new(fold_conv_chains::FoldConvChains),
+        Box::new(fold_gemm_chains::FoldGemmChains),
+    ]
 }
 
 /// Runs passes in order, each to its fixed point.

@@ -7,24 +7,45 @@ use crate::passes::FoldRecord;
 use crate::runtime::bench::PairTiming;
 
 /// A compact before/after table for the terminal, with tract latency when measured.
-pub fn before_after_table(before: &ModelStats, after: &ModelStats, latency: Option<&PairTiming>) -> String {
+pub fn before_after_table(
+    before: &ModelStats,
+    after: &ModelStats,
+    latency: Option<&PairTiming>,
+) -> String {
     let ops = |s: &ModelStats| s.ops.values().sum::<usize>();
     let acts = |s: &ModelStats| s.activations.values().sum::<usize>();
     let rows = [
         ("nodes", ops(before) as f64, ops(after) as f64),
-        ("depth (linear layers)", before.depth as f64, after.depth as f64),
+        (
+            "depth (linear layers)",
+            before.depth as f64,
+            after.depth as f64,
+        ),
         ("activations", acts(before) as f64, acts(after) as f64),
         ("params", before.params as f64, after.params as f64),
         ("MACs", before.macs as f64, after.macs as f64),
     ];
-    let mut table = format!("{:<22} {:>12} {:>12} {:>8}\n", "", "before", "after", "ratio");
+    let mut table = format!(
+        "{:<22} {:>12} {:>12} {:>8}\n",
+        "", "before", "after", "ratio"
+    );
     for (label, b, a) in rows {
-        let ratio = if b > 0.0 { format!("{:.3}", a / b) } else { "-".into() };
+        let ratio = if b > 0.0 {
+            format!("{:.3}", a / b)
+        } else {
+            "-".into()
+        };
         table += &format!("{label:<22} {:>12} {:>12} {ratio:>8}\n", human(b), human(a));
     }
     if let Some(t) = latency {
         let ms = |s: f64| format!("{:.3} ms", s * 1e3);
-        table += &format!("{:<22} {:>12} {:>12} {:>8.3}\n", "latency (tract, median)", ms(t.a.median), ms(t.b.median), t.ratio.median);
+        table += &format!(
+            "{:<22} {:>12} {:>12} {:>8.3}\n",
+            "latency (tract, median)",
+            ms(t.a.median),
+            ms(t.b.median),
+            t.ratio.median
+        );
     }
     table
 }
@@ -34,12 +55,20 @@ pub fn folds_table(folds: &[FoldRecord]) -> String {
     folds
         .iter()
         .map(|f| {
-            let unit = if f.verdict.estimate { "MACs (estimate)" } else { "measured" };
+            let unit = if f.verdict.estimate {
+                "MACs (estimate)"
+            } else {
+                "measured"
+            };
             format!(
                 "fold {} layers → {} ({}; cost {:.2}× {unit}{})\n",
                 f.sources.len(),
                 f.result,
-                if f.exact { "exact" } else { "approximate border" },
+                if f.exact {
+                    "exact"
+                } else {
+                    "approximate border"
+                },
                 f.verdict.ratio(),
                 if f.forced { ", linearised" } else { "" }
             )

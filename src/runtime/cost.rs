@@ -40,6 +40,9 @@ impl Verdict {
     }
 }
 
+/// A cost model given as a function of (original, folded).
+pub type CostFunction = Box<dyn FnMut(&Model, &Model) -> Verdict>;
+
 /// Judges a fold by its cost.
 pub enum CostModel {
     /// Timed in tract; `cache` holds what was measured (and what a cache file held).
@@ -50,7 +53,7 @@ pub enum CostModel {
     /// Multiply-accumulates: an estimate.
     Macs,
     /// Whatever the function says (tests inject decisions this way).
-    Fixed(Box<dyn FnMut(&Model, &Model) -> Verdict>),
+    Fixed(CostFunction),
 }
 
 impl Default for CostModel {

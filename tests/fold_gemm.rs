@@ -1,0 +1,87 @@
+//! `fold_gemm_chains` on the real digits MLP (Flatten → Gemm → Relu → Gemm → Relu → Gemm
+//! → Relu → Gemm): with its ReLUs bypassed and marked linearised, the four Gemms fold
+//! into one, whatever the cost model says, and compute what the bypassed model computes.
+
+mod common;
+
+use onnx_shallow::Model;
+use onnx_shallow::ir::{OpKind, Patch};
+use onnx_shallow::passes::{self, Ctx};
+use onnx_shallow::runtime::cost::{CostModel, Verdict};
+
+const DIGITS_MLP: &str = "models/digits_mlp_sklearn-digits_op13.onnx";
+
+fn count(model: &Model, op: &str) -> usize {
+    model.graph.nodes().filter(|(_, n)| n.op() == op).count()
+}
+
+/// Shunts every Relu's output to its input; returns the names of the values that now
+/// carry what the Relus read.
+fn bypass_relus(model: &mut Model) -> Vec<String> {
+    let graph = &model.graph;
+    let relus: Vec<_> = graph
+        .nodes()
+        .filter(|(_, n)| n.kind == OpKind::Relu)
+        .map(|(_, n)| (n.input(0).unwrap(), n.output(0).unwrap()))
+        .collect();
+    let names = relus
+        .iter()
+        .map(|&(x, _)| graph.value(x).name.clone())
+        .collect();
+    let mut patch = Patch::new("test >> bypass relus");
+    for (x, y) in relus {
+        patch.shunt(y, x);
+    }
+    model.graph.apply(patch).unwrap();
+    names
+}
+
+fn relative_error(reference: &[f32], candidate: &[f32]) -> f64 {
+    let diff = reference
+        .iter()
+        .zip(candidate)
+        .map(|(r, c)| (r - c).abs())
+        .fold(0.0, f32::max);
+    let scale = reference.iter().map(|r| r.abs()).fold(0.0, f32::max);
+    f64::from(diff) / f64::from(scale).max(f64::MIN_POSITIVE)
+}
+
+#[test]
+fn digits_mlp_with_its_relus_bypassed_folds_into_one_gemm() {
+    let Some(path) = common::shared(DIGITS_MLP) else {
+        return;
+    };
+    let mut bypassed = onnx_shallow::load(&path).unwrap();
+    let linearised = bypass_relus(&mut bypassed);
+    assert_eq!((count(&bypassed, "Relu"), count(&bypassed, "Gemm")), (0, 4));
+
+    // Folding is slower by this verdict: only the linearised values force it.
+    let ctx = Ctx::default();
+    *ctx.cost.borrow_mut() = CostModel::Fixed(Box::new(|_, _| Verdict {
+        original: 1.0,
+        folded: 2.0,
+        estimate: false,
+    }));
+    ctx.linearised.borrow_mut().extend(linearised);
+    let pass = passes::folding()
+        .into_iter()
+        .find(|p| p.name() == "fold_gemm_chains")
+        .expect("fold_gemm_chains is a folding pass");
+    let mut folded = bypassed.clone();
+    let stats = pass.run(&mut folded.graph, &ctx).unwrap();
+
+    assert_eq!(stats.patches, 1);
+    assert_eq!((count(&folded, "Gemm"), count(&folded, "Flatten")), (1, 1));
+    let folds = ctx.folds.borrow();
+    assert_eq!(folds[0].sources.len(), 4);
+    assert!(folds[0].forced && folds[0].exact);
+
+    let dims = common::input_dims(&bypassed, 3);
+    let expected = common::run_random(&bypassed, &dims, 5);
+    let actual = common::run_random(&folded, &dims, 5);
+    let error = relative_error(
+        expected[0].as_slice().unwrap(),
+        actual[0].as_slice().unwrap(),
+    );
+    assert!(error <= 1e-4, "relative error {error:e}");
+}
