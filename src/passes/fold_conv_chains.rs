@@ -82,7 +82,7 @@ impl Pass for FoldConvChains {
 
 /// The weights and geometry of a 2-D Conv with constant weights, or of an AveragePool
 /// that is a convolution (no padding counted out, no ceil mode).
-fn as_conv(graph: &Graph, node: NodeId, shapes: &Shapes) -> Option<Conv2d> {
+pub(super) fn as_conv(graph: &Graph, node: NodeId, shapes: &Shapes) -> Option<Conv2d> {
     let n = graph.node(node);
     let ints = |name: &str, default: Vec<i64>| n.ints(name).ok().flatten().unwrap_or(default);
     let pair = |v: Vec<i64>| -> Option<[usize; 2]> {
@@ -337,7 +337,32 @@ fn weight_dtype(graph: &Graph, chain: &Chain, a: usize) -> DataType {
 
 /// Adds the fold's Conv (and bias-map Add) reading `x`; returns its output.
 fn emit(patch: &mut Patch, x: Wire, map: &ConvMap, dtype: DataType, name: &str) -> Result<Wire> {
-    let conv = map.emitted_conv();
+    let y = emit_conv(patch, x, &map.emitted_conv(), dtype, name)?;
+    let Some(bias_map) = &map.bias_map else {
+        return Ok(y);
+    };
+    let dims = vec![1, bias_map.channels, bias_map.hw[0], bias_map.hw[1]];
+    let bias = patch.constant(
+        &format!("{name}.bias_map"),
+        Tensor::from_f64(dtype, dims, &bias_map.values)?,
+    );
+    Ok(patch.node(
+        &format!("{name}.add_bias_map"),
+        OpKind::Add,
+        Attributes::default(),
+        &[Some(y), Some(bias)],
+        1,
+    )[0])
+}
+
+/// Adds `conv` as a Conv node reading `x`, its weights stored as `dtype`; returns its output.
+pub(super) fn emit_conv(
+    patch: &mut Patch,
+    x: Wire,
+    conv: &Conv2d,
+    dtype: DataType,
+    name: &str,
+) -> Result<Wire> {
     let dims = vec![
         conv.out_channels,
         conv.in_channels / conv.group,
@@ -362,22 +387,7 @@ fn emit(patch: &mut Patch, x: Wire, map: &ConvMap, dtype: DataType, name: &str) 
         .with_ints("dilations", &ints(&conv.dilation))
         .with_ints("pads", &ints(&conv.pads))
         .with_int("group", conv.group as i64);
-    let y = patch.node(name, OpKind::Conv, attributes, &inputs, 1)[0];
-    let Some(bias_map) = &map.bias_map else {
-        return Ok(y);
-    };
-    let dims = vec![1, bias_map.channels, bias_map.hw[0], bias_map.hw[1]];
-    let bias = patch.constant(
-        &format!("{name}.bias_map"),
-        Tensor::from_f64(dtype, dims, &bias_map.values)?,
-    );
-    Ok(patch.node(
-        &format!("{name}.add_bias_map"),
-        OpKind::Add,
-        Attributes::default(),
-        &[Some(y), Some(bias)],
-        1,
-    )[0])
+    Ok(patch.node(name, OpKind::Conv, attributes, &inputs, 1)[0])
 }
 
 fn apply(graph: &mut Graph, chain: &Chain, segment: &Segment<ConvMap>) -> Result<FoldRecord> {
@@ -539,5 +549,117 @@ mod tests {
         );
         let (after, _) = run_with(&FoldConvChains, &before, verdict(2.0, 1.0), &[]);
         assert_eq!(count(&after, "Conv"), 2);
+    }
+
+    /// One random conv of a chain on `C` channels: kernel, stride, dilation, pads
+    /// (asymmetric), groups, bias.
+    #[derive(Clone, Debug)]
+    struct RandomConv {
+        kernel: [usize; 2],
+        stride: usize,
+        dilation: usize,
+        pads: [usize; 4],
+        group: usize,
+        bias: bool,
+    }
+
+    fn random_conv(same_size: bool) -> impl proptest::strategy::Strategy<Value = RandomConv> {
+        use proptest::prelude::*;
+        (
+            0..3usize,
+            0..3usize,
+            1..3usize,
+            1..3usize,
+            prop::array::uniform4(0..3usize),
+            prop_oneof![Just(1usize), Just(2), Just(C)],
+            any::<bool>(),
+        )
+            .prop_map(move |(kh, kw, stride, dilation, pads, group, bias)| {
+                if same_size {
+                    // Odd kernels, stride 1, "same" pads: the output keeps the input size.
+                    let (kh, kw) = (2 * kh + 1, 2 * kw + 1);
+                    let (ph, pw) = (dilation * (kh - 1) / 2, dilation * (kw - 1) / 2);
+                    RandomConv {
+                        kernel: [kh, kw],
+                        stride: 1,
+                        dilation,
+                        pads: [ph, pw, ph, pw],
+                        group,
+                        bias,
+                    }
+                } else {
+                    RandomConv {
+                        kernel: [kh + 1 + kw % 2 * 2, kw + 1],
+                        stride,
+                        dilation,
+                        pads,
+                        group,
+                        bias,
+                    }
+                }
+            })
+    }
+
+    /// x → conv → … → conv (→ Add(x, ·) when `residual`), as a model on 13×11 inputs.
+    fn random_chain(convs: &[RandomConv], residual: bool, seed: u64) -> Model {
+        let mut builder = ModelBuilder::new(13).input("x", &[-1, C as i64, 13, 11]);
+        let mut current = "x".to_string();
+        for (k, c) in convs.iter().enumerate() {
+            let (w, b, y) = (format!("w{k}"), format!("b{k}"), format!("y{k}"));
+            let pads: Vec<i64> = c.pads.iter().map(|&p| p as i64).collect();
+            let attrs = conv_attrs(&pads, &[c.stride as i64; 2], c.group as i64)
+                .with_ints("dilations", &[c.dilation as i64; 2]);
+            builder = builder.initializer(
+                &w,
+                weights(&[C, C / c.group, c.kernel[0], c.kernel[1]], seed + k as u64),
+            );
+            let inputs: Vec<&str> = if c.bias {
+                builder = builder.initializer(&b, weights(&[C], seed + 100 + k as u64));
+                vec![&current, &w, &b]
+            } else {
+                vec![&current, &w]
+            };
+            builder = builder.node("Conv", &inputs, &[&y], attrs);
+            current = y;
+        }
+        if residual {
+            builder = builder.node("Add", &["x", &current], &["sum"], Attributes::default());
+            current = "sum".into();
+        }
+        model(builder.output(&current))
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 48, ..Default::default() })]
+
+        #[test]
+        fn random_chains_fold_exactly(
+            convs in proptest::collection::vec(random_conv(false), 1..4), seed in 0u64..1000
+        ) {
+            let before = random_chain(&convs, false, seed);
+            // Windows that do not fit the 13×11 input make no model to compare.
+            proptest::prop_assume!(crate::runtime::Session::new(&before, &[vec![1, C, 13, 11]]).is_ok());
+            let (after, _) = run_with(&FoldConvChains, &before, verdict(2.0, 1.0), &[]);
+            let error = max_relative_error(&before, &after, &[vec![2, C, 13, 11]], seed);
+            proptest::prop_assert!(error <= EXACT, "relative error {error:e}");
+        }
+
+        #[test]
+        fn random_residual_blocks_fold_exactly(
+            convs in proptest::collection::vec(random_conv(true), 1..4), seed in 0u64..1000
+        ) {
+            let before = random_chain(&convs, true, seed);
+            // Every conv output linearised: the block must fold whole wherever that is exact.
+            let names: Vec<String> = (0..convs.len()).map(|k| format!("y{k}")).collect();
+            let linearised: Vec<&str> = names.iter().map(String::as_str).collect();
+            let (after, ctx) = run_with(&FoldConvChains, &before, verdict(1.0, 2.0), &linearised);
+            let error = max_relative_error(&before, &after, &[vec![2, C, 13, 11]], seed);
+            proptest::prop_assert!(error <= EXACT, "relative error {error:e}");
+            // Pointwise layers then one of any kernel: exact, so one conv, the skip included.
+            if convs[..convs.len() - 1].iter().all(|c| c.kernel == [1, 1]) {
+                proptest::prop_assert_eq!(count(&after, "Conv"), 1, "{:?}", ctx.folds.borrow());
+                proptest::prop_assert!(ctx.folds.borrow().iter().any(|f| f.sources.iter().any(|s| s.starts_with("Add"))));
+            }
+        }
     }
 }
