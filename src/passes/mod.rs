@@ -33,6 +33,7 @@ mod fold_constants;
 mod fold_conv_chains;
 mod fold_gemm_chains;
 mod fold_pad_into_conv;
+mod fold_parallel_convs;
 mod fuse_hardswish;
 mod linearize;
 mod matching;
@@ -229,6 +230,7 @@ pub fn canonical() -> Vec<Box<dyn Pass>> {
 /// The folds, run after the canonical rewrites (and after `linearize`).
 pub fn folding() -> Vec<Box<dyn Pass>> {
     vec![
+        Box::new(fold_parallel_convs::FoldParallelConvs),
         Box::new(fold_conv_chains::FoldConvChains),
         Box::new(fold_gemm_chains::FoldGemmChains),
     ]
