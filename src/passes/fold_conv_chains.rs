@@ -33,9 +33,10 @@ use crate::error::Result;
 use crate::fold::conv::{Border, Conv2d};
 use crate::fold::conv_map::ConvMap;
 use crate::ir::shape::{Shapes, ValueType};
-use crate::ir::{Attributes, DataType, Graph, NodeId, OpKind, Patch, Tensor, ValueId, Wire};
+use crate::ir::{Attributes, DataType, Graph, NodeId, OpKind, Patch, Tensor, Wire};
 use crate::passes::segments::{
-    ChainShapes, Segment, apply_fold, best_partition, judge_fold, run_chain_folds,
+    self, ChainElement, ChainShapes, Segment, apply_fold, best_partition, judge_fold,
+    run_chain_folds,
 };
 use crate::passes::{Ctx, FoldRecord, Pass, PassStats};
 
@@ -56,7 +57,7 @@ enum Element {
     },
 }
 
-impl Element {
+impl ChainElement for Element {
     fn node(&self) -> NodeId {
         match self {
             Element::Layer { node, .. } | Element::Residual { node, .. } => *node,
@@ -64,11 +65,7 @@ impl Element {
     }
 }
 
-/// p_0 → element 1 → p_1 → … → element m → p_m.
-struct Chain {
-    values: Vec<ValueId>,
-    elements: Vec<Element>,
-}
+type Chain = segments::Chain<Element>;
 
 impl Pass for FoldConvChains {
     fn name(&self) -> &'static str {
@@ -171,19 +168,9 @@ fn find_chains(graph: &Graph, shapes: &Shapes) -> Result<Vec<Chain>> {
         let (Some(x), Some(y)) = (node.input(0), node.output(0)) else {
             continue;
         };
-        let mut chain = Chain {
-            values: vec![x, y],
-            elements: vec![Element::Layer { node: id, conv }],
-        };
-        while let Some(next) = next_element(graph, &chain, shapes) {
-            chain.values.push(
-                graph
-                    .node(next.node())
-                    .output(0)
-                    .expect("a chain element has an output"),
-            );
-            chain.elements.push(next);
-        }
+        let chain = Chain::grow(graph, x, y, Element::Layer { node: id, conv }, |chain| {
+            next_element(graph, chain, shapes)
+        });
         claimed.extend(chain.elements.iter().map(Element::node));
         if chain.elements.len() >= 2 {
             chains.push(chain);

@@ -28,7 +28,8 @@ use crate::fold::gemm::Dense;
 use crate::ir::shape::Shapes;
 use crate::ir::{Attributes, DataType, Graph, NodeId, OpKind, Patch, ValueId, Wire};
 use crate::passes::segments::{
-    ChainShapes, Segment, apply_fold, best_partition, judge_fold, run_chain_folds,
+    self, ChainElement, ChainShapes, Segment, apply_fold, best_partition, judge_fold,
+    run_chain_folds,
 };
 use crate::passes::{Ctx, FoldRecord, Pass, PassStats};
 
@@ -47,7 +48,7 @@ enum Element {
     Identity { node: NodeId },
 }
 
-impl Element {
+impl ChainElement for Element {
     fn node(&self) -> NodeId {
         match self {
             Element::Layer { node, .. } | Element::Identity { node } => *node,
@@ -55,11 +56,7 @@ impl Element {
     }
 }
 
-/// p_0 → element 1 → p_1 → … → element m → p_m.
-struct Chain {
-    values: Vec<ValueId>,
-    elements: Vec<Element>,
-}
+type Chain = segments::Chain<Element>;
 
 /// A segment's fold: the composed map, stored in the element type of its first weight.
 #[derive(Clone)]
@@ -145,19 +142,7 @@ fn find_chains(graph: &Graph, shapes: &Shapes) -> Result<Vec<Chain>> {
         let Some(first) = as_element(graph, id, x, rows) else {
             continue;
         };
-        let mut chain = Chain {
-            values: vec![x, y],
-            elements: vec![first],
-        };
-        while let Some(next) = next_element(graph, &chain, rows) {
-            chain.values.push(
-                graph
-                    .node(next.node())
-                    .output(0)
-                    .expect("a chain element has an output"),
-            );
-            chain.elements.push(next);
-        }
+        let chain = Chain::grow(graph, x, y, first, |chain| next_element(graph, chain, rows));
         claimed.extend(chain.elements.iter().map(Element::node));
         if chain.elements.len() >= 2 {
             chains.push(chain);

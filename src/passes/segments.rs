@@ -21,6 +21,44 @@ const LINEARISED_CUT_PENALTY: f64 = 1e12;
 /// Folds past this many times the original MACs never pay, so they are not measured.
 const MAX_MAC_RATIO: f64 = 1.5;
 
+/// A node of a chain.
+pub(super) trait ChainElement {
+    fn node(&self) -> NodeId;
+}
+
+/// p_0 → element 1 → p_1 → … → element m → p_m.
+pub(super) struct Chain<E> {
+    pub values: Vec<ValueId>,
+    pub elements: Vec<E>,
+}
+
+impl<E: ChainElement> Chain<E> {
+    /// The chain from `first` (reading `x`, producing `y`), grown while `next` finds
+    /// the element that continues it.
+    pub(super) fn grow(
+        graph: &Graph,
+        x: ValueId,
+        y: ValueId,
+        first: E,
+        mut next: impl FnMut(&Chain<E>) -> Option<E>,
+    ) -> Chain<E> {
+        let mut chain = Chain {
+            values: vec![x, y],
+            elements: vec![first],
+        };
+        while let Some(element) = next(&chain) {
+            chain.values.push(
+                graph
+                    .node(element.node())
+                    .output(0)
+                    .expect("a chain element has an output"),
+            );
+            chain.elements.push(element);
+        }
+        chain
+    }
+}
+
 /// The dims a chain fold works with: declared (what a rewrite must hold at) and analysed
 /// (pinned, batch 1: what the cost model measures at).
 pub(super) struct ChainShapes {
