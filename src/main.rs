@@ -250,7 +250,9 @@ fn optimize(args: &OptimizeArgs) -> Result<ExitCode> {
             comparison: &fidelity,
             tolerance: &tolerance,
         };
-        println!("output vs original (what linearising cost, on random inputs; information, not a check):");
+        println!(
+            "output vs original (what linearising cost, on random inputs; information, not a check):"
+        );
         print!("{}", against_original.table());
     }
     let save = SaveOptions {
