@@ -538,6 +538,33 @@ mod tests {
         assert_eq!(count(&after, "Conv"), 2);
     }
 
+    #[test]
+    fn a_chain_reading_a_value_an_earlier_fold_replaced_is_left_alone_not_broken() {
+        // x → a → b → p; p feeds two readers, so the first chain stops at p and a second
+        // starts at c; folding the first replaces p.
+        let one = || conv_attrs(&[0; 4], &[1, 1], 1);
+        let before = model(
+            ModelBuilder::new(13)
+                .input("x", &[-1, C as i64, 5, 5])
+                .initializer("wa", weights(&[C, C, 1, 1], 1))
+                .initializer("wb", weights(&[C, C, 1, 1], 2))
+                .initializer("wc", weights(&[C, C, 1, 1], 3))
+                .initializer("wd", weights(&[C, C, 1, 1], 4))
+                .initializer("we", weights(&[C, C, 1, 1], 5))
+                .node("Conv", &["x", "wa"], &["a"], one())
+                .node("Conv", &["a", "wb"], &["p"], one())
+                .node("Conv", &["p", "wc"], &["c"], one())
+                .node("Conv", &["c", "wd"], &["y1"], one())
+                .node("Conv", &["p", "we"], &["y2"], one())
+                .output("y1")
+                .output("y2"),
+        );
+        let (after, _) = run_with(&FoldConvChains, &before, verdict(2.0, 1.0), &[]);
+        assert!(count(&after, "Conv") < 5);
+        let error = max_relative_error(&before, &after, &[vec![1, C, 5, 5]], 5);
+        assert!(error <= EXACT, "relative error {error:e}");
+    }
+
     /// One random conv of a chain on `C` channels: kernel, stride, dilation, pads
     /// (asymmetric), groups, bias.
     #[derive(Clone, Debug)]

@@ -32,7 +32,9 @@ use crate::fold::conv::{self, Conv2d};
 use crate::ir::shape::Shapes;
 use crate::ir::{DataType, Graph, NodeId, OpKind, ValueId};
 use crate::passes::fold_conv_chains::{as_conv, emit_conv};
-use crate::passes::segments::{ChainShapes, Segment, apply_fold, judge_fold, run_chain_folds};
+use crate::passes::segments::{
+    ChainShapes, Region, Segment, apply_fold, judge_fold, run_chain_folds,
+};
 use crate::passes::{Ctx, FoldRecord, Pass, PassStats};
 
 pub(crate) struct FoldParallelConvs;
@@ -50,6 +52,16 @@ struct ParallelBlock {
     /// The branch convs, then the Add.
     nodes: Vec<NodeId>,
     dtype: DataType,
+}
+
+impl Region for ParallelBlock {
+    fn input(&self) -> ValueId {
+        self.input
+    }
+
+    fn nodes(&self) -> Vec<NodeId> {
+        self.nodes.clone()
+    }
 }
 
 /// A Conv reading `input`, whose output only the Add reads.

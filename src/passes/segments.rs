@@ -26,6 +26,29 @@ pub(super) trait ChainElement {
     fn node(&self) -> NodeId;
 }
 
+/// What a fold pass found to fold: the value it reads and the nodes it covers.
+pub(super) trait Region {
+    fn input(&self) -> ValueId;
+    fn nodes(&self) -> Vec<NodeId>;
+}
+
+impl<E: ChainElement> Region for Chain<E> {
+    fn input(&self) -> ValueId {
+        self.values[0]
+    }
+
+    fn nodes(&self) -> Vec<NodeId> {
+        self.elements.iter().map(E::node).collect()
+    }
+}
+
+/// Regions are found before any is folded; a fold that replaced a region's input (its
+/// readers now read the replacement) or removed one of its nodes makes it stale.
+fn is_intact(graph: &Graph, region: &impl Region) -> bool {
+    !graph.users(region.input()).is_empty()
+        && region.nodes().iter().all(|&n| graph.contains_node(n))
+}
+
 /// p_0 → element 1 → p_1 → … → element m → p_m.
 pub(super) struct Chain<E> {
     pub values: Vec<ValueId>,
@@ -71,7 +94,7 @@ type ChooseFolds<C, F> = fn(&Graph, &C, &ChainShapes, &Ctx) -> Result<Vec<Segmen
 
 /// Runs a chain fold: finds the chains, chooses each one's segments and applies them
 /// while the patch budget lasts.
-pub(super) fn run_chain_folds<C, F>(
+pub(super) fn run_chain_folds<C: Region, F>(
     pass: &str,
     graph: &mut Graph,
     ctx: &Ctx,
@@ -91,6 +114,9 @@ pub(super) fn run_chain_folds<C, F>(
         declared,
     };
     for chain in find_chains(graph, &shapes.declared)? {
+        if !is_intact(graph, &chain) {
+            continue;
+        }
         for segment in choose_folds(graph, &chain, &shapes, ctx)? {
             if !ctx.budget_left() {
                 break;
