@@ -583,6 +583,19 @@ mod tests {
         bias: bool,
     }
 
+    impl Geometry {
+        /// A k×k kernel, stride 1, dilation 1, unpadded.
+        fn plain(k: usize, bias: bool) -> Geometry {
+            Geometry {
+                kernel: [k, k],
+                stride: [1, 1],
+                dilation: [1, 1],
+                pads: [0; 4],
+                bias,
+            }
+        }
+    }
+
     fn geometry(padded: bool) -> impl Strategy<Value = Geometry> {
         let pad = if padded { 0..3usize } else { 0..1usize };
         (
@@ -706,11 +719,8 @@ mod tests {
     fn a_residual_identity_lands_on_the_centre_tap() {
         let mut rng = Rng::new(8);
         let g = Geometry {
-            kernel: [3, 3],
-            stride: [1, 1],
-            dilation: [1, 1],
             pads: [1; 4],
-            bias: true,
+            ..Geometry::plain(3, true)
         };
         let conv = random_conv(&mut rng, 4, 4, 1, g);
         let residual = sum(&Conv2d::identity(4), &conv).unwrap();
@@ -753,9 +763,7 @@ mod tests {
         let g = |kernel, stride| Geometry {
             kernel,
             stride,
-            dilation: [1, 1],
-            pads: [0; 4],
-            bias: true,
+            ..Geometry::plain(1, true)
         };
         let a = random_conv(&mut rng, 3, 4, 1, g([3, 3], [2, 2]));
         let b = random_conv(&mut rng, 4, 2, 1, g([3, 3], [1, 1]));
@@ -778,11 +786,8 @@ mod tests {
     fn dilations_with_a_common_factor_keep_it_as_the_composite_dilation() {
         let mut rng = Rng::new(4);
         let g = |dilation| Geometry {
-            kernel: [3, 3],
-            stride: [1, 1],
             dilation,
-            pads: [0; 4],
-            bias: false,
+            ..Geometry::plain(3, false)
         };
         let a = random_conv(&mut rng, 2, 2, 1, g([2, 2]));
         let b = random_conv(&mut rng, 2, 2, 1, g([2, 2]));
@@ -794,13 +799,7 @@ mod tests {
     #[test]
     fn depthwise_after_depthwise_stays_depthwise() {
         let mut rng = Rng::new(5);
-        let g = Geometry {
-            kernel: [3, 3],
-            stride: [1, 1],
-            dilation: [1, 1],
-            pads: [0; 4],
-            bias: true,
-        };
+        let g = Geometry::plain(3, true);
         let (a, b) = (
             random_conv(&mut rng, 6, 6, 6, g),
             random_conv(&mut rng, 6, 6, 6, g),
@@ -813,11 +812,8 @@ mod tests {
     fn padded_after_padded_is_interior_only_and_differs_only_on_the_border_ring() {
         let mut rng = Rng::new(6);
         let g = Geometry {
-            kernel: [3, 3],
-            stride: [1, 1],
-            dilation: [1, 1],
             pads: [1; 4],
-            bias: true,
+            ..Geometry::plain(3, true)
         };
         let (a, b) = (
             random_conv(&mut rng, 3, 4, 1, g),
@@ -859,13 +855,7 @@ mod tests {
     #[test]
     fn mismatched_channels_are_refused() {
         let mut rng = Rng::new(7);
-        let g = Geometry {
-            kernel: [1, 1],
-            stride: [1, 1],
-            dilation: [1, 1],
-            pads: [0; 4],
-            bias: false,
-        };
+        let g = Geometry::plain(1, false);
         let (a, b) = (
             random_conv(&mut rng, 3, 4, 1, g),
             random_conv(&mut rng, 5, 3, 1, g),

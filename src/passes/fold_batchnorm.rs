@@ -263,9 +263,9 @@ mod tests {
         );
     }
 
-    #[test]
-    fn skips_on_training_mode_because_it_normalises_with_batch_statistics() {
-        let b = with_bn_params(ModelBuilder::new(15).input("x", &[2, 4, 5, 5]), 8)
+    /// x → Conv 3×3 (padded) → h → BatchNormalization(`attrs`) → y.
+    fn padded_conv_then_bn(attrs: Attributes) -> ModelBuilder {
+        with_bn_params(ModelBuilder::new(15).input("x", &[2, 4, 5, 5]), 8)
             .initializer("w", weights(&[8, 4, 3, 3], 1))
             .node(
                 "Conv",
@@ -273,12 +273,12 @@ mod tests {
                 &["h"],
                 conv_attrs(&[1, 1, 1, 1], &[1, 1], 1),
             )
-            .node(
-                "BatchNormalization",
-                &BN_INPUTS,
-                &["y"],
-                Attributes::default().with_int("training_mode", 1),
-            );
+            .node("BatchNormalization", &BN_INPUTS, &["y"], attrs)
+    }
+
+    #[test]
+    fn skips_on_training_mode_because_it_normalises_with_batch_statistics() {
+        let b = padded_conv_then_bn(Attributes::default().with_int("training_mode", 1));
         assert_eq!(
             rewritten(&FoldBatchNorm, &model(b.output("y"))).1.patches,
             0
@@ -287,21 +287,12 @@ mod tests {
 
     #[test]
     fn skips_on_a_conv_read_twice_because_its_other_reader_needs_the_unnormalised_value() {
-        let b = with_bn_params(ModelBuilder::new(15).input("x", &[2, 4, 5, 5]), 8)
-            .initializer("w", weights(&[8, 4, 3, 3], 1))
-            .node(
-                "Conv",
-                &["x", "w"],
-                &["h"],
-                conv_attrs(&[1, 1, 1, 1], &[1, 1], 1),
-            )
-            .node(
-                "BatchNormalization",
-                &BN_INPUTS,
-                &["y"],
-                Attributes::default(),
-            )
-            .node("Relu", &["h"], &["z"], Attributes::default());
+        let b = padded_conv_then_bn(Attributes::default()).node(
+            "Relu",
+            &["h"],
+            &["z"],
+            Attributes::default(),
+        );
         assert_eq!(
             rewritten(&FoldBatchNorm, &model(b.output("y").output("z")))
                 .1
