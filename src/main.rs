@@ -4,13 +4,11 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
-use onnx_shallow::calib::random::{Rng, normal_array};
 use onnx_shallow::calib::{self, ModelInputs, Preprocess};
 use onnx_shallow::ir::shape::PinnedShapes;
 use onnx_shallow::passes::FoldOptions;
 use onnx_shallow::report::stats::{self, ModelStats};
 use onnx_shallow::report::verify::Verification;
-use onnx_shallow::runtime::Session;
 use onnx_shallow::runtime::bench::{self, BenchOptions, PairTiming};
 use onnx_shallow::runtime::compare::{self, Tolerance};
 use onnx_shallow::{Cost, Error, Model, Options, Result, SaveOptions};
@@ -294,14 +292,7 @@ fn whole_model_latency(
         .into_iter()
         .map(|d| [vec![1], d].concat())
         .collect();
-    let mut rng = Rng::new(0);
-    let inputs: Vec<_> = dims.iter().map(|d| normal_array(d, &mut rng)).collect();
-    let (a, b) = (
-        Session::new(original, &dims)?,
-        Session::new(optimized, &dims)?,
-    );
-    let (inputs_a, inputs_b) = (a.prepare(&inputs)?, b.prepare(&inputs)?);
-    bench::time_pair((&a, &inputs_a), (&b, &inputs_b), BenchOptions::default())
+    bench::time_models(original, optimized, &dims, BenchOptions::default())
 }
 
 fn refuse_overwriting_input(input: &Path, output: &Path, force: bool) -> Result<()> {

@@ -7,7 +7,9 @@ use std::time::Instant;
 
 use serde::Serialize;
 
+use crate::calib::random::{Rng, normal_array};
 use crate::error::Result;
+use crate::ir::Model;
 use crate::runtime::{Prepared, Session};
 
 /// Distribution of run times, in seconds.
@@ -101,6 +103,21 @@ pub fn time_pair(
         ratio: Timing::of(ratios),
         pairs,
     })
+}
+
+/// Loads both models in tract at `dims` (one per input) and times them interleaved on the
+/// same seeded standard-normal inputs.
+pub fn time_models(
+    a: &Model,
+    b: &Model,
+    dims: &[Vec<usize>],
+    options: BenchOptions,
+) -> Result<PairTiming> {
+    let mut rng = Rng::new(0);
+    let inputs: Vec<_> = dims.iter().map(|d| normal_array(d, &mut rng)).collect();
+    let (session_a, session_b) = (Session::new(a, dims)?, Session::new(b, dims)?);
+    let (inputs_a, inputs_b) = (session_a.prepare(&inputs)?, session_b.prepare(&inputs)?);
+    time_pair((&session_a, &inputs_a), (&session_b, &inputs_b), options)
 }
 
 #[cfg(test)]

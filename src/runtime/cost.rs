@@ -11,12 +11,10 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::calib::random::{Rng, normal_array};
 use crate::error::{Error, Result};
 use crate::ir::Model;
 use crate::ir::stats::ModelStats;
-use crate::runtime::Session;
-use crate::runtime::bench::{BenchOptions, time_pair};
+use crate::runtime::bench::{BenchOptions, time_models};
 
 /// Latency (or its estimate) of the original layers and of their fold.
 #[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq)]
@@ -127,11 +125,7 @@ fn measure(
     input_dims: &[usize],
     options: BenchOptions,
 ) -> Result<Verdict> {
-    let dims = [input_dims.to_vec()];
-    let input = [normal_array(input_dims, &mut Rng::new(0))];
-    let (a, b) = (Session::new(original, &dims)?, Session::new(folded, &dims)?);
-    let (inputs_a, inputs_b) = (a.prepare(&input)?, b.prepare(&input)?);
-    let timing = time_pair((&a, &inputs_a), (&b, &inputs_b), options)?;
+    let timing = time_models(original, folded, &[input_dims.to_vec()], options)?;
     // The ratio's median is the robust figure; the folded time is expressed through it.
     Ok(Verdict {
         original: timing.a.median,
