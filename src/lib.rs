@@ -22,11 +22,16 @@
 
 pub mod calib;
 pub mod error;
+pub mod exec;
 pub mod fold;
+pub mod gates;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod ir;
 pub mod onnx;
 mod optimize;
 pub mod passes;
+pub mod progress;
 pub mod report;
 pub mod runtime;
 #[cfg(test)]
@@ -37,7 +42,7 @@ use std::path::Path;
 pub use error::{Error, Result};
 pub use ir::Model;
 pub use onnx::SaveOptions;
-pub use optimize::{Cost, Options, Report, optimize, parse_input_shape};
+pub use optimize::{Cost, Options, RemovedActivation, Report, optimize, parse_input_shape};
 
 /// Loads a model file (with its external data) into the IR.
 pub fn load(path: &Path) -> Result<Model> {

@@ -7,16 +7,29 @@ use clap::{Args, Parser, Subcommand};
 use onnx_shallow::calib::{self, ModelInputs, Preprocess};
 use onnx_shallow::ir::shape::PinnedShapes;
 use onnx_shallow::passes::FoldOptions;
+use onnx_shallow::progress::Progress;
+use onnx_shallow::report::bench::BenchRun;
+use onnx_shallow::report::json;
+use onnx_shallow::report::optimize::OptimizeRun;
 use onnx_shallow::report::stats::{self, ModelStats};
 use onnx_shallow::report::verify::Verification;
-use onnx_shallow::runtime::bench::{self, BenchOptions, PairTiming};
-use onnx_shallow::runtime::compare::{self, Tolerance};
-use onnx_shallow::{Cost, Error, Model, Options, Result, SaveOptions};
+use onnx_shallow::runtime::bench::{self, BenchOptions, PairTiming, Plan};
+use onnx_shallow::runtime::compare::{self, Comparison, Tolerance};
+use onnx_shallow::runtime::memory::CountingAllocator;
+use onnx_shallow::{Cost, Error, Model, Options, Report, Result, SaveOptions};
+use serde::Serialize;
+
+/// Counts heap use, for the peak memory `bench` reports.
+#[global_allocator]
+static HEAP: CountingAllocator = CountingAllocator;
 
 /// Makes pre-trained ONNX networks shallower and faster, verified with tract.
 #[derive(Parser)]
 #[command(version, about, propagate_version = true)]
 struct Cli {
+    /// No progress bars (they are drawn on stderr only when it is a terminal).
+    #[arg(long, global = true)]
+    quiet: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -37,9 +50,15 @@ enum Command {
                             Exit codes: 0 within tolerance, 1 outside it, 2 on any error."
     )]
     Verify(VerifyArgs),
+    /// Times one model, or two interleaved, in tract; with --max-ratio, a CI latency gate.
+    #[command(
+        after_help = "Example:\n  onnx-shallow bench model.onnx model.shallow.onnx --max-ratio 0.9\n\n\
+                            Exit codes: 0 within --max-ratio (or without one), 1 above it, 2 on any error."
+    )]
+    Bench(BenchArgs),
 }
 
-#[derive(Args)]
+#[derive(Args, Serialize)]
 struct ShapeArgs {
     /// Pin an input's dims for analysis, e.g. `input:1,3,224,224` (repeatable). The
     /// written model keeps its declared dims.
@@ -66,7 +85,7 @@ struct InspectArgs {
     shapes: ShapeArgs,
 }
 
-#[derive(Args)]
+#[derive(Args, Serialize)]
 struct OptimizeArgs {
     input: PathBuf,
     output: PathBuf,
@@ -109,7 +128,11 @@ struct OptimizeArgs {
     /// Random standard-normal samples used to verify the output.
     #[arg(long, default_value_t = 8, value_name = "N")]
     verify_samples: usize,
+    /// Write a JSON report of the run (see docs/report.schema.json).
+    #[arg(long, value_name = "FILE.json")]
+    report: Option<PathBuf>,
     #[command(flatten)]
+    #[serde(flatten)]
     shapes: ShapeArgs,
 }
 
@@ -120,6 +143,12 @@ struct VerifyArgs {
     /// Inputs: `.npz` (arrays keyed by input name, or one array) or `.npy`.
     #[arg(long, value_name = "FILE")]
     inputs: Option<PathBuf>,
+    /// The array of a multi-array `.npz` to read, for a one-input model.
+    #[arg(long, value_name = "NAME", requires = "inputs")]
+    inputs_key: Option<String>,
+    /// An integer array in the same `.npz` listing the rows to use.
+    #[arg(long, value_name = "NAME", requires = "inputs")]
+    inputs_index: Option<String>,
     /// How stored images become inputs: `imagenet`, `none`, or items such as
     /// `resize=256,crop=224,scale=0.0039,mean=0.485,0.456,0.406,std=0.229,0.224,0.225,layout=nhwc,bgr`.
     #[arg(long, value_name = "SPEC")]
@@ -145,7 +174,36 @@ struct VerifyArgs {
     shapes: ShapeArgs,
 }
 
-#[derive(Clone, Copy, clap::ValueEnum)]
+#[derive(Args, Serialize)]
+struct BenchArgs {
+    /// The model; with OTHER, the one the ratio is taken against.
+    model: PathBuf,
+    /// A second model, run interleaved with MODEL on the same inputs.
+    other: Option<PathBuf>,
+    /// Timed runs (pairs, with two models).
+    #[arg(long, default_value_t = 50, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    runs: u64,
+    /// Untimed runs before them.
+    #[arg(long, default_value_t = 5, value_name = "W")]
+    warmup: u64,
+    /// Threads tract may use. This build of tract runs every model on one thread (its
+    /// multithreaded matrix products are a cargo feature of tract-linalg, left off), so
+    /// only 1 is accepted.
+    #[arg(long, default_value_t = 1, value_name = "T")]
+    threads: usize,
+    /// Exit 1 when the median of the per-pair ratios OTHER / MODEL is above R.
+    #[arg(long, value_name = "R", requires = "other")]
+    max_ratio: Option<f64>,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    #[serde(flatten)]
+    shapes: ShapeArgs,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
 enum CostArg {
     Measured,
     Macs,
@@ -153,10 +211,15 @@ enum CostArg {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let progress = match cli.quiet {
+        true => Progress::hidden(),
+        false => Progress::stderr(),
+    };
     let outcome = match cli.command {
-        Command::Inspect(args) => inspect(&args),
-        Command::Optimize(args) => optimize(&args),
-        Command::Verify(args) => verify(&args),
+        Command::Inspect(args) => inspect(&args, &progress),
+        Command::Optimize(args) => optimize(&args, &progress),
+        Command::Verify(args) => verify(&args, &progress),
+        Command::Bench(args) => bench(&args, &progress),
     };
     match outcome {
         Ok(code) => code,
@@ -167,21 +230,44 @@ fn main() -> ExitCode {
     }
 }
 
-fn inspect(args: &InspectArgs) -> Result<ExitCode> {
-    let model = onnx_shallow::load(&args.model)?;
+/// Model files this large take about a second to load: they get a spinner.
+const LARGE_MODEL_BYTES: u64 = 256 << 20;
+
+fn load(path: &Path, progress: &Progress) -> Result<Model> {
+    let large = std::fs::metadata(path).is_ok_and(|m| m.len() >= LARGE_MODEL_BYTES);
+    let _task = large.then(|| progress.spinner(&format!("loading {}", path.display())));
+    onnx_shallow::load(path)
+}
+
+fn print_json(doc: &serde_json::Value) {
+    println!(
+        "{}",
+        serde_json::to_string_pretty(doc).expect("JSON serialises")
+    );
+}
+
+/// The command line's options as JSON, for reports.
+fn options_json(args: &impl Serialize) -> Result<serde_json::Value> {
+    serde_json::to_value(args).map_err(|e| Error::Usage(format!("options do not fit in JSON: {e}")))
+}
+
+fn inspect(args: &InspectArgs, progress: &Progress) -> Result<ExitCode> {
+    let model = load(&args.model, progress)?;
     let stats = ModelStats::of(&model.graph, &args.shapes.pinned()?)?;
     if args.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&stats).expect("stats serialise")
-        );
+        let mut doc = json::document("inspect", serde_json::json!(stats));
+        doc["model"] = args.model.display().to_string().into();
+        print_json(&doc);
     } else {
         print!("{}", stats::render(&stats));
     }
     Ok(ExitCode::SUCCESS)
 }
 
-fn optimize(args: &OptimizeArgs) -> Result<ExitCode> {
+/// Seed of the random inputs `optimize` verifies its output on.
+const VERIFY_SEED: u64 = 0;
+
+fn optimize(args: &OptimizeArgs, progress: &Progress) -> Result<ExitCode> {
     if !args.exact && args.linearize.is_empty() {
         return Err(Error::Usage(
             "learning from calibration data is not available yet: pass --exact, or name activations with --linearize"
@@ -189,13 +275,48 @@ fn optimize(args: &OptimizeArgs) -> Result<ExitCode> {
         ));
     }
     refuse_overwriting_input(&args.input, &args.output, args.force)?;
-    let original = onnx_shallow::load(&args.input)?;
+    let original = load(&args.input, progress)?;
+    let options = optimize_options(args, progress)?;
+    let (optimized, report) = onnx_shallow::optimize(original.clone(), &options)?;
+    let inputs = calib::random_inputs(
+        &calib::sample_dims(&original, &options.pinned)?,
+        args.verify_samples,
+        VERIFY_SEED,
+    )?;
+    let Some(checked) = check_folds(args, &original, &optimized, &report, &inputs, progress)?
+    else {
+        return Ok(ExitCode::from(1));
+    };
+    let save = SaveOptions {
+        external_data: args.external_data,
+        ..SaveOptions::default()
+    };
+    onnx_shallow::save(&optimized, &args.output, &save)?;
+    print_changes(&report);
+    let latency = whole_model_latency(&original, &optimized, &options.pinned, progress)?;
+    if let Some(path) = &args.report {
+        write_report(path, args, &report, &checked, &latency)?;
+    }
+    println!("wrote {}", args.output.display());
+    print!(
+        "{}",
+        stats::before_after_table(
+            &report.before,
+            &report.after,
+            Some(&latency),
+            Some(&checked.fidelity)
+        )
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn optimize_options(args: &OptimizeArgs, progress: &Progress) -> Result<Options> {
     let cost = match (args.cost, &args.cost_cache) {
         (CostArg::Macs, _) => Cost::Macs,
         (CostArg::Measured, Some(path)) => Cost::MeasuredWithCache(path.clone()),
         (CostArg::Measured, None) => Cost::Measured,
     };
-    let options = Options {
+    Ok(Options {
         pinned: args.shapes.pinned()?,
         passes: args.passes.clone(),
         skip_passes: args.skip_passes.clone(),
@@ -206,30 +327,48 @@ fn optimize(args: &OptimizeArgs) -> Result<ExitCode> {
         },
         cost,
         linearize: args.linearize.clone(),
-    };
-    let (optimized, report) = onnx_shallow::optimize(original.clone(), &options)?;
-    let inputs = calib::random_inputs(
-        &calib::sample_dims(&original, &options.pinned)?,
-        args.verify_samples,
-        0,
-    )?;
+        progress: progress.clone(),
+    })
+}
+
+/// The output compared in tract with the model its folds started from, and with the
+/// original.
+struct Checked {
+    folds: Comparison,
+    fidelity: Comparison,
+}
+
+/// Prints the comparisons; `None` when the folds do not reproduce their reference (the
+/// output must not be written).
+fn check_folds(
+    args: &OptimizeArgs,
+    original: &Model,
+    optimized: &Model,
+    report: &Report,
+    inputs: &ModelInputs,
+    progress: &Progress,
+) -> Result<Option<Checked>> {
+    let task = progress.spinner("verifying the output in tract");
     // The folds must reproduce the model they started from: the original, or the
     // original with the named activations linearised.
-    let fold_reference = report.fold_reference.as_ref().unwrap_or(&original);
-    let comparison = compare::compare(fold_reference, &optimized, &inputs)?;
+    let folds = compare::compare(report.fold_reference.as_ref().unwrap_or(original), optimized, inputs)?;
+    let fidelity = match report.fold_reference {
+        Some(_) => compare::compare(original, optimized, inputs)?,
+        None => folds.clone(),
+    };
+    drop(task);
     let tolerance = Tolerance::default();
     let verification = Verification {
         reference: &args.input,
         candidate: &args.output,
-        comparison: &comparison,
+        comparison: &folds,
         tolerance: &tolerance,
     };
     if report.fold_reference.is_some() {
         println!("folded vs linearised (the folds alone):");
     }
     print!("{}", verification.table());
-    let approximate = report.folds.iter().any(|f| !f.exact);
-    if approximate {
+    if report.folds.iter().any(|f| !f.exact) {
         println!(
             "approximate border folds: the error above is their measured effect (not a failure)"
         );
@@ -238,26 +377,23 @@ fn optimize(args: &OptimizeArgs) -> Result<ExitCode> {
             "error: the rewritten model does not match within {}; nothing was written",
             tolerance.rtol
         );
-        return Ok(ExitCode::from(1));
+        return Ok(None);
     }
     if report.fold_reference.is_some() {
-        let fidelity = compare::compare(&original, &optimized, &inputs)?;
         let against_original = Verification {
-            reference: &args.input,
-            candidate: &args.output,
             comparison: &fidelity,
-            tolerance: &tolerance,
+            ..verification
         };
         println!(
             "output vs original (what linearising cost, on random inputs; information, not a check):"
         );
         print!("{}", against_original.table());
     }
-    let save = SaveOptions {
-        external_data: args.external_data,
-        ..SaveOptions::default()
-    };
-    onnx_shallow::save(&optimized, &args.output, &save)?;
+    Ok(Some(Checked { folds, fidelity }))
+}
+
+/// What each pass did and each fold, with a warning for forced folds that are slower.
+fn print_changes(report: &Report) {
     for pass in report.passes.iter().filter(|p| p.patches > 0) {
         println!("{:<28} {:>4} rewrites", pass.pass, pass.patches);
     }
@@ -273,13 +409,33 @@ fn optimize(args: &OptimizeArgs) -> Result<ExitCode> {
             fold.verdict.ratio()
         );
     }
-    let latency = whole_model_latency(&original, &optimized, &options.pinned)?;
-    print!(
-        "{}",
-        stats::before_after_table(&report.before, &report.after, Some(&latency))
-    );
-    println!("wrote {}", args.output.display());
-    Ok(ExitCode::SUCCESS)
+}
+
+fn write_report(
+    path: &Path,
+    args: &OptimizeArgs,
+    report: &Report,
+    checked: &Checked,
+    latency: &PairTiming,
+) -> Result<()> {
+    let tolerance = Tolerance::default();
+    let run = OptimizeRun {
+        input: &args.input,
+        output: &args.output,
+        options: options_json(args)?,
+        seed: VERIFY_SEED,
+        report,
+        verification: &Verification {
+            reference: &args.input,
+            candidate: &args.output,
+            comparison: &checked.folds,
+            tolerance: &tolerance,
+        },
+        fidelity: &checked.fidelity,
+        latency,
+    };
+    let text = serde_json::to_string_pretty(&run.to_json()).expect("JSON serialises");
+    onnx_shallow::onnx::write_atomically(path, text.as_bytes())
 }
 
 /// Both models timed in tract at batch 1, interleaved.
@@ -287,12 +443,15 @@ fn whole_model_latency(
     original: &Model,
     optimized: &Model,
     pinned: &PinnedShapes,
+    progress: &Progress,
 ) -> Result<PairTiming> {
-    let dims: Vec<Vec<usize>> = calib::sample_dims(original, pinned)?
-        .into_iter()
-        .map(|d| [vec![1], d].concat())
-        .collect();
-    bench::time_models(original, optimized, &dims, BenchOptions::default())
+    let dims = bench::runtime_input_dims(original, pinned)?;
+    let plans = {
+        let _task = progress.spinner("loading both models in tract");
+        [Plan::load(original, &dims)?, Plan::load(optimized, &dims)?]
+    };
+    let benchmark = bench::benchmark(&plans, BenchOptions::default(), progress)?;
+    Ok(benchmark.pair().expect("two models were timed"))
 }
 
 fn refuse_overwriting_input(input: &Path, output: &Path, force: bool) -> Result<()> {
@@ -305,11 +464,14 @@ fn refuse_overwriting_input(input: &Path, output: &Path, force: bool) -> Result<
     Ok(())
 }
 
-fn verify(args: &VerifyArgs) -> Result<ExitCode> {
-    let reference = onnx_shallow::load(&args.reference)?;
-    let candidate = onnx_shallow::load(&args.candidate)?;
+fn verify(args: &VerifyArgs, progress: &Progress) -> Result<ExitCode> {
+    let reference = load(&args.reference, progress)?;
+    let candidate = load(&args.candidate, progress)?;
     let inputs = verification_inputs(&reference, args)?;
-    let comparison = compare::compare(&reference, &candidate, &inputs)?;
+    let comparison = {
+        let _task = progress.spinner("running both models in tract");
+        compare::compare(&reference, &candidate, &inputs)?
+    };
     let tolerance = Tolerance {
         rtol: args.rtol,
         atol: args.atol,
@@ -322,10 +484,7 @@ fn verify(args: &VerifyArgs) -> Result<ExitCode> {
         tolerance: &tolerance,
     };
     if args.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&verification.to_json()).expect("JSON serialises")
-        );
+        print_json(&verification.to_json());
     } else {
         print!("{}", verification.table());
         println!("{}", verification.verdict());
@@ -345,7 +504,15 @@ fn verification_inputs(reference: &Model, args: &VerifyArgs) -> Result<ModelInpu
         .transpose()?
         .unwrap_or_default();
     match &args.inputs {
-        Some(path) => calib::load_inputs(path, &calib::input_names(reference), &preprocess),
+        Some(path) => calib::load_selected_inputs(
+            path,
+            &calib::input_names(reference),
+            &calib::ArraySelection {
+                key: args.inputs_key.clone(),
+                index: args.inputs_index.clone(),
+            },
+            &preprocess,
+        ),
         None if args.preprocess.is_some() => Err(Error::Usage(
             "--preprocess applies to --inputs; none were given".into(),
         )),
@@ -355,4 +522,57 @@ fn verification_inputs(reference: &Model, args: &VerifyArgs) -> Result<ModelInpu
             args.seed,
         ),
     }
+}
+
+fn bench(args: &BenchArgs, progress: &Progress) -> Result<ExitCode> {
+    if args.threads != 1 {
+        return Err(Error::Usage(format!(
+            "--threads {}: this build of tract runs models on one thread only (tract-linalg's multithread-mm feature is off)",
+            args.threads
+        )));
+    }
+    if let Some(max) = args.max_ratio.filter(|r| !(r.is_finite() && *r > 0.0)) {
+        return Err(Error::Usage(format!(
+            "--max-ratio {max}: expected a positive number"
+        )));
+    }
+    let paths: Vec<&Path> = std::iter::once(&args.model)
+        .chain(&args.other)
+        .map(PathBuf::as_path)
+        .collect();
+    let pinned = args.shapes.pinned()?;
+    let plans = paths
+        .iter()
+        .map(|path| {
+            let model = load(path, progress)?;
+            let _task = progress.spinner(&format!("loading {} in tract", path.display()));
+            bench::runtime_input_dims(&model, &pinned)
+                .and_then(|dims| Plan::load(&model, &dims))
+                .map_err(|e| Error::Usage(format!("{}: {e}", path.display())))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let options = BenchOptions {
+        warmup: args.warmup as usize,
+        runs: args.runs as usize,
+    };
+    let benchmark = bench::benchmark(&plans, options, progress)?;
+    let run = BenchRun {
+        models: &paths,
+        options: options_json(args)?,
+        benchmark: &benchmark,
+        max_ratio: args.max_ratio,
+    };
+    if args.json {
+        print_json(&run.to_json());
+    } else {
+        print!("{}", run.table());
+        if let Some(verdict) = run.verdict() {
+            println!("{verdict}");
+        }
+    }
+    Ok(if run.passed() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }

@@ -2,13 +2,15 @@
 
 use serde::Serialize;
 
+use std::collections::HashSet;
 use std::path::PathBuf;
 
 use crate::error::{Error, Result};
-use crate::ir::Model;
+use crate::ir::{Graph, Model};
 use crate::ir::shape::PinnedShapes;
 use crate::ir::stats::ModelStats;
 use crate::passes::{self, Ctx, FoldOptions, FoldRecord, Linearize, Pass, PassStats};
+use crate::progress::Progress;
 use crate::runtime::cost::{CostCache, CostModel};
 
 /// What to run.
@@ -26,6 +28,8 @@ pub struct Options {
     pub cost: Cost,
     /// Globs of activation node names to replace by identity before folding.
     pub linearize: Vec<String>,
+    /// Where long work (the cost model's measurements) shows its progress.
+    pub progress: Progress,
 }
 
 /// How folds are judged.
@@ -56,10 +60,24 @@ pub struct Report {
     pub before: ModelStats,
     pub after: ModelStats,
     pub folds: Vec<FoldRecord>,
+    pub activations_removed: Vec<RemovedActivation>,
+    /// What the folds left alone that the user would want to know about, and why.
+    pub notes: Vec<String>,
     /// The model after linearisation and before folding, when activations were
     /// linearised: the folds must reproduce it (the original is no longer the reference).
     #[serde(skip)]
     pub fold_reference: Option<Model>,
+}
+
+/// An activation the run replaced by identity.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct RemovedActivation {
+    /// Its (root) node's name.
+    pub name: String,
+    /// The operator it went by: Relu, Clip, LeakyRelu, PRelu or HardSwish.
+    pub op: String,
+    /// The learned gate α (1: fully linear) that chose it; `None` when the user named it.
+    pub gate: Option<f64>,
 }
 
 /// Runs the exact canonical rewrites, then the folds the cost model accepts.
@@ -73,22 +91,28 @@ pub fn optimize(mut model: Model, options: &Options) -> Result<(Model, Report)> 
         &mut model.graph,
         &ctx,
     )?;
+    let mut activations_removed = Vec::new();
     let fold_reference = if options.linearize.is_empty() {
         None
     } else {
+        let present = passes::activations(&model.graph)?;
         stats.push(Linearize::new(&options.linearize).run(&mut model.graph, &ctx)?);
+        activations_removed = gone(present, &model.graph)?;
         Some(model.clone())
     };
+    let folding = options.progress.spinner("folding (timing candidates in tract)");
     stats.extend(passes::run_pipeline(
         &select_passes(passes::folding(), options)?,
         &mut model.graph,
         &ctx,
     )?);
+    drop(folding);
     if let Some(cache) = ctx.cost.borrow().cache() {
         cache.persist()?;
     }
     let after = ModelStats::of(&model.graph, &options.pinned)?;
     let folds = ctx.folds.into_inner();
+    let notes = ctx.notes.into_inner();
     if !folds.is_empty() {
         model.set_metadata(
             "onnx_shallow.folds",
@@ -112,9 +136,28 @@ pub fn optimize(mut model: Model, options: &Options) -> Result<(Model, Report)> 
             before,
             after,
             folds,
+            activations_removed,
+            notes,
             fold_reference,
         },
     ))
+}
+
+/// The activations of `before` that `graph` no longer has.
+fn gone(before: Vec<passes::NamedActivation>, graph: &Graph) -> Result<Vec<RemovedActivation>> {
+    let remaining: HashSet<String> = passes::activations(graph)?
+        .into_iter()
+        .map(|a| a.name)
+        .collect();
+    Ok(before
+        .into_iter()
+        .filter(|a| !remaining.contains(&a.name))
+        .map(|a| RemovedActivation {
+            op: a.kind.name().to_string(),
+            name: a.name,
+            gate: None,
+        })
+        .collect())
 }
 
 /// An unknown name in `--passes` / `--skip-passes` is an error listing the known ones.

@@ -4,7 +4,7 @@
 mod common;
 
 use std::ffi::OsStr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use onnx_shallow::ir::builder::ModelBuilder;
 use onnx_shallow::ir::{Attributes, Tensor};
@@ -20,44 +20,10 @@ fn relu_model() -> pb::ModelProto {
         .build()
 }
 
-/// Writes `bytes` as `bad.onnx` in a fresh folder, runs `optimize` and `inspect` on it,
-/// and checks the failure contract; returns the error line.
+/// `common::assert_refused` in a fresh folder.
 fn assert_refused(bytes: &[u8], expected: &[&str]) -> String {
     let dir = tempfile::tempdir().unwrap();
-    assert_refused_in(dir.path(), bytes, expected)
-}
-
-fn assert_refused_in(dir: &Path, bytes: &[u8], expected: &[&str]) -> String {
-    let input = dir.join("bad.onnx");
-    std::fs::write(&input, bytes).unwrap();
-    let before = common::files_in(dir);
-    let output = dir.join("out.onnx");
-    let run = common::cli(&[
-        OsStr::new("optimize"),
-        input.as_os_str(),
-        output.as_os_str(),
-        OsStr::new("--exact"),
-    ]);
-    assert_eq!(run.code, 2, "stderr: {}", run.stderr);
-    assert!(!run.stderr.contains("panicked"), "{}", run.stderr);
-    assert_eq!(
-        run.stderr.trim().lines().count(),
-        1,
-        "one line: {}",
-        run.stderr
-    );
-    for needle in expected {
-        assert!(
-            run.stderr.contains(needle),
-            "'{needle}' missing from: {}",
-            run.stderr
-        );
-    }
-    assert_eq!(common::files_in(dir), before, "files were left behind");
-    assert_eq!(std::fs::read(&input).unwrap(), bytes, "the input changed");
-    let inspect = common::cli(&[OsStr::new("inspect"), input.as_os_str()]);
-    assert_eq!(inspect.code, 2, "inspect: {}", inspect.stderr);
-    run.stderr
+    common::assert_refused(dir.path(), bytes, expected)
 }
 
 #[test]
@@ -155,7 +121,7 @@ fn folder_with_outside_file() -> (tempfile::TempDir, PathBuf, PathBuf) {
 #[test]
 fn external_data_with_dot_dot_is_refused() {
     let (_root, model_dir, _) = folder_with_outside_file();
-    assert_refused_in(
+    common::assert_refused(
         &model_dir,
         &external_model("../secret.bin"),
         &["tensor 'w'", "inside the model's folder"],
@@ -166,7 +132,7 @@ fn external_data_with_dot_dot_is_refused() {
 fn external_data_with_absolute_path_is_refused() {
     let (_root, model_dir, outside) = folder_with_outside_file();
     let location = outside.to_str().unwrap();
-    assert_refused_in(
+    common::assert_refused(
         &model_dir,
         &external_model(location),
         &["tensor 'w'", "inside the model's folder"],
@@ -177,7 +143,7 @@ fn external_data_with_absolute_path_is_refused() {
 fn external_data_through_a_symlink_leading_out_is_refused() {
     let (_root, model_dir, outside) = folder_with_outside_file();
     std::os::unix::fs::symlink(&outside, model_dir.join("link.bin")).unwrap();
-    assert_refused_in(
+    common::assert_refused(
         &model_dir,
         &external_model("link.bin"),
         &["tensor 'w'", "outside the model's folder"],
@@ -188,7 +154,7 @@ fn external_data_through_a_symlink_leading_out_is_refused() {
 fn external_data_beyond_the_end_of_its_file_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("w.bin"), [0u8; 10]).unwrap();
-    assert_refused_in(
+    common::assert_refused(
         dir.path(),
         &external_model("w.bin"),
         &["tensor 'w'", "beyond the end"],

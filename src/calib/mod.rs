@@ -14,6 +14,9 @@
 //! # Ok::<(), onnx_shallow::Error>(())
 //! ```
 
+mod augment;
+mod dataset;
+mod images;
 pub mod npy;
 pub mod preprocess;
 pub mod random;
@@ -23,12 +26,13 @@ use std::path::Path;
 
 use ndarray::{ArrayD, Axis, Slice};
 
+pub use dataset::{CalibSpec, Dataset};
 pub use npy::{Dtype, NpyArray, Npz};
 pub use preprocess::Preprocess;
 
 use crate::error::{Error, Result};
 use crate::ir::Model;
-use crate::ir::shape::{self, PinnedShapes};
+use crate::ir::shape::{self, PinnedShapes, ValueType};
 
 /// The arrays for each runtime input of a model, in the model's input order; every
 /// array's leading dim is the sample dim, and all have the same number of samples.
@@ -44,7 +48,7 @@ impl ModelInputs {
     /// from, for reports and errors.
     pub fn new(arrays: Vec<ArrayD<f32>>, source: impl Into<String>) -> Result<ModelInputs> {
         let source = source.into();
-        let samples = sample_count(&arrays)
+        let samples = sample_count(arrays.iter().map(ArrayD::shape))
             .map_err(|reason| Error::Usage(format!("inputs from {source}: {reason}")))?;
         Ok(ModelInputs {
             arrays,
@@ -79,13 +83,12 @@ impl ModelInputs {
     }
 }
 
-fn sample_count(arrays: &[ArrayD<f32>]) -> Result<usize, String> {
-    let counts: Vec<usize> = arrays
-        .iter()
+fn sample_count<'a>(shapes: impl IntoIterator<Item = &'a [usize]>) -> Result<usize, String> {
+    let counts: Vec<usize> = shapes
+        .into_iter()
         .enumerate()
-        .map(|(i, array)| {
-            array
-                .shape()
+        .map(|(i, shape)| {
+            shape
                 .first()
                 .copied()
                 .ok_or_else(|| format!("input {i} is a scalar, with no sample dim"))
@@ -113,21 +116,33 @@ pub fn input_names(model: &Model) -> Vec<String> {
         .collect()
 }
 
-/// The dims of each runtime input after its leading sample dim: pinned ones as pinned,
-/// others as declared; an error when one of them is not fixed.
-pub fn sample_dims(model: &Model, pinned: &PinnedShapes) -> Result<Vec<Vec<usize>>> {
+/// Each runtime input's name and type, with pinned dims as pinned.
+fn input_types(model: &Model, pinned: &PinnedShapes) -> Result<Vec<(String, ValueType)>> {
     let shapes = shape::infer(&model.graph, pinned)?;
-    model
+    Ok(model
         .graph
         .runtime_inputs()
         .map(|input| {
-            let declared = shapes.get(input);
+            (
+                model.graph.value(input).name.clone(),
+                shapes.get(input).clone(),
+            )
+        })
+        .collect())
+}
+
+/// The dims of each runtime input after its leading sample dim: pinned ones as pinned,
+/// others as declared; an error when one of them is not fixed.
+pub fn sample_dims(model: &Model, pinned: &PinnedShapes) -> Result<Vec<Vec<usize>>> {
+    input_types(model, pinned)?
+        .into_iter()
+        .map(|(name, declared)| {
             let dims = declared.dims.as_deref().unwrap_or_default();
             let fixed: Option<Vec<usize>> = dims.iter().skip(1).map(|dim| dim.known()).collect();
             match fixed {
                 Some(fixed) if !dims.is_empty() => Ok(fixed),
                 _ => Err(Error::tensor(
-                    &model.graph.value(input).name,
+                    &name,
                     format!(
                         "the input is {declared}: every dim after the first must be fixed to make data for it (pin it with --input-shape)"
                     ),
@@ -135,6 +150,21 @@ pub fn sample_dims(model: &Model, pinned: &PinnedShapes) -> Result<Vec<Vec<usize
             }
         })
         .collect()
+}
+
+/// Whether samples of `dims` (without the sample dim) fit an input declared as `declared`:
+/// same rank, and equal wherever the declaration fixes a dim.
+fn fits(declared: &ValueType, dims: &[usize]) -> bool {
+    match &declared.dims {
+        None => true,
+        Some(declared) => {
+            declared.len() == dims.len() + 1
+                && declared[1..]
+                    .iter()
+                    .zip(dims)
+                    .all(|(want, &have)| want.known().is_none_or(|want| want == have))
+        }
+    }
 }
 
 /// `samples` standard-normal samples for inputs of the given per-sample dims. Signed
@@ -148,6 +178,16 @@ pub fn random_inputs(sample_dims: &[Vec<usize>], samples: usize, seed: u64) -> R
     ModelInputs::new(arrays, format!("random {samples} seed {seed}"))
 }
 
+/// Which arrays of a file to read and which of their rows.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ArraySelection {
+    /// For a one-input model: the array to read (by default the array named after the
+    /// input, or the archive's only array).
+    pub key: Option<String>,
+    /// An integer array in the same `.npz` listing the rows to keep, in its order.
+    pub index: Option<String>,
+}
+
 /// Reads the inputs of a model from a file and preprocesses them: an `.npz` with one
 /// array per input name, or with a single array for a one-input model; or a `.npy` for
 /// a one-input model.
@@ -156,16 +196,23 @@ pub fn load_inputs(
     input_names: &[String],
     preprocess: &Preprocess,
 ) -> Result<ModelInputs> {
-    let arrays = read_arrays(path, input_names)?
+    load_selected_inputs(path, input_names, &ArraySelection::default(), preprocess)
+}
+
+/// [`load_inputs`], reading the arrays and rows that `selection` names.
+pub fn load_selected_inputs(
+    path: &Path,
+    input_names: &[String],
+    selection: &ArraySelection,
+    preprocess: &Preprocess,
+) -> Result<ModelInputs> {
+    let arrays = read_stored(path, input_names, selection)?
+        .inputs
         .into_iter()
-        .map(|(name, stored)| {
-            preprocess
-                .check_source(stored.dtype)
-                .and_then(|()| preprocess.apply(stored.values))
-                .map_err(|e| data_error(path, format!("array '{name}': {e}")))
-        })
+        .map(|(key, stored)| apply_preprocess(path, &key, stored, preprocess))
         .collect::<Result<Vec<_>>>()?;
-    let samples = sample_count(&arrays).map_err(|reason| data_error(path, reason))?;
+    let samples = sample_count(arrays.iter().map(ArrayD::shape))
+        .map_err(|reason| data_error(path, reason))?;
     Ok(ModelInputs {
         arrays,
         samples,
@@ -173,15 +220,63 @@ pub fn load_inputs(
     })
 }
 
-/// The stored array for each input, with the name it is stored under.
-fn read_arrays(path: &Path, input_names: &[String]) -> Result<Vec<(String, NpyArray)>> {
+/// Preprocesses the array stored under `key`; an error names the file and the array.
+fn apply_preprocess(
+    path: &Path,
+    key: &str,
+    stored: NpyArray,
+    preprocess: &Preprocess,
+) -> Result<ArrayD<f32>> {
+    preprocess
+        .check_source(stored.dtype)
+        .and_then(|()| preprocess.apply(stored.values))
+        .map_err(|e| data_error(path, format!("array '{key}': {e}")))
+}
+
+/// The arrays of a file for a model's inputs, with the rows a selection keeps.
+struct Stored {
+    /// For each input: the key it is stored under, and the array.
+    inputs: Vec<(String, NpyArray)>,
+    /// The archive they came from, with its row count and the selected rows.
+    npz: Option<(Npz, usize, Option<Vec<usize>>)>,
+}
+
+impl Stored {
+    /// One integer per selected row, from the `.npz` array named `group` (which photo a
+    /// crop came from), when there is one.
+    fn groups(&mut self) -> Result<Option<Vec<i64>>> {
+        let Some((npz, rows, index)) = &mut self.npz else {
+            return Ok(None);
+        };
+        if !npz.names().iter().any(|name| name == GROUP_KEY) {
+            return Ok(None);
+        }
+        let stored = npz.array(GROUP_KEY)?;
+        let groups = integers(npz.path(), GROUP_KEY, stored, *rows)?;
+        Ok(Some(match index {
+            Some(index) => index.iter().map(|&row| groups[row]).collect(),
+            None => groups,
+        }))
+    }
+}
+
+const GROUP_KEY: &str = "group";
+
+fn read_stored(path: &Path, input_names: &[String], selection: &ArraySelection) -> Result<Stored> {
     let extension = path
         .extension()
         .and_then(|e| e.to_str())
         .map(str::to_ascii_lowercase);
     match (extension.as_deref(), input_names) {
-        (Some("npz"), _) => read_npz_arrays(path, input_names),
-        (Some("npy"), [name]) => Ok(vec![(name.clone(), npy::read_npy(path)?)]),
+        (Some("npz"), _) => read_npz(path, input_names, selection),
+        (Some("npy"), _) if selection != &ArraySelection::default() => Err(data_error(
+            path,
+            "a .npy file holds one array: a key or an index array needs an .npz".into(),
+        )),
+        (Some("npy"), [name]) => Ok(Stored {
+            inputs: vec![(name.clone(), npy::read_npy(path)?)],
+            npz: None,
+        }),
         (Some("npy"), _) => Err(data_error(
             path,
             format!(
@@ -194,30 +289,110 @@ fn read_arrays(path: &Path, input_names: &[String]) -> Result<Vec<(String, NpyAr
     }
 }
 
-fn read_npz_arrays(path: &Path, input_names: &[String]) -> Result<Vec<(String, NpyArray)>> {
+fn read_npz(path: &Path, input_names: &[String], selection: &ArraySelection) -> Result<Stored> {
     let mut npz = Npz::open(path)?;
-    let stored = npz.names();
-    let keys = match (input_names, &stored[..]) {
-        _ if input_names.iter().all(|name| stored.contains(name)) => input_names.to_vec(),
-        ([_], [only]) => vec![only.clone()],
+    let keys = input_keys(path, &npz.names(), input_names, selection)?;
+    let mut inputs = keys
+        .into_iter()
+        .map(|key| Ok((key.clone(), npz.array(&key)?)))
+        .collect::<Result<Vec<_>>>()?;
+    let rows = sample_count(inputs.iter().map(|(_, stored)| stored.values.shape()))
+        .map_err(|reason| data_error(path, reason))?;
+    let index = match &selection.index {
+        Some(key) => {
+            let index = integers(path, key, npz.array(key)?, usize::MAX)?;
+            let index = row_index(path, key, &index, rows)?;
+            for (_, stored) in &mut inputs {
+                stored.values = stored.values.select(Axis(0), &index);
+            }
+            Some(index)
+        }
+        None => None,
+    };
+    Ok(Stored {
+        inputs,
+        npz: Some((npz, rows, index)),
+    })
+}
+
+/// The key of each input's array: the selection's key, else the input's own name, else
+/// the archive's only array.
+fn input_keys(
+    path: &Path,
+    stored: &[String],
+    input_names: &[String],
+    selection: &ArraySelection,
+) -> Result<Vec<String>> {
+    match (&selection.key, input_names, stored) {
+        (Some(key), [_], _) => Ok(vec![key.clone()]),
+        (Some(key), _, _) => Err(data_error(
+            path,
+            format!(
+                "key '{key}' picks the array of a one-input model; this one has {} inputs ({}): store one array per input name",
+                input_names.len(),
+                input_names.join(", ")
+            ),
+        )),
+        _ if input_names.iter().all(|name| stored.contains(name)) => Ok(input_names.to_vec()),
+        (None, [_], _) if data_arrays(stored).count() == 1 => {
+            Ok(data_arrays(stored).cloned().collect())
+        }
         _ => {
             let missing: Vec<&str> = input_names
                 .iter()
                 .filter(|name| !stored.contains(name))
                 .map(String::as_str)
                 .collect();
-            return Err(data_error(
+            Err(data_error(
                 path,
                 format!(
-                    "no array for input {} (the archive holds: {})",
+                    "no array for input {} (the archive holds: {}); name one with a key",
                     missing.join(", "),
                     stored.join(", ")
                 ),
-            ));
+            ))
         }
+    }
+}
+
+/// The arrays of an archive other than its `group` array.
+fn data_arrays(stored: &[String]) -> impl Iterator<Item = &String> {
+    stored.iter().filter(|name| *name != GROUP_KEY)
+}
+
+/// The values of a 1-D integer array of `len` elements (any length when `usize::MAX`).
+fn integers(path: &Path, key: &str, stored: NpyArray, len: usize) -> Result<Vec<i64>> {
+    let integer = matches!(
+        stored.dtype,
+        Dtype::U8 | Dtype::I8 | Dtype::I16 | Dtype::I32 | Dtype::I64
+    );
+    let shape = stored.values.shape();
+    let reason = match (integer, shape) {
+        (false, _) => format!("is {:?}, expected integers", stored.dtype),
+        (true, [n]) if len == usize::MAX || *n == len => {
+            return Ok(stored.values.iter().map(|&v| v as i64).collect());
+        }
+        (true, [n]) => format!("has {n} values, one per row of the {len} rows expected"),
+        (true, _) => format!("is {shape:?}, expected one dim"),
     };
-    keys.into_iter()
-        .map(|key| Ok((key.clone(), npz.array(&key)?)))
+    Err(data_error(path, format!("array '{key}' {reason}")))
+}
+
+/// Checks an index array's values are rows of a `rows`-row array.
+fn row_index(path: &Path, key: &str, index: &[i64], rows: usize) -> Result<Vec<usize>> {
+    index
+        .iter()
+        .map(|&row| {
+            usize::try_from(row)
+                .ok()
+                .filter(|&row| row < rows)
+                .ok_or_else(|| {
+                    data_error(
+                        path,
+                        format!("index array '{key}': row {row} is outside the {rows} rows"),
+                    )
+                })
+        })
         .collect()
 }
 
@@ -340,6 +515,76 @@ mod tests {
         ];
         for (result, expected) in cases {
             let err = result.unwrap_err().to_string();
+            assert!(err.contains(expected), "{err}");
+        }
+    }
+
+    fn i64_npy(values: &[i64]) -> Vec<u8> {
+        let header = format!(
+            "{{'descr': '<i8', 'fortran_order': False, 'shape': ({},), }}",
+            values.len()
+        );
+        let data: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        npy_bytes(1, &header, &data)
+    }
+
+    #[test]
+    fn an_index_array_selects_rows_and_the_groups_follow_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("grouped.npz");
+        write_npz(
+            &path,
+            &[
+                ("x", f32_npy("(4, 1)", &[10.0, 11.0, 12.0, 13.0])),
+                ("group", i64_npy(&[0, 0, 1, 2])),
+                ("pick", i64_npy(&[3, 0])),
+                ("far", i64_npy(&[4])),
+            ],
+            true,
+        );
+        let select = |key: &str, index: &str| ArraySelection {
+            key: Some(key.into()),
+            index: Some(index.into()),
+        };
+        let mut stored = read_stored(&path, &names(&["in"]), &select("x", "pick")).unwrap();
+        assert_eq!(stored.groups().unwrap(), Some(vec![2, 0]));
+        assert_eq!(stored.inputs[0].1.values.as_slice().unwrap(), &[13.0, 10.0]);
+        let selected = load_selected_inputs(
+            &path,
+            &names(&["in"]),
+            &select("x", "pick"),
+            &Preprocess::default(),
+        )
+        .unwrap();
+        assert_eq!(selected.arrays()[0].as_slice().unwrap(), &[13.0, 10.0]);
+
+        let npy = dir.path().join("x.npy");
+        std::fs::write(&npy, f32_npy("(1,)", &[1.0])).unwrap();
+        let cases = [
+            (
+                &path,
+                names(&["in"]),
+                select("x", "far"),
+                "index array 'far': row 4 is outside the 4 rows",
+            ),
+            (
+                &path,
+                names(&["a", "b"]),
+                select("x", "pick"),
+                "key 'x' picks the array of a one-input model; this one has 2 inputs (a, b)",
+            ),
+            (
+                &npy,
+                names(&["in"]),
+                select("x", "pick"),
+                "a key or an index array needs an .npz",
+            ),
+        ];
+        for (file, inputs, selection, expected) in cases {
+            let err = read_stored(file, &inputs, &selection)
+                .err()
+                .unwrap()
+                .to_string();
             assert!(err.contains(expected), "{err}");
         }
     }

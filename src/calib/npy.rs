@@ -126,6 +126,10 @@ impl Npz {
         })
     }
 
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
     /// The names of the arrays, in archive order (without the `.npy` suffix).
     pub fn names(&self) -> Vec<String> {
         self.archive

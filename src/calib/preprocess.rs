@@ -318,7 +318,7 @@ fn resize_short_side(batch: &ArrayD<f32>, side: usize) -> Result<ArrayD<f32>> {
 }
 
 /// Bilinear resampling along one axis.
-fn resample(batch: &ArrayD<f32>, axis: Axis, to: usize) -> ArrayD<f32> {
+pub(crate) fn resample(batch: &ArrayD<f32>, axis: Axis, to: usize) -> ArrayD<f32> {
     let mut shape = batch.shape().to_vec();
     shape[axis.index()] = to;
     let mut resampled = ArrayD::zeros(shape);

@@ -31,6 +31,14 @@ impl Rng {
     }
 }
 
+/// Shuffles in place (Fisher–Yates).
+pub fn shuffle<T>(items: &mut [T], rng: &mut Rng) {
+    for i in (1..items.len()).rev() {
+        let j = (rng.next_u64() % (i as u64 + 1)) as usize;
+        items.swap(i, j);
+    }
+}
+
 /// An array of the given dims filled with standard-normal samples.
 pub fn normal_array(dims: &[usize], rng: &mut Rng) -> ArrayD<f32> {
     ArrayD::from_shape_simple_fn(dims.to_vec(), || rng.normal() as f32)
@@ -52,5 +60,20 @@ mod tests {
         );
         assert_eq!(Rng::new(7).next_u64(), Rng::new(7).next_u64());
         assert_ne!(Rng::new(7).next_u64(), Rng::new(8).next_u64());
+    }
+
+    #[test]
+    fn shuffle_permutes_and_the_seed_fixes_the_order() {
+        let shuffled = |seed| {
+            let mut items: Vec<usize> = (0..50).collect();
+            shuffle(&mut items, &mut Rng::new(seed));
+            items
+        };
+        let mut sorted = shuffled(1);
+        assert_ne!(sorted, (0..50).collect::<Vec<_>>());
+        assert_eq!(sorted, shuffled(1));
+        assert_ne!(sorted, shuffled(2));
+        sorted.sort();
+        assert_eq!(sorted, (0..50).collect::<Vec<_>>());
     }
 }

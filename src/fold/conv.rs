@@ -326,15 +326,6 @@ impl FeatureMap {
         }
     }
 
-    fn at(&self, c: usize, y: isize, x: isize) -> f64 {
-        let inside = y >= 0 && x >= 0 && (y as usize) < self.hw[0] && (x as usize) < self.hw[1];
-        if inside {
-            self.values[(c * self.hw[0] + y as usize) * self.hw[1] + x as usize]
-        } else {
-            0.0
-        }
-    }
-
     /// The per-channel value when every channel is constant over [H, W].
     pub fn as_uniform(&self) -> Option<Vec<f64>> {
         let plane = self.hw[0] * self.hw[1];
@@ -361,28 +352,56 @@ impl Conv2d {
             self.output_size(0, input.hw[0])?,
             self.output_size(1, input.hw[1])?,
         ];
-        let mut values = vec![0.0; self.out_channels * hw[0] * hw[1]];
-        for o in 0..self.out_channels {
-            let i_base = (o / self.out_per_group()) * self.in_per_group();
-            for (y, x) in taps(hw) {
-                let mut acc = self.bias[o];
-                for i_local in 0..self.in_per_group() {
-                    for (u, v) in taps(self.kernel) {
-                        let sy = (y * self.stride[0] + u * self.dilation[0]) as isize
-                            - self.pads[0] as isize;
-                        let sx = (x * self.stride[1] + v * self.dilation[1]) as isize
-                            - self.pads[1] as isize;
-                        acc += self.tap(o, i_local, u, v) * input.at(i_base + i_local, sy, sx);
-                    }
-                }
-                values[(o * hw[0] + y) * hw[1] + x] = acc;
-            }
-        }
+        let plane = hw[0] * hw[1];
+        let mut values: Vec<f64> = self
+            .bias
+            .iter()
+            .flat_map(|&b| std::iter::repeat_n(b, plane))
+            .collect();
+        self.for_each_product(input.hw, |out, read, weight| {
+            values[out] += weight * input.values[read];
+        });
         Some(FeatureMap {
             channels: self.out_channels,
             hw,
             values,
         })
+    }
+
+    /// Calls `product(output, input, weight)` for every product the convolution computes
+    /// on a [C, H, W] input of `input_hw`, with flat [channel, y, x] indices of its output
+    /// and input; taps reading padding are left out. Returns the output's spatial dims,
+    /// `None` when the window does not fit.
+    pub(crate) fn for_each_product(
+        &self,
+        input_hw: [usize; 2],
+        mut product: impl FnMut(usize, usize, f64),
+    ) -> Option<[usize; 2]> {
+        let hw = [
+            self.output_size(0, input_hw[0])?,
+            self.output_size(1, input_hw[1])?,
+        ];
+        let source = |y: usize, u: usize, axis: usize| {
+            (y * self.stride[axis] + u * self.dilation[axis])
+                .checked_sub(self.pads[axis])
+                .filter(|&s| s < input_hw[axis])
+        };
+        for o in 0..self.out_channels {
+            let i_base = (o / self.out_per_group()) * self.in_per_group();
+            for (y, x) in taps(hw) {
+                let out = (o * hw[0] + y) * hw[1] + x;
+                for i_local in 0..self.in_per_group() {
+                    let plane = (i_base + i_local) * input_hw[0];
+                    for (u, v) in taps(self.kernel) {
+                        if let (Some(sy), Some(sx)) = (source(y, u, 0), source(x, v, 1)) {
+                            let read = (plane + sy) * input_hw[1] + sx;
+                            product(out, read, self.tap(o, i_local, u, v));
+                        }
+                    }
+                }
+            }
+        }
+        Some(hw)
     }
 
     /// The identity on `channels` channels, as a 1×1 depthwise convolution.

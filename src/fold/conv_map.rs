@@ -4,6 +4,12 @@
 //! the chain evaluated on a zero input, is a per-channel bias in the interior but may vary
 //! near the border once zero padding has met a bias. It is kept as a per-position bias
 //! map when it does (needs static spatial dims), and as a plain bias when it does not.
+//!
+//! An average pool that leaves its padding out of the count (`count_include_pad = 0`,
+//! DESIGN rule 6) divides each window by the number of taps inside the input, k² only
+//! in the interior: it is the pool that counts its padding (a convolution of weights
+//! 1/k²) followed by a per-position scale k²/n(y, x), the same for every channel. The
+//! scale is exact (static spatial dims) but no convolution, so it ends a fold.
 
 use crate::error::{Error, Result};
 use crate::fold::conv::{self, Border, Conv2d, FeatureMap};
@@ -16,6 +22,9 @@ pub struct ConvMap {
     pub bias_map: Option<FeatureMap>,
     /// `Exact`, or `InteriorOnly` once a padded layer followed a mixing one.
     pub border: Border,
+    /// A factor per output position, one channel broadcast over all: the divisor of an
+    /// average pool that excludes its padding, applied last.
+    pub position_scale: Option<FeatureMap>,
     /// Spatial dims of the input, when static.
     input_hw: Option<[usize; 2]>,
 }
@@ -27,6 +36,7 @@ impl ConvMap {
             conv: Conv2d::identity(channels),
             bias_map: None,
             border: Border::Exact,
+            position_scale: None,
             input_hw,
         }
     }
@@ -49,6 +59,11 @@ impl ConvMap {
 
     /// This map followed by `next`.
     pub fn then(&self, next: &Conv2d) -> Result<ConvMap> {
+        if self.position_scale.is_some() {
+            return Err(Error::graph(
+                "a per-position pool divisor ends a fold: nothing composes after it",
+            ));
+        }
         let (mut linear, border) = conv::compose(&self.conv.without_bias(), &next.without_bias())?;
         let upstream_bias = self.bias_map.is_some() || self.conv.bias.iter().any(|&b| b != 0.0);
         let bias_map = if self.bias_map.is_none() && !(next.is_padded() && upstream_bias) {
@@ -74,12 +89,44 @@ impl ConvMap {
             conv: linear,
             bias_map,
             border: worst(self.border, border),
+            position_scale: None,
             input_hw: self.input_hw,
         })
     }
 
+    /// This map followed by an average pool that excludes its padding from the count,
+    /// given as `pool`, the convolution that counts it: `pool` composed, then the scale
+    /// k²/n(y, x) with n the taps inside the pool's input. Needs static spatial dims.
+    pub fn then_pool_excluding_pads(&self, pool: &Conv2d) -> Result<ConvMap> {
+        let hw = self.output_hw().ok_or_else(|| {
+            Error::graph("an average pool that excludes its padding folds only at static spatial dims")
+        })?;
+        let mut map = self.then(pool)?;
+        let taps = pool.kernel[0] * pool.kernel[1];
+        let counting = Conv2d {
+            weight: vec![1.0; taps],
+            bias: vec![0.0],
+            out_channels: 1,
+            in_channels: 1,
+            group: 1,
+            ..pool.clone()
+        };
+        let inside = counting
+            .apply(&FeatureMap::uniform(&[1.0], hw))
+            .filter(|n| n.values.iter().all(|&n| n > 0.0))
+            .ok_or_else(|| Error::graph("an average pool window lies wholly in its padding"))?;
+        map.position_scale = Some(FeatureMap {
+            values: inside.values.iter().map(|n| taps as f64 / n).collect(),
+            ..inside
+        });
+        Ok(map)
+    }
+
     /// x ↦ self(x) + other(x), when both line up (see `conv::sum`).
     pub fn plus(&self, other: &ConvMap) -> Option<ConvMap> {
+        if self.position_scale.is_some() || other.position_scale.is_some() {
+            return None;
+        }
         let mut conv = conv::sum(&self.conv, &other.conv)?;
         let bias_map = if self.bias_map.is_none() && other.bias_map.is_none() {
             None
@@ -96,6 +143,7 @@ impl ConvMap {
             conv,
             bias_map,
             border: worst(self.border, other.border),
+            position_scale: None,
             input_hw: self.input_hw,
         })
     }

@@ -7,8 +7,13 @@
 //! Two maps in sequence are one: W = W2·W1, b = W2·b1 + b2. (`transA = 1` contracts over
 //! the batch, which is no per-row map.) Values are read as f64, combined in f64 and
 //! written back in the weight's own element type.
+//!
+//! A convolution on a map of fixed size is such a map too, between the flattened input
+//! and output (DESIGN rule 8): each output value is a weighted sum of input values plus
+//! its channel's bias, so its matrix is exact — zero padding only leaves taps out.
 
 use crate::error::Result;
+use crate::fold::conv::Conv2d;
 use crate::ir::{DataType, Tensor};
 
 /// y = weight·x + bias, weight `[outputs, inputs]` row-major.
@@ -68,6 +73,57 @@ impl Dense {
     /// A MatMul by a constant 2-D B ([K, N]).
     pub fn from_matmul(b: &Tensor) -> Option<Dense> {
         Dense::from_matrix(b, false)
+    }
+
+    /// The convolution on a [C, H, W] input of `input_hw` as the map from the flattened
+    /// input to the flattened output (both in [channel, y, x] order). `None` when the
+    /// window does not fit, or when the matrix would have more than `max_elements`.
+    pub fn from_conv(conv: &Conv2d, input_hw: [usize; 2], max_elements: usize) -> Option<Dense> {
+        let out_hw = [
+            conv.output_size(0, input_hw[0])?,
+            conv.output_size(1, input_hw[1])?,
+        ];
+        let plane = out_hw[0] * out_hw[1];
+        let inputs = conv.in_channels * input_hw[0] * input_hw[1];
+        let outputs = conv.out_channels * plane;
+        if inputs.checked_mul(outputs)? > max_elements {
+            return None;
+        }
+        let mut weight = vec![0.0; outputs * inputs];
+        conv.for_each_product(input_hw, |out, read, w| weight[out * inputs + read] += w)?;
+        let bias = conv
+            .bias
+            .iter()
+            .flat_map(|&b| std::iter::repeat_n(b, plane))
+            .collect();
+        Some(Dense {
+            weight,
+            bias,
+            inputs,
+            outputs,
+        })
+    }
+
+    /// The same map with its outputs in another order: output k of the result is output
+    /// `order[k]` of `self` (what a permutation of the output, such as a Transpose before
+    /// a Flatten, does). `None` when `order` is no permutation of the outputs.
+    pub fn with_outputs_in_order(&self, order: &[usize]) -> Option<Dense> {
+        let mut seen = vec![false; self.outputs];
+        for &k in order {
+            if std::mem::replace(seen.get_mut(k)?, true) {
+                return None;
+            }
+        }
+        if order.len() != self.outputs {
+            return None;
+        }
+        let row = |k: usize| &self.weight[k * self.inputs..(k + 1) * self.inputs];
+        Some(Dense {
+            weight: order.iter().flat_map(|&k| row(k).iter().copied()).collect(),
+            bias: order.iter().map(|&k| self.bias[k]).collect(),
+            inputs: self.inputs,
+            outputs: self.outputs,
+        })
     }
 
     /// `self`, then `next`: W = W2·W1, b = W2·b1 + b2. `None` when the widths differ.
@@ -247,6 +303,54 @@ mod tests {
             assert!((y - e).abs() < 1e-12, "{y} != {e}");
         }
         assert_eq!(second.then(&second), None);
+    }
+
+    #[test]
+    fn a_conv_as_a_matrix_computes_what_the_conv_computes() {
+        use crate::calib::random::Rng;
+        use crate::fold::conv::FeatureMap;
+        let mut rng = Rng::new(11);
+        // Grouped, strided, dilated, asymmetrically padded, with bias.
+        let conv = Conv2d {
+            weight: (0..6 * 2 * 3 * 2).map(|_| rng.normal()).collect(),
+            bias: (0..6).map(|_| rng.normal()).collect(),
+            out_channels: 6,
+            in_channels: 4,
+            group: 2,
+            kernel: [3, 2],
+            stride: [2, 1],
+            dilation: [1, 2],
+            pads: [1, 0, 2, 1],
+        };
+        let hw = [5, 4];
+        let input = FeatureMap {
+            channels: 4,
+            hw,
+            values: (0..4 * 5 * 4).map(|_| rng.normal()).collect(),
+        };
+        let map = Dense::from_conv(&conv, hw, 1 << 20).unwrap();
+        let expected = conv.apply(&input).unwrap();
+        assert_eq!(map.outputs, expected.values.len());
+        for (y, e) in apply(&map, &input.values).iter().zip(&expected.values) {
+            assert!((y - e).abs() < 1e-12, "{y} != {e}");
+        }
+        assert_eq!(Dense::from_conv(&conv, hw, map.inputs * map.outputs - 1), None);
+    }
+
+    #[test]
+    fn outputs_in_another_order_are_the_same_rows_permuted() {
+        let map = Dense::from_gemm(
+            &matrix(&[3, 1], &[1.0, 2.0, 3.0]),
+            Some(&matrix(&[3], &[10.0, 20.0, 30.0])),
+            true,
+            1.0,
+            1.0,
+        )
+        .unwrap();
+        let reordered = map.with_outputs_in_order(&[2, 0, 1]).unwrap();
+        assert_eq!(apply(&reordered, &[1.0]), vec![33.0, 11.0, 22.0]);
+        assert_eq!(map.with_outputs_in_order(&[0, 0, 1]), None);
+        assert_eq!(map.with_outputs_in_order(&[0, 1]), None);
     }
 
     #[test]

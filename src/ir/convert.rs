@@ -64,7 +64,9 @@ fn graph_from_proto(
     }
     let nodes = std::mem::take(&mut proto.node);
     let mut outputs_of = Vec::with_capacity(nodes.len());
+    let mut node_names = HashSet::new();
     for node in &nodes {
+        ensure_new_node_name(&mut node_names, node)?;
         outputs_of.push(declare_outputs(&mut graph, node)?);
     }
     for (node, outputs) in nodes.into_iter().zip(outputs_of) {
@@ -101,6 +103,18 @@ fn ensure_new_name(graph: &Graph, name: &str) -> Result<()> {
         return Err(Error::graph(format!(
             "value '{name}' is defined twice (SSA form requires one producer)"
         )));
+    }
+    Ok(())
+}
+
+/// Node names may be empty, but not shared: runtimes (tract, onnxruntime) refuse them.
+fn ensure_new_node_name<'a>(names: &mut HashSet<&'a str>, node: &'a pb::NodeProto) -> Result<()> {
+    if !node.name().is_empty() && !names.insert(node.name()) {
+        return Err(Error::node(
+            node.name(),
+            node.op_type(),
+            "another node has the same name (node names must be unique)",
+        ));
     }
     Ok(())
 }

@@ -69,6 +69,23 @@ pub fn extract(
     Ok(Model { graph: sub, proto })
 }
 
+/// The model with its outputs replaced by the named values (graph outputs or intermediate
+/// values), to read what a network computes inside. Nodes nothing needs any more go.
+pub fn probe(model: &Model, values: &[&str]) -> Result<Model> {
+    let mut probed = model.clone();
+    let graph = &mut probed.graph;
+    graph.outputs = values
+        .iter()
+        .map(|&name| {
+            graph
+                .value_by_name(name)
+                .ok_or_else(|| Error::graph(format!("the model has no value named '{name}'")))
+        })
+        .collect::<Result<_>>()?;
+    graph.eliminate_dead_code()?;
+    Ok(probed)
+}
+
 /// A value the region reads: already copied, or a constant copied now.
 fn copy_value(
     graph: &Graph,
@@ -178,6 +195,19 @@ mod tests {
             .unwrap();
         // relu → [0, 1, 2, 0] → every column sums to 3 · 0.5.
         assert_eq!(out[0].as_slice().unwrap(), &[1.5; 4]);
+    }
+
+    #[test]
+    fn a_probe_reads_intermediate_values() {
+        let probed = probe(&chain(), &["b", "y"]).unwrap();
+        let x = ndarray::ArrayD::from_shape_vec(vec![1, 4], vec![-1.0, 1.0, 2.0, -3.0]).unwrap();
+        let out = crate::runtime::Session::new(&probed, &[vec![1, 4]])
+            .unwrap()
+            .run(&[x])
+            .unwrap();
+        assert_eq!(out[0].as_slice().unwrap(), &[0.0, 1.0, 2.0, 0.0]);
+        assert_eq!(out[1].as_slice().unwrap(), &[0.5, 2.5, 3.5, -1.5]);
+        assert!(probe(&chain(), &["nope"]).is_err());
     }
 
     #[test]

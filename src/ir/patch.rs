@@ -5,6 +5,8 @@
 //! over the name of the dead value it replaces), removes what became dead, and refuses a
 //! replacement whose element type or shape differs from the value it replaces.
 
+use std::collections::HashSet;
+
 use crate::error::{Error, Result};
 use crate::ir::graph::{Graph, Node, NodeId, ValueId};
 use crate::ir::op::{Attributes, OpKind};
@@ -213,13 +215,13 @@ impl Graph {
     }
 
     fn unique_node_name(&self, base: &str) -> String {
-        let taken = |n: &str| self.nodes().any(|(_, node)| node.name == n);
-        if !taken(base) {
+        let taken: HashSet<&str> = self.nodes().map(|(_, node)| node.name.as_str()).collect();
+        if !taken.contains(base) {
             return base.to_string();
         }
         (1..)
             .map(|i| format!("{base}_{i}"))
-            .find(|n| !taken(n))
+            .find(|n| !taken.contains(n.as_str()))
             .expect("a free name")
     }
 

@@ -9,7 +9,7 @@ use std::fmt;
 use crate::error::Result;
 use crate::ir::graph::{Graph, Node, ValueId};
 use crate::ir::op::OpKind;
-use crate::ir::tensor::DataType;
+use crate::ir::tensor::{DataType, checked_numel};
 use crate::onnx::pb;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -252,8 +252,8 @@ fn infer_node(graph: &Graph, node: &Node, inputs: &[ValueType]) -> Vec<ValueType
         OpKind::Flatten => first.static_dims().and_then(|d| {
             let axis = normalize_axis(node.int("axis").ok().flatten().unwrap_or(1), d.len() + 1)?;
             Some(vec![
-                Dim::Known(d[..axis].iter().product()),
-                Dim::Known(d[axis..].iter().product()),
+                Dim::Known(checked_numel(&d[..axis])?),
+                Dim::Known(checked_numel(&d[axis..])?),
             ])
         }),
         OpKind::Reshape => reshape_output(graph, node, &first),
@@ -310,9 +310,9 @@ fn infer_node(graph: &Graph, node: &Node, inputs: &[ValueType]) -> Vec<ValueType
                 d.iter()
                     .enumerate()
                     .map(|(i, x)| match x {
-                        Dim::Known(x) => usize::try_from(*x as i64 + pads[i] + pads[i + rank])
-                            .map(Dim::Known)
-                            .unwrap_or(Dim::Unknown),
+                        Dim::Known(x) => {
+                            known_dim(*x as i128 + pads[i] as i128 + pads[i + rank] as i128)
+                        }
                         _ => Dim::Unknown,
                     })
                     .collect()
@@ -444,9 +444,10 @@ fn window_output(node: &Node, inputs: &[ValueType]) -> Option<Vec<Dim>> {
     }
     let channels = match node.kind {
         OpKind::Conv => Dim::Known(*weight.as_ref()?.first()?),
-        OpKind::ConvTranspose => Dim::Known(
-            *weight.as_ref()?.get(1)? * node.int("group").ok().flatten().unwrap_or(1) as usize,
-        ),
+        OpKind::ConvTranspose => {
+            let group = usize::try_from(node.int("group").ok().flatten().unwrap_or(1)).ok()?;
+            Dim::Known(weight.as_ref()?.get(1)?.checked_mul(group)?)
+        }
         _ => x[1].clone(),
     };
     let transpose = node.kind == OpKind::ConvTranspose;
@@ -462,25 +463,34 @@ fn window_output(node: &Node, inputs: &[ValueType]) -> Option<Vec<Dim>> {
             out.push(Dim::Unknown);
             continue;
         };
-        let (s, d, k) = (strides[i], dilations[i], kernel[i] as i64);
+        if strides[i] < 1 || dilations[i] < 1 {
+            out.push(Dim::Unknown);
+            continue;
+        }
+        // i128 holds every sum of products of i64 attributes below: hostile values give
+        // a dim out of range (unknown), not an overflow.
+        let (s, d, k) = (strides[i] as i128, dilations[i] as i128, kernel[i] as i128);
+        let (pad_begin, pad_end) = (pads[i] as i128, pads[i + spatial] as i128);
         let extent = d * (k - 1) + 1;
-        let size = size as i64;
+        let size = size as i128;
         let dim = if transpose {
             match (&output_shape, auto_pad.as_str()) {
-                (Some(shape), _) => *shape.get(i)?,
+                (Some(shape), _) => *shape.get(i)? as i128,
                 (None, "SAME_UPPER" | "SAME_LOWER") => size * s,
-                _ => s * (size - 1) + output_padding[i] + extent - pads[i] - pads[i + spatial],
+                _ => {
+                    s * (size - 1) + *output_padding.get(i)? as i128 + extent - pad_begin - pad_end
+                }
             }
         } else {
             match auto_pad.as_str() {
                 "SAME_UPPER" | "SAME_LOWER" => (size + s - 1) / s,
                 "VALID" => (size - extent) / s + 1,
                 _ => {
-                    let span = size + pads[i] + pads[i + spatial] - extent;
+                    let span = size + pad_begin + pad_end - extent;
                     if ceil {
-                        let mut n = (span + s - 1) / s + 1;
+                        let mut n = (span + s - 1).div_euclid(s) + 1;
                         // A last window that would start inside the end padding is dropped.
-                        if (n - 1) * s >= size + pads[i] {
+                        if (n - 1) * s >= size + pad_begin {
                             n -= 1;
                         }
                         n
@@ -490,7 +500,7 @@ fn window_output(node: &Node, inputs: &[ValueType]) -> Option<Vec<Dim>> {
                 }
             }
         };
-        out.push(usize::try_from(dim).map(Dim::Known).unwrap_or(Dim::Unknown));
+        out.push(known_dim(dim));
     }
     Some(out)
 }
@@ -545,15 +555,15 @@ fn reshape_output(graph: &Graph, node: &Node, input: &ValueType) -> Option<Vec<D
             t => usize::try_from(t).map(Dim::Known).unwrap_or(Dim::Unknown),
         })
         .collect();
-    if let (Some(pos), Some(total)) = (target.iter().position(|&t| t == -1), input.static_dims()) {
-        let known: Option<usize> = out
+    let total = input.static_dims().and_then(|d| checked_numel(&d));
+    if let (Some(pos), Some(total)) = (target.iter().position(|&t| t == -1), total) {
+        let known = out
             .iter()
             .enumerate()
             .filter(|(i, _)| *i != pos)
-            .map(|(_, d)| d.known())
-            .product();
+            .try_fold(1usize, |acc, (_, d)| acc.checked_mul(d.known()?));
         if let Some(known) = known.filter(|&k| k > 0) {
-            out[pos] = Dim::Known(total.iter().product::<usize>() / known);
+            out[pos] = Dim::Known(total / known);
         }
     }
     Some(out)
@@ -565,7 +575,7 @@ fn concat_output(node: &Node, inputs: &[ValueType]) -> Option<Vec<Dim>> {
     let mut total = 0usize;
     for t in inputs {
         match t.dims.as_ref()?.get(axis)? {
-            Dim::Known(d) => total += d,
+            Dim::Known(d) => total = total.checked_add(*d)?,
             _ => {
                 return Some(
                     first
@@ -596,11 +606,11 @@ fn slice_output(graph: &Graph, node: &Node, input: &ValueType) -> Option<Vec<Dim
             dims[axis] = Dim::Unknown;
             continue;
         };
-        let size = size as i64;
+        let (size, start, end, step) = (size as i128, start as i128, end as i128, step as i128);
         if step == 0 {
             return None;
         }
-        let clamp = |x: i64, lo: i64, hi: i64| (if x < 0 { x + size } else { x }).clamp(lo, hi);
+        let clamp = |x: i128, lo: i128, hi: i128| (if x < 0 { x + size } else { x }).clamp(lo, hi);
         let len = if step > 0 {
             let (s, e) = (clamp(start, 0, size), clamp(end, 0, size));
             (e - s + step - 1).div_euclid(step).max(0)
@@ -608,7 +618,13 @@ fn slice_output(graph: &Graph, node: &Node, input: &ValueType) -> Option<Vec<Dim
             let (s, e) = (clamp(start, -1, size - 1), clamp(end, -1, size - 1));
             (s - e - step - 1).div_euclid(-step).max(0)
         };
-        dims[axis] = Dim::Known(len as usize);
+        dims[axis] = known_dim(len);
     }
     Some(dims)
+}
+
+/// A computed dim: known when it is a valid size, unknown when hostile attributes put
+/// it out of range.
+fn known_dim(dim: i128) -> Dim {
+    usize::try_from(dim).map_or(Dim::Unknown, Dim::Known)
 }

@@ -79,8 +79,9 @@ impl ModelStats {
             if is_linear_layer(node) {
                 match layer_macs(node, &analysed) {
                     Some(macs) => {
-                        stats.macs += macs;
-                        *stats.macs_by_op.entry(node.op().to_string()).or_default() += macs;
+                        stats.macs = stats.macs.saturating_add(macs);
+                        let by_op = stats.macs_by_op.entry(node.op().to_string()).or_default();
+                        *by_op = by_op.saturating_add(macs);
                     }
                     None => stats.macs_complete = false,
                 }
@@ -146,27 +147,26 @@ fn is_linear_layer(node: &Node) -> bool {
 }
 
 /// MACs of one layer from its inferred dims, `None` when a needed dim is unknown.
+/// Saturates: declared dims are the file's claims, and may be absurd.
 fn layer_macs(node: &Node, shapes: &Shapes) -> Option<u64> {
     let dims = |slot: usize| shapes.get(node.input(slot)?).static_dims();
     let out = shapes.get(node.output(0)?).static_dims()?;
-    let product = |d: &[usize]| d.iter().map(|&x| x as u64).product::<u64>();
+    let product = |d: &[usize]| d.iter().fold(1u64, |acc, &x| acc.saturating_mul(x as u64));
+    let kernel = || Some(product(dims(1)?.get(1..)?));
     match node.kind {
         // Each output element takes (C_in / group) · k… products.
-        OpKind::Conv => Some(product(&out) * product(&dims(1)?[1..])),
+        OpKind::Conv => Some(product(&out).saturating_mul(kernel()?)),
         // Each input element is scattered into (C_out / group) · k… outputs.
-        OpKind::ConvTranspose => Some(product(&dims(0)?) * product(&dims(1)?[1..])),
+        OpKind::ConvTranspose => Some(product(&dims(0)?).saturating_mul(kernel()?)),
         OpKind::Gemm => {
             let a = dims(0)?;
-            let k = if node.int("transA").ok().flatten().unwrap_or(0) != 0 {
-                a[0]
-            } else {
-                a[1]
-            };
-            Some(product(&out) * k as u64)
+            let transposed = node.int("transA").ok().flatten().unwrap_or(0) != 0;
+            let k = a.get(usize::from(!transposed))?;
+            Some(product(&out).saturating_mul(*k as u64))
         }
         OpKind::MatMul => {
             let a = dims(0)?;
-            Some(product(&out) * *a.last()? as u64)
+            Some(product(&out).saturating_mul(*a.last()? as u64))
         }
         _ => None,
     }

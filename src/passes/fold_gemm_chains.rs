@@ -26,9 +26,9 @@ use std::collections::HashSet;
 use crate::error::Result;
 use crate::fold::gemm::Dense;
 use crate::ir::shape::Shapes;
-use crate::ir::{Attributes, DataType, Graph, NodeId, OpKind, Patch, ValueId, Wire};
+use crate::ir::{Attributes, DataType, Graph, NodeId, OpKind, Patch, Tensor, ValueId, Wire};
 use crate::passes::segments::{
-    self, ChainElement, ChainShapes, Segment, apply_fold, best_partition, judge_fold,
+    self, ChainElement, ChainShapes, Replaced, Segment, apply_fold, best_partition, judge_fold,
     run_chain_folds,
 };
 use crate::passes::{Ctx, FoldRecord, Pass, PassStats};
@@ -79,47 +79,60 @@ impl Pass for FoldGemmChains {
 /// (Shape inference may not know the rank past a Flatten of a dynamic batch; the chain
 /// does: every element maps 2-D to 2-D, keeping the rows.)
 fn as_element(graph: &Graph, node: NodeId, x: ValueId, rows: Option<usize>) -> Option<Element> {
+    if flattens_rows(graph, node, x, rows) {
+        return Some(Element::Identity { node });
+    }
+    let (map, dtype) = dense_layer(graph, node, x)?;
+    Some(Element::Layer { node, map, dtype })
+}
+
+/// A Gemm (`transA = 0`, constant B, bias absent or one constant row) or a MatMul by a
+/// constant 2-D B, reading `x`: its map, and the element type of its weight.
+pub(super) fn dense_layer(graph: &Graph, node: NodeId, x: ValueId) -> Option<(Dense, DataType)> {
     let n = graph.node(node);
     if n.input(0) != Some(x) {
         return None;
     }
     let int = |name: &str, default: i64| n.int(name).ok().flatten().unwrap_or(default);
     let float = |name: &str| n.float(name).ok().flatten().map_or(1.0, f64::from);
-    let weight = || graph.constant(n.input(1)?);
-    let layer = |map: Option<Dense>| {
-        Some(Element::Layer {
-            node,
-            map: map?,
-            dtype: weight()?.dtype(),
-        })
-    };
-    match n.kind {
+    let weight = graph.constant(n.input(1)?)?;
+    let map = match n.kind {
         OpKind::Gemm if int("transA", 0) == 0 => {
             let bias = match n.input(2) {
                 Some(c) => Some(graph.constant(c)?),
                 None => None,
             };
             let trans_b = int("transB", 0) != 0;
-            layer(Dense::from_gemm(
-                weight()?,
-                bias,
-                trans_b,
-                float("alpha"),
-                float("beta"),
-            ))
+            Dense::from_gemm(weight, bias, trans_b, float("alpha"), float("beta"))
         }
-        OpKind::MatMul => layer(Dense::from_matmul(weight()?)),
-        OpKind::Flatten if int("axis", 1) == 1 => Some(Element::Identity { node }),
-        OpKind::Reshape => {
-            let target = graph.constant(n.input(1)?)?.to_i64()?;
-            let keeps_rows = match target.as_slice() {
-                [0, -1] => int("allowzero", 0) == 0,
-                &[target, -1] => rows.is_some_and(|r| usize::try_from(target) == Ok(r)),
-                _ => false,
-            };
-            keeps_rows.then_some(Element::Identity { node })
-        }
+        OpKind::MatMul => Dense::from_matmul(weight),
         _ => None,
+    }?;
+    Some((map, weight.dtype()))
+}
+
+/// `node` reads `x` (of `rows` rows, when known) and flattens each row: a Flatten (axis
+/// 1), or a Reshape to [0, -1] or [rows, -1]. On a 2-D value it changes nothing.
+pub(super) fn flattens_rows(graph: &Graph, node: NodeId, x: ValueId, rows: Option<usize>) -> bool {
+    let n = graph.node(node);
+    let int = |name: &str, default: i64| n.int(name).ok().flatten().unwrap_or(default);
+    if n.input(0) != Some(x) {
+        return false;
+    }
+    match n.kind {
+        OpKind::Flatten => int("axis", 1) == 1,
+        OpKind::Reshape => {
+            let target = n
+                .input(1)
+                .and_then(|t| graph.constant(t))
+                .and_then(Tensor::to_i64);
+            match target.as_deref() {
+                Some([0, -1]) => int("allowzero", 0) == 0,
+                Some(&[target, -1]) => rows.is_some_and(|r| usize::try_from(target) == Ok(r)),
+                _ => false,
+            }
+        }
+        _ => false,
     }
 }
 
@@ -171,9 +184,9 @@ fn choose_folds(
         ctx,
         |a| segment_folds(chain, a),
         |a, b, fold, forced| {
-            let ends = (chain.values[a], chain.values[b]);
+            let ends = (chain.values[a], &chain.values[b..=b]);
             judge_fold(graph, ends, &shapes.analysed, forced, ctx, |p, x, n| {
-                emit(p, x, &fold.map, fold.dtype, n)
+                Ok(vec![emit_gemm(p, x, &fold.map, fold.dtype, n)?])
             })
         },
     )
@@ -208,20 +221,29 @@ fn segment_folds(chain: &Chain, a: usize) -> Vec<Option<Fold>> {
     folds
 }
 
-fn apply(graph: &mut Graph, chain: &Chain, segment: &Segment<Fold>) -> Result<FoldRecord> {
+fn apply(
+    graph: &mut Graph,
+    chain: &Chain,
+    segment: &Segment<Fold>,
+    shapes: &ChainShapes,
+) -> Result<FoldRecord> {
     let nodes: Vec<NodeId> = chain.elements[segment.a..segment.b]
         .iter()
         .map(Element::node)
         .collect();
-    let ends = (chain.values[segment.a], chain.values[segment.b]);
+    let region = Replaced {
+        input: chain.values[segment.a],
+        outputs: &chain.values[segment.b..=segment.b],
+        nodes: &nodes,
+    };
     let Fold { map, dtype } = &segment.fold;
-    apply_fold(graph, NAME, ends, &nodes, segment, true, |p, x, n| {
-        emit(p, x, map, *dtype, n)
+    apply_fold(graph, NAME, region, segment, true, &shapes.analysed, |p, x, n| {
+        Ok(vec![emit_gemm(p, x, map, *dtype, n)?])
     })
 }
 
-/// Adds the fold's Gemm reading `x`; returns its output.
-fn emit(patch: &mut Patch, x: Wire, map: &Dense, dtype: DataType, name: &str) -> Result<Wire> {
+/// Adds `map` as a Gemm (`transB = 1`) reading `x`; returns its output.
+pub(super) fn emit_gemm(patch: &mut Patch, x: Wire, map: &Dense, dtype: DataType, name: &str) -> Result<Wire> {
     let (weight, bias) = map.gemm_operands(dtype)?;
     let weight = patch.constant(&format!("{name}.weight"), weight);
     let mut inputs = vec![Some(x), Some(weight)];

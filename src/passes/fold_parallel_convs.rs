@@ -33,7 +33,8 @@ use crate::ir::shape::Shapes;
 use crate::ir::{DataType, Graph, NodeId, OpKind, ValueId};
 use crate::passes::fold_conv_chains::{as_conv, emit_conv};
 use crate::passes::segments::{
-    ChainShapes, Region, Segment, apply_fold, judge_fold, run_chain_folds,
+    ChainShapes, Region, Replaced, Segment, apply_fold, judge_fold, reads_linearised,
+    run_chain_folds, single_fold,
 };
 use crate::passes::{Ctx, FoldRecord, Pass, PassStats};
 
@@ -149,42 +150,31 @@ fn choose_fold(
     let Some(fold) = conv::sum(&block.branches[0], &block.branches[1]) else {
         return Ok(Vec::new());
     };
-    let forced = reads_linearised(graph, block, ctx);
-    let ends = (block.input, block.output);
+    let forced = reads_linearised(
+        graph,
+        ctx,
+        [block.input, block.branch_outputs[0], block.branch_outputs[1]],
+    );
+    let ends = (block.input, std::slice::from_ref(&block.output));
     let verdict = judge_fold(graph, ends, &shapes.analysed, forced, ctx, |p, x, n| {
-        emit_conv(p, x, &fold, block.dtype, n)
+        Ok(vec![emit_conv(p, x, &fold, block.dtype, n)?])
     })?;
-    let segment = verdict
-        .filter(|v| forced || v.pays(ctx.folding.min_gain))
-        .map(|verdict| Segment {
-            a: 0,
-            b: 1,
-            fold,
-            verdict,
-            forced,
-        });
-    Ok(segment.into_iter().collect())
-}
-
-fn reads_linearised(graph: &Graph, block: &ParallelBlock, ctx: &Ctx) -> bool {
-    let linearised = ctx.linearised.borrow();
-    [
-        block.input,
-        block.branch_outputs[0],
-        block.branch_outputs[1],
-    ]
-    .iter()
-    .any(|&v| linearised.contains(&graph.value(v).name))
+    Ok(single_fold(fold, verdict, forced, ctx))
 }
 
 fn apply(
     graph: &mut Graph,
     block: &ParallelBlock,
     segment: &Segment<Conv2d>,
+    shapes: &ChainShapes,
 ) -> Result<FoldRecord> {
-    let ends = (block.input, block.output);
-    apply_fold(graph, NAME, ends, &block.nodes, segment, true, |p, x, n| {
-        emit_conv(p, x, &segment.fold, block.dtype, n)
+    let region = Replaced {
+        input: block.input,
+        outputs: std::slice::from_ref(&block.output),
+        nodes: &block.nodes,
+    };
+    apply_fold(graph, NAME, region, segment, true, &shapes.analysed, |p, x, n| {
+        Ok(vec![emit_conv(p, x, &segment.fold, block.dtype, n)?])
     })
 }
 

@@ -57,6 +57,16 @@ impl Linearize {
         Linearize { patterns }
     }
 
+    /// Replaces exactly the activations whose root nodes have these names (no glob
+    /// characters: a name is matched as written).
+    pub fn nodes<S: AsRef<str>>(names: impl IntoIterator<Item = S>) -> Linearize {
+        let patterns = names
+            .into_iter()
+            .map(|n| Glob::literal(n.as_ref()))
+            .collect();
+        Linearize { patterns }
+    }
+
     /// Each pattern must name an activation: a typo would otherwise linearise nothing,
     /// silently.
     fn check_every_pattern_names_one(&self, graph: &Graph) -> Result<()> {
@@ -131,11 +141,28 @@ impl Rule for NamedActivations<'_> {
 /// A node-name pattern: `*` matches any run of characters, `/` included; `?` matches
 /// one character; every other character matches itself.
 #[derive(Clone, Debug)]
-struct Glob(Vec<char>);
+struct Glob(Vec<Token>);
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Token {
+    AnyRun,
+    AnyOne,
+    Char(char),
+}
 
 impl Glob {
     fn new(pattern: &str) -> Glob {
-        Glob(pattern.chars().collect())
+        let token = |c| match c {
+            '*' => Token::AnyRun,
+            '?' => Token::AnyOne,
+            c => Token::Char(c),
+        };
+        Glob(pattern.chars().map(token).collect())
+    }
+
+    /// A pattern matching `name` only, even when it holds `*` or `?`.
+    fn literal(name: &str) -> Glob {
+        Glob(name.chars().map(Token::Char).collect())
     }
 
     /// Some node of the activation has a name it matches.
@@ -153,11 +180,15 @@ impl Glob {
         let mut last_star: Option<(usize, usize)> = None;
         while n < name.len() {
             match pattern.get(p) {
-                Some('*') => {
+                Some(Token::AnyRun) => {
                     last_star = Some((p, n));
                     p += 1;
                 }
-                Some(&c) if c == '?' || c == name[n] => {
+                Some(&Token::AnyOne) => {
+                    p += 1;
+                    n += 1;
+                }
+                Some(&Token::Char(c)) if c == name[n] => {
                     p += 1;
                     n += 1;
                 }
@@ -170,13 +201,18 @@ impl Glob {
                 },
             }
         }
-        pattern[p..].iter().all(|&c| c == '*')
+        pattern[p..].iter().all(|&t| t == Token::AnyRun)
     }
 }
 
 impl fmt::Display for Glob {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0.iter().collect::<String>())
+        let char = |t: &Token| match t {
+            Token::AnyRun => '*',
+            Token::AnyOne => '?',
+            Token::Char(c) => *c,
+        };
+        f.write_str(&self.0.iter().map(char).collect::<String>())
     }
 }
 
@@ -279,5 +315,6 @@ mod tests {
         assert!(!Glob::new("a*b*c").matches("abxbcx"));
         assert!(Glob::new("Div@0").matches("Div@0") && !Glob::new("Div@0").matches("Div@01"));
         assert!(Glob::new("é?").matches("éß"));
+        assert!(Glob::literal("Relu_*").matches("Relu_*") && !Glob::literal("Relu_*").matches("Relu_1"));
     }
 }

@@ -25,12 +25,15 @@ use crate::ir::{Graph, Node, NodeId, Patch};
 use crate::runtime::cost::{CostModel, Verdict};
 
 pub(crate) mod activation;
+mod commute_global_pool;
 mod constant_to_initializer;
 mod eliminate_dead_code;
 mod fold_affine;
 mod fold_batchnorm;
 mod fold_constants;
 mod fold_conv_chains;
+mod fold_conv_into_gemm;
+mod fold_fan_out;
 mod fold_gemm_chains;
 mod fold_pad_into_conv;
 mod fold_parallel_convs;
@@ -76,6 +79,8 @@ pub struct Ctx {
     pub linearised: RefCell<HashSet<String>>,
     /// Every fold applied, for the report and the model's metadata.
     pub folds: RefCell<Vec<FoldRecord>>,
+    /// What the folds left alone that the user would want to know about, and why.
+    pub notes: RefCell<Vec<String>>,
     applied: Cell<usize>,
 }
 
@@ -109,6 +114,10 @@ pub struct FoldRecord {
     pub verdict: Verdict,
     /// Made because the user linearised an activation inside it, whatever the verdict.
     pub forced: bool,
+    /// For a fold that is not exact: the max relative error of the folded region against
+    /// the region it replaced, measured in tract on signed random inputs at the real dims.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub border_error: Option<f64>,
 }
 
 impl Ctx {
@@ -126,6 +135,14 @@ impl Ctx {
 
     fn budget_left(&self) -> bool {
         self.max_patches.is_none_or(|max| self.applied.get() < max)
+    }
+
+    /// Records a note once, however many sweeps come across its cause.
+    fn note(&self, note: String) {
+        let mut notes = self.notes.borrow_mut();
+        if !notes.contains(&note) {
+            notes.push(note);
+        }
     }
 }
 
@@ -227,13 +244,24 @@ pub fn canonical() -> Vec<Box<dyn Pass>> {
     ]
 }
 
-/// The folds, run after the canonical rewrites (and after `linearize`).
+/// The folds, run after the canonical rewrites (and after `linearize`), in the order
+/// they run (each pass's doc says why it sits where it does).
 pub fn folding() -> Vec<Box<dyn Pass>> {
     vec![
         Box::new(fold_parallel_convs::FoldParallelConvs),
+        Box::new(commute_global_pool::CommuteGlobalPool),
         Box::new(fold_conv_chains::FoldConvChains),
         Box::new(fold_gemm_chains::FoldGemmChains),
+        Box::new(fold_conv_into_gemm::FoldConvIntoGemm),
+        Box::new(fold_fan_out::FoldFanOut),
     ]
+}
+
+/// A Conv (or AveragePool) node as a layer of the fold algebra, when its weights are
+/// constant and its pads explicit.
+pub(crate) fn conv_layer(graph: &Graph, node: NodeId) -> Result<Option<crate::fold::conv::Conv2d>> {
+    let shapes = shape::infer(graph, &PinnedShapes::default())?;
+    Ok(fold_conv_chains::as_conv(graph, node, &shapes))
 }
 
 /// Runs passes in order, each to its fixed point.

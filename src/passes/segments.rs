@@ -1,25 +1,32 @@
-//! What the chain folds share: the pass's loop over chains, choosing the segments of a
-//! chain to fold (dynamic programming over the cost model's measured gains, as in
-//! latency-aware depth compression), measuring one fold on tiny models cut out of the
-//! graph, and applying it.
+//! What the folds share: the pass's sweeps over the regions it finds, choosing the
+//! segments of a chain to fold (dynamic programming over the cost model's measured
+//! gains, as in latency-aware depth compression), measuring one fold on tiny models cut
+//! out of the graph, and applying it (with the measured error of a fold exact only away
+//! from the border).
 //!
 //! A chain is p_0 → element 1 → p_1 → … → element m → p_m; segment (a, b) is elements
 //! a+1 ..= b, read from p_a, replacing p_b. A fold builds its replacement through an
-//! `emit(patch, input, name) → output` function, so the same code serves the measured
-//! copy and the graph.
+//! `emit(patch, input, name) → outputs` function, so the same code serves the measured
+//! copy and the graph. A region reads one value and leaves one value (a chain segment)
+//! or several (a fan-out) to be read outside.
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::ir::extract::extract;
 use crate::ir::shape::{self, Shapes};
 use crate::ir::stats::ModelStats;
 use crate::ir::{DataType, Graph, Model, NodeId, Patch, ValueId, Wire};
 use crate::passes::{Ctx, FoldRecord, PassStats};
+use crate::runtime::compare::max_relative_error_on_random;
 use crate::runtime::cost::Verdict;
 
 /// What cutting a chain at a linearised value costs in the partition: more than any gain.
 const LINEARISED_CUT_PENALTY: f64 = 1e12;
 /// Folds past this many times the original MACs never pay, so they are not measured.
-const MAX_MAC_RATIO: f64 = 1.5;
+pub(super) const MAX_MAC_RATIO: f64 = 1.5;
+/// Sweeps a fold pass makes before it calls a region that keeps folding a loop.
+const MAX_SWEEPS: usize = 16;
+/// Random samples the border error of an approximate fold is measured on.
+const BORDER_ERROR_SAMPLES: usize = 4;
 
 /// A node of a chain.
 pub(super) trait ChainElement {
@@ -43,7 +50,8 @@ impl<E: ChainElement> Region for Chain<E> {
 }
 
 /// Regions are found before any is folded; a fold that replaced a region's input (its
-/// readers now read the replacement) or removed one of its nodes makes it stale.
+/// readers now read the replacement) or removed one of its nodes makes it stale until
+/// the next sweep finds it again.
 fn is_intact(graph: &Graph, region: &impl Region) -> bool {
     !graph.users(region.input()).is_empty()
         && region.nodes().iter().all(|&n| graph.contains_node(n))
@@ -89,24 +97,52 @@ pub(super) struct ChainShapes {
     pub analysed: Shapes,
 }
 
+/// The regions a fold pass may fold, found on the declared dims.
+type FindRegions<C> = fn(&Graph, &Shapes) -> Result<Vec<C>>;
 /// The segments of a chain to fold, measured at the analysed dims.
 type ChooseFolds<C, F> = fn(&Graph, &C, &ChainShapes, &Ctx) -> Result<Vec<Segment<F>>>;
+/// Applies one chosen segment; the shapes size the border error of an approximate fold.
+type ApplyFold<C, F> = fn(&mut Graph, &C, &Segment<F>, &ChainShapes) -> Result<FoldRecord>;
 
-/// Runs a chain fold: finds the chains, chooses each one's segments and applies them
-/// while the patch budget lasts.
+/// Runs a fold pass in sweeps: each sweep finds the regions, chooses each one's folds
+/// and applies them while the patch budget lasts; regions an earlier fold of the sweep
+/// made stale, and regions its folds created, wait for the next sweep. Sweeps stop when
+/// one applies nothing.
 pub(super) fn run_chain_folds<C: Region, F>(
     pass: &str,
     graph: &mut Graph,
     ctx: &Ctx,
-    find_chains: fn(&Graph, &Shapes) -> Result<Vec<C>>,
+    find_chains: FindRegions<C>,
     choose_folds: ChooseFolds<C, F>,
-    apply: fn(&mut Graph, &C, &Segment<F>) -> Result<FoldRecord>,
+    apply: ApplyFold<C, F>,
 ) -> Result<PassStats> {
     let mut stats = PassStats {
         pass: pass.to_string(),
         ..PassStats::default()
     };
     let nodes_before = graph.node_count() as i64;
+    for _ in 0..MAX_SWEEPS {
+        let applied = stats.patches;
+        sweep(pass, graph, ctx, (find_chains, choose_folds, apply), &mut stats)?;
+        if stats.patches == applied || !ctx.budget_left() {
+            stats.nodes_removed = nodes_before - graph.node_count() as i64;
+            return Ok(stats);
+        }
+    }
+    Err(Error::graph(format!(
+        "{pass} was still folding after {MAX_SWEEPS} sweeps (last: {})",
+        stats.rewrites.last().map(String::as_str).unwrap_or("")
+    )))
+}
+
+/// One sweep of `run_chain_folds`.
+fn sweep<C: Region, F>(
+    pass: &str,
+    graph: &mut Graph,
+    ctx: &Ctx,
+    (find_chains, choose_folds, apply): (FindRegions<C>, ChooseFolds<C, F>, ApplyFold<C, F>),
+    stats: &mut PassStats,
+) -> Result<()> {
     let declared = shape::infer(graph, &Default::default())?;
     let pins = ModelStats::analysis_pins(graph, &declared, &ctx.pinned);
     let shapes = ChainShapes {
@@ -119,9 +155,9 @@ pub(super) fn run_chain_folds<C: Region, F>(
         }
         for segment in choose_folds(graph, &chain, &shapes, ctx)? {
             if !ctx.budget_left() {
-                break;
+                return Ok(());
             }
-            let record = apply(graph, &chain, &segment)?;
+            let record = apply(graph, &chain, &segment, &shapes)?;
             stats
                 .rewrites
                 .push(format!("{pass} >> chain >> {}", record.result));
@@ -130,8 +166,7 @@ pub(super) fn run_chain_folds<C: Region, F>(
             ctx.folds.borrow_mut().push(record);
         }
     }
-    stats.nodes_removed = nodes_before - graph.node_count() as i64;
-    Ok(stats)
+    Ok(())
 }
 
 /// A segment chosen to fold: elements a+1 ..= b, replaced by `fold`.
@@ -210,55 +245,154 @@ pub(super) fn best_partition<F>(
     Ok(segments)
 }
 
-/// The cost model's verdict on replacing the region `input` → `output` by what `emit`
-/// builds, both cut out at the analysed (pinned, batch 1) dims; `None` when those dims are
-/// not static, or when the fold is not forced and has more than 1.5× the original MACs.
+/// The one fold of a region that is not a chain, when the cost model's verdict pays (or
+/// the fold is forced).
+pub(super) fn single_fold<F>(
+    fold: F,
+    verdict: Option<Verdict>,
+    forced: bool,
+    ctx: &Ctx,
+) -> Vec<Segment<F>> {
+    verdict
+        .filter(|v| forced || v.pays(ctx.folding.min_gain))
+        .map(|verdict| Segment {
+            a: 0,
+            b: 1,
+            fold,
+            verdict,
+            forced,
+        })
+        .into_iter()
+        .collect()
+}
+
+/// Some of `values` carries what an activation the user linearised read or produced.
+pub(super) fn reads_linearised(
+    graph: &Graph,
+    ctx: &Ctx,
+    values: impl IntoIterator<Item = ValueId>,
+) -> bool {
+    let linearised = ctx.linearised.borrow();
+    values
+        .into_iter()
+        .any(|v| linearised.contains(&graph.value(v).name))
+}
+
+/// A region cut out of the graph as a model, the same region folded, and the dims of
+/// its input they run at.
+struct RegionModels {
+    original: Model,
+    folded: Model,
+    dims: Vec<usize>,
+}
+
+impl RegionModels {
+    /// The region `input` → `outputs` and its replacement built by `emit`, at the
+    /// analysed (pinned, batch 1) dims of `input`; `None` when those are not static.
+    fn cut(
+        graph: &Graph,
+        (input, outputs): (ValueId, &[ValueId]),
+        analysed: &Shapes,
+        emit: impl FnOnce(&mut Patch, Wire, &str) -> Result<Vec<Wire>>,
+    ) -> Result<Option<RegionModels>> {
+        let Some(dims) = analysed.get(input).static_dims() else {
+            return Ok(None);
+        };
+        let dtype = analysed.get(input).dtype.unwrap_or(DataType::Float);
+        let original = extract(graph, input, dtype, &dims, outputs)?;
+        let mut folded = original.clone();
+        let x = folded.graph.inputs()[0];
+        let region_outputs = folded.graph.outputs().to_vec();
+        let mut patch = Patch::new("measure");
+        let replacements = emit(&mut patch, x.into(), "folded")?;
+        for (old, new) in region_outputs.into_iter().zip(replacements) {
+            patch.shunt(old, new);
+        }
+        folded.graph.apply(patch)?;
+        Ok(Some(RegionModels {
+            original,
+            folded,
+            dims,
+        }))
+    }
+}
+
+/// The cost model's verdict on replacing the region `input` → `outputs` by what `emit`
+/// builds (one wire per output), both cut out at the analysed (pinned, batch 1) dims;
+/// `None` when those dims are not static, or when the fold is not forced and has more
+/// than 1.5× the original MACs.
 pub(super) fn judge_fold(
     graph: &Graph,
-    (input, output): (ValueId, ValueId),
+    ends: (ValueId, &[ValueId]),
     analysed: &Shapes,
     forced: bool,
     ctx: &Ctx,
-    emit: impl FnOnce(&mut Patch, Wire, &str) -> Result<Wire>,
+    emit: impl FnOnce(&mut Patch, Wire, &str) -> Result<Vec<Wire>>,
 ) -> Result<Option<Verdict>> {
-    let Some(dims) = analysed.get(input).static_dims() else {
+    let Some(models) = RegionModels::cut(graph, ends, analysed, emit)? else {
         return Ok(None);
     };
-    let dtype = analysed.get(input).dtype.unwrap_or(DataType::Float);
-    let original = extract(graph, input, dtype, &dims, &[output])?;
-    let mut folded = original.clone();
-    let (x, y) = (folded.graph.inputs()[0], folded.graph.outputs()[0]);
-    let mut patch = Patch::new("measure");
-    let replacement = emit(&mut patch, x.into(), "folded")?;
-    patch.shunt(y, replacement);
-    folded.graph.apply(patch)?;
     let macs = |m: &Model| ModelStats::of(&m.graph, &Default::default()).map(|s| s.macs as f64);
-    if !forced && macs(&folded)? > MAX_MAC_RATIO * macs(&original)? {
+    if !forced && macs(&models.folded)? > MAX_MAC_RATIO * macs(&models.original)? {
         return Ok(None);
     }
     ctx.cost
         .borrow_mut()
-        .judge(&original, &folded, &dims)
+        .judge(&models.original, &models.folded, &models.dims)
         .map(Some)
 }
 
-/// Replaces the region `input` → `output` made of `nodes` by what `emit` builds, named
-/// after the last node; the record of the fold (`exact`: everywhere, not only away from
-/// the border).
+/// The region a fold replaces: `nodes`, reading `input`, leaving `outputs` to be read
+/// outside.
+pub(super) struct Replaced<'a> {
+    pub input: ValueId,
+    pub outputs: &'a [ValueId],
+    pub nodes: &'a [NodeId],
+}
+
+/// Replaces the region by what `emit` builds (one wire per output), named after the
+/// node producing each output; the record of the fold. `exact`: everywhere, not only
+/// away from the border; otherwise the record carries the error measured on the region
+/// cut out at the analysed dims.
 pub(super) fn apply_fold<F>(
     graph: &mut Graph,
     pass: &str,
-    (input, output): (ValueId, ValueId),
-    nodes: &[NodeId],
+    region: Replaced,
     segment: &Segment<F>,
     exact: bool,
-    emit: impl FnOnce(&mut Patch, Wire, &str) -> Result<Wire>,
+    analysed: &Shapes,
+    emit: impl Fn(&mut Patch, Wire, &str) -> Result<Vec<Wire>>,
 ) -> Result<FoldRecord> {
-    let sources: Vec<String> = nodes.iter().map(|&n| graph.node(n).name.clone()).collect();
-    let result = format!("{}.folded", sources.last().expect("a segment has nodes"));
+    let name = |n: NodeId| graph.node(n).name.clone();
+    let sources: Vec<String> = region.nodes.iter().map(|&n| name(n)).collect();
+    let result = region
+        .outputs
+        .iter()
+        .filter_map(|&v| graph.producer(v))
+        .map(|n| format!("{}.folded", name(n)))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let ends = (region.input, region.outputs);
+    let border_error = if exact {
+        None
+    } else {
+        RegionModels::cut(graph, ends, analysed, &emit)?
+            .map(|m| {
+                let sample_dims = m.dims[1..].to_vec();
+                max_relative_error_on_random(
+                    &m.original,
+                    &m.folded,
+                    &[sample_dims],
+                    BORDER_ERROR_SAMPLES,
+                )
+            })
+            .transpose()?
+    };
     let mut patch = Patch::new(format!("{pass} >> chain >> {result}"));
-    let replacement = emit(&mut patch, input.into(), &result)?;
-    patch.shunt(output, replacement);
+    let replacements = emit(&mut patch, region.input.into(), &result)?;
+    for (&old, new) in region.outputs.iter().zip(replacements) {
+        patch.shunt(old, new);
+    }
     graph.apply(patch)?;
     Ok(FoldRecord {
         sources,
@@ -266,6 +400,7 @@ pub(super) fn apply_fold<F>(
         exact,
         verdict: segment.verdict,
         forced: segment.forced,
+        border_error,
     })
 }
 

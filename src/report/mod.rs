@@ -1,3 +1,36 @@
 //! What users read: terminal tables and JSON.
+pub mod bench;
+pub mod json;
+pub mod optimize;
 pub mod stats;
 pub mod verify;
+
+/// Rows as columns separated by two spaces: the first `left` columns (names, shapes)
+/// left-aligned, the rest (numbers) right-aligned.
+pub(crate) fn aligned(rows: &[Vec<String>], left: usize) -> String {
+    let columns = rows.first().map_or(0, Vec::len);
+    let widths: Vec<usize> = (0..columns)
+        .map(|c| {
+            rows.iter()
+                .map(|row| row[c].chars().count())
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let line = |row: &Vec<String>| {
+        let cells: Vec<String> = row
+            .iter()
+            .zip(&widths)
+            .enumerate()
+            .map(|(c, (cell, &width))| {
+                if c < left {
+                    format!("{cell:<width$}")
+                } else {
+                    format!("{cell:>width$}")
+                }
+            })
+            .collect();
+        cells.join("  ") + "\n"
+    };
+    rows.iter().map(line).collect()
+}

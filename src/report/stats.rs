@@ -5,12 +5,15 @@ use std::collections::BTreeMap;
 pub use crate::ir::stats::{ModelStats, TensorInfo};
 use crate::passes::FoldRecord;
 use crate::runtime::bench::PairTiming;
+use crate::runtime::compare::Comparison;
 
-/// A compact before/after table for the terminal, with tract latency when measured.
+/// A compact before/after table for the terminal, with tract latency when measured and
+/// the output's fidelity to the original when compared.
 pub fn before_after_table(
     before: &ModelStats,
     after: &ModelStats,
     latency: Option<&PairTiming>,
+    fidelity: Option<&Comparison>,
 ) -> String {
     let ops = |s: &ModelStats| s.ops.values().sum::<usize>();
     let acts = |s: &ModelStats| s.activations.values().sum::<usize>();
@@ -47,10 +50,34 @@ pub fn before_after_table(
             t.ratio.median
         );
     }
+    if let Some(row) = fidelity.map(fidelity_row) {
+        table += &row;
+    }
     table
 }
 
-/// One line per fold: what it replaced, exact or not, and the cost model's verdict.
+/// The lowest top-1 agreement over the outputs that have one, else the largest relative
+/// error.
+fn fidelity_row(comparison: &Comparison) -> String {
+    let outputs = &comparison.outputs;
+    let (label, value) = match outputs.iter().filter_map(|o| o.agreement).reduce(f64::min) {
+        Some(agreement) => ("top-1 agreement", format!("{:.2} %", 100.0 * agreement)),
+        None => (
+            "max rel error",
+            format!(
+                "{:.3e}",
+                outputs
+                    .iter()
+                    .map(|o| o.max_rel_error)
+                    .fold(0.0, |max, e| if e.is_nan() || e > max { e } else { max })
+            ),
+        ),
+    };
+    format!("{label:<22} {:>12} {value:>12}\n", "")
+}
+
+/// One line per fold: what it replaced, exact or not (with the measured error of an
+/// approximate fold), and the cost model's verdict.
 pub fn folds_table(folds: &[FoldRecord]) -> String {
     folds
         .iter()
@@ -60,15 +87,15 @@ pub fn folds_table(folds: &[FoldRecord]) -> String {
             } else {
                 "measured"
             };
+            let exactness = match (f.exact, f.border_error) {
+                (true, _) => "exact".to_string(),
+                (false, Some(error)) => format!("approximate border, error {error:.2e}"),
+                (false, None) => "approximate border".to_string(),
+            };
             format!(
-                "fold {} layers → {} ({}; cost {:.2}× {unit}{})\n",
+                "fold {} layers → {} ({exactness}; cost {:.2}× {unit}{})\n",
                 f.sources.len(),
                 f.result,
-                if f.exact {
-                    "exact"
-                } else {
-                    "approximate border"
-                },
                 f.verdict.ratio(),
                 if f.forced { ", linearised" } else { "" }
             )
@@ -139,4 +166,38 @@ pub fn render(stats: &ModelStats) -> String {
     );
     out += &format!("depth: {} linear layers\n", stats.depth);
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runtime::cost::Verdict;
+
+    fn record(exact: bool, border_error: Option<f64>) -> FoldRecord {
+        FoldRecord {
+            sources: vec!["a".into(), "b".into()],
+            result: "b.folded".into(),
+            exact,
+            verdict: Verdict {
+                original: 2.0,
+                folded: 1.0,
+                estimate: false,
+            },
+            forced: true,
+            border_error,
+        }
+    }
+
+    #[test]
+    fn the_folds_table_shows_the_border_error_of_an_approximate_fold() {
+        let table = folds_table(&[record(true, None), record(false, Some(0.0123))]);
+        let lines: Vec<&str> = table.lines().collect();
+        assert_eq!(
+            lines,
+            [
+                "fold 2 layers → b.folded (exact; cost 0.50× measured, linearised)",
+                "fold 2 layers → b.folded (approximate border, error 1.23e-2; cost 0.50× measured, linearised)",
+            ]
+        );
+    }
 }

@@ -27,10 +27,8 @@ use std::path::Path;
 
 use serde_json::{Value, json};
 
+use crate::report::{aligned, json};
 use crate::runtime::compare::{Comparison, OutputComparison, Tolerance};
-
-/// The version of [`Verification::to_json`]'s layout; bumped when a key changes meaning.
-pub const SCHEMA_VERSION: u32 = 1;
 
 /// A comparison of two model files, judged against a tolerance.
 pub struct Verification<'a> {
@@ -67,7 +65,7 @@ impl Verification<'_> {
                     .map(|output| self.row(output)),
             )
             .collect();
-        aligned(&rows)
+        aligned(&rows, 2)
     }
 
     fn row(&self, output: &OutputComparison) -> Vec<String> {
@@ -113,10 +111,15 @@ impl Verification<'_> {
         }
     }
 
-    /// `schema_version`, `reference`, `candidate`, `inputs`, `samples`, `tolerance`,
-    /// `outputs` (each [`OutputComparison`] plus its `pass`) and `pass`. Errors that are not
-    /// finite (a NaN output, a reference that is all zeros) are `null`.
+    /// The `verify` document: [`json::document`]'s header and [`Verification::summary`].
     pub fn to_json(&self) -> Value {
+        json::document("verify", self.summary())
+    }
+
+    /// `reference`, `candidate`, `inputs`, `samples`, `tolerance`, `outputs` (each
+    /// [`OutputComparison`] plus its `pass`) and `pass`. Errors that are not finite (a NaN
+    /// output, a reference that is all zeros) are `null`.
+    pub fn summary(&self) -> Value {
         let outputs: Vec<Value> = self
             .comparison
             .outputs
@@ -128,7 +131,6 @@ impl Verification<'_> {
             })
             .collect();
         json!({
-            "schema_version": SCHEMA_VERSION,
             "reference": self.reference.display().to_string(),
             "candidate": self.candidate.display().to_string(),
             "inputs": self.comparison.inputs,
@@ -154,36 +156,6 @@ fn describe(tolerance: &Tolerance) -> String {
             .map(|min| format!("top-1 agreement ≥ {} %", 100.0 * min)),
     );
     parts.join(", ")
-}
-
-/// Rows as columns separated by two spaces: the first two (names, shapes) left-aligned,
-/// the rest (numbers) right-aligned.
-fn aligned(rows: &[Vec<String>]) -> String {
-    let columns = rows.first().map_or(0, Vec::len);
-    let widths: Vec<usize> = (0..columns)
-        .map(|c| {
-            rows.iter()
-                .map(|row| row[c].chars().count())
-                .max()
-                .unwrap_or(0)
-        })
-        .collect();
-    let line = |row: &Vec<String>| {
-        let cells: Vec<String> = row
-            .iter()
-            .zip(&widths)
-            .enumerate()
-            .map(|(c, (cell, &width))| {
-                if c < 2 {
-                    format!("{cell:<width$}")
-                } else {
-                    format!("{cell:>width$}")
-                }
-            })
-            .collect();
-        cells.join("  ") + "\n"
-    };
-    rows.iter().map(line).collect()
 }
 
 #[cfg(test)]
@@ -289,7 +261,8 @@ mod tests {
             &Tolerance::default(),
             |verification| {
                 let json = verification.to_json();
-                assert_eq!(json["schema_version"], 1);
+                assert_eq!(json["schema_version"], json::SCHEMA_VERSION);
+                assert_eq!(json["command"], "verify");
                 assert_eq!(
                     (json["reference"].as_str(), json["candidate"].as_str()),
                     (Some("ref.onnx"), Some("cand.onnx"))

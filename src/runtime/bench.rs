@@ -1,16 +1,25 @@
-//! Latency in tract. Two models are timed interleaved — A B A B … — so that whatever the
-//! machine is doing meanwhile (another process, frequency scaling, a noisy neighbour)
-//! falls on both alike, and their ratio is the median of the per-pair ratios, which a
-//! few slow outliers cannot move.
+//! Latency in tract. Two models are timed interleaved — A B, B A, A B … — so that
+//! whatever the machine is doing meanwhile (another process, frequency scaling, a noisy
+//! neighbour) falls on both alike, and neither always runs first (on caches the other
+//! warmed); their ratio is the median of the per-pair ratios, which a few slow outliers
+//! cannot move.
 
 use std::time::Instant;
 
+use ndarray::ArrayD;
 use serde::Serialize;
 
 use crate::calib::random::{Rng, normal_array};
-use crate::error::Result;
+use crate::error::{Error, Result};
+use crate::ir::shape::{self, PinnedShapes};
+use crate::ir::stats::ModelStats;
 use crate::ir::Model;
+use crate::progress::{Progress, Task};
+use crate::runtime::memory::{HeapGrowth, heap_growth};
 use crate::runtime::{Prepared, Session};
+
+/// The seed of the standard-normal inputs every benchmark runs on.
+pub const INPUT_SEED: u64 = 0;
 
 /// Distribution of run times, in seconds.
 #[derive(Clone, Copy, Debug, Serialize, PartialEq)]
@@ -64,44 +73,61 @@ fn time_once(session: &Session, inputs: &Prepared) -> Result<f64> {
     Ok(start.elapsed().as_secs_f64())
 }
 
-/// Times one model.
-pub fn time(session: &Session, inputs: &Prepared, options: BenchOptions) -> Result<Timing> {
+/// Run times of each model, `options.runs` rounds after `options.warmup` untimed ones;
+/// within a round the models run in turn, in reverse order every other round.
+fn time_interleaved(
+    models: &[(&Session, &Prepared)],
+    options: BenchOptions,
+    task: &Task,
+) -> Result<Vec<Vec<f64>>> {
     for _ in 0..options.warmup {
-        session.run_prepared(inputs)?;
+        for (session, inputs) in models {
+            session.run_prepared(inputs)?;
+        }
     }
-    let samples = (0..options.runs.max(1))
-        .map(|_| time_once(session, inputs))
-        .collect::<Result<Vec<_>>>()?;
-    Ok(Timing::of(samples))
+    let rounds = options.runs.max(1);
+    let mut samples = vec![Vec::with_capacity(rounds); models.len()];
+    for round in 0..rounds {
+        let mut order: Vec<usize> = (0..models.len()).collect();
+        if round % 2 == 1 {
+            order.reverse();
+        }
+        for i in order {
+            samples[i].push(time_once(models[i].0, models[i].1)?);
+        }
+        task.inc();
+    }
+    Ok(samples)
 }
 
-/// Times two models interleaved (A B A B …) and the ratio B / A.
+/// Per-pair ratios b / a.
+fn ratios(a: &[f64], b: &[f64]) -> Vec<f64> {
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| y / x.max(f64::MIN_POSITIVE))
+        .collect()
+}
+
+/// Times one model.
+pub fn time(session: &Session, inputs: &Prepared, options: BenchOptions) -> Result<Timing> {
+    let task = Progress::hidden().bar("timing", options.runs as u64);
+    let mut samples = time_interleaved(&[(session, inputs)], options, &task)?;
+    Ok(Timing::of(samples.remove(0)))
+}
+
+/// Times two models interleaved and the ratio B / A.
 pub fn time_pair(
     a: (&Session, &Prepared),
     b: (&Session, &Prepared),
     options: BenchOptions,
 ) -> Result<PairTiming> {
-    for _ in 0..options.warmup {
-        a.0.run_prepared(a.1)?;
-        b.0.run_prepared(b.1)?;
-    }
-    let pairs = options.runs.max(1);
-    let (mut ta, mut tb, mut ratios) = (
-        Vec::with_capacity(pairs),
-        Vec::with_capacity(pairs),
-        Vec::with_capacity(pairs),
-    );
-    for _ in 0..pairs {
-        let (x, y) = (time_once(a.0, a.1)?, time_once(b.0, b.1)?);
-        ta.push(x);
-        tb.push(y);
-        ratios.push(y / x.max(f64::MIN_POSITIVE));
-    }
+    let task = Progress::hidden().bar("timing", options.runs as u64);
+    let samples = time_interleaved(&[a, b], options, &task)?;
     Ok(PairTiming {
-        a: Timing::of(ta),
-        b: Timing::of(tb),
-        ratio: Timing::of(ratios),
-        pairs,
+        a: Timing::of(samples[0].clone()),
+        b: Timing::of(samples[1].clone()),
+        ratio: Timing::of(ratios(&samples[0], &samples[1])),
+        pairs: samples[0].len(),
     })
 }
 
@@ -113,11 +139,144 @@ pub fn time_models(
     dims: &[Vec<usize>],
     options: BenchOptions,
 ) -> Result<PairTiming> {
-    let mut rng = Rng::new(0);
-    let inputs: Vec<_> = dims.iter().map(|d| normal_array(d, &mut rng)).collect();
-    let (session_a, session_b) = (Session::new(a, dims)?, Session::new(b, dims)?);
-    let (inputs_a, inputs_b) = (session_a.prepare(&inputs)?, session_b.prepare(&inputs)?);
-    time_pair((&session_a, &inputs_a), (&session_b, &inputs_b), options)
+    let (a, b) = (Plan::load(a, dims)?, Plan::load(b, dims)?);
+    time_pair(a.run(), b.run(), options)
+}
+
+/// A model's plan in tract with seeded standard-normal inputs, run once already.
+pub struct Plan {
+    session: Session,
+    inputs: Prepared,
+    /// Each runtime input's name and dims.
+    dims: Vec<InputDims>,
+    /// What building the plan and running it once took.
+    heap: Option<HeapGrowth>,
+}
+
+/// A runtime input and the dims it runs at.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct InputDims {
+    pub name: String,
+    pub dims: Vec<usize>,
+}
+
+impl Plan {
+    /// Builds the plan for inputs of `dims` (one per runtime input, in order) and runs it
+    /// once, counting the heap that takes.
+    pub fn load(model: &Model, dims: &[Vec<usize>]) -> Result<Plan> {
+        let mut rng = Rng::new(INPUT_SEED);
+        let arrays: Vec<ArrayD<f32>> = dims.iter().map(|d| normal_array(d, &mut rng)).collect();
+        let (loaded, heap) = heap_growth(|| -> Result<(Session, Prepared)> {
+            let session = Session::new(model, dims)?;
+            let inputs = session.prepare(&arrays)?;
+            session.run_prepared(&inputs)?;
+            Ok((session, inputs))
+        });
+        let (session, inputs) = loaded?;
+        let names = model
+            .graph
+            .runtime_inputs()
+            .map(|v| model.graph.value(v).name.clone());
+        Ok(Plan {
+            session,
+            inputs,
+            dims: names
+                .zip(dims)
+                .map(|(name, dims)| InputDims {
+                    name,
+                    dims: dims.clone(),
+                })
+                .collect(),
+            heap,
+        })
+    }
+
+    fn run(&self) -> (&Session, &Prepared) {
+        (&self.session, &self.inputs)
+    }
+}
+
+/// Each runtime input's dims as a benchmark runs it: as pinned, else as declared with a
+/// free leading (batch) dim set to 1. Any other free dim is an error naming the input.
+pub fn runtime_input_dims(model: &Model, pinned: &PinnedShapes) -> Result<Vec<Vec<usize>>> {
+    let graph = &model.graph;
+    let declared = shape::infer(graph, &PinnedShapes::default())?;
+    let pins = ModelStats::analysis_pins(graph, &declared, pinned);
+    let shapes = shape::infer(graph, &pins)?;
+    graph
+        .runtime_inputs()
+        .map(|input| {
+            shapes.get(input).static_dims().ok_or_else(|| {
+                let name = &graph.value(input).name;
+                Error::tensor(
+                    name,
+                    format!(
+                        "the input is {}: dims other than the batch must be fixed to run it (pin them with --input-shape {name}:D1,D2,…)",
+                        declared.get(input)
+                    ),
+                )
+            })
+        })
+        .collect()
+}
+
+/// One model's figures in a [`Benchmark`].
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct ModelLatency {
+    /// Seconds per run.
+    pub latency: Timing,
+    /// Heap taken to build the plan and run it once (`None` when not counted: see
+    /// [`crate::runtime::memory`]).
+    pub heap: Option<HeapGrowth>,
+    pub inputs: Vec<InputDims>,
+}
+
+/// One or two models timed; with two, interleaved.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct Benchmark {
+    pub models: Vec<ModelLatency>,
+    /// Per-round ratio second / first (with two models).
+    pub ratio: Option<Timing>,
+    /// Timed rounds (pairs, with two models).
+    pub rounds: usize,
+}
+
+impl Benchmark {
+    /// The first model against the second, when two were timed.
+    pub fn pair(&self) -> Option<PairTiming> {
+        match (&self.models[..], self.ratio) {
+            ([a, b], Some(ratio)) => Some(PairTiming {
+                a: a.latency,
+                b: b.latency,
+                ratio,
+                pairs: self.rounds,
+            }),
+            _ => None,
+        }
+    }
+}
+
+/// Times the plans (one or two) interleaved, showing the rounds on `progress`.
+pub fn benchmark(plans: &[Plan], options: BenchOptions, progress: &Progress) -> Result<Benchmark> {
+    if plans.is_empty() {
+        return Err(Error::Usage("no model to time".into()));
+    }
+    let runs: Vec<_> = plans.iter().map(Plan::run).collect();
+    let task = progress.bar("timing in tract", options.runs.max(1) as u64);
+    let samples = time_interleaved(&runs, options, &task)?;
+    Ok(Benchmark {
+        ratio: (samples.len() == 2).then(|| Timing::of(ratios(&samples[0], &samples[1]))),
+        rounds: samples[0].len(),
+        models: samples
+            .into_iter()
+            .zip(plans)
+            .map(|(times, plan)| ModelLatency {
+                latency: Timing::of(times),
+                heap: plan.heap,
+                inputs: plan.dims.clone(),
+            })
+            .collect(),
+    })
 }
 
 #[cfg(test)]

@@ -144,6 +144,24 @@ pub fn compare(reference: &Model, candidate: &Model, inputs: &ModelInputs) -> Re
     })
 }
 
+/// The largest relative error over the outputs of `candidate` against `reference` on
+/// `samples` signed random samples (seed 0) of the inputs' per-sample dims: how far a
+/// rewrite that is not exact strays.
+pub fn max_relative_error_on_random(
+    reference: &Model,
+    candidate: &Model,
+    sample_dims: &[Vec<usize>],
+    samples: usize,
+) -> Result<f64> {
+    let inputs = crate::calib::random_inputs(sample_dims, samples, 0)?;
+    let comparison = compare(reference, candidate, &inputs)?;
+    Ok(comparison
+        .outputs
+        .iter()
+        .map(|o| o.max_rel_error)
+        .fold(0.0, nan_max))
+}
+
 fn output_names(model: &Model) -> Vec<String> {
     model
         .graph

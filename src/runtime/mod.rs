@@ -5,12 +5,14 @@ pub mod bench;
 pub mod compare;
 pub mod cost;
 pub(crate) mod eval;
+pub mod memory;
 
 use std::sync::Arc;
 
 use ndarray::ArrayD;
 use tract_onnx::prelude::*;
 
+use crate::calib::ModelInputs;
 use crate::error::{Error, Result};
 use crate::ir::shape::{self, PinnedShapes};
 use crate::ir::{DataType, Model};
@@ -80,6 +82,38 @@ impl Session {
     pub(crate) fn run_prepared(&self, inputs: &Prepared) -> Result<TVec<TValue>> {
         self.plan.run(inputs.0.clone()).map_err(Error::runtime)
     }
+}
+
+/// Runs `model` on every sample of `inputs`, `batch` samples at a time (the last batch
+/// may be smaller), and returns each output over all samples.
+pub fn run_all(model: &Model, inputs: &ModelInputs, batch: usize) -> Result<Vec<ArrayD<f32>>> {
+    let samples = inputs.samples();
+    let batch = batch.clamp(1, samples.max(1));
+    let mut sessions: Vec<(usize, Session)> = Vec::new();
+    let mut outputs: Vec<Vec<ArrayD<f32>>> = Vec::new();
+    for start in (0..samples).step_by(batch) {
+        let chunk = inputs.batch(start..(start + batch).min(samples));
+        let size = chunk[0].shape()[0];
+        if !sessions.iter().any(|(s, _)| *s == size) {
+            let dims: Vec<Vec<usize>> = chunk.iter().map(|a| a.shape().to_vec()).collect();
+            sessions.push((size, Session::new(model, &dims)?));
+        }
+        let session = &sessions.iter().find(|(s, _)| *s == size).expect("made above").1;
+        for (i, output) in session.run(&chunk)?.into_iter().enumerate() {
+            if outputs.len() <= i {
+                outputs.push(Vec::new());
+            }
+            outputs[i].push(output);
+        }
+    }
+    outputs
+        .into_iter()
+        .map(|parts| {
+            let views: Vec<_> = parts.iter().map(|p| p.view()).collect();
+            ndarray::concatenate(ndarray::Axis(0), &views)
+                .map_err(|e| Error::graph(format!("outputs do not stack over batches: {e}")))
+        })
+        .collect()
 }
 
 /// Inputs already converted to the runtime's types, to run many times (benchmarks).

@@ -92,15 +92,79 @@ pub struct Run {
 
 /// Runs `onnx-shallow` with the given arguments.
 pub fn cli(args: &[&std::ffi::OsStr]) -> Run {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_onnx-shallow"))
-        .args(args)
-        .output()
-        .expect("the binary runs");
+    run(std::process::Command::new(env!("CARGO_BIN_EXE_onnx-shallow")).args(args))
+}
+
+/// Address space (KiB) the tool gets in `cli_bounded`: a few times what it needs for a
+/// small model, far below what a hostile file claims.
+pub const ADDRESS_SPACE_KB: u64 = 1 << 20;
+
+/// Runs `onnx-shallow` with its address space limited to `ADDRESS_SPACE_KB`: allocating
+/// what a hostile file claims then kills the tool (and fails the test) instead of
+/// swapping the machine.
+pub fn cli_bounded(args: &[&std::ffi::OsStr]) -> Run {
+    run(std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "ulimit -v {ADDRESS_SPACE_KB} && exec \"$0\" \"$@\""
+        ))
+        .arg(env!("CARGO_BIN_EXE_onnx-shallow"))
+        .args(args))
+}
+
+fn run(command: &mut std::process::Command) -> Run {
+    let out = command.output().expect("the binary runs");
     Run {
         code: out.status.code().expect("exited, not killed"),
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
     }
+}
+
+/// Checks the failure contract of one run: exit code 2, one line on stderr holding every
+/// `expected` piece, no panic.
+pub fn assert_one_line_error(run: &Run, expected: &[&str]) {
+    assert_eq!(run.code, 2, "stderr: {}", run.stderr);
+    assert!(!run.stderr.contains("panicked"), "{}", run.stderr);
+    assert_eq!(
+        run.stderr.trim().lines().count(),
+        1,
+        "one line: {}",
+        run.stderr
+    );
+    for needle in expected {
+        assert!(
+            run.stderr.contains(needle),
+            "'{needle}' missing from: {}",
+            run.stderr
+        );
+    }
+}
+
+/// Writes `bytes` as `bad.onnx` in `dir`, runs `optimize --exact` and `inspect` on it
+/// (address space bounded), and checks the failure contract for both: exit 2, one line
+/// naming what is wrong, no output or temporary file left, the input untouched. Returns
+/// optimize's error line.
+pub fn assert_refused(dir: &Path, bytes: &[u8], expected: &[&str]) -> String {
+    use std::ffi::OsStr;
+    let input = dir.join("bad.onnx");
+    std::fs::write(&input, bytes).unwrap();
+    let before = files_in(dir);
+    let output = dir.join("out.onnx");
+    let optimize = cli_bounded(&[
+        OsStr::new("optimize"),
+        input.as_os_str(),
+        output.as_os_str(),
+        OsStr::new("--exact"),
+        OsStr::new("--cost"),
+        OsStr::new("macs"),
+    ]);
+    assert_one_line_error(&optimize, expected);
+    let inspect = cli_bounded(&[OsStr::new("inspect"), input.as_os_str()]);
+    assert_one_line_error(&inspect, expected);
+    assert_eq!(files_in(dir), before, "files were left behind");
+    assert_eq!(std::fs::read(&input).unwrap(), bytes, "the input changed");
+    optimize.stderr
 }
 
 /// Files in `dir`, sorted, for checking that nothing (partial or temporary) was left.
@@ -111,4 +175,24 @@ pub fn files_in(dir: &Path) -> Vec<String> {
         .collect();
     names.sort();
     names
+}
+
+/// Every way a JSON document breaks `docs/report.schema.json` (none when it is valid).
+pub fn report_schema_errors(doc: &serde_json::Value) -> Vec<String> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/report.schema.json");
+    let schema: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let validator = jsonschema::validator_for(&schema).expect("the schema compiles");
+    validator
+        .iter_errors(doc)
+        .map(|e| format!("{e} at '{}'", e.instance_path()))
+        .collect()
+}
+
+/// Parses a command's JSON output and checks it against the schema.
+pub fn valid_report(text: &str) -> serde_json::Value {
+    let doc: serde_json::Value = serde_json::from_str(text).expect("the output is JSON");
+    let errors = report_schema_errors(&doc);
+    assert!(errors.is_empty(), "{}\nin {doc:#}", errors.join("\n"));
+    doc
 }

@@ -1,0 +1,125 @@
+//! Learned gates: which activations can go. Candidates (the activations whose removal
+//! lets a fold pay), gated training by distillation from the original model, the gate
+//! schedule, and the selection that walks it under the user's budget, refitting what it
+//! folds.
+
+pub mod candidates;
+pub mod loss;
+pub mod refit;
+pub mod select;
+pub mod train;
+
+use serde::Serialize;
+
+use crate::calib::ModelInputs;
+use crate::error::Result;
+use crate::ir::Model;
+use crate::ir::shape::{self, PinnedShapes};
+use crate::passes::Ctx;
+
+pub use candidates::{GateGroup, GatedActivation, candidates};
+pub use loss::{OutputKind, Target, parse_output_kind, targets};
+pub use select::{Budget, Step, Walk};
+pub use train::{TrainOptions, Training};
+
+/// How to learn.
+#[derive(Clone, Debug, Serialize)]
+pub struct LearnOptions {
+    pub train: TrainOptions,
+    pub budget: Budget,
+    /// Refit folded layers by least squares (on by default).
+    pub refit: bool,
+    /// Per-output overrides of the loss and the measure: class or regression.
+    pub output_kinds: Vec<(String, OutputKind)>,
+}
+
+impl Default for LearnOptions {
+    fn default() -> Self {
+        LearnOptions {
+            train: TrainOptions::default(),
+            budget: Budget::default(),
+            refit: true,
+            output_kinds: Vec::new(),
+        }
+    }
+}
+
+/// The data learning runs on: one part to train (and refit) on, one held out to measure.
+pub struct LearnData<'a> {
+    pub train: &'a ModelInputs,
+    pub held_out: &'a ModelInputs,
+}
+
+/// What learning found and chose.
+#[derive(Clone, Debug, Serialize)]
+pub struct Learning {
+    pub groups: Vec<GateGroup>,
+    pub targets: Vec<Target>,
+    /// None when no activation is a candidate.
+    pub training: Option<Training>,
+    pub walk: Walk,
+}
+
+/// Progress of the long stages, for a progress bar or a log.
+pub trait LearnProgress {
+    fn candidates_found(&mut self, _groups: &[GateGroup]) {}
+    fn training_step(&mut self, _step: usize, _steps: usize, _loss: f64, _past_threshold: usize) {}
+    fn walk_step(&mut self, _step: &Step, _of: usize) {}
+}
+
+/// Silence.
+impl LearnProgress for () {}
+
+/// Learns which activations of `original` can go: `base` is `original` after the exact
+/// rewrites and folds, `ctx` judges folds (its cost model, folding options and pins).
+pub fn learn(
+    original: &Model,
+    base: &Model,
+    data: &LearnData,
+    ctx: &Ctx,
+    options: &LearnOptions,
+    progress: &mut dyn LearnProgress,
+) -> Result<Learning> {
+    let groups = candidates(&base.graph, ctx)?;
+    progress.candidates_found(&groups);
+    let shapes = shape::infer(&base.graph, &PinnedShapes::default())?;
+    let targets = targets(&base.graph, &shapes, &options.output_kinds)?;
+    let training = if groups.is_empty() {
+        None
+    } else {
+        let mut on_step = |step, steps, loss, past| progress.training_step(step, steps, loss, past);
+        Some(train::train(base, &groups, &targets, data.train, &options.train, &mut on_step)?)
+    };
+    let schedule: Vec<usize> = training
+        .iter()
+        .flat_map(|t| t.schedule.iter().map(|o| o.group))
+        .collect();
+    let dims = latency_dims(original, &ctx.pinned)?;
+    let walker = select::Walker {
+        original,
+        base,
+        groups: &groups,
+        targets: &targets,
+        refit_on: options.refit.then_some(data.train),
+        held_out: data.held_out,
+        dims: &dims,
+        budget: &options.budget,
+        seed: options.train.seed,
+    };
+    let steps = schedule.len() + 1;
+    let walk = walker.walk(&schedule, ctx, &mut |step| progress.walk_step(step, steps))?;
+    Ok(Learning {
+        groups,
+        targets,
+        training,
+        walk,
+    })
+}
+
+/// Every input's dims at batch 1.
+fn latency_dims(model: &Model, pinned: &PinnedShapes) -> Result<Vec<Vec<usize>>> {
+    Ok(crate::calib::sample_dims(model, pinned)?
+        .into_iter()
+        .map(|d| [vec![1], d].concat())
+        .collect())
+}

@@ -1,0 +1,173 @@
+//! Selection: walk the gate schedule, folding one more group at a time (and refitting
+//! what was folded), measure each step on the held-out data and in tract, and choose the
+//! fastest step within the user's budget.
+//!
+//! Step 0 is the exact-only model. Every step is measured (unless a target speedup is
+//! reached first), so the walk shows where fidelity breaks, not only where it stopped.
+
+use serde::Serialize;
+
+use crate::calib::ModelInputs;
+use crate::error::Result;
+use crate::gates::loss::{OutputKind, Target};
+use crate::gates::refit::{self, Refitted};
+use crate::gates::GateGroup;
+use crate::ir::Model;
+use crate::passes::{self, Ctx, FoldRecord, Linearize, Pass};
+use crate::runtime::bench::{self, BenchOptions};
+use crate::runtime::compare::{self, OutputComparison};
+
+/// What the user accepts.
+#[derive(Clone, Debug, Serialize)]
+pub struct Budget {
+    /// Largest top-1 agreement drop allowed on class outputs, in points.
+    pub max_drop: f64,
+    /// Largest relative error allowed on regression outputs.
+    pub max_error: f64,
+    /// Stop at the first step within budget at least this much faster.
+    pub target_speedup: Option<f64>,
+}
+
+impl Default for Budget {
+    fn default() -> Self {
+        Budget {
+            max_drop: 1.0,
+            max_error: 0.05,
+            target_speedup: None,
+        }
+    }
+}
+
+/// One step of the walk: the first `groups` groups of the schedule folded.
+#[derive(Clone, Debug, Serialize)]
+pub struct Step {
+    pub groups: usize,
+    /// The activations removed, by root node.
+    pub removed: Vec<String>,
+    pub folds: Vec<FoldRecord>,
+    pub refitted: Vec<Refitted>,
+    /// Every output against the original, on the held-out data.
+    pub fidelity: Vec<OutputComparison>,
+    /// The lowest top-1 agreement over class outputs.
+    pub agreement: Option<f64>,
+    /// The largest relative error over regression outputs.
+    pub max_error: Option<f64>,
+    /// Latency against the original's, median of interleaved pairs in tract.
+    pub latency_ratio: f64,
+    pub within_budget: bool,
+}
+
+/// The walk and the step chosen.
+#[derive(Clone, Debug, Serialize)]
+pub struct Walk {
+    pub steps: Vec<Step>,
+    pub chosen: usize,
+    #[serde(skip)]
+    pub model: Model,
+}
+
+/// What the walk needs besides the schedule.
+pub struct Walker<'a> {
+    pub original: &'a Model,
+    /// The exact-only model (canonical rewrites and exact folds), step 0.
+    pub base: &'a Model,
+    pub groups: &'a [GateGroup],
+    pub targets: &'a [Target],
+    /// Refit folded layers on these (none: no refit).
+    pub refit_on: Option<&'a ModelInputs>,
+    pub held_out: &'a ModelInputs,
+    /// Input dims at batch 1, for latency.
+    pub dims: &'a [Vec<usize>],
+    pub budget: &'a Budget,
+    pub seed: u64,
+}
+
+impl Walker<'_> {
+    /// Walks `schedule` (group indices, safest first); `on_step` sees each measured step.
+    pub fn walk(
+        &self,
+        schedule: &[usize],
+        ctx: &Ctx,
+        on_step: &mut dyn FnMut(&Step),
+    ) -> Result<Walk> {
+        let mut steps: Vec<Step> = Vec::new();
+        let mut best: Option<(usize, Model)> = None;
+        for k in 0..=schedule.len() {
+            let (model, step) = self.step(&schedule[..k], ctx)?;
+            on_step(&step);
+            let faster = best
+                .as_ref()
+                .is_none_or(|(b, _)| step.latency_ratio < steps[*b].latency_ratio);
+            let reached = step.within_budget
+                && self
+                    .budget
+                    .target_speedup
+                    .is_some_and(|s| 1.0 / step.latency_ratio >= s);
+            if step.within_budget && faster {
+                best = Some((k, model));
+            }
+            steps.push(step);
+            if reached {
+                break;
+            }
+        }
+        let (chosen, model) = best.unwrap_or((0, self.base.clone()));
+        Ok(Walk {
+            steps,
+            chosen,
+            model,
+        })
+    }
+
+    fn step(&self, groups: &[usize], ctx: &Ctx) -> Result<(Model, Step)> {
+        let removed: Vec<String> = groups
+            .iter()
+            .flat_map(|&g| self.groups[g].nodes().map(String::from))
+            .collect();
+        let mut model = self.base.clone();
+        let mut refitted = Vec::new();
+        if !removed.is_empty() {
+            Linearize::nodes(&removed).run(&mut model.graph, ctx)?;
+            passes::run_pipeline(&passes::folding(), &mut model.graph, ctx)?;
+            ctx.linearised.borrow_mut().clear();
+        }
+        let folds = ctx.folds.take();
+        if let Some(inputs) = self.refit_on {
+            refitted = refit::refit(&mut model, self.base, &folds, inputs, self.seed)?;
+        }
+        let comparison = compare::compare(self.original, &model, self.held_out)?;
+        let timing = bench::time_models(self.original, &model, self.dims, BenchOptions::default())?;
+        let mut step = Step {
+            groups: groups.len(),
+            removed,
+            folds,
+            refitted,
+            agreement: None,
+            max_error: None,
+            fidelity: comparison.outputs,
+            latency_ratio: timing.ratio.median,
+            within_budget: false,
+        };
+        self.judge(&mut step);
+        Ok((model, step))
+    }
+
+    /// Sums up the step's fidelity per kind of output and checks it against the budget.
+    fn judge(&self, step: &mut Step) {
+        let of_kind = |kind: OutputKind| {
+            let targets = self.targets.iter().filter(move |t| t.kind == kind);
+            targets.filter_map(|t| step.fidelity.iter().find(|f| f.name == t.output))
+        };
+        step.agreement = of_kind(OutputKind::Class)
+            .filter_map(|f| f.agreement)
+            .reduce(f64::min);
+        step.max_error = of_kind(OutputKind::Regression)
+            .map(|f| f.max_rel_error)
+            .reduce(f64::max);
+        let drop_fits = step
+            .agreement
+            .is_none_or(|a| (1.0 - a) * 100.0 <= self.budget.max_drop + 1e-9);
+        let error_fits = step.max_error.is_none_or(|e| e <= self.budget.max_error);
+        step.within_budget = drop_fits && error_fits;
+    }
+}

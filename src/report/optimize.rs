@@ -1,0 +1,63 @@
+//! What `optimize --report FILE.json` writes: the [`Report`] of the run (every field it
+//! has, so a field added there reaches the file), the verification, the fidelity to the
+//! original and the latency before and after.
+
+use std::path::Path;
+
+use serde_json::{Value, json};
+
+use crate::Report;
+use crate::report::json;
+use crate::report::verify::Verification;
+use crate::runtime::bench::PairTiming;
+use crate::runtime::compare::Comparison;
+
+/// One `optimize` run, for its JSON report.
+pub struct OptimizeRun<'a> {
+    pub input: &'a Path,
+    pub output: &'a Path,
+    /// The options as given on the command line.
+    pub options: Value,
+    /// Seed of the random verification inputs.
+    pub seed: u64,
+    pub report: &'a Report,
+    /// The output against the model the folds started from (the check that decides
+    /// whether it is written).
+    pub verification: &'a Verification<'a>,
+    /// The output against the original, on the same inputs.
+    pub fidelity: &'a Comparison,
+    pub latency: &'a PairTiming,
+}
+
+impl OptimizeRun<'_> {
+    /// The `optimize` document (see `docs/report.schema.json`).
+    pub fn to_json(&self) -> Value {
+        let mut verification = self.verification.summary();
+        verification["against"] = json!(match self.report.fold_reference {
+            Some(_) => "linearised",
+            None => "original",
+        });
+        let mut doc = json::document("optimize", json::value(self.report));
+        let fields = [
+            ("input", json!(self.input.display().to_string())),
+            ("output", json!(self.output.display().to_string())),
+            ("seed", json!(self.seed)),
+            ("options", self.options.clone()),
+            ("verification", verification),
+            ("fidelity", json::value(self.fidelity)),
+            (
+                "latency",
+                json!({
+                    "before": self.latency.a,
+                    "after": self.latency.b,
+                    "ratio": self.latency.ratio,
+                    "pairs": self.latency.pairs,
+                }),
+            ),
+        ];
+        for (key, value) in fields {
+            doc[key] = value;
+        }
+        doc
+    }
+}
