@@ -20,15 +20,11 @@ fn model_io(c: &mut Criterion) {
     let save = || onnx_shallow::save(&model, &output, &Default::default()).unwrap();
     let mut group = c.benchmark_group("model_io");
     group.sample_size(20);
-    group.bench_function("read_bytes", |b| {
-        b.iter(|| std::fs::read(&input).unwrap())
-    });
+    group.bench_function("read_bytes", |b| b.iter(|| std::fs::read(&input).unwrap()));
     group.bench_function("write_bytes", |b| {
         b.iter(|| onnx_shallow::onnx::write_atomically(&output, &bytes).unwrap())
     });
-    group.bench_function("load", |b| {
-        b.iter(|| onnx_shallow::load(&input).unwrap())
-    });
+    group.bench_function("load", |b| b.iter(|| onnx_shallow::load(&input).unwrap()));
     group.bench_function("save", |b| b.iter(save));
     group.finish();
 }

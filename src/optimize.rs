@@ -6,12 +6,14 @@ use std::collections::HashSet;
 use std::path::PathBuf;
 
 use crate::error::{Error, Result};
-use crate::ir::{Graph, Model};
-use crate::ir::shape::PinnedShapes;
+use crate::ir::shape::{self, PinnedShapes};
+use crate::gates::{self, LearnData, LearnOptions, LearnProgress, Learning};
 use crate::ir::stats::ModelStats;
+use crate::ir::{Graph, Model};
 use crate::passes::{self, Ctx, FoldOptions, FoldRecord, Linearize, Pass, PassStats};
 use crate::progress::Progress;
 use crate::runtime::cost::{CostCache, CostModel};
+use crate::runtime;
 
 /// What to run.
 #[derive(Clone, Debug, Default)]
@@ -63,6 +65,8 @@ pub struct Report {
     pub activations_removed: Vec<RemovedActivation>,
     /// What the folds left alone that the user would want to know about, and why.
     pub notes: Vec<String>,
+    /// What learning found and chose, in a learned run.
+    pub learning: Option<Learning>,
     /// The model after linearisation and before folding, when activations were
     /// linearised: the folds must reproduce it (the original is no longer the reference).
     #[serde(skip)]
@@ -81,38 +85,119 @@ pub struct RemovedActivation {
 }
 
 /// Runs the exact canonical rewrites, then the folds the cost model accepts.
-pub fn optimize(mut model: Model, options: &Options) -> Result<(Model, Report)> {
-    let before = ModelStats::of(&model.graph, &options.pinned)?;
+pub fn optimize(model: Model, options: &Options) -> Result<(Model, Report)> {
+    let ctx = context(options)?;
+    let result = run_exact(model, options, &ctx)?;
+    persist(&ctx)?;
+    Ok(result)
+}
+
+/// Learns which activations can go from calibration data, then folds them: the exact
+/// rewrites and folds first, then candidates, gate training, and the selection walk
+/// under the budget (see [`crate::gates`]). The result is the walk's chosen step: the
+/// exact-only model when no step fits the budget.
+pub fn optimize_learned(
+    model: Model,
+    options: &Options,
+    data: &LearnData,
+    learn: &LearnOptions,
+    progress: &mut dyn LearnProgress,
+) -> Result<(Model, Report)> {
+    let ctx = context(options)?;
+    let (base, mut report) = run_exact(model.clone(), options, &ctx)?;
+    let learning = gates::learn(&model, &base, data, &ctx, learn, progress)?;
+    persist(&ctx)?;
+    let mut chosen = learning.walk.model.clone();
+    let step = &learning.walk.steps[learning.walk.chosen];
+    report.folds.extend(step.folds.iter().cloned());
+    report.activations_removed = removed_by_gates(&base, &learning)?;
+    report.after = ModelStats::of(&chosen.graph, &options.pinned)?;
+    if !report.folds.is_empty() {
+        chosen.set_metadata(
+            "onnx_shallow.folds",
+            serde_json::to_string(&report.folds).expect("folds serialise"),
+        );
+    }
+    report.learning = Some(learning);
+    Ok((chosen, report))
+}
+
+/// The activations the chosen step removed, with the gate value training left them at.
+fn removed_by_gates(base: &Model, learning: &Learning) -> Result<Vec<RemovedActivation>> {
+    let step = &learning.walk.steps[learning.walk.chosen];
+    let gate_of = |name: &str| {
+        let group = learning
+            .groups
+            .iter()
+            .position(|g| g.nodes().any(|n| n == name))?;
+        let training = learning.training.as_ref()?;
+        training
+            .schedule
+            .iter()
+            .find(|o| o.group == group)
+            .map(|o| o.alpha)
+    };
+    Ok(passes::activations(&base.graph)?
+        .into_iter()
+        .filter(|a| step.removed.contains(&a.name))
+        .map(|a| RemovedActivation {
+            op: a.kind.name().to_string(),
+            gate: gate_of(&a.name),
+            name: a.name,
+        })
+        .collect())
+}
+
+/// The pass context `options` describe: pins, patch budget, folding options, cost model.
+fn context(options: &Options) -> Result<Ctx> {
     let mut ctx = Ctx::new(options.pinned.clone(), options.max_patches);
     ctx.folding = options.folding.clone();
     ctx.cost = options.cost.model()?.into();
+    Ok(ctx)
+}
+
+/// Keeps the cost model's measurements when it has a cache file.
+fn persist(ctx: &Ctx) -> Result<()> {
+    if let Some(cache) = ctx.cost.borrow().cache() {
+        cache.persist()?;
+    }
+    Ok(())
+}
+
+/// The canonical rewrites, the user's linearisations and the folds, judged in `ctx`.
+fn run_exact(mut model: Model, options: &Options, ctx: &Ctx) -> Result<(Model, Report)> {
+    let before = ModelStats::of(&model.graph, &options.pinned)?;
+    // Before any pass builds something the size the file claims.
+    let declared = shape::infer(&model.graph, &Default::default())?;
+    let analysed = ModelStats::analysis_pins(&model.graph, &declared, &options.pinned);
+    runtime::check_runnable(&model, &analysed)?;
     let mut stats = passes::run_pipeline(
         &select_passes(passes::canonical(), options)?,
         &mut model.graph,
-        &ctx,
+        ctx,
     )?;
     let mut activations_removed = Vec::new();
     let fold_reference = if options.linearize.is_empty() {
         None
     } else {
         let present = passes::activations(&model.graph)?;
-        stats.push(Linearize::new(&options.linearize).run(&mut model.graph, &ctx)?);
+        stats.push(Linearize::new(&options.linearize).run(&mut model.graph, ctx)?);
         activations_removed = gone(present, &model.graph)?;
         Some(model.clone())
     };
-    let folding = options.progress.spinner("folding (timing candidates in tract)");
+    let folding = options.progress.spinner(match options.cost {
+        Cost::Macs => "folding",
+        _ => "folding (timing candidates in tract)",
+    });
     stats.extend(passes::run_pipeline(
         &select_passes(passes::folding(), options)?,
         &mut model.graph,
-        &ctx,
+        ctx,
     )?);
     drop(folding);
-    if let Some(cache) = ctx.cost.borrow().cache() {
-        cache.persist()?;
-    }
     let after = ModelStats::of(&model.graph, &options.pinned)?;
-    let folds = ctx.folds.into_inner();
-    let notes = ctx.notes.into_inner();
+    let folds = ctx.folds.take();
+    let notes = ctx.notes.take();
     if !folds.is_empty() {
         model.set_metadata(
             "onnx_shallow.folds",
@@ -139,6 +224,7 @@ pub fn optimize(mut model: Model, options: &Options) -> Result<(Model, Report)> 
             activations_removed,
             notes,
             fold_reference,
+            learning: None,
         },
     ))
 }

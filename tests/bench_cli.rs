@@ -35,13 +35,24 @@ fn a_much_slower_model_fails_the_gate_and_a_much_faster_one_passes() {
     let (Some(mlp), Some(mobilenet)) = (common::shared(MLP), common::shared(MOBILENET_V2)) else {
         return;
     };
-    let fast_runs = ["--runs", "5", "--warmup", "1", "--max-ratio", "0.5", "--json"];
+    let fast_runs = [
+        "--runs",
+        "5",
+        "--warmup",
+        "1",
+        "--max-ratio",
+        "0.5",
+        "--json",
+    ];
     let slower = bench(&[&mlp, &mobilenet], &fast_runs);
     assert_eq!(slower.code, 1, "{}", slower.stderr);
     let doc = common::valid_report(&slower.stdout);
     assert!(doc["ratio"]["median"].as_f64().unwrap() > 10.0, "{doc:#}");
     assert_eq!(doc["gate"]["pass"], false);
-    assert_eq!(doc["models"][1]["inputs"][0]["dims"], serde_json::json!([1, 3, 224, 224]));
+    assert_eq!(
+        doc["models"][1]["inputs"][0]["dims"],
+        serde_json::json!([1, 3, 224, 224])
+    );
     let faster = bench(&[&mobilenet, &mlp], &fast_runs);
     assert_eq!(faster.code, 0, "{}", faster.stderr);
     assert_eq!(common::valid_report(&faster.stdout)["gate"]["pass"], true);
@@ -56,7 +67,10 @@ fn one_model_reports_its_latency_and_the_heap_of_its_plan() {
     assert_eq!(run.code, 0, "{}", run.stderr);
     let doc = common::valid_report(&run.stdout);
     assert!(doc["ratio"].is_null() && doc["gate"].is_null(), "{doc:#}");
-    assert_eq!((doc["rounds"].as_u64(), doc["seed"].as_u64()), (Some(3), Some(0)));
+    assert_eq!(
+        (doc["rounds"].as_u64(), doc["seed"].as_u64()),
+        (Some(3), Some(0))
+    );
     let model = &doc["models"][0];
     let latency = &model["latency"];
     assert!(latency["p10"].as_f64() <= latency["median"].as_f64());
@@ -80,10 +94,16 @@ fn free_spatial_dims_need_pinning() {
         "{}",
         refused.stderr
     );
-    let pinned = bench(&[&model], &["--runs", "1", "--input-shape", "x:1,3,48,192", "--json"]);
+    let pinned = bench(
+        &[&model],
+        &["--runs", "1", "--input-shape", "x:1,3,48,192", "--json"],
+    );
     assert_eq!(pinned.code, 0, "{}", pinned.stderr);
     let doc = common::valid_report(&pinned.stdout);
-    assert_eq!(doc["models"][0]["inputs"][0]["dims"], serde_json::json!([1, 3, 48, 192]));
+    assert_eq!(
+        doc["models"][0]["inputs"][0]["dims"],
+        serde_json::json!([1, 3, 48, 192])
+    );
 }
 
 #[test]

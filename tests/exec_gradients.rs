@@ -11,21 +11,27 @@ const STEP: f64 = 1e-5;
 
 /// Standard-normal samples at least `margin` away from every kink.
 fn sample(dims: &[usize], kinks: &[f64], rng: &mut Rng) -> ArrayD<f64> {
-    ArrayD::from_shape_simple_fn(IxDyn(dims), || loop {
-        let v = rng.normal() * 1.5;
-        if kinks.iter().all(|k| (v - k).abs() > 0.05) {
-            return v;
+    ArrayD::from_shape_simple_fn(IxDyn(dims), || {
+        loop {
+            let v = rng.normal() * 1.5;
+            if kinks.iter().all(|k| (v - k).abs() > 0.05) {
+                return v;
+            }
         }
     })
 }
 
 fn weight(dims: &[usize], rng: &mut Rng) -> Tensor {
-    let values: Vec<f32> = (0..dims.iter().product()).map(|_| rng.normal() as f32).collect();
+    let values: Vec<f32> = (0..dims.iter().product())
+        .map(|_| rng.normal() as f32)
+        .collect();
     Tensor::from_f32(dims.to_vec(), &values)
 }
 
 fn positive(dims: &[usize], rng: &mut Rng) -> Tensor {
-    let values: Vec<f32> = (0..dims.iter().product()).map(|_| 0.5 + rng.uniform() as f32).collect();
+    let values: Vec<f32> = (0..dims.iter().product())
+        .map(|_| 0.5 + rng.uniform() as f32)
+        .collect();
     Tensor::from_f32(dims.to_vec(), &values)
 }
 
@@ -50,7 +56,11 @@ struct Check {
 
 impl Check {
     fn new(opset: i64) -> Check {
-        Check { builder: ModelBuilder::new(opset), feeds: Vec::new(), gates: Vec::new() }
+        Check {
+            builder: ModelBuilder::new(opset),
+            feeds: Vec::new(),
+            gates: Vec::new(),
+        }
     }
 
     fn feed(mut self, name: &'static str, value: ArrayD<f64>) -> Check {
@@ -71,7 +81,11 @@ impl Check {
     }
 
     fn gate(mut self, input: &str, output: &str, group: usize) -> Check {
-        self.gates.push(Gate { input: input.into(), output: output.into(), group });
+        self.gates.push(Gate {
+            input: input.into(),
+            output: output.into(),
+            group,
+        });
         self
     }
 
@@ -80,11 +94,18 @@ impl Check {
         let names: Vec<String> = self.feeds.iter().map(|(n, _)| n.to_string()).collect();
         let exec = Executor::new(&model.graph, &names, &[output.to_string()], self.gates).unwrap();
         let mut params = Params::<f64>::new(&exec, &model.graph).unwrap();
-        params.alpha.iter_mut().enumerate().for_each(|(i, a)| *a = 0.2 + 0.1 * i as f64);
+        params
+            .alpha
+            .iter_mut()
+            .enumerate()
+            .for_each(|(i, a)| *a = 0.2 + 0.1 * i as f64);
         let feeds: Vec<ArrayD<f64>> = self.feeds.into_iter().map(|(_, v)| v).collect();
         let run = exec.forward(&feeds, &params, true).unwrap();
         let r = sample(run.outputs[0].shape(), &[], &mut Rng::new(99));
-        let want = Wanted { weights: true, inputs: true };
+        let want = Wanted {
+            weights: true,
+            inputs: true,
+        };
         let grads = exec.backward(&run, &[r.clone()], &params, want).unwrap();
         let loss = |feeds: &[ArrayD<f64>], params: &Params<f64>| {
             (&exec.forward(feeds, params, false).unwrap().outputs[0] * &r).sum()
@@ -92,7 +113,10 @@ impl Check {
         let central = |f: &mut dyn FnMut(f64) -> f64| (f(STEP) - f(-STEP)) / (2.0 * STEP);
         let close = |analytic: f64, numeric: f64, what: &str| {
             let tol = 1e-6 * (1.0 + numeric.abs());
-            assert!((analytic - numeric).abs() <= tol, "{what}: analytic {analytic}, numeric {numeric}");
+            assert!(
+                (analytic - numeric).abs() <= tol,
+                "{what}: analytic {analytic}, numeric {numeric}"
+            );
         };
         for k in 0..feeds.len() {
             for i in 0..feeds[k].len() {
@@ -101,7 +125,11 @@ impl Check {
                     moved[k].as_slice_mut().unwrap()[i] += h;
                     loss(&moved, &params)
                 });
-                close(grads.inputs[k].as_slice().unwrap()[i], numeric, &format!("input {k}[{i}]"));
+                close(
+                    grads.inputs[k].as_slice().unwrap()[i],
+                    numeric,
+                    &format!("input {k}[{i}]"),
+                );
             }
         }
         let names: Vec<String> = params.weights.keys().cloned().collect();
@@ -112,7 +140,11 @@ impl Check {
                     moved.weights.get_mut(name).unwrap().as_slice_mut().unwrap()[i] += h;
                     loss(&feeds, &moved)
                 });
-                close(grads.weights[name].as_slice().unwrap()[i], numeric, &format!("weight {name}[{i}]"));
+                close(
+                    grads.weights[name].as_slice().unwrap()[i],
+                    numeric,
+                    &format!("weight {name}[{i}]"),
+                );
             }
         }
         for g in 0..params.alpha.len() {
@@ -141,7 +173,12 @@ fn conv_dense_strided_dilated_asymmetric_pads() {
         .feed("x", sample(&[2, 3, 7, 6], &[], rng))
         .init("w", weight(&[4, 3, 3, 2], rng))
         .init("b", weight(&[4], rng))
-        .node("Conv", &["x", "w", "b"], "y", conv_attrs(&[2, 1], &[1, 0, 2, 1], &[2, 1], 1))
+        .node(
+            "Conv",
+            &["x", "w", "b"],
+            "y",
+            conv_attrs(&[2, 1], &[1, 0, 2, 1], &[2, 1], 1),
+        )
         .run("y");
 }
 
@@ -151,13 +188,23 @@ fn conv_grouped_depthwise_pointwise_and_1d() {
     Check::new(13)
         .feed("x", sample(&[2, 4, 5, 5], &[], rng))
         .init("w", weight(&[6, 2, 3, 3], rng))
-        .node("Conv", &["x", "w"], "y", conv_attrs(&[1, 1], &[1, 1, 1, 1], &[1, 1], 2))
+        .node(
+            "Conv",
+            &["x", "w"],
+            "y",
+            conv_attrs(&[1, 1], &[1, 1, 1, 1], &[1, 1], 2),
+        )
         .run("y");
     Check::new(13)
         .feed("x", sample(&[2, 3, 6, 7], &[], rng))
         .init("w", weight(&[6, 1, 3, 3], rng))
         .init("b", weight(&[6], rng))
-        .node("Conv", &["x", "w", "b"], "y", conv_attrs(&[2, 2], &[1, 1, 1, 0], &[1, 1], 3))
+        .node(
+            "Conv",
+            &["x", "w", "b"],
+            "y",
+            conv_attrs(&[2, 2], &[1, 1, 1, 0], &[1, 1], 3),
+        )
         .run("y");
     Check::new(13)
         .feed("x", sample(&[2, 3, 4, 4], &[], rng))
@@ -174,7 +221,11 @@ fn conv_grouped_depthwise_pointwise_and_1d() {
 #[test]
 fn gemm_and_matmul() {
     let rng = &mut Rng::new(3);
-    let gemm = attrs().with_int("transA", 1).with_int("transB", 1).with_float("alpha", 0.7).with_float("beta", 1.3);
+    let gemm = attrs()
+        .with_int("transA", 1)
+        .with_int("transB", 1)
+        .with_float("alpha", 0.7)
+        .with_float("beta", 1.3);
     Check::new(13)
         .feed("a", sample(&[4, 3], &[], rng))
         .init("b", weight(&[5, 4], rng))
@@ -219,7 +270,12 @@ fn batch_normalization() {
         .init("bias", weight(&[3], rng))
         .init("mean", weight(&[3], rng))
         .init("var", positive(&[3], rng))
-        .node("BatchNormalization", &["x", "scale", "bias", "mean", "var"], "y", attrs().with_float("epsilon", 1e-3))
+        .node(
+            "BatchNormalization",
+            &["x", "scale", "bias", "mean", "var"],
+            "y",
+            attrs().with_float("epsilon", 1e-3),
+        )
         .run("y");
 }
 
@@ -230,7 +286,11 @@ fn gated_activations() {
     let cases: Vec<(&str, Attributes, &[f64])> = vec![
         ("Relu", attrs(), &[0.0]),
         ("LeakyRelu", attrs().with_float("alpha", 0.1), &[0.0]),
-        ("HardSigmoid", attrs().with_float("alpha", 0.3).with_float("beta", 0.4), &[-4.0 / 3.0, 2.0]),
+        (
+            "HardSigmoid",
+            attrs().with_float("alpha", 0.3).with_float("beta", 0.4),
+            &[-4.0 / 3.0, 2.0],
+        ),
         ("HardSwish", attrs(), &[-3.0, 3.0]),
         ("Sigmoid", attrs(), &[]),
         ("Tanh", attrs(), &[]),
@@ -272,7 +332,12 @@ fn gates_on_multi_node_activations_inside_a_network() {
         .node("Clip", &["s", "zero", "six"], "c", attrs())
         .node("Mul", &["x", "c"], "m", attrs())
         .node("Div", &["m", "six"], "h", attrs())
-        .node("Conv", &["h", "w"], "z", conv_attrs(&[1, 1], &[1, 1, 1, 1], &[1, 1], 1))
+        .node(
+            "Conv",
+            &["h", "w"],
+            "z",
+            conv_attrs(&[1, 1], &[1, 1, 1, 1], &[1, 1], 1),
+        )
         .node("Tanh", &["z"], "t", attrs())
         .node("GlobalAveragePool", &["t"], "y", attrs())
         .gate("x", "h", 0)
@@ -311,7 +376,12 @@ fn pools() {
         for count_pad in [0, 1] {
             Check::new(13)
                 .feed("x", sample(&[2, 2, 6, 5], &[], rng))
-                .node("AveragePool", &["x"], "y", window(ceil).with_int("count_include_pad", count_pad))
+                .node(
+                    "AveragePool",
+                    &["x"],
+                    "y",
+                    window(ceil).with_int("count_include_pad", count_pad),
+                )
                 .run("y");
         }
     }
@@ -322,7 +392,12 @@ fn pools() {
     Check::new(18)
         .feed("x", sample(&[2, 3, 4], &[], rng))
         .init("axes", ints(&[-1, 1]))
-        .node("ReduceMean", &["x", "axes"], "y", attrs().with_int("keepdims", 0))
+        .node(
+            "ReduceMean",
+            &["x", "axes"],
+            "y",
+            attrs().with_int("keepdims", 0),
+        )
         .run("y");
 }
 
@@ -330,7 +405,10 @@ fn pools() {
 fn shape_ops() {
     let rng = &mut Rng::new(10);
     let x = || sample(&[2, 3, 1, 4], &[], &mut Rng::new(11));
-    Check::new(13).feed("x", x()).node("Flatten", &["x"], "y", attrs().with_int("axis", 2)).run("y");
+    Check::new(13)
+        .feed("x", x())
+        .node("Flatten", &["x"], "y", attrs().with_int("axis", 2))
+        .run("y");
     Check::new(13)
         .feed("x", x())
         .init("shape", ints(&[0, -1, 2]))
@@ -348,7 +426,12 @@ fn shape_ops() {
         .run("y");
     Check::new(13)
         .feed("x", x())
-        .node("Transpose", &["x"], "y", attrs().with_ints("perm", &[3, 0, 2, 1]))
+        .node(
+            "Transpose",
+            &["x"],
+            "y",
+            attrs().with_ints("perm", &[3, 0, 2, 1]),
+        )
         .run("y");
     Check::new(13)
         .feed("a", x())
@@ -360,7 +443,12 @@ fn shape_ops() {
             .feed("x", x())
             .init("pads", ints(&[0, 1, 0, 2, 0, 2, 1, 1]))
             .init("value", scalar(0.5))
-            .node("Pad", &["x", "pads", "value"], "y", attrs().with_string("mode", mode))
+            .node(
+                "Pad",
+                &["x", "pads", "value"],
+                "y",
+                attrs().with_string("mode", mode),
+            )
             .run("y");
     }
 }
@@ -378,13 +466,31 @@ fn gate_gradients_skip_weights_when_not_wanted() {
             .build(),
     )
     .unwrap();
-    let gate = Gate { input: "z".into(), output: "y".into(), group: 0 };
+    let gate = Gate {
+        input: "z".into(),
+        output: "y".into(),
+        group: 0,
+    };
     let exec = Executor::new(&model.graph, &["x".into()], &["y".into()], vec![gate]).unwrap();
     let params = Params::<f64>::new(&exec, &model.graph).unwrap();
-    let run = exec.forward(&[sample(&[2, 2, 3, 3], &[], rng)], &params, true).unwrap();
+    let run = exec
+        .forward(&[sample(&[2, 2, 3, 3], &[], rng)], &params, true)
+        .unwrap();
     let r = sample(&[2, 2, 3, 3], &[], rng);
-    let all = exec.backward(&run, &[r.clone()], &params, Wanted { weights: true, inputs: true }).unwrap();
-    let gates_only = exec.backward(&run, &[r], &params, Wanted::default()).unwrap();
+    let all = exec
+        .backward(
+            &run,
+            &[r.clone()],
+            &params,
+            Wanted {
+                weights: true,
+                inputs: true,
+            },
+        )
+        .unwrap();
+    let gates_only = exec
+        .backward(&run, &[r], &params, Wanted::default())
+        .unwrap();
     assert_eq!(gates_only.alpha, all.alpha);
     assert_ne!(all.alpha[0], 0.0);
     assert!(gates_only.weights.is_empty() && gates_only.inputs.is_empty());

@@ -60,7 +60,11 @@ fn forward_matches_tract_on_every_shared_model() {
         let got = exec.forward(&inputs, &params, false).unwrap().outputs;
         for (k, (got, want)) in got.iter().zip(&want).enumerate() {
             let err = relative_error(got, want);
-            assert!(err <= 1e-4, "{} output {k}: relative error {err}", path.display());
+            assert!(
+                err <= 1e-4,
+                "{} output {k}: relative error {err}",
+                path.display()
+            );
         }
     }
 }
@@ -76,18 +80,39 @@ fn results_do_not_depend_on_the_thread_count() {
     let gates = gate_every_activation(graph);
     assert!(gates.len() >= 6);
     let inputs = names(graph, graph.runtime_inputs());
-    let exec = Executor::new(graph, &inputs, &names(graph, graph.outputs().iter().copied()), gates).unwrap();
+    let exec = Executor::new(
+        graph,
+        &inputs,
+        &names(graph, graph.outputs().iter().copied()),
+        gates,
+    )
+    .unwrap();
     let mut params = Params::<f32>::new(&exec, graph).unwrap();
     params.alpha.iter_mut().for_each(|a| *a = 0.25);
     let x = normal_array(&[32, 1, 8, 8], &mut Rng::new(5));
     let step = || {
-        let run = exec.forward(std::slice::from_ref(&x), &params, true).unwrap();
+        let run = exec
+            .forward(std::slice::from_ref(&x), &params, true)
+            .unwrap();
         let g = run.outputs[0].mapv(|v| v.sin());
-        let grads = exec.backward(&run, &[g], &params, Wanted { weights: true, inputs: true }).unwrap();
+        let grads = exec
+            .backward(
+                &run,
+                &[g],
+                &params,
+                Wanted {
+                    weights: true,
+                    inputs: true,
+                },
+            )
+            .unwrap();
         (run.outputs[0].clone(), grads)
     };
     let (out_many, many) = step();
-    let one_thread = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
+    let one_thread = rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .build()
+        .unwrap();
     let (out_one, one) = one_thread.install(step);
     assert_eq!(out_many, out_one);
     assert_eq!(many.alpha, one.alpha);

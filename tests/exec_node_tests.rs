@@ -12,18 +12,48 @@ use onnx_shallow::onnx::pb;
 use prost::Message;
 
 const OPS: &[&str] = &[
-    "Conv", "Gemm", "MatMul", "Add", "Sub", "Mul", "Div", "BatchNormalization", "Relu", "Clip",
-    "LeakyRelu", "PRelu", "HardSigmoid", "HardSwish", "Sigmoid", "Tanh", "Softmax",
-    "GlobalAveragePool", "AveragePool", "MaxPool", "Flatten", "Reshape", "Squeeze", "Unsqueeze",
-    "Transpose", "Concat", "Pad", "ReduceMean",
+    "Conv",
+    "Gemm",
+    "MatMul",
+    "Add",
+    "Sub",
+    "Mul",
+    "Div",
+    "BatchNormalization",
+    "Relu",
+    "Clip",
+    "LeakyRelu",
+    "PRelu",
+    "HardSigmoid",
+    "HardSwish",
+    "Sigmoid",
+    "Tanh",
+    "Softmax",
+    "GlobalAveragePool",
+    "AveragePool",
+    "MaxPool",
+    "Flatten",
+    "Reshape",
+    "Squeeze",
+    "Unsqueeze",
+    "Transpose",
+    "Concat",
+    "Pad",
+    "ReduceMean",
 ];
 
 /// Cases of those operators the executor refuses, each with the reason.
 const REFUSED: &[(&str, &str)] = &[
     ("test_batchnorm_epsilon_training_mode", "training mode"),
     ("test_batchnorm_example_training_mode", "training mode"),
-    ("test_maxpool_with_argmax_2d_precomputed_pads", "the Indices output"),
-    ("test_maxpool_with_argmax_2d_precomputed_strides", "the Indices output"),
+    (
+        "test_maxpool_with_argmax_2d_precomputed_pads",
+        "the Indices output",
+    ),
+    (
+        "test_maxpool_with_argmax_2d_precomputed_strides",
+        "the Indices output",
+    ),
 ];
 
 fn read_tensor(path: &Path) -> Tensor {
@@ -89,13 +119,19 @@ fn run_case(dir: &Path, op: &str) -> Outcome {
     for ((got, want), name) in got.iter().zip(&expected).zip(&outputs) {
         let want = to_array(want);
         if got.shape() != want.shape() {
-            return Outcome::Mismatch(format!("output {name}: dims {:?}, expected {:?}", got.shape(), want.shape()));
+            return Outcome::Mismatch(format!(
+                "output {name}: dims {:?}, expected {:?}",
+                got.shape(),
+                want.shape()
+            ));
         }
         let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
         let err = (got - &want).iter().fold(0f32, |m, v| m.max(v.abs()));
         // Some reference outputs are written to four decimals.
         if err > 1e-4 * scale.max(1.0) {
-            return Outcome::Mismatch(format!("output {name} off by {err} (largest value {scale}): {got} vs {want}"));
+            return Outcome::Mismatch(format!(
+                "output {name} off by {err} (largest value {scale}): {got} vs {want}"
+            ));
         }
     }
     Outcome::Passed
@@ -132,6 +168,9 @@ fn forward_matches_the_onnx_reference_outputs() {
         .collect();
     assert!(mismatched.is_empty(), "mismatched: {mismatched:#?}");
     assert!(unexpected.is_empty(), "refused: {unexpected:#?}");
-    eprintln!("{passed} node test cases match; refused as expected: {}", refused.len());
+    eprintln!(
+        "{passed} node test cases match; refused as expected: {}",
+        refused.len()
+    );
     assert!(passed >= 155, "only {passed} cases ran");
 }

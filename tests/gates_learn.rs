@@ -3,11 +3,13 @@
 
 mod common;
 
-use onnx_shallow::calib::{ArraySelection, CalibSpec, Dataset, ModelInputs};
+use onnx_shallow::calib::{ArraySelection, CalibSpec, Dataset, ModelInputs, Npz};
 use onnx_shallow::gates::{self, LearnData, LearnOptions, Learning};
 use onnx_shallow::passes::Ctx;
 use onnx_shallow::runtime::cost::CostModel;
 use onnx_shallow::runtime::run_all;
+use onnx_shallow::calib::Preprocess;
+use onnx_shallow::ir::shape::PinnedShapes;
 use onnx_shallow::{Cost, Model, Options};
 
 fn digits(index: &str, model: &Model) -> Option<Dataset> {
@@ -23,26 +25,39 @@ fn digits(index: &str, model: &Model) -> Option<Dataset> {
 }
 
 fn learned(original: &Model, data: &Dataset, options: &LearnOptions) -> Learning {
+    let (train, held_out) = data.split(0.2, 0).unwrap();
+    learned_on(original, &train.all().unwrap(), &held_out.all().unwrap(), options, &Default::default())
+}
+
+/// Learns with folds judged by MACs (deterministic), dims pinned as given.
+fn learned_on(
+    original: &Model,
+    train: &ModelInputs,
+    held_out: &ModelInputs,
+    options: &LearnOptions,
+    pinned: &PinnedShapes,
+) -> Learning {
     let exact = Options {
         cost: Cost::Macs,
+        pinned: pinned.clone(),
         ..Options::default()
     };
     let (base, _) = onnx_shallow::optimize(original.clone(), &exact).unwrap();
-    let (train, held_out) = data.split(0.2, 0).unwrap();
-    let (train, held_out) = (train.all().unwrap(), held_out.all().unwrap());
-    let ctx = Ctx::default();
+    let ctx = Ctx::new(pinned.clone(), None);
     ctx.cost.replace(CostModel::Macs);
-    let data = LearnData {
-        train: &train,
-        held_out: &held_out,
-    };
+    let data = LearnData { train, held_out };
     gates::learn(original, &base, &data, &ctx, options, &mut ()).unwrap()
 }
 
-/// Top-1 accuracy in percent against the labels of the `test_idx` rows.
-fn accuracy(model: &Model, inputs: &ModelInputs, labels: &[i64]) -> f64 {
-    let logits = &run_all(model, inputs, 64).unwrap()[0];
-    let correct = logits
+/// The rows of `x` (all arrays of a one-input `.npz`) in `rows`, through `preprocess`.
+fn rows_of(x: &ndarray::ArrayD<f32>, rows: &[usize], source: &str) -> ModelInputs {
+    ModelInputs::new(vec![x.select(ndarray::Axis(0), rows)], source).unwrap()
+}
+
+/// Top-1 accuracy in percent of output `output` against `labels`.
+fn accuracy_of(model: &Model, inputs: &ModelInputs, output: usize, labels: &[i64]) -> f64 {
+    let scores = &run_all(model, inputs, 32).unwrap()[output];
+    let correct = scores
         .outer_iter()
         .zip(labels)
         .filter(|(row, label)| {
@@ -54,6 +69,37 @@ fn accuracy(model: &Model, inputs: &ModelInputs, labels: &[i64]) -> f64 {
         })
         .count();
     100.0 * correct as f64 / labels.len() as f64
+}
+
+/// The labels of the rows `index` lists in the digits split.
+fn digit_labels(index: &str) -> Vec<i64> {
+    let mut npz = Npz::open(&common::shared("data/sklearn_digits_split.npz").unwrap()).unwrap();
+    let labels = npz.array("y").unwrap().values;
+    let rows = npz.array(index).unwrap().values;
+    rows.iter().map(|&r| labels[[r as usize]] as i64).collect()
+}
+
+/// Learns on the digits training rows and checks the chosen model's test accuracy is
+/// within `tolerance` points of the original's; returns what was learned.
+fn digits_model_keeps_accuracy(model: &str, max_drop: f64, tolerance: f64) -> Option<Learning> {
+    let original = onnx_shallow::load(&common::shared(&format!("models/{model}"))?).unwrap();
+    let mut options = LearnOptions::default();
+    options.budget.max_drop = max_drop;
+    let learning = learned(&original, &digits("train_idx", &original)?, &options);
+    print(&learning);
+    let test = digits("test_idx", &original)?.all().unwrap();
+    let labels = digit_labels("test_idx");
+    let (before, after) = (
+        accuracy_of(&original, &test, 0, &labels),
+        accuracy_of(&learning.walk.model, &test, 0, &labels),
+    );
+    eprintln!("{model}: test accuracy {before:.2} % → {after:.2} %");
+    assert!(after >= before - tolerance, "{before} → {after}");
+    Some(learning)
+}
+
+fn removed(learning: &Learning) -> &[String] {
+    &learning.walk.steps[learning.walk.chosen].removed
 }
 
 fn print(learning: &Learning) {
@@ -73,15 +119,117 @@ fn print(learning: &Learning) {
 
 #[test]
 fn digits_mlp_loses_two_relus_and_keeps_its_accuracy() {
-    let Some(path) = common::shared("models/digits_mlp_sklearn-digits_op13.onnx") else {
+    let Some(learning) = digits_model_keeps_accuracy("digits_mlp_sklearn-digits_op13.onnx", 2.0, 0.5)
+    else {
         return;
     };
-    let original = onnx_shallow::load(&path).unwrap();
-    let train = digits("train_idx", &original).unwrap();
-    let mut options = LearnOptions::default();
-    options.budget.max_drop = 2.0;
-    let learning = learned(&original, &train, &options);
+    assert!(removed(&learning).len() >= 2, "{:?}", removed(&learning));
+}
+
+#[test]
+fn digits_cnn_loses_an_activation_and_keeps_its_accuracy() {
+    let Some(learning) = digits_model_keeps_accuracy("digits_cnn_sklearn-digits_op13.onnx", 1.0, 0.5)
+    else {
+        return;
+    };
+    assert!(!removed(&learning).is_empty());
+}
+
+#[test]
+fn digits_mobilenets_lose_an_activation_and_keep_their_accuracy() {
+    for model in [
+        "digits_mobilenetish_sklearn-digits_op13.onnx",
+        "digits_mobilenetish_sklearn-digits_op14_hardswish.onnx",
+    ] {
+        let Some(learning) = digits_model_keeps_accuracy(model, 1.0, 0.5) else {
+            return;
+        };
+        assert!(!removed(&learning).is_empty(), "{model}");
+    }
+}
+
+#[test]
+fn ppocr_classifier_loses_two_activations_and_keeps_its_agreement() {
+    let (Some(data), Some(model)) = (
+        common::shared("data/textline_0_180_page.npz"),
+        Some(common::testdata("ppocr_textline_cls.onnx")),
+    ) else {
+        return;
+    };
+    let original = onnx_shallow::load(&model).unwrap();
+    let mut npz = Npz::open(&data).unwrap();
+    let (x, y) = (npz.array("x").unwrap().values, npz.array("y").unwrap().values);
+    let n = x.shape()[0];
+    let even: Vec<usize> = (0..n).step_by(2).collect();
+    let odd: Vec<usize> = (1..n).step_by(2).collect();
+    // Calibrate on the even samples (a fifth of them held out for selection), measure on
+    // the odd ones.
+    let (train_rows, held_rows): (Vec<usize>, Vec<usize>) =
+        even.iter().partition(|&&r| r % 10 != 0);
+    let pinned: PinnedShapes = [("x".to_string(), vec![1, 3, 48, 192])].into_iter().collect();
+    let learning = learned_on(
+        &original,
+        &rows_of(&x, &train_rows, "even"),
+        &rows_of(&x, &held_rows, "even, held out"),
+        &LearnOptions::default(),
+        &pinned,
+    );
     print(&learning);
-    let chosen = &learning.walk.steps[learning.walk.chosen];
-    assert!(chosen.removed.len() >= 2, "{:?}", chosen.removed);
+    let test = rows_of(&x, &odd, "odd");
+    let labels: Vec<i64> = odd.iter().map(|&r| y[[r]] as i64).collect();
+    let (before, after) = (
+        accuracy_of(&original, &test, 0, &labels),
+        accuracy_of(&learning.walk.model, &test, 0, &labels),
+    );
+    let agreement = onnx_shallow::runtime::compare::compare(&original, &learning.walk.model, &test)
+        .unwrap()
+        .outputs[0]
+        .agreement
+        .unwrap();
+    eprintln!("ppocr: accuracy on odd samples {before:.2} % → {after:.2} %, agreement {agreement}");
+    assert!(removed(&learning).len() >= 2, "{:?}", removed(&learning));
+    assert!(after >= before - 1.0 && agreement >= 0.98);
+}
+
+#[test]
+fn mtcnn_onet_loses_its_trunk_prelu_within_budget() {
+    let (Some(data), Some(model)) = (
+        common::shared("data/lfw_subset_face_nonface.npz"),
+        common::shared("models/mtcnn_onet_facenet-pytorch2.6.0_op13.onnx"),
+    ) else {
+        return;
+    };
+    let original = onnx_shallow::load(&model).unwrap();
+    let mut npz = Npz::open(&data).unwrap();
+    let (gray, y) = (npz.array("x").unwrap().values, npz.array("y").unwrap().values);
+    // 25×25 gray in [0, 1] → 48×48 RGB, (x − 127.5) / 128 on 0–255 pixels.
+    let samples = gray.shape()[0];
+    let nhwc = gray
+        .insert_axis(ndarray::Axis(3))
+        .broadcast(vec![samples, 25, 25, 3])
+        .unwrap()
+        .to_owned();
+    let preprocess =
+        Preprocess::parse("layout=nhwc,resize=48,scale=255,mean=127.5,std=128").unwrap();
+    let x = preprocess.apply(nhwc.into_dyn()).unwrap();
+    let n = x.shape()[0];
+    let (train_rows, held_rows): (Vec<usize>, Vec<usize>) = (0..n).partition(|r| r % 5 != 0);
+    let mut options = LearnOptions::default();
+    options.output_kinds = ["bbox_reg", "landmarks"]
+        .map(|o| (o.to_string(), gates::OutputKind::Regression))
+        .to_vec();
+    let learning = learned_on(
+        &original,
+        &rows_of(&x, &train_rows, "lfw"),
+        &rows_of(&x, &held_rows, "lfw, held out"),
+        &options,
+        &Default::default(),
+    );
+    print(&learning);
+    let all = rows_of(&x, &(0..n).collect::<Vec<_>>(), "lfw");
+    let labels: Vec<i64> = y.iter().map(|&l| l as i64).collect();
+    let face = |m: &Model| accuracy_of(m, &all, 2, &labels);
+    assert!(!removed(&learning).is_empty());
+    assert!(learning.walk.steps[learning.walk.chosen].within_budget);
+    assert_eq!(face(&original), face(&learning.walk.model));
 }

@@ -20,6 +20,12 @@ fn peak_and_retained_heap_are_counted() {
     let growth = growth.expect("the allocator is installed");
     assert_eq!(kept.capacity(), 2 * MIB as usize);
     // 4 MiB of scratch and the 2 MiB kept, at once; then the scratch is freed.
-    assert!((6 * MIB..6 * MIB + 4096).contains(&growth.peak_bytes), "{growth:?}");
-    assert!((2 * MIB..2 * MIB + 4096).contains(&growth.retained_bytes), "{growth:?}");
+    assert!(
+        (6 * MIB..6 * MIB + 4096).contains(&growth.peak_bytes),
+        "{growth:?}"
+    );
+    assert!(
+        (2 * MIB..2 * MIB + 4096).contains(&growth.retained_bytes),
+        "{growth:?}"
+    );
 }

@@ -23,7 +23,7 @@
 //! # Ok::<(), onnx_shallow::Error>(())
 //! ```
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -71,6 +71,14 @@ pub struct Dataset {
     source: String,
     synthetic: bool,
     augment: bool,
+}
+
+/// Samples as read, before they become a [`Dataset`].
+struct Loaded {
+    samples: Samples,
+    source: String,
+    /// Photos (a folder of images, uint8 NHWC arrays): augmented by default.
+    images: bool,
 }
 
 enum Samples {
@@ -125,7 +133,11 @@ impl Dataset {
     pub fn load(spec: &CalibSpec, model: &Model, pinned: &PinnedShapes) -> Result<Dataset> {
         let inputs = input_types(model, pinned)?;
         let has_selection = spec.select != ArraySelection::default();
-        let (samples, source, images) = match (&spec.path, spec.synthetic) {
+        let Loaded {
+            samples,
+            source,
+            images,
+        } = match (&spec.path, spec.synthetic) {
             (Some(_), Some(_)) => {
                 return Err(Error::Usage(
                     "calibration data: give a path or a synthetic sample count, not both".into(),
@@ -141,32 +153,9 @@ impl Dataset {
                     "an array key or index applies to an .npz file".into(),
                 ));
             }
-            (None, Some(count)) => {
-                let noise = random_inputs(&sample_dims(model, pinned)?, count, spec.seed)?;
-                let arrays = noise.arrays().to_vec();
-                let source = format!(
-                    "synthetic: {count} standard-normal samples, seed {}",
-                    spec.seed
-                );
-                (
-                    Samples::Arrays {
-                        arrays,
-                        groups: None,
-                    },
-                    source,
-                    false,
-                )
-            }
-            (Some(folder), None) if folder.is_dir() => (
-                Samples::Images(open_folder(folder, spec, &inputs)?),
-                String::new(),
-                true,
-            ),
+            (None, Some(count)) => synthetic(count, spec.seed, model, pinned)?,
+            (Some(folder), None) if folder.is_dir() => open_folder(folder, spec, &inputs)?,
             (Some(path), None) => read_arrays(path, spec, &inputs)?,
-        };
-        let source = match &samples {
-            Samples::Images(folder) => folder.describe(),
-            Samples::Arrays { .. } => source,
         };
         let dataset = Dataset {
             rows: (0..samples.len()).collect(),
@@ -310,18 +299,25 @@ impl Dataset {
     }
 }
 
+fn synthetic(count: usize, seed: u64, model: &Model, pinned: &PinnedShapes) -> Result<Loaded> {
+    let noise = random_inputs(&sample_dims(model, pinned)?, count, seed)?;
+    Ok(Loaded {
+        samples: Samples::Arrays {
+            arrays: noise.arrays().to_vec(),
+            groups: None,
+        },
+        source: format!("synthetic: {count} standard-normal samples, seed {seed}"),
+        images: false,
+    })
+}
+
 fn is_npz(path: Option<&Path>) -> bool {
     path.and_then(Path::extension)
         .is_some_and(|e| e.eq_ignore_ascii_case("npz"))
 }
 
-/// The arrays of a file, preprocessed and checked against the inputs; whether they are
-/// images (all uint8 NHWC).
-fn read_arrays(
-    path: &Path,
-    spec: &CalibSpec,
-    inputs: &[(String, ValueType)],
-) -> Result<(Samples, String, bool)> {
+/// The arrays of a file, preprocessed and checked against the inputs.
+fn read_arrays(path: &Path, spec: &CalibSpec, inputs: &[(String, ValueType)]) -> Result<Loaded> {
     let names: Vec<String> = inputs.iter().map(|(name, _)| name.clone()).collect();
     let mut stored = read_stored(path, &names, &spec.select)?;
     let images = stored.inputs.iter().all(|(_, array)| is_nhwc_image(array));
@@ -349,8 +345,11 @@ fn read_arrays(
         })
         .collect::<Result<Vec<_>>>()?;
     let groups = stored.groups()?;
-    let source = describe_selection(path, &spec.select);
-    Ok((Samples::Arrays { arrays, groups }, source, images))
+    Ok(Loaded {
+        samples: Samples::Arrays { arrays, groups },
+        source: describe_selection(path, &spec.select),
+        images,
+    })
 }
 
 fn describe_selection(path: &Path, select: &ArraySelection) -> String {
@@ -368,11 +367,7 @@ fn is_nhwc_image(array: &NpyArray) -> bool {
     array.dtype == Dtype::U8 && matches!(array.values.shape(), [_, _, _, 1 | 3 | 4])
 }
 
-fn open_folder(
-    folder: &Path,
-    spec: &CalibSpec,
-    inputs: &[(String, ValueType)],
-) -> Result<ImageFolder> {
+fn open_folder(folder: &Path, spec: &CalibSpec, inputs: &[(String, ValueType)]) -> Result<Loaded> {
     let [(input, declared)] = inputs else {
         return Err(data_error(
             folder,
@@ -389,8 +384,13 @@ fn open_folder(
                 .into(),
         ));
     };
-    ImageFolder::open(folder, preprocess.clone(), declared, |file, dims| {
+    let folder = ImageFolder::open(folder, preprocess.clone(), declared, |file, dims| {
         check_fits(file, "the image", input, declared, dims)
+    })?;
+    Ok(Loaded {
+        source: folder.describe(),
+        samples: Samples::Images(folder),
+        images: true,
     })
 }
 
@@ -443,12 +443,12 @@ fn held_out_groups(groups: &[i64], holdout: f64, rng: &mut Rng) -> Result<Vec<bo
     let mut order: Vec<(i64, usize)> = sizes.into_iter().collect();
     shuffle(&mut order, rng);
     let target = holdout * groups.len() as f64;
-    let mut held_groups = Vec::new();
+    let mut held_groups = BTreeSet::new();
     let mut held = 0usize;
     for &(group, size) in &order[..order.len() - 1] {
         let closer = ((held + size) as f64 - target).abs() < (held as f64 - target).abs();
         if held_groups.is_empty() || closer {
-            held_groups.push(group);
+            held_groups.insert(group);
             held += size;
         }
     }

@@ -43,25 +43,25 @@ impl ImageFolder {
         list_files(root, &mut entries)?;
         let total = entries.len();
         let files: Vec<PathBuf> = entries.into_iter().filter(|f| is_image(f)).collect();
-        let Some(first) = files.first() else {
+        if files.is_empty() {
             return Err(Error::Data {
                 path: root.to_path_buf(),
                 reason: format!("no .png, .jpg or .jpeg files among its {total} files"),
             });
-        };
+        }
         files.iter().try_for_each(|file| check_header(file))?;
         let mut folder = ImageFolder {
             root: root.to_path_buf(),
             skipped: total - files.len(),
+            files,
             preprocess,
             grey: has_one_channel(declared),
             dims: Vec::new(),
-            files: Vec::new(),
         };
-        let sample = folder.sample(first)?;
-        folder.dims = sample.shape()[1..].to_vec();
-        check(first, &folder.dims)?;
-        folder.files = files;
+        let first = &folder.files[0];
+        let dims = folder.sample(first)?.shape()[1..].to_vec();
+        check(first, &dims)?;
+        folder.dims = dims;
         Ok(folder)
     }
 

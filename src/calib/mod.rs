@@ -1,8 +1,9 @@
-//! Calibration and verification data: `.npy`/`.npz` files, image preprocessing, and
-//! seeded random inputs.
+//! Calibration and verification data: `.npy`/`.npz` files, folders of images, image
+//! preprocessing, and seeded random inputs.
 //!
-//! Whatever the source, the result is [`ModelInputs`]: one array per runtime input of a
-//! model, in the model's input order, all sharing the leading sample dim.
+//! Verification reads [`ModelInputs`]: one array per runtime input of a model, in the
+//! model's input order, all sharing the leading sample dim. Learning reads a [`Dataset`]:
+//! the same, plus a group-aware training/held-out split and shuffled, augmented batches.
 //!
 //! ```no_run
 //! use onnx_shallow::calib::{self, Preprocess};

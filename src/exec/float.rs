@@ -8,7 +8,8 @@ use std::ops::{AddAssign, MulAssign, Neg, SubAssign};
 use ndarray::{LinalgScalar, ScalarOperand};
 
 pub trait Float:
-    LinalgScalar
+    'static
+    + LinalgScalar
     + ScalarOperand
     + PartialOrd
     + Debug
@@ -85,7 +86,11 @@ macro_rules! impl_float {
                 c: (*mut Self, isize, isize),
             ) {
                 // SAFETY: forwarded from the caller's contract.
-                unsafe { $gemm(m, k, n, alpha, a.0, a.1, a.2, b.0, b.1, b.2, beta, c.0, c.1, c.2) }
+                unsafe {
+                    $gemm(
+                        m, k, n, alpha, a.0, a.1, a.2, b.0, b.1, b.2, beta, c.0, c.1, c.2,
+                    )
+                }
             }
         }
     };
@@ -179,13 +184,37 @@ pub(crate) fn gemm<T: Float>(alpha: T, a: Mat<T>, b: Mat<T>, beta: T, c: MatMut<
         c.rows,
         c.cols
     );
-    assert!(fits(a.data.len(), a.rows, a.cols, a.row_stride, a.col_stride));
-    assert!(fits(b.data.len(), b.rows, b.cols, b.row_stride, b.col_stride));
-    assert!(fits(c.data.len(), c.rows, c.cols, c.row_stride, c.col_stride));
+    assert!(fits(
+        a.data.len(),
+        a.rows,
+        a.cols,
+        a.row_stride,
+        a.col_stride
+    ));
+    assert!(fits(
+        b.data.len(),
+        b.rows,
+        b.cols,
+        b.row_stride,
+        b.col_stride
+    ));
+    assert!(fits(
+        c.data.len(),
+        c.rows,
+        c.cols,
+        c.row_stride,
+        c.col_stride
+    ));
     if c.rows == 0 || c.cols == 0 {
         return;
     }
-    let raw = |m: &Mat<T>| (m.data.as_ptr(), m.row_stride as isize, m.col_stride as isize);
+    let raw = |m: &Mat<T>| {
+        (
+            m.data.as_ptr(),
+            m.row_stride as isize,
+            m.col_stride as isize,
+        )
+    };
     // SAFETY: the asserts above keep every addressed element inside its slice.
     unsafe {
         T::gemm_raw(

@@ -79,13 +79,21 @@ impl<T: Float> Params<T> {
                     .value_by_name(name)
                     .and_then(|v| plan::constant_of(graph, v))
                     .and_then(|t| t.to_f64())
-                    .ok_or_else(|| Error::tensor(name, "is not a float initializer of this graph"))?;
-                let array = ArrayD::from_shape_vec(IxDyn(dims), value.into_iter().map(T::from_f64).collect())
-                    .map_err(|e| Error::tensor(name, e.to_string()))?;
+                    .ok_or_else(|| {
+                        Error::tensor(name, "is not a float initializer of this graph")
+                    })?;
+                let array = ArrayD::from_shape_vec(
+                    IxDyn(dims),
+                    value.into_iter().map(T::from_f64).collect(),
+                )
+                .map_err(|e| Error::tensor(name, e.to_string()))?;
                 Ok((name.clone(), array))
             })
             .collect::<Result<_>>()?;
-        Ok(Params { alpha: vec![T::zero(); executor.plan.groups], weights })
+        Ok(Params {
+            alpha: vec![T::zero(); executor.plan.groups],
+            weights,
+        })
     }
 }
 
@@ -130,8 +138,15 @@ impl Executor {
     /// or intermediate tensors). Initializers read as data are the weights; initializers
     /// read as shapes, pads, axes or bounds are constants. An operator the executor does
     /// not support inside the region is an error naming the node.
-    pub fn new(graph: &Graph, inputs: &[String], outputs: &[String], gates: Vec<Gate>) -> Result<Executor> {
-        Ok(Executor { plan: plan::compile(graph, inputs, outputs, &gates)? })
+    pub fn new(
+        graph: &Graph,
+        inputs: &[String],
+        outputs: &[String],
+        gates: Vec<Gate>,
+    ) -> Result<Executor> {
+        Ok(Executor {
+            plan: plan::compile(graph, inputs, outputs, &gates)?,
+        })
     }
 
     /// The number of gate groups (the length of `Params::alpha`).
@@ -158,7 +173,10 @@ impl Executor {
             .iter()
             .map(|(name, dims)| match params.weights.get(name) {
                 Some(w) if w.shape() == dims.as_slice() && w.is_standard_layout() => Ok(w),
-                Some(w) => Err(Error::tensor(name, format!("weight has dims {:?}, expected {dims:?}", w.shape()))),
+                Some(w) => Err(Error::tensor(
+                    name,
+                    format!("weight has dims {:?}, expected {dims:?}", w.shape()),
+                )),
                 None => Err(Error::tensor(name, "weight is missing from the parameters")),
             })
             .collect()
@@ -166,10 +184,19 @@ impl Executor {
 
     /// Runs the region on `feeds` (in `inputs` order, batch first). With `tape`, keeps
     /// what `backward` needs.
-    pub fn forward<T: Float>(&self, feeds: &[ArrayD<T>], params: &Params<T>, tape: bool) -> Result<Forward<T>> {
+    pub fn forward<T: Float>(
+        &self,
+        feeds: &[ArrayD<T>],
+        params: &Params<T>,
+        tape: bool,
+    ) -> Result<Forward<T>> {
         let plan = &self.plan;
         if feeds.len() != plan.feed_count {
-            return Err(Error::Usage(format!("{} tensors fed, {} expected", feeds.len(), plan.feed_count)));
+            return Err(Error::Usage(format!(
+                "{} tensors fed, {} expected",
+                feeds.len(),
+                plan.feed_count
+            )));
         }
         let weights = self.weights(params)?;
         let mut values: Vec<Option<ArrayD<T>>> = vec![None; plan.sources.len()];
@@ -186,13 +213,21 @@ impl Executor {
         }
         for (i, step) in plan.steps.iter().enumerate() {
             let out = {
-                let inputs: Vec<&ArrayD<T>> = step.inputs.iter().map(|&v| value(plan, &values, &weights, v)).collect();
+                let inputs: Vec<&ArrayD<T>> = step
+                    .inputs
+                    .iter()
+                    .map(|&v| value(plan, &values, &weights, v))
+                    .collect();
                 match &step.kind {
                     StepKind::Node(op) => op.forward(&inputs),
-                    StepKind::Gate { group } => gate::forward(inputs[0], inputs[1], params.alpha[*group]),
-                    StepKind::GatedActivation { unary, group } => {
-                        Ok(gate::activation_forward(*unary, inputs[0], params.alpha[*group]))
+                    StepKind::Gate { group } => {
+                        gate::forward(inputs[0], inputs[1], params.alpha[*group])
                     }
+                    StepKind::GatedActivation { unary, group } => Ok(gate::activation_forward(
+                        *unary,
+                        inputs[0],
+                        params.alpha[*group],
+                    )),
                 }
                 .map_err(|reason| Error::node(&step.name, &step.op_type, reason))?
             };
@@ -271,21 +306,31 @@ impl Executor {
                 StepKind::Gate { group } => {
                     let (x, y) = (get(step.inputs[0]), get(step.inputs[1]));
                     let a = params.alpha[*group];
-                    let (d, da) = gate::backward(&g, x.expect("saved"), y.expect("saved"), a, [input_need[0], input_need[1]]);
+                    let (d, da) = gate::backward(
+                        &g,
+                        x.expect("saved"),
+                        y.expect("saved"),
+                        a,
+                        [input_need[0], input_need[1]],
+                    );
                     alpha[*group] += da;
                     d.into()
                 }
                 StepKind::GatedActivation { unary, group } => {
-                        let x = get(step.inputs[0]).expect("saved");
-                        let a = params.alpha[*group];
-                        let (dx, da) = gate::activation_backward(*unary, &g, x, a, input_need[0]);
-                        alpha[*group] += da;
-                        vec![dx]
-                    }
+                    let x = get(step.inputs[0]).expect("saved");
+                    let a = params.alpha[*group];
+                    let (dx, da) = gate::activation_backward(*unary, &g, x, a, input_need[0]);
+                    alpha[*group] += da;
+                    vec![dx]
+                }
                 StepKind::Node(op) => {
                     let saved = ops::Saved {
                         inputs: step.inputs.iter().map(|&v| get(v)).collect(),
-                        shapes: step.inputs.iter().map(|&v| tape.shapes[v].as_slice()).collect(),
+                        shapes: step
+                            .inputs
+                            .iter()
+                            .map(|&v| tape.shapes[v].as_slice())
+                            .collect(),
                         output: get(step.output),
                         need: input_need,
                     };
@@ -303,7 +348,10 @@ impl Executor {
             for (slot, &source) in plan.sources.iter().enumerate() {
                 if let Some(i) = of(source).filter(|_| want) {
                     let g = grads[slot].take();
-                    leaves.push((i, g.unwrap_or_else(|| ArrayD::zeros(IxDyn(&tape.shapes[slot])))));
+                    leaves.push((
+                        i,
+                        g.unwrap_or_else(|| ArrayD::zeros(IxDyn(&tape.shapes[slot]))),
+                    ));
                 }
             }
             leaves.sort_by_key(|(i, _)| *i);
@@ -319,7 +367,12 @@ impl Executor {
         });
         Ok(Gradients {
             alpha,
-            weights: plan.weights.iter().map(|(n, _)| n.clone()).zip(weight_grads).collect(),
+            weights: plan
+                .weights
+                .iter()
+                .map(|(n, _)| n.clone())
+                .zip(weight_grads)
+                .collect(),
             inputs: input_grads,
         })
     }
@@ -337,15 +390,21 @@ impl Executor {
             })
             .collect();
         for step in &plan.steps {
-            need[step.output] =
-                matches!(step.kind, StepKind::Gate { .. } | StepKind::GatedActivation { .. })
-                    || step.inputs.iter().any(|&v| need[v]);
+            need[step.output] = matches!(
+                step.kind,
+                StepKind::Gate { .. } | StepKind::GatedActivation { .. }
+            ) || step.inputs.iter().any(|&v| need[v]);
         }
         need
     }
 }
 
-fn value<'a, T>(plan: &Plan, values: &'a [Option<ArrayD<T>>], weights: &[&'a ArrayD<T>], slot: usize) -> &'a ArrayD<T> {
+fn value<'a, T>(
+    plan: &Plan,
+    values: &'a [Option<ArrayD<T>>],
+    weights: &[&'a ArrayD<T>],
+    slot: usize,
+) -> &'a ArrayD<T> {
     match plan.sources[slot] {
         Source::Weight(i) => weights[i],
         _ => values[slot].as_ref().expect("computed before it is read"),

@@ -21,9 +21,14 @@ pub(crate) enum Source {
 pub(crate) enum StepKind {
     Node(Op),
     /// y' = (1 − α)·y + α·x with inputs [x, y] and α of this group.
-    Gate { group: usize },
+    Gate {
+        group: usize,
+    },
     /// A gate fused with the single-node activation y = f(x) it wraps; input [x].
-    GatedActivation { unary: Unary, group: usize },
+    GatedActivation {
+        unary: Unary,
+        group: usize,
+    },
 }
 
 #[derive(Debug)]
@@ -72,7 +77,10 @@ pub(crate) fn constant_of(graph: &Graph, value: ValueId) -> Option<Tensor> {
     if let Ok(Some(v)) = node.int("value_int") {
         return Some(Tensor::from_i64(vec![], &[v]));
     }
-    node.ints("value_ints").ok().flatten().map(|v| Tensor::from_i64(vec![v.len()], &v))
+    node.ints("value_ints")
+        .ok()
+        .flatten()
+        .map(|v| Tensor::from_i64(vec![v.len()], &v))
 }
 
 fn lookup(graph: &Graph, name: &str) -> Result<ValueId> {
@@ -95,23 +103,39 @@ fn compile_node(graph: &Graph, id: crate::ir::NodeId) -> Result<Compiled> {
         };
         constant_of(graph, v).map(Some).ok_or_else(|| {
             let name = &graph.value(v).name;
-            Error::node(&node.name, node.op(), format!("input '{name}' must be a constant (an initializer)"))
+            Error::node(
+                &node.name,
+                node.op(),
+                format!("input '{name}' must be a constant (an initializer)"),
+            )
         })
     };
     let op = Op::from_node(node, graph.opset(), &constant)?.ok_or_else(|| {
-        Error::node(&node.name, node.op(), "the executor does not support this operator")
+        Error::node(
+            &node.name,
+            node.op(),
+            "the executor does not support this operator",
+        )
     })?;
     let (max, min) = op.data_inputs(node);
     let slots = &node.inputs[..max.min(node.inputs.len())];
     let inputs: Vec<ValueId> = slots.iter().map_while(|v| *v).collect();
     if inputs.len() < min || slots[inputs.len()..].iter().any(Option::is_some) {
-        return Err(Error::node(&node.name, node.op(), format!("needs at least {min} leading inputs")));
+        return Err(Error::node(
+            &node.name,
+            node.op(),
+            format!("needs at least {min} leading inputs"),
+        ));
     }
     Ok(Compiled { op, inputs })
 }
 
 /// The nodes needed for `outputs` given `feeds`, by a walk up from the outputs.
-fn needed_nodes(graph: &Graph, feeds: &[ValueId], outputs: &[ValueId]) -> Result<HashMap<crate::ir::NodeId, Compiled>> {
+fn needed_nodes(
+    graph: &Graph,
+    feeds: &[ValueId],
+    outputs: &[ValueId],
+) -> Result<HashMap<crate::ir::NodeId, Compiled>> {
     let mut nodes = HashMap::new();
     let mut stack = outputs.to_vec();
     let mut seen = HashSet::new();
@@ -120,7 +144,10 @@ fn needed_nodes(graph: &Graph, feeds: &[ValueId], outputs: &[ValueId]) -> Result
             continue;
         }
         let Some(p) = graph.producer(v) else {
-            return Err(Error::tensor(&graph.value(v).name, "is needed but is neither fed, a constant, nor computed"));
+            return Err(Error::tensor(
+                &graph.value(v).name,
+                "is needed but is neither fed, a constant, nor computed",
+            ));
         };
         if let std::collections::hash_map::Entry::Vacant(e) = nodes.entry(p) {
             let compiled = compile_node(graph, p)?;
@@ -150,21 +177,41 @@ impl Builder<'_> {
             return Ok(slot);
         }
         let value = self.graph.value(v);
-        let tensor = constant_of(self.graph, v)
-            .ok_or_else(|| Error::tensor(&value.name, format!("read by node '{node}' is not computed (only a node's first output is)")))?;
+        let tensor = constant_of(self.graph, v).ok_or_else(|| {
+            Error::tensor(
+                &value.name,
+                format!("read by node '{node}' is not computed (only a node's first output is)"),
+            )
+        })?;
         if !tensor.dtype().is_float() {
-            return Err(Error::tensor(&value.name, format!("read by node '{node}' as data must be a float tensor")));
+            return Err(Error::tensor(
+                &value.name,
+                format!("read by node '{node}' as data must be a float tensor"),
+            ));
         }
         let slot = self.new_slot(Source::Weight(self.plan.weights.len()));
-        self.plan.weights.push((value.name.clone(), tensor.dims().to_vec()));
+        self.plan
+            .weights
+            .push((value.name.clone(), tensor.dims().to_vec()));
         self.slots.insert(v, slot);
         Ok(slot)
     }
 }
 
-pub(crate) fn compile(graph: &Graph, inputs: &[String], outputs: &[String], gates: &[Gate]) -> Result<Plan> {
-    let feeds = inputs.iter().map(|n| lookup(graph, n)).collect::<Result<Vec<_>>>()?;
-    let output_ids = outputs.iter().map(|n| lookup(graph, n)).collect::<Result<Vec<_>>>()?;
+pub(crate) fn compile(
+    graph: &Graph,
+    inputs: &[String],
+    outputs: &[String],
+    gates: &[Gate],
+) -> Result<Plan> {
+    let feeds = inputs
+        .iter()
+        .map(|n| lookup(graph, n))
+        .collect::<Result<Vec<_>>>()?;
+    let output_ids = outputs
+        .iter()
+        .map(|n| lookup(graph, n))
+        .collect::<Result<Vec<_>>>()?;
     let mut nodes = needed_nodes(graph, &feeds, &output_ids)?;
     let mut gate_of: HashMap<ValueId, &Gate> = HashMap::new();
     for gate in gates {
@@ -202,7 +249,9 @@ pub(crate) fn compile(graph: &Graph, inputs: &[String], outputs: &[String], gate
             .iter()
             .map(|&v| b.input_slot(v, &node.name))
             .collect::<Result<Vec<_>>>()?;
-        let out_value = node.output(0).ok_or_else(|| Error::node(&node.name, node.op(), "has no output"))?;
+        let out_value = node
+            .output(0)
+            .ok_or_else(|| Error::node(&node.name, node.op(), "has no output"))?;
         let output = b.new_slot(Source::Computed);
         b.plan.steps.push(Step {
             name: node.name.clone(),
@@ -215,12 +264,21 @@ pub(crate) fn compile(graph: &Graph, inputs: &[String], outputs: &[String], gate
         if let Some(gate) = gate_of.get(&out_value) {
             let x = lookup(graph, &gate.input)?;
             let x_slot = *b.slots.get(&x).ok_or_else(|| {
-                Error::tensor(&gate.input, format!("the input of the gate on '{}' is not computed before it", gate.output))
+                Error::tensor(
+                    &gate.input,
+                    format!(
+                        "the input of the gate on '{}' is not computed before it",
+                        gate.output
+                    ),
+                )
             })?;
             let last = b.plan.steps.last_mut().expect("just pushed");
             match last.kind {
                 StepKind::Node(Op::Unary(unary)) if last.inputs[0] == x_slot => {
-                    last.kind = StepKind::GatedActivation { unary, group: gate.group };
+                    last.kind = StepKind::GatedActivation {
+                        unary,
+                        group: gate.group,
+                    };
                 }
                 _ => {
                     let gated_slot = b.new_slot(Source::Computed);
@@ -237,9 +295,16 @@ pub(crate) fn compile(graph: &Graph, inputs: &[String], outputs: &[String], gate
             gated.insert(out_value);
         }
     }
-    let ungated = gates.iter().find(|g| graph.value_by_name(&g.output).is_none_or(|v| !gated.contains(&v)));
+    let ungated = gates.iter().find(|g| {
+        graph
+            .value_by_name(&g.output)
+            .is_none_or(|v| !gated.contains(&v))
+    });
     if let Some(gate) = ungated {
-        return Err(Error::tensor(&gate.output, "is gated but not computed in the executed region"));
+        return Err(Error::tensor(
+            &gate.output,
+            "is gated but not computed in the executed region",
+        ));
     }
     b.plan.outputs = output_ids
         .iter()

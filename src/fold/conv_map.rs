@@ -99,7 +99,9 @@ impl ConvMap {
     /// k²/n(y, x) with n the taps inside the pool's input. Needs static spatial dims.
     pub fn then_pool_excluding_pads(&self, pool: &Conv2d) -> Result<ConvMap> {
         let hw = self.output_hw().ok_or_else(|| {
-            Error::graph("an average pool that excludes its padding folds only at static spatial dims")
+            Error::graph(
+                "an average pool that excludes its padding folds only at static spatial dims",
+            )
         })?;
         let mut map = self.then(pool)?;
         let taps = pool.kernel[0] * pool.kernel[1];

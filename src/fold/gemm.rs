@@ -334,7 +334,10 @@ mod tests {
         for (y, e) in apply(&map, &input.values).iter().zip(&expected.values) {
             assert!((y - e).abs() < 1e-12, "{y} != {e}");
         }
-        assert_eq!(Dense::from_conv(&conv, hw, map.inputs * map.outputs - 1), None);
+        assert_eq!(
+            Dense::from_conv(&conv, hw, map.inputs * map.outputs - 1),
+            None
+        );
     }
 
     #[test]

@@ -362,7 +362,7 @@ fn infer_node(graph: &Graph, node: &Node, inputs: &[ValueType]) -> Vec<ValueType
                 None => ValueType::default(),
             }];
         }
-        OpKind::Other { .. } => None,
+        OpKind::Other { .. } => claimed_output(graph, node, &first),
     };
     let out_dtype = match &node.kind {
         OpKind::Shape => Some(DataType::Int64),
@@ -385,6 +385,53 @@ fn infer_node(graph: &Graph, node: &Node, inputs: &[ValueType]) -> Vec<ValueType
         });
     }
     outputs
+}
+
+/// Output dims of the standard operators whose output size is given by constant inputs
+/// rather than by their data: what a file claims, checked before anything is allocated
+/// for it (`runtime::check_runnable`).
+fn claimed_output(graph: &Graph, node: &Node, first: &ValueType) -> Option<Vec<Dim>> {
+    if !matches!(node.kind.domain(), "" | "ai.onnx") {
+        return None;
+    }
+    let claimed = |slot: usize| -> Option<Vec<Dim>> {
+        Some(
+            const_i64(graph, node, slot)?
+                .into_iter()
+                .map(|d| known_dim(d as i128))
+                .collect(),
+        )
+    };
+    match node.op() {
+        "ConstantOfShape" => claimed(0),
+        "Expand" => broadcast(first.dims.as_ref()?, &claimed(1)?),
+        "Tile" => {
+            let repeats = const_i64(graph, node, 1)?;
+            let dims = first.dims.as_ref()?;
+            (repeats.len() == dims.len()).then(|| {
+                dims.iter()
+                    .zip(repeats)
+                    .map(|(d, r)| match d {
+                        Dim::Known(d) => known_dim(*d as i128 * r as i128),
+                        _ => Dim::Unknown,
+                    })
+                    .collect()
+            })
+        }
+        "Range" => {
+            let scalar = |slot: usize| -> Option<f64> {
+                match graph.constant(node.input(slot)?)?.to_f64()?.as_slice() {
+                    [v] => Some(*v),
+                    _ => None,
+                }
+            };
+            let (start, limit, delta) = (scalar(0)?, scalar(1)?, scalar(2)?);
+            let count = ((limit - start) / delta).ceil().max(0.0);
+            // `as` saturates: an infinite count (delta 0) is the largest dim, NaN is zero.
+            Some(vec![Dim::Known(count as usize)])
+        }
+        _ => None,
+    }
 }
 
 /// Numpy-style broadcasting of two shapes.

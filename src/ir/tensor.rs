@@ -266,32 +266,12 @@ impl Tensor {
 
     /// Decodes a stored tensor, checking that its data matches its dims and type.
     pub fn from_proto(proto: &pb::TensorProto) -> Result<Tensor> {
-        let name = proto.name();
-        let err = |reason: String| Error::tensor(name, reason);
-        let dims = proto
-            .dims
-            .iter()
-            .map(|&d| {
-                usize::try_from(d)
-                    .map_err(|_| err(format!("negative dimension {d} in {:?}", proto.dims)))
-            })
-            .collect::<Result<Vec<_>>>()?;
-        let numel =
-            checked_numel(&dims).ok_or_else(|| err(format!("dims {:?} overflow", proto.dims)))?;
+        let dims = check_proto(proto).map_err(|reason| Error::tensor(proto.name(), reason))?;
         let dtype = DataType::from_onnx(proto.data_type());
         let data = match dtype {
             DataType::Other(_) => Data::Opaque(Box::new(proto.clone())),
-            DataType::String => {
-                if proto.string_data.len() != numel {
-                    return Err(err(format!(
-                        "dims {:?} need {numel} strings, the data holds {}",
-                        dims,
-                        proto.string_data.len()
-                    )));
-                }
-                Data::Strings(proto.string_data.clone())
-            }
-            _ => Data::Numeric(numeric_bytes(proto, dtype, numel).map_err(err)?),
+            DataType::String => Data::Strings(proto.string_data.clone()),
+            _ => Data::Numeric(numeric_bytes(proto, dtype)),
         };
         Ok(Tensor { dtype, dims, data })
     }
@@ -316,36 +296,69 @@ impl Tensor {
     }
 }
 
-/// The element bytes of a numeric tensor, from `raw_data` or from its typed field.
-fn numeric_bytes(
-    proto: &pb::TensorProto,
-    dtype: DataType,
-    numel: usize,
-) -> Result<Vec<u8>, String> {
-    let size = dtype.size().expect("numeric type");
-    let mismatch = |held: usize| {
-        format!(
-            "dims {:?} need {numel} {dtype:?} values, the data holds {held}",
-            proto.dims
-        )
-    };
-    if let Some(raw) = &proto.raw_data {
-        if Some(raw.len()) != numel.checked_mul(size) {
-            return Err(mismatch(raw.len() / size));
-        }
-        return Ok(raw.clone());
-    }
+/// Checks that a stored tensor's data matches its dims and type without copying it (the
+/// dims are the file's claim, the data is what it holds); returns the dims.
+pub(crate) fn check_proto(proto: &pb::TensorProto) -> Result<Vec<usize>, String> {
+    let dims = proto
+        .dims
+        .iter()
+        .map(|&d| {
+            usize::try_from(d).map_err(|_| format!("negative dimension {d} in {:?}", proto.dims))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let numel = checked_numel(&dims).ok_or_else(|| format!("dims {:?} overflow", proto.dims))?;
+    let dtype = DataType::from_onnx(proto.data_type());
     let held = match dtype {
+        DataType::Other(_) => return Ok(dims),
+        DataType::String => Some(proto.string_data.len()),
+        _ => numeric_values(proto, dtype),
+    };
+    if held != Some(numel) {
+        let unit = match dtype {
+            DataType::String => "strings".to_string(),
+            _ => format!("{dtype:?} values"),
+        };
+        let held = match (held, &proto.raw_data) {
+            (Some(held), _) => held.to_string(),
+            (None, raw) => format!("{} bytes", raw.as_ref().map_or(0, Vec::len)),
+        };
+        return Err(format!(
+            "dims {:?} need {numel} {unit}, the data holds {held}",
+            proto.dims
+        ));
+    }
+    Ok(dims)
+}
+
+/// How many values a numeric tensor holds (in `raw_data` or its typed field); `None` when
+/// `raw_data` is not a whole number of values.
+fn numeric_values(proto: &pb::TensorProto, dtype: DataType) -> Option<usize> {
+    let size = dtype.size()?;
+    match &proto.raw_data {
+        Some(raw) => raw.len().is_multiple_of(size).then(|| raw.len() / size),
+        None => Some(typed_values(proto, dtype)),
+    }
+}
+
+/// How many values a numeric tensor holds in its typed field.
+fn typed_values(proto: &pb::TensorProto, dtype: DataType) -> usize {
+    match dtype {
         DataType::Float => proto.float_data.len(),
         DataType::Double => proto.double_data.len(),
         DataType::Int64 => proto.int64_data.len(),
         DataType::Uint32 | DataType::Uint64 => proto.uint64_data.len(),
         _ => proto.int32_data.len(),
-    };
-    if held != numel {
-        return Err(mismatch(held));
     }
-    let mut bytes = Vec::with_capacity(numel * size);
+}
+
+/// The element bytes of a numeric tensor (checked by `check_proto`), from `raw_data` or
+/// from its typed field.
+fn numeric_bytes(proto: &pb::TensorProto, dtype: DataType) -> Vec<u8> {
+    let size = dtype.size().expect("numeric type");
+    if let Some(raw) = &proto.raw_data {
+        return raw.clone();
+    }
+    let mut bytes = Vec::with_capacity(typed_values(proto, dtype) * size);
     match dtype {
         DataType::Float => proto
             .float_data
@@ -377,7 +390,7 @@ fn numeric_bytes(
             .iter()
             .for_each(|&v| bytes.extend(&v.to_le_bytes()[..size])),
     }
-    Ok(bytes)
+    bytes
 }
 
 #[cfg(test)]

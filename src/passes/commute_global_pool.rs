@@ -44,6 +44,8 @@ struct PooledConv {
     conv: Conv2d,
     /// The conv, then the pool.
     nodes: [NodeId; 2],
+    /// The pool's name, which the moved pool keeps (made unique).
+    pool_name: String,
     dtype: DataType,
 }
 
@@ -96,6 +98,7 @@ fn as_pooled_conv(graph: &Graph, pool: NodeId, shapes: &Shapes) -> Option<Pooled
             ..conv
         },
         nodes: [conv_node, pool],
+        pool_name: node.name.clone(),
         dtype: shapes.get(input).dtype.unwrap_or(DataType::Float),
     })
 }
@@ -103,7 +106,7 @@ fn as_pooled_conv(graph: &Graph, pool: NodeId, shapes: &Shapes) -> Option<Pooled
 /// Adds the pool reading `x`, then the conv; returns the conv's output.
 fn emit(patch: &mut Patch, x: Wire, region: &PooledConv, name: &str) -> Result<Wire> {
     let pooled = patch.node(
-        &format!("{name}.pool"),
+        &region.pool_name,
         OpKind::GlobalAveragePool,
         Attributes::default(),
         &[Some(x)],
@@ -137,9 +140,15 @@ fn apply(
         outputs: std::slice::from_ref(&region.output),
         nodes: &region.nodes,
     };
-    apply_fold(graph, NAME, replaced, segment, true, &shapes.analysed, |p, x, n| {
-        Ok(vec![emit(p, x, region, n)?])
-    })
+    apply_fold(
+        graph,
+        NAME,
+        replaced,
+        segment,
+        true,
+        &shapes.analysed,
+        |p, x, n| Ok(vec![emit(p, x, region, n)?]),
+    )
 }
 
 #[cfg(test)]
@@ -231,7 +240,12 @@ mod tests {
                 .initializer("w1", weights(&[6, 4, 1, 1], 1))
                 .initializer("w2", weights(&[3, 6, 1, 1], 2))
                 .initializer("b2", weights(&[3], 3))
-                .node("Conv", &["x", "w1"], &["h"], conv_attrs(&[0; 4], &[1, 1], 1))
+                .node(
+                    "Conv",
+                    &["x", "w1"],
+                    &["h"],
+                    conv_attrs(&[0; 4], &[1, 1], 1),
+                )
                 .node(
                     "Conv",
                     &["h", "w2", "b2"],

@@ -89,7 +89,9 @@ fn find_flattened_convs(graph: &Graph, shapes: &Shapes) -> Result<Vec<FlattenedC
 
 /// The producer of `value` when only `reader` reads it.
 fn sole_producer(graph: &Graph, value: ValueId) -> Option<NodeId> {
-    graph.producer(value).filter(|_| graph.has_single_use(value))
+    graph
+        .producer(value)
+        .filter(|_| graph.has_single_use(value))
 }
 
 /// The region ending at the dense layer `layer`, walking back to the conv.
@@ -123,7 +125,10 @@ fn as_flattened_conv(graph: &Graph, layer: NodeId, shapes: &Shapes) -> Option<Fl
         conv.output_size(1, input_hw[1])?,
     ];
     let order = match perm {
-        Some(perm) => Some(flattened_order(&perm, [conv.out_channels, out_hw[0], out_hw[1]])?),
+        Some(perm) => Some(flattened_order(
+            &perm,
+            [conv.out_channels, out_hw[0], out_hw[1]],
+        )?),
         None => None,
     };
     (layer_map.inputs == conv.out_channels * out_hw[0] * out_hw[1]).then_some(FlattenedConv {
@@ -159,7 +164,11 @@ fn flattened_order(perm: &[i64], dims: [usize; 3]) -> Option<Vec<usize>> {
     Some(
         (0..total)
             .map(|t| {
-                let z = [t / (sizes[1] * sizes[2]), (t / sizes[2]) % sizes[1], t % sizes[2]];
+                let z = [
+                    t / (sizes[1] * sizes[2]),
+                    (t / sizes[2]) % sizes[1],
+                    t % sizes[2],
+                ];
                 let mut at = [0; 3];
                 for (k, &axis) in axes.iter().enumerate() {
                     at[axis - 1] = z[k];
@@ -230,9 +239,15 @@ fn apply(
         outputs: std::slice::from_ref(&region.output),
         nodes: &region.nodes,
     };
-    apply_fold(graph, NAME, replaced, segment, true, &shapes.analysed, |p, x, n| {
-        Ok(vec![emit(p, x, &segment.fold, region.dtype, n)?])
-    })
+    apply_fold(
+        graph,
+        NAME,
+        replaced,
+        segment,
+        true,
+        &shapes.analysed,
+        |p, x, n| Ok(vec![emit(p, x, &segment.fold, region.dtype, n)?]),
+    )
 }
 
 #[cfg(test)]
@@ -273,7 +288,12 @@ mod tests {
         }
         model(
             builder
-                .node("Reshape", &[flattened, "shape"], &["f"], Attributes::default())
+                .node(
+                    "Reshape",
+                    &[flattened, "shape"],
+                    &["f"],
+                    Attributes::default(),
+                )
                 .node(
                     "Gemm",
                     &["f", "wg", "bg"],
@@ -321,9 +341,15 @@ mod tests {
     #[test]
     fn skips_a_transpose_that_moves_the_batch_axis() {
         assert_eq!(flattened_order(&[1, 0, 2, 3], [2, 2, 2]), None);
-        assert_eq!(flattened_order(&[0, 1, 2, 3], [2, 1, 2]), Some(vec![0, 1, 2, 3]));
+        assert_eq!(
+            flattened_order(&[0, 1, 2, 3], [2, 1, 2]),
+            Some(vec![0, 1, 2, 3])
+        );
         // [C=2, H=1, W=2] transposed to [W, H, C]: features (w, c) = (0,0),(0,1),(1,0),(1,1).
-        assert_eq!(flattened_order(&[0, 3, 2, 1], [2, 1, 2]), Some(vec![0, 2, 1, 3]));
+        assert_eq!(
+            flattened_order(&[0, 3, 2, 1], [2, 1, 2]),
+            Some(vec![0, 2, 1, 3])
+        );
     }
 
     #[test]

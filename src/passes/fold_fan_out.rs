@@ -252,9 +252,15 @@ fn apply(
         outputs: &fan_out.outputs,
         nodes: &fan_out.nodes,
     };
-    apply_fold(graph, NAME, replaced, segment, exact, &shapes.analysed, |p, x, _| {
-        emit(p, x, fan_out, &segment.fold)
-    })
+    apply_fold(
+        graph,
+        NAME,
+        replaced,
+        segment,
+        exact,
+        &shapes.analysed,
+        |p, x, _| emit(p, x, fan_out, &segment.fold),
+    )
 }
 
 #[cfg(test)]
@@ -351,7 +357,12 @@ mod tests {
                     &["t"],
                     conv_attrs(&[pad; 4], &[1, 1], 1),
                 )
-                .node("Conv", &["t", "w1"], &["y1"], conv_attrs(&[1; 4], &[1, 1], 1))
+                .node(
+                    "Conv",
+                    &["t", "w1"],
+                    &["y1"],
+                    conv_attrs(&[1; 4], &[1, 1], 1),
+                )
                 .node(
                     "Conv",
                     &["t", "w2", "b2"],
@@ -392,9 +403,14 @@ mod tests {
         assert_eq!(count(&approx, "Conv"), 2);
         let fold = &ctx.folds.borrow()[0];
         let measured = max_relative_error(&before, &approx, &[vec![1, 4, 7, 7]], 0);
-        let error = fold.border_error.expect("an approximate fold carries its error");
+        let error = fold
+            .border_error
+            .expect("an approximate fold carries its error");
         assert!(!fold.exact && error > EXACT, "border error {error:e}");
         // The same kind of figure as measuring the whole model, on other samples.
-        assert!(error < 3.0 * measured && measured < 3.0 * error, "{error} vs {measured}");
+        assert!(
+            error < 3.0 * measured && measured < 3.0 * error,
+            "{error} vs {measured}"
+        );
     }
 }

@@ -237,13 +237,25 @@ fn apply(
         nodes: &nodes,
     };
     let Fold { map, dtype } = &segment.fold;
-    apply_fold(graph, NAME, region, segment, true, &shapes.analysed, |p, x, n| {
-        Ok(vec![emit_gemm(p, x, map, *dtype, n)?])
-    })
+    apply_fold(
+        graph,
+        NAME,
+        region,
+        segment,
+        true,
+        &shapes.analysed,
+        |p, x, n| Ok(vec![emit_gemm(p, x, map, *dtype, n)?]),
+    )
 }
 
 /// Adds `map` as a Gemm (`transB = 1`) reading `x`; returns its output.
-pub(super) fn emit_gemm(patch: &mut Patch, x: Wire, map: &Dense, dtype: DataType, name: &str) -> Result<Wire> {
+pub(super) fn emit_gemm(
+    patch: &mut Patch,
+    x: Wire,
+    map: &Dense,
+    dtype: DataType,
+    name: &str,
+) -> Result<Wire> {
     let (weight, bias) = map.gemm_operands(dtype)?;
     let weight = patch.constant(&format!("{name}.weight"), weight);
     let mut inputs = vec![Some(x), Some(weight)];

@@ -153,7 +153,11 @@ fn choose_fold(
     let forced = reads_linearised(
         graph,
         ctx,
-        [block.input, block.branch_outputs[0], block.branch_outputs[1]],
+        [
+            block.input,
+            block.branch_outputs[0],
+            block.branch_outputs[1],
+        ],
     );
     let ends = (block.input, std::slice::from_ref(&block.output));
     let verdict = judge_fold(graph, ends, &shapes.analysed, forced, ctx, |p, x, n| {
@@ -173,9 +177,15 @@ fn apply(
         outputs: std::slice::from_ref(&block.output),
         nodes: &block.nodes,
     };
-    apply_fold(graph, NAME, region, segment, true, &shapes.analysed, |p, x, n| {
-        Ok(vec![emit_conv(p, x, &segment.fold, block.dtype, n)?])
-    })
+    apply_fold(
+        graph,
+        NAME,
+        region,
+        segment,
+        true,
+        &shapes.analysed,
+        |p, x, n| Ok(vec![emit_conv(p, x, &segment.fold, block.dtype, n)?]),
+    )
 }
 
 #[cfg(test)]

@@ -123,7 +123,13 @@ pub(super) fn run_chain_folds<C: Region, F>(
     let nodes_before = graph.node_count() as i64;
     for _ in 0..MAX_SWEEPS {
         let applied = stats.patches;
-        sweep(pass, graph, ctx, (find_chains, choose_folds, apply), &mut stats)?;
+        sweep(
+            pass,
+            graph,
+            ctx,
+            (find_chains, choose_folds, apply),
+            &mut stats,
+        )?;
         if stats.patches == applied || !ctx.budget_left() {
             stats.nodes_removed = nodes_before - graph.node_count() as i64;
             return Ok(stats);

@@ -59,7 +59,11 @@ impl BenchRun<'_> {
             Some(_) => format!("{} interleaved pairs", self.benchmark.rounds),
             None => format!("{} runs", self.benchmark.rounds),
         };
-        format!("{}tract, {rounds}, inputs {}\n", aligned(&rows, 1), self.shapes())
+        format!(
+            "{}tract, {rounds}, inputs {}\n",
+            aligned(&rows, 1),
+            self.shapes()
+        )
     }
 
     /// `input:[1, 3, 224, 224]` for each input of each model, each once.
@@ -109,5 +113,70 @@ impl BenchRun<'_> {
                 "gate": self.max_ratio.map(|max| json!({ "max_ratio": max, "pass": self.passed() })),
             }),
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runtime::bench::{InputDims, ModelLatency, Timing};
+
+    fn run_with(ratio: f64, max_ratio: Option<f64>, check: impl FnOnce(&BenchRun)) {
+        let timing = |median| Timing {
+            median,
+            p10: median,
+            p90: median,
+        };
+        let model = |median| ModelLatency {
+            latency: timing(median),
+            heap: None,
+            inputs: vec![InputDims {
+                name: "x".into(),
+                dims: vec![1, 3],
+            }],
+        };
+        let benchmark = Benchmark {
+            models: vec![model(0.002), model(0.002 * ratio)],
+            ratio: Some(timing(ratio)),
+            rounds: 50,
+        };
+        check(&BenchRun {
+            models: &["a.onnx".as_ref(), "b.onnx".as_ref()],
+            options: json!({}),
+            benchmark: &benchmark,
+            max_ratio,
+        });
+    }
+
+    #[test]
+    fn the_gate_passes_up_to_its_ratio_and_fails_above() {
+        run_with(0.9, Some(0.9), |run| {
+            assert!(run.passed());
+            assert_eq!(run.verdict().unwrap(), "PASS: median ratio 0.900 ≤ 0.9");
+            assert_eq!(
+                run.to_json()["gate"],
+                json!({ "max_ratio": 0.9, "pass": true })
+            );
+        });
+        run_with(0.95, Some(0.9), |run| {
+            assert!(!run.passed());
+            assert_eq!(run.verdict().unwrap(), "FAIL: median ratio 0.950 > 0.9");
+        });
+        run_with(5.0, None, |run| {
+            assert!(run.passed() && run.verdict().is_none());
+            assert!(run.to_json()["gate"].is_null());
+        });
+    }
+
+    #[test]
+    fn the_table_has_a_row_per_model_and_one_for_the_ratio() {
+        run_with(0.5, None, |run| {
+            let table = run.table();
+            let lines: Vec<&str> = table.lines().collect();
+            assert_eq!(lines.len(), 5, "{table}");
+            assert!(lines[1].starts_with("a.onnx") && lines[1].contains("2.000 ms"));
+            assert!(lines[3].starts_with("ratio second / first") && lines[3].contains("0.500×"));
+            assert_eq!(lines[4], "tract, 50 interleaved pairs, inputs x:[1, 3]");
+        });
     }
 }

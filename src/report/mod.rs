@@ -4,6 +4,7 @@ pub mod json;
 pub mod optimize;
 pub mod stats;
 pub mod verify;
+pub mod walk;
 
 /// Rows as columns separated by two spaces: the first `left` columns (names, shapes)
 /// left-aligned, the rest (numbers) right-aligned.

@@ -200,4 +200,46 @@ mod tests {
             ]
         );
     }
+
+    #[test]
+    fn the_last_row_is_the_lowest_agreement_or_else_the_largest_error() {
+        use crate::runtime::compare::{Comparison, OutputComparison};
+        let stats = ModelStats::of(&crate::ir::Graph::default(), &Default::default()).unwrap();
+        let output = |agreement, max_rel_error| OutputComparison {
+            name: "y".into(),
+            shape: vec![8, 10],
+            max_abs_error: 0.0,
+            max_rel_error,
+            cosine: 1.0,
+            agreement,
+        };
+        let last_row = |outputs| {
+            let comparison = Comparison {
+                samples: 8,
+                inputs: "random 8 seed 0".into(),
+                outputs,
+            };
+            let table = before_after_table(&stats, &stats, None, Some(&comparison));
+            table
+                .lines()
+                .last()
+                .unwrap()
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        assert_eq!(
+            last_row(vec![
+                output(Some(0.75), 0.5),
+                output(Some(0.5), 0.1),
+                output(None, 9.0)
+            ]),
+            "top-1 agreement 50.00 %"
+        );
+        assert_eq!(
+            last_row(vec![output(None, 2e-5), output(None, f64::NAN)]),
+            "max rel error NaN"
+        );
+        assert_eq!(last_row(vec![output(None, 2e-5)]), "max rel error 2.000e-5");
+    }
 }

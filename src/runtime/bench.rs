@@ -11,9 +11,9 @@ use serde::Serialize;
 
 use crate::calib::random::{Rng, normal_array};
 use crate::error::{Error, Result};
+use crate::ir::Model;
 use crate::ir::shape::{self, PinnedShapes};
 use crate::ir::stats::ModelStats;
-use crate::ir::Model;
 use crate::progress::{Progress, Task};
 use crate::runtime::memory::{HeapGrowth, heap_growth};
 use crate::runtime::{Prepared, Session};
@@ -67,33 +67,25 @@ impl Default for BenchOptions {
     }
 }
 
-fn time_once(session: &Session, inputs: &Prepared) -> Result<f64> {
-    let start = Instant::now();
-    session.run_prepared(inputs)?;
-    Ok(start.elapsed().as_secs_f64())
-}
-
-/// Run times of each model, `options.runs` rounds after `options.warmup` untimed ones;
-/// within a round the models run in turn, in reverse order every other round.
-fn time_interleaved(
-    models: &[(&Session, &Prepared)],
-    options: BenchOptions,
-    task: &Task,
-) -> Result<Vec<Vec<f64>>> {
+/// Run times of each plan, `options.runs` rounds after `options.warmup` untimed ones;
+/// within a round the plans run in turn, in reverse order every other round.
+fn time_interleaved(plans: &[Plan], options: BenchOptions, task: &Task) -> Result<Vec<Vec<f64>>> {
     for _ in 0..options.warmup {
-        for (session, inputs) in models {
-            session.run_prepared(inputs)?;
+        for plan in plans {
+            plan.run()?;
         }
     }
     let rounds = options.runs.max(1);
-    let mut samples = vec![Vec::with_capacity(rounds); models.len()];
+    let mut samples = vec![Vec::with_capacity(rounds); plans.len()];
     for round in 0..rounds {
-        let mut order: Vec<usize> = (0..models.len()).collect();
+        let mut order: Vec<usize> = (0..plans.len()).collect();
         if round % 2 == 1 {
             order.reverse();
         }
         for i in order {
-            samples[i].push(time_once(models[i].0, models[i].1)?);
+            let start = Instant::now();
+            plans[i].run()?;
+            samples[i].push(start.elapsed().as_secs_f64());
         }
         task.inc();
     }
@@ -108,29 +100,6 @@ fn ratios(a: &[f64], b: &[f64]) -> Vec<f64> {
         .collect()
 }
 
-/// Times one model.
-pub fn time(session: &Session, inputs: &Prepared, options: BenchOptions) -> Result<Timing> {
-    let task = Progress::hidden().bar("timing", options.runs as u64);
-    let mut samples = time_interleaved(&[(session, inputs)], options, &task)?;
-    Ok(Timing::of(samples.remove(0)))
-}
-
-/// Times two models interleaved and the ratio B / A.
-pub fn time_pair(
-    a: (&Session, &Prepared),
-    b: (&Session, &Prepared),
-    options: BenchOptions,
-) -> Result<PairTiming> {
-    let task = Progress::hidden().bar("timing", options.runs as u64);
-    let samples = time_interleaved(&[a, b], options, &task)?;
-    Ok(PairTiming {
-        a: Timing::of(samples[0].clone()),
-        b: Timing::of(samples[1].clone()),
-        ratio: Timing::of(ratios(&samples[0], &samples[1])),
-        pairs: samples[0].len(),
-    })
-}
-
 /// Loads both models in tract at `dims` (one per input) and times them interleaved on the
 /// same seeded standard-normal inputs.
 pub fn time_models(
@@ -139,8 +108,9 @@ pub fn time_models(
     dims: &[Vec<usize>],
     options: BenchOptions,
 ) -> Result<PairTiming> {
-    let (a, b) = (Plan::load(a, dims)?, Plan::load(b, dims)?);
-    time_pair(a.run(), b.run(), options)
+    let plans = [Plan::load(a, dims)?, Plan::load(b, dims)?];
+    let timing = benchmark(&plans, options, &Progress::hidden())?;
+    Ok(timing.pair().expect("two models were timed"))
 }
 
 /// A model's plan in tract with seeded standard-normal inputs, run once already.
@@ -191,8 +161,8 @@ impl Plan {
         })
     }
 
-    fn run(&self) -> (&Session, &Prepared) {
-        (&self.session, &self.inputs)
+    fn run(&self) -> Result<()> {
+        self.session.run_prepared(&self.inputs).map(drop)
     }
 }
 
@@ -261,9 +231,8 @@ pub fn benchmark(plans: &[Plan], options: BenchOptions, progress: &Progress) -> 
     if plans.is_empty() {
         return Err(Error::Usage("no model to time".into()));
     }
-    let runs: Vec<_> = plans.iter().map(Plan::run).collect();
     let task = progress.bar("timing in tract", options.runs.max(1) as u64);
-    let samples = time_interleaved(&runs, options, &task)?;
+    let samples = time_interleaved(plans, options, &task)?;
     Ok(Benchmark {
         ratio: (samples.len() == 2).then(|| Timing::of(ratios(&samples[0], &samples[1]))),
         rounds: samples[0].len(),

@@ -15,7 +15,13 @@ pub(crate) fn evaluate_node(
     inputs: &[&crate::ir::Tensor],
     opset: i64,
 ) -> Result<Vec<crate::ir::Tensor>> {
-    let bytes = crate::onnx::encode_model(&one_node_model(node, inputs, opset)?);
+    let model = one_node_model(node, inputs, opset)?;
+    let bytes = crate::onnx::encode_model(&model);
+    // What tract must not be given (a huge result, a layer short of dims) is, like its
+    // errors, "cannot evaluate".
+    crate::ir::Model::from_proto(model)
+        .and_then(|model| super::check_runnable(&model, &Default::default()))
+        .map_err(|e| Error::Runtime(e.to_string()))?;
     // tract panics on some malformed nodes; like its errors, that means "cannot evaluate".
     let run = std::panic::catch_unwind(|| -> TractResult<TVec<TValue>> {
         let model = tract_onnx::onnx().model_for_read(&mut &bytes[..])?;

@@ -80,7 +80,9 @@ pub struct HeapGrowth {
 /// Runs `work` and measures its heap growth; `None` when the program did not install
 /// [`CountingAllocator`].
 pub fn heap_growth<R>(work: impl FnOnce() -> R) -> (R, Option<HeapGrowth>) {
-    let _window = WINDOW.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let _window = WINDOW
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
     NET.store(0, Relaxed);
     PEAK.store(0, Relaxed);
     COUNTING.store(true, Relaxed);

@@ -5,6 +5,7 @@ use ndarray::{ArrayD, Axis, Zip};
 
 use super::elementwise::{broadcast_shape, map, unbroadcast, zip_map};
 use crate::exec::float::Float;
+use crate::exec::pool::Pool;
 
 #[derive(Clone, Copy, Debug)]
 pub(crate) enum Unary {
@@ -121,21 +122,21 @@ impl<T: Float> Pointwise<T> for Tanh {
     }
 }
 
-struct Forward<'a, T>(&'a ArrayD<T>);
+struct Forward<'a, T>(&'a Pool, &'a ArrayD<T>);
 
 impl<T: Float> Kernel<T> for Forward<'_, T> {
     type Out = ArrayD<T>;
     fn run<P: Pointwise<T>>(self, p: P) -> ArrayD<T> {
-        map(self.0, |x| p.value(x))
+        map(self.0, self.1, |x| p.value(x))
     }
 }
 
-struct Backward<'a, T>(&'a ArrayD<T>, &'a ArrayD<T>);
+struct Backward<'a, T>(&'a Pool, &'a ArrayD<T>, &'a ArrayD<T>);
 
 impl<T: Float> Kernel<T> for Backward<'_, T> {
     type Out = ArrayD<T>;
     fn run<P: Pointwise<T>>(self, p: P) -> ArrayD<T> {
-        zip_map(self.0, self.1, |g, x| g * p.derivative(x))
+        zip_map(self.0, self.1, self.2, |g, x| g * p.derivative(x))
     }
 }
 
@@ -154,17 +155,20 @@ impl Unary {
         }
     }
 
-    pub(crate) fn forward<T: Float>(self, x: &ArrayD<T>) -> ArrayD<T> {
-        self.dispatch(Forward(x))
+    pub(crate) fn forward<T: Float>(self, pool: &Pool, x: &ArrayD<T>) -> ArrayD<T> {
+        self.dispatch(Forward(pool, x))
     }
 
-    pub(crate) fn backward<T: Float>(self, g: &ArrayD<T>, x: &ArrayD<T>) -> ArrayD<T> {
-        self.dispatch(Backward(g, x))
+    pub(crate) fn backward<T: Float>(self, pool: &Pool, g: &ArrayD<T>, x: &ArrayD<T>) -> ArrayD<T> {
+        self.dispatch(Backward(pool, g, x))
     }
 }
 
 /// y = x for x ≥ 0, slope·x otherwise; the slope broadcasts to x.
-pub(crate) fn prelu_forward<T: Float>(x: &ArrayD<T>, slope: &ArrayD<T>) -> Result<ArrayD<T>, String> {
+pub(crate) fn prelu_forward<T: Float>(
+    x: &ArrayD<T>,
+    slope: &ArrayD<T>,
+) -> Result<ArrayD<T>, String> {
     let slope = broadcast_to(slope, x.shape())?;
     let mut y = x.clone();
     Zip::from(&mut y)
@@ -174,6 +178,7 @@ pub(crate) fn prelu_forward<T: Float>(x: &ArrayD<T>, slope: &ArrayD<T>) -> Resul
 }
 
 pub(crate) fn prelu_backward<T: Float>(
+    pool: &Pool,
     g: &ArrayD<T>,
     x: &ArrayD<T>,
     slope: &ArrayD<T>,
@@ -182,14 +187,15 @@ pub(crate) fn prelu_backward<T: Float>(
     let wide = broadcast_to(slope, x.shape()).expect("checked in forward");
     let dx = need[0].then(|| {
         let mut dx = g.clone();
-        Zip::from(&mut dx)
-            .and(x)
-            .and(&wide)
-            .for_each(|d, &x, &s| if x < T::zero() { *d = *d * s });
+        Zip::from(&mut dx).and(x).and(&wide).for_each(|d, &x, &s| {
+            if x < T::zero() {
+                *d = *d * s
+            }
+        });
         dx
     });
     let ds = need[1].then(|| {
-        let full = zip_map(g, x, |g, x| if x < T::zero() { g * x } else { T::zero() });
+        let full = zip_map(pool, g, x, |g, x| if x < T::zero() { g * x } else { T::zero() });
         unbroadcast(full, slope.shape())
     });
     [dx, ds]
@@ -200,7 +206,10 @@ fn broadcast_to<'a, T: Float>(
     shape: &[usize],
 ) -> Result<ndarray::ArrayViewD<'a, T>, String> {
     if broadcast_shape(shape, slope.shape())? != shape {
-        return Err(format!("slope {:?} does not broadcast to {shape:?}", slope.shape()));
+        return Err(format!(
+            "slope {:?} does not broadcast to {shape:?}",
+            slope.shape()
+        ));
     }
     Ok(slope.broadcast(shape).expect("checked broadcast"))
 }
@@ -226,7 +235,10 @@ impl Softmax {
     pub(crate) fn forward<T: Float>(&self, x: &ArrayD<T>) -> Result<ArrayD<T>, String> {
         let dims = self.view3(x.shape())?;
         let mut y = x.as_standard_layout().into_owned();
-        let mut y3 = y.view_mut().into_shape_with_order(dims).expect("contiguous");
+        let mut y3 = y
+            .view_mut()
+            .into_shape_with_order(dims)
+            .expect("contiguous");
         for mut lane in y3.lanes_mut(Axis(1)) {
             let top = lane.fold(T::neg_infinity(), |m, &v| m.max(v));
             lane.mapv_inplace(|v| (v - top).exp());
@@ -237,10 +249,13 @@ impl Softmax {
     }
 
     /// dx = y ⊙ (g − Σ g⊙y) along the softmax axis.
-    pub(crate) fn backward<T: Float>(&self, g: &ArrayD<T>, y: &ArrayD<T>) -> ArrayD<T> {
+    pub(crate) fn backward<T: Float>(&self, pool: &Pool, g: &ArrayD<T>, y: &ArrayD<T>) -> ArrayD<T> {
         let dims = self.view3(y.shape()).expect("checked in forward");
-        let mut dx = zip_map(g, y, |g, y| g * y);
-        let mut d3 = dx.view_mut().into_shape_with_order(dims).expect("contiguous");
+        let mut dx = zip_map(pool, g, y, |g, y| g * y);
+        let mut d3 = dx
+            .view_mut()
+            .into_shape_with_order(dims)
+            .expect("contiguous");
         let y3 = y.view().into_shape_with_order(dims).expect("contiguous");
         for (mut d, y) in d3.lanes_mut(Axis(1)).into_iter().zip(y3.lanes(Axis(1))) {
             let dot: T = d.sum();

@@ -10,7 +10,10 @@ fn channels<'a, T: Float>(stats: [&'a ArrayD<T>; 4], c: usize) -> Result<[&'a [T
     let mut out: [&[T]; 4] = [&[]; 4];
     for (o, s) in out.iter_mut().zip(stats) {
         if s.len() != c {
-            return Err(format!("per-channel tensor {:?} does not fit {c} channels", s.shape()));
+            return Err(format!(
+                "per-channel tensor {:?} does not fit {c} channels",
+                s.shape()
+            ));
         }
         *o = s.as_slice().expect("contiguous");
     }
@@ -27,7 +30,11 @@ fn planes<T: Float>(x: &mut ArrayD<T>, mut f: impl FnMut(usize, &mut [T])) {
     }
 }
 
-pub(crate) fn forward<T: Float>(x: &ArrayD<T>, stats: [&ArrayD<T>; 4], epsilon: f64) -> Result<ArrayD<T>, String> {
+pub(crate) fn forward<T: Float>(
+    x: &ArrayD<T>,
+    stats: [&ArrayD<T>; 4],
+    epsilon: f64,
+) -> Result<ArrayD<T>, String> {
     if x.ndim() < 2 {
         return Err(format!("input {:?} has no channel axis", x.shape()));
     }
@@ -51,10 +58,15 @@ pub(crate) fn backward<T: Float>(
 ) -> Vec<Option<ArrayD<T>>> {
     let c = x.shape()[1];
     let [scale, _, mean, var] = channels(stats, c).expect("checked in forward");
-    let inv: Vec<T> = var.iter().map(|&v| T::one() / (v + T::from_f64(epsilon)).sqrt()).collect();
+    let inv: Vec<T> = var
+        .iter()
+        .map(|&v| T::one() / (v + T::from_f64(epsilon)).sqrt())
+        .collect();
     let dx = need[0].then(|| {
         let mut dx = g.clone();
-        planes(&mut dx, |c, p| p.iter_mut().for_each(|v| *v *= scale[c] * inv[c]));
+        planes(&mut dx, |c, p| {
+            p.iter_mut().for_each(|v| *v *= scale[c] * inv[c])
+        });
         dx
     });
     // Σ g and Σ g·(x − mean) per channel, over the batch and the plane.
@@ -67,13 +79,16 @@ pub(crate) fn backward<T: Float>(
     };
     let sum_g = reduce_axes(g.clone());
     let mut centered = x.as_standard_layout().into_owned();
-    planes(&mut centered, |c, p| p.iter_mut().for_each(|v| *v -= mean[c]));
+    planes(&mut centered, |c, p| {
+        p.iter_mut().for_each(|v| *v -= mean[c])
+    });
     let sum_gx = reduce_axes(&centered * g);
     let per_channel = |f: &dyn Fn(usize) -> T| ArrayD::from_shape_fn(IxDyn(&[c]), |i| f(i[0]));
     let half = T::from_f64(0.5);
     let d_scale = need[1].then(|| per_channel(&|c| sum_gx[c] * inv[c]));
     let d_bias = need[2].then(|| per_channel(&|c| sum_g[c]));
     let d_mean = need[3].then(|| per_channel(&|c| -sum_g[c] * scale[c] * inv[c]));
-    let d_var = need[4].then(|| per_channel(&|c| -half * sum_gx[c] * scale[c] * inv[c] * inv[c] * inv[c]));
+    let d_var =
+        need[4].then(|| per_channel(&|c| -half * sum_gx[c] * scale[c] * inv[c] * inv[c] * inv[c]));
     vec![dx, d_scale, d_bias, d_mean, d_var]
 }

@@ -68,7 +68,12 @@ impl Geometry {
                 for oh in h_lo..h_hi {
                     let ih = self.h.input_index(oh, i);
                     let iw = self.w.input_index(w_lo, j);
-                    f(i * self.w.kernel + j, ih * self.w.input + iw, oh * self.w.output + w_lo, w_hi - w_lo);
+                    f(
+                        i * self.w.kernel + j,
+                        ih * self.w.input + iw,
+                        oh * self.w.output + w_lo,
+                        w_hi - w_lo,
+                    );
                 }
             }
         }
@@ -98,7 +103,13 @@ impl Geometry {
             let dx = &mut dx[c * self.in_plane()..][..self.in_plane()];
             let rows = &col[c * taps * plane..][..taps * plane];
             self.for_each_run(|tap, inp, out, run| {
-                scatter_axpy(dx, inp, self.w.stride, T::one(), &rows[tap * plane + out..][..run]);
+                scatter_axpy(
+                    dx,
+                    inp,
+                    self.w.stride,
+                    T::one(),
+                    &rows[tap * plane + out..][..run],
+                );
             });
         }
     }
@@ -134,9 +145,15 @@ fn gather_axpy<T: Float>(dst: &mut [T], a: T, src: &[T], off: usize, stride: usi
 /// Σ a[t] · b[off + t·stride].
 fn strided_dot<T: Float>(a: &[T], b: &[T], off: usize, stride: usize) -> T {
     if stride == 1 {
-        a.iter().zip(&b[off..][..a.len()]).map(|(&a, &b)| a * b).sum()
+        a.iter()
+            .zip(&b[off..][..a.len()])
+            .map(|(&a, &b)| a * b)
+            .sum()
     } else {
-        a.iter().enumerate().map(|(t, &a)| a * b[off + t * stride]).sum()
+        a.iter()
+            .enumerate()
+            .map(|(t, &a)| a * b[off + t * stride])
+            .sum()
     }
 }
 
@@ -156,7 +173,9 @@ fn data<T: Float>(a: &ArrayD<T>) -> &[T] {
 impl Conv {
     fn geometry(&self, x: &[usize], w: &[usize]) -> Result<Geometry, String> {
         if !(3..=4).contains(&x.len()) || w.len() != x.len() {
-            return Err(format!("only 1-D and 2-D convs: input {x:?}, weights {w:?}"));
+            return Err(format!(
+                "only 1-D and 2-D convs: input {x:?}, weights {w:?}"
+            ));
         }
         let spans = self.window.resolve(&x[2..], Some(&w[2..]))?;
         let (h, w_span) = match spans[..] {
@@ -167,9 +186,18 @@ impl Conv {
         let (channels, outputs) = (x[1], w[0]);
         let group = self.group;
         if group == 0 || channels % group != 0 || outputs % group != 0 || w[1] * group != channels {
-            return Err(format!("input {x:?} and weights {w:?} do not fit group {group}"));
+            return Err(format!(
+                "input {x:?} and weights {w:?} do not fit group {group}"
+            ));
         }
-        Ok(Geometry { batch: x[0], channels, outputs, group, h, w: w_span })
+        Ok(Geometry {
+            batch: x[0],
+            channels,
+            outputs,
+            group,
+            h,
+            w: w_span,
+        })
     }
 
     fn output_shape(&self, x: &[usize], g: &Geometry) -> Vec<usize> {
@@ -189,7 +217,11 @@ impl Conv {
     ) -> Result<ArrayD<T>, String> {
         let geo = self.geometry(x.shape(), w.shape())?;
         if let Some(b) = b.filter(|b| b.len() != geo.outputs) {
-            return Err(format!("bias {:?} does not fit {} outputs", b.shape(), geo.outputs));
+            return Err(format!(
+                "bias {:?} does not fit {} outputs",
+                b.shape(),
+                geo.outputs
+            ));
         }
         let (w, b) = (data(w), b.map(data));
         let (in_len, out_len) = (geo.channels * geo.in_plane(), geo.outputs * geo.out_plane());
@@ -199,7 +231,10 @@ impl Conv {
                 .zip(data(x).par_chunks(in_len))
                 .for_each_init(Vec::new, |col, (y, x)| geo.forward_sample(x, w, b, y, col));
         }
-        Ok(ArrayD::from_shape_vec(IxDyn(&self.output_shape(x.shape(), &geo)), y).expect("output dims"))
+        Ok(
+            ArrayD::from_shape_vec(IxDyn(&self.output_shape(x.shape(), &geo)), y)
+                .expect("output dims"),
+        )
     }
 
     /// Gradients for x, W and b, each only when `need`ed.
@@ -210,7 +245,9 @@ impl Conv {
         w: &ArrayD<T>,
         need: [bool; 3],
     ) -> [Option<ArrayD<T>>; 3] {
-        let geo = self.geometry(x.shape(), w.shape()).expect("checked in forward");
+        let geo = self
+            .geometry(x.shape(), w.shape())
+            .expect("checked in forward");
         let (in_len, out_len) = (geo.channels * geo.in_plane(), geo.outputs * geo.out_plane());
         let (gd, xd, wd) = (data(g), data(x), data(w));
         let dx = need[0].then(|| {
@@ -218,7 +255,9 @@ impl Conv {
             if out_len > 0 && in_len > 0 {
                 dx.par_chunks_mut(in_len)
                     .zip(gd.par_chunks(out_len))
-                    .for_each_init(Vec::new, |col, (dx, g)| geo.input_grad_sample(g, wd, dx, col));
+                    .for_each_init(Vec::new, |col, (dx, g)| {
+                        geo.input_grad_sample(g, wd, dx, col)
+                    });
             }
             ArrayD::from_shape_vec(x.raw_dim(), dx).expect("input dims")
         });
@@ -231,7 +270,8 @@ impl Conv {
             } else {
                 Vec::new()
             };
-            ArrayD::from_shape_vec(w.raw_dim(), ordered_sum(partials, w.len())).expect("weight dims")
+            ArrayD::from_shape_vec(w.raw_dim(), ordered_sum(partials, w.len()))
+                .expect("weight dims")
         });
         let db = need[2].then(|| {
             let mut db = vec![T::zero(); geo.outputs];
@@ -247,11 +287,21 @@ impl Conv {
 }
 
 impl Geometry {
-    fn forward_sample<T: Float>(&self, x: &[T], w: &[T], b: Option<&[T]>, y: &mut [T], col: &mut Vec<T>) {
+    fn forward_sample<T: Float>(
+        &self,
+        x: &[T],
+        w: &[T],
+        b: Option<&[T]>,
+        y: &mut [T],
+        col: &mut Vec<T>,
+    ) {
         let (ip, op, og) = (self.in_plane(), self.out_plane(), self.group_outputs());
         if self.depthwise() {
             for (o, y) in y.chunks_mut(op).enumerate() {
-                let (x, w) = (&x[(o / og) * ip..][..ip], &w[o * self.taps()..][..self.taps()]);
+                let (x, w) = (
+                    &x[(o / og) * ip..][..ip],
+                    &w[o * self.taps()..][..self.taps()],
+                );
                 self.for_each_run(|tap, inp, out, run| {
                     gather_axpy(&mut y[out..][..run], w[tap], x, inp, self.w.stride);
                 });
@@ -282,7 +332,10 @@ impl Geometry {
         let (ip, op, og) = (self.in_plane(), self.out_plane(), self.group_outputs());
         if self.depthwise() {
             for (o, g) in g.chunks(op).enumerate() {
-                let (dx, w) = (&mut dx[(o / og) * ip..][..ip], &w[o * self.taps()..][..self.taps()]);
+                let (dx, w) = (
+                    &mut dx[(o / og) * ip..][..ip],
+                    &w[o * self.taps()..][..self.taps()],
+                );
                 self.for_each_run(|tap, inp, out, run| {
                     scatter_axpy(dx, inp, self.w.stride, w[tap], &g[out..][..run]);
                 });

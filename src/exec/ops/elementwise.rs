@@ -5,6 +5,7 @@ use ndarray::{ArrayD, Axis, IxDyn, Zip};
 use rayon::prelude::*;
 
 use crate::exec::float::Float;
+use crate::exec::pool::Pool;
 
 /// Elements per parallel task: large enough that scheduling costs nothing.
 const CHUNK: usize = 1 << 15;
@@ -27,12 +28,20 @@ impl Binary {
         }
     }
 
-    pub(crate) fn forward<T: Float>(self, a: &ArrayD<T>, b: &ArrayD<T>) -> Result<ArrayD<T>, String> {
+    pub(crate) fn forward<T: Float>(
+        self,
+        pool: &Pool,
+        a: &ArrayD<T>,
+        b: &ArrayD<T>,
+    ) -> Result<ArrayD<T>, String> {
         if a.shape() == b.shape() {
-            return Ok(zip_map(a, b, |x, y| self.apply(x, y)));
+            return Ok(zip_map(pool, a, b, |x, y| self.apply(x, y)));
         }
         let shape = broadcast_shape(a.shape(), b.shape())?;
-        let (a, b) = (a.broadcast(shape.clone()).unwrap(), b.broadcast(shape.clone()).unwrap());
+        let (a, b) = (
+            a.broadcast(shape.clone()).unwrap(),
+            b.broadcast(shape.clone()).unwrap(),
+        );
         let mut out = ArrayD::zeros(shape);
         Zip::from(&mut out)
             .and(&a)
@@ -44,6 +53,7 @@ impl Binary {
     /// Gradients for the inputs that `need` them; Mul and Div read their saved inputs.
     pub(crate) fn backward<'a, T: Float>(
         self,
+        pool: &Pool,
         g: &ArrayD<T>,
         a: Option<&'a ArrayD<T>>,
         b: Option<&'a ArrayD<T>>,
@@ -53,21 +63,23 @@ impl Binary {
         let saved = |x: Option<&'a ArrayD<T>>| x.expect("Mul/Div save their inputs");
         let da = need[0].then(|| {
             let full = match self {
-                Binary::Add | Binary::Sub => g.clone(),
-                Binary::Mul => broadcast_mul(g, saved(b), |g, b| g * b),
-                Binary::Div => broadcast_mul(g, saved(b), |g, b| g / b),
+                Binary::Add | Binary::Sub => map(pool, g, |g| g),
+                Binary::Mul => broadcast_mul(pool, g, saved(b), |g, b| g * b),
+                Binary::Div => broadcast_mul(pool, g, saved(b), |g, b| g / b),
             };
             unbroadcast(full, shapes[0])
         });
         let db = need[1].then(|| {
             let full = match self {
-                Binary::Add => g.clone(),
-                Binary::Sub => map(g, |g| -g),
-                Binary::Mul => broadcast_mul(g, saved(a), |g, a| g * a),
+                Binary::Add => map(pool, g, |g| g),
+                Binary::Sub => map(pool, g, |g| -g),
+                Binary::Mul => broadcast_mul(pool, g, saved(a), |g, a| g * a),
                 Binary::Div => {
                     let (a, b) = (saved(a), saved(b));
-                    let ab = self.forward(a, &map(b, |b| b * b)).expect("shapes checked in forward");
-                    broadcast_mul(g, &ab, |g, q| -g * q)
+                    let ab = self
+                        .forward(pool, a, &map(pool, b, |b| b * b))
+                        .expect("shapes checked in forward");
+                    broadcast_mul(pool, g, &ab, |g, q| -g * q)
                 }
             };
             unbroadcast(full, shapes[1])
@@ -77,9 +89,14 @@ impl Binary {
 }
 
 /// `f(g, x)` with `x` broadcast to `g`'s shape.
-fn broadcast_mul<T: Float>(g: &ArrayD<T>, x: &ArrayD<T>, f: impl Fn(T, T) -> T + Sync) -> ArrayD<T> {
+fn broadcast_mul<T: Float>(
+    pool: &Pool,
+    g: &ArrayD<T>,
+    x: &ArrayD<T>,
+    f: impl Fn(T, T) -> T + Sync,
+) -> ArrayD<T> {
     if g.shape() == x.shape() {
-        return zip_map(g, x, f);
+        return zip_map(pool, g, x, f);
     }
     let x = x.broadcast(g.raw_dim()).expect("a broadcast operand");
     let mut out = g.clone();
@@ -122,9 +139,9 @@ fn elements<T: Float>(x: &ArrayD<T>) -> std::borrow::Cow<'_, [T]> {
 }
 
 /// `f` applied to every element, in parallel.
-pub(crate) fn map<T: Float>(x: &ArrayD<T>, f: impl Fn(T) -> T + Sync) -> ArrayD<T> {
+pub(crate) fn map<T: Float>(pool: &Pool, x: &ArrayD<T>, f: impl Fn(T) -> T + Sync) -> ArrayD<T> {
     let src = elements(x);
-    let mut out = vec![T::zero(); src.len()];
+    let mut out = pool.take(src.len());
     out.par_chunks_mut(CHUNK)
         .zip(src.par_chunks(CHUNK))
         .for_each(|(o, s)| o.iter_mut().zip(s).for_each(|(o, &s)| *o = f(s)));
@@ -133,13 +150,14 @@ pub(crate) fn map<T: Float>(x: &ArrayD<T>, f: impl Fn(T) -> T + Sync) -> ArrayD<
 
 /// `f` applied to pairs of elements of two equally shaped arrays, in parallel.
 pub(crate) fn zip_map<T: Float>(
+    pool: &Pool,
     a: &ArrayD<T>,
     b: &ArrayD<T>,
     f: impl Fn(T, T) -> T + Sync,
 ) -> ArrayD<T> {
     assert_eq!(a.shape(), b.shape());
     let (sa, sb) = (elements(a), elements(b));
-    let mut out = vec![T::zero(); sa.len()];
+    let mut out = pool.take(sa.len());
     out.par_chunks_mut(CHUNK)
         .zip(sa.par_chunks(CHUNK).zip(sb.par_chunks(CHUNK)))
         .for_each(|(o, (a, b))| {
@@ -150,15 +168,40 @@ pub(crate) fn zip_map<T: Float>(
     ArrayD::from_shape_vec(IxDyn(a.shape()), out).expect("same element count")
 }
 
+/// A sum over eight interleaved accumulators: no serial dependency between consecutive
+/// terms (so the loop vectorises), and a fixed order (so the result is reproducible).
+#[derive(Default)]
+struct Lanes([f64; 8]);
+
+impl Lanes {
+    fn add(&mut self, i: usize, v: f64) {
+        self.0[i % 8] += v;
+    }
+
+    fn total(&self) -> f64 {
+        self.0.iter().sum()
+    }
+}
+
 /// Σ f(a, b) over pairs of elements, as f64: per-chunk partial sums added in chunk order,
 /// so the result does not depend on thread scheduling.
-pub(crate) fn zip_sum<T: Float>(a: &ArrayD<T>, b: &ArrayD<T>, f: impl Fn(T, T) -> f64 + Sync) -> f64 {
+pub(crate) fn zip_sum<T: Float>(
+    a: &ArrayD<T>,
+    b: &ArrayD<T>,
+    f: impl Fn(T, T) -> f64 + Sync,
+) -> f64 {
     assert_eq!(a.shape(), b.shape());
     let (sa, sb) = (elements(a), elements(b));
     let partials: Vec<f64> = sa
         .par_chunks(CHUNK)
         .zip(sb.par_chunks(CHUNK))
-        .map(|(a, b)| a.iter().zip(b).map(|(&a, &b)| f(a, b)).sum())
+        .map(|(a, b)| {
+            let mut lanes = Lanes::default();
+            for (i, (&a, &b)) in a.iter().zip(b).enumerate() {
+                lanes.add(i, f(a, b));
+            }
+            lanes.total()
+        })
         .collect();
     partials.iter().sum()
 }
@@ -166,24 +209,25 @@ pub(crate) fn zip_sum<T: Float>(a: &ArrayD<T>, b: &ArrayD<T>, f: impl Fn(T, T) -
 /// `f` applied to pairs of elements, giving an array and Σ of an f64 per pair (per-chunk
 /// partial sums added in chunk order, as `zip_sum`).
 pub(crate) fn zip_map_sum<T: Float>(
+    pool: &Pool,
     a: &ArrayD<T>,
     b: &ArrayD<T>,
     f: impl Fn(T, T) -> (T, f64) + Sync,
 ) -> (ArrayD<T>, f64) {
     assert_eq!(a.shape(), b.shape());
     let (sa, sb) = (elements(a), elements(b));
-    let mut out = vec![T::zero(); sa.len()];
+    let mut out = pool.take(sa.len());
     let partials: Vec<f64> = out
         .par_chunks_mut(CHUNK)
         .zip(sa.par_chunks(CHUNK).zip(sb.par_chunks(CHUNK)))
         .map(|(o, (a, b))| {
-            let mut sum = 0.0;
-            for ((o, &a), &b) in o.iter_mut().zip(a).zip(b) {
+            let mut lanes = Lanes::default();
+            for (i, ((o, &a), &b)) in o.iter_mut().zip(a).zip(b).enumerate() {
                 let (v, s) = f(a, b);
                 *o = v;
-                sum += s;
+                lanes.add(i, s);
             }
-            sum
+            lanes.total()
         })
         .collect();
     let array = ArrayD::from_shape_vec(IxDyn(a.shape()), out).expect("same element count");

@@ -54,13 +54,20 @@ impl Gemm {
         let mut y = match c {
             Some(c) if self.beta != 0.0 => {
                 if broadcast_shape(&[m, n], c.shape())? != [m, n] {
-                    return Err(format!("C {:?} does not broadcast to [{m}, {n}]", c.shape()));
+                    return Err(format!(
+                        "C {:?} does not broadcast to [{m}, {n}]",
+                        c.shape()
+                    ));
                 }
                 c.broadcast(IxDyn(&[m, n])).expect("checked").to_owned()
             }
             _ => ArrayD::zeros(IxDyn(&[m, n])),
         };
-        let beta = if c.is_some() { T::from_f64(self.beta) } else { T::zero() };
+        let beta = if c.is_some() {
+            T::from_f64(self.beta)
+        } else {
+            T::zero()
+        };
         let ys = y.as_slice_mut().expect("fresh array");
         gemm(T::from_f64(self.alpha), am, bm, beta, MatMut::new(ys, m, n));
         Ok(y)
@@ -79,14 +86,34 @@ impl Gemm {
         let gm = Mat::new(slice(g), m, n);
         let da = need[0].then(|| {
             let mut da = ArrayD::zeros(a.raw_dim());
-            let out = MatMut::new(da.as_slice_mut().expect("fresh"), a.shape()[0], a.shape()[1]);
-            gemm(alpha, gm, bm.t(), T::zero(), if self.trans_a { out.t() } else { out });
+            let out = MatMut::new(
+                da.as_slice_mut().expect("fresh"),
+                a.shape()[0],
+                a.shape()[1],
+            );
+            gemm(
+                alpha,
+                gm,
+                bm.t(),
+                T::zero(),
+                if self.trans_a { out.t() } else { out },
+            );
             da
         });
         let db = need[1].then(|| {
             let mut db = ArrayD::zeros(b.raw_dim());
-            let out = MatMut::new(db.as_slice_mut().expect("fresh"), b.shape()[0], b.shape()[1]);
-            gemm(alpha, am.t(), gm, T::zero(), if self.trans_b { out.t() } else { out });
+            let out = MatMut::new(
+                db.as_slice_mut().expect("fresh"),
+                b.shape()[0],
+                b.shape()[1],
+            );
+            gemm(
+                alpha,
+                am.t(),
+                gm,
+                T::zero(),
+                if self.trans_b { out.t() } else { out },
+            );
             db
         });
         let dc = c_shape
@@ -122,7 +149,14 @@ impl Batched {
             return Err(format!("MatMul of {a:?} and {b:?}: inner dims differ"));
         }
         let batch = broadcast_shape(&a2[..ra - 2], &b2[..rb - 2])?;
-        Ok(Batched { batch, m, k, n, drop_m, drop_n })
+        Ok(Batched {
+            batch,
+            m,
+            k,
+            n,
+            drop_m,
+            drop_n,
+        })
     }
 
     fn count(&self) -> usize {
@@ -132,7 +166,9 @@ impl Batched {
     /// An operand broadcast to [batch, rows, cols].
     fn stack<T: Float>(&self, x: &ArrayD<T>, rows: usize, cols: usize) -> Array3<T> {
         let full: Vec<usize> = self.batch.iter().copied().chain([rows, cols]).collect();
-        let x = x.to_shape(self.promoted(x.shape(), rows, cols)).expect("contiguous");
+        let x = x
+            .to_shape(self.promoted(x.shape(), rows, cols))
+            .expect("contiguous");
         let wide = x.broadcast(IxDyn(&full)).expect("checked broadcast");
         wide.as_standard_layout()
             .into_owned()
@@ -141,7 +177,11 @@ impl Batched {
     }
 
     fn promoted(&self, shape: &[usize], rows: usize, cols: usize) -> Vec<usize> {
-        if shape.len() == 1 { vec![rows, cols] } else { shape.to_vec() }
+        if shape.len() == 1 {
+            vec![rows, cols]
+        } else {
+            shape.to_vec()
+        }
     }
 
     fn output_shape(&self) -> Vec<usize> {
@@ -167,15 +207,28 @@ fn stacked_product<T: Float>(x: &Array3<T>, tx: bool, y: &Array3<T>, ty: bool) -
     for i in 0..count {
         let xm = Mat::new(&xs[i * xr * xc..][..xr * xc], xr, xc).t_if(tx);
         let ym = Mat::new(&ys[i * yr * yc..][..yr * yc], yr, yc).t_if(ty);
-        gemm(T::one(), xm, ym, T::zero(), MatMut::new(&mut os[i * rows * cols..][..rows * cols], rows, cols));
+        gemm(
+            T::one(),
+            xm,
+            ym,
+            T::zero(),
+            MatMut::new(&mut os[i * rows * cols..][..rows * cols], rows, cols),
+        );
     }
     out
 }
 
 pub(crate) fn matmul_forward<T: Float>(a: &ArrayD<T>, b: &ArrayD<T>) -> Result<ArrayD<T>, String> {
     let bt = Batched::new(a.shape(), b.shape())?;
-    let out = stacked_product(&bt.stack(a, bt.m, bt.k), false, &bt.stack(b, bt.k, bt.n), false);
-    Ok(out.into_shape_with_order(IxDyn(&bt.output_shape())).expect("same count"))
+    let out = stacked_product(
+        &bt.stack(a, bt.m, bt.k),
+        false,
+        &bt.stack(b, bt.k, bt.n),
+        false,
+    );
+    Ok(out
+        .into_shape_with_order(IxDyn(&bt.output_shape()))
+        .expect("same count"))
 }
 
 pub(crate) fn matmul_backward<T: Float>(
@@ -192,7 +245,9 @@ pub(crate) fn matmul_backward<T: Float>(
     // The gradient of a stacked operand, summed over the batch dims it was broadcast along.
     let reduce = |full: Array3<T>, shape: &[usize], rows: usize, cols: usize| {
         let full_shape: Vec<usize> = bt.batch.iter().copied().chain([rows, cols]).collect();
-        let full = full.into_shape_with_order(IxDyn(&full_shape)).expect("same count");
+        let full = full
+            .into_shape_with_order(IxDyn(&full_shape))
+            .expect("same count");
         let promoted = bt.promoted(shape, rows, cols);
         unbroadcast(full, &promoted)
             .into_shape_with_order(IxDyn(shape))

@@ -18,6 +18,7 @@ pub(crate) use elementwise::{add_assign, map, zip_map, zip_map_sum, zip_sum};
 
 use crate::error::{Error, Result};
 use crate::exec::float::Float;
+use crate::exec::pool::Pool;
 use crate::ir::{Node, OpKind, Tensor};
 use activation::Softmax;
 use elementwise::Binary;
@@ -84,14 +85,20 @@ impl Reader<'_> {
 
     fn ints(&self, slot: usize) -> Result<Option<Vec<i64>>> {
         (self.constant)(slot)?
-            .map(|t| t.to_i64().ok_or_else(|| self.error(format!("input {slot} is not integer"))))
+            .map(|t| {
+                t.to_i64()
+                    .ok_or_else(|| self.error(format!("input {slot} is not integer")))
+            })
             .transpose()
     }
 
     fn scalar(&self, slot: usize) -> Result<Option<f64>> {
         match (self.constant)(slot)?.and_then(|t| t.to_f64()) {
             Some(v) if v.len() == 1 => Ok(Some(v[0])),
-            Some(v) => Err(self.error(format!("input {slot} must be a scalar, has {} values", v.len()))),
+            Some(v) => Err(self.error(format!(
+                "input {slot} must be a scalar, has {} values",
+                v.len()
+            ))),
             None => Ok(None),
         }
     }
@@ -115,7 +122,10 @@ impl Reader<'_> {
 
     fn clip(&self) -> Result<Unary> {
         let (min, max) = if self.opset < 11 {
-            (self.node.float("min")?.map(f64::from), self.node.float("max")?.map(f64::from))
+            (
+                self.node.float("min")?.map(f64::from),
+                self.node.float("max")?.map(f64::from),
+            )
         } else {
             (self.scalar(1)?, self.scalar(2)?)
         };
@@ -135,7 +145,11 @@ impl Reader<'_> {
 
     fn pad(&self) -> Result<Op> {
         let (pads, value, axes) = if self.opset < 11 {
-            (self.node.ints("pads")?, self.float_attr("value", 0.0)?, None)
+            (
+                self.node.ints("pads")?,
+                self.float_attr("value", 0.0)?,
+                None,
+            )
         } else {
             (self.ints(1)?, self.scalar(2)?.unwrap_or(0.0), self.ints(3)?)
         };
@@ -152,7 +166,11 @@ impl Reader<'_> {
             "wrap" => PadMode::Wrap,
             other => return Err(self.error(format!("unknown pad mode '{other}'"))),
         };
-        let pads = axes.iter().enumerate().map(|(i, &a)| (a, pads[i], pads[i + count])).collect();
+        let pads = axes
+            .iter()
+            .enumerate()
+            .map(|(i, &a)| (a, pads[i], pads[i + count]))
+            .collect();
         Ok(Op::Pad(Pad { mode, pads, value }))
     }
 
@@ -162,7 +180,8 @@ impl Reader<'_> {
         let op = match &node.kind {
             K::Conv => Op::Conv(conv::Conv {
                 window: window::Window::from_node(node, false)?,
-                group: usize::try_from(node.int("group")?.unwrap_or(1)).map_err(|_| self.error("negative group"))?,
+                group: usize::try_from(node.int("group")?.unwrap_or(1))
+                    .map_err(|_| self.error("negative group"))?,
             }),
             K::Gemm => Op::Gemm(gemm::Gemm {
                 alpha: self.float_attr("alpha", 1.0)?,
@@ -179,11 +198,15 @@ impl Reader<'_> {
                 if self.flag("training_mode", false)? {
                     return Err(self.error("only inference mode (training_mode = 0) is supported"));
                 }
-                Op::BatchNorm { epsilon: self.float_attr("epsilon", 1e-5)? }
+                Op::BatchNorm {
+                    epsilon: self.float_attr("epsilon", 1e-5)?,
+                }
             }
             K::Relu => Op::Unary(Unary::Relu),
             K::Clip => Op::Unary(self.clip()?),
-            K::LeakyRelu => Op::Unary(Unary::LeakyRelu { alpha: self.float_attr("alpha", 0.01)? }),
+            K::LeakyRelu => Op::Unary(Unary::LeakyRelu {
+                alpha: self.float_attr("alpha", 0.01)?,
+            }),
             K::HardSigmoid => Op::Unary(Unary::HardSigmoid {
                 alpha: self.float_attr("alpha", 0.2)?,
                 beta: self.float_attr("beta", 0.5)?,
@@ -193,32 +216,50 @@ impl Reader<'_> {
             K::Tanh => Op::Unary(Unary::Tanh),
             K::PRelu => Op::PRelu,
             K::Softmax => Op::Softmax(Softmax {
-                axis: node.int("axis")?.unwrap_or(if self.opset < 13 { 1 } else { -1 }),
+                axis: node
+                    .int("axis")?
+                    .unwrap_or(if self.opset < 13 { 1 } else { -1 }),
                 flatten: self.opset < 13,
             }),
             K::MaxPool => self.pool(PoolKind::Max)?,
-            K::AveragePool => self.pool(PoolKind::Average { count_pad: self.flag("count_include_pad", false)? })?,
-            K::GlobalAveragePool => Op::Mean(ReduceMean { axes: MeanAxes::Spatial, keepdims: true }),
+            K::AveragePool => self.pool(PoolKind::Average {
+                count_pad: self.flag("count_include_pad", false)?,
+            })?,
+            K::GlobalAveragePool => Op::Mean(ReduceMean {
+                axes: MeanAxes::Spatial,
+                keepdims: true,
+            }),
             K::ReduceMean => {
                 let axes = match self.axes(18)? {
                     Some(a) if !a.is_empty() => MeanAxes::Listed(a),
                     _ if self.flag("noop_with_empty_axes", false)? => MeanAxes::Nothing,
                     _ => MeanAxes::All,
                 };
-                Op::Mean(ReduceMean { axes, keepdims: self.flag("keepdims", true)? })
+                Op::Mean(ReduceMean {
+                    axes,
+                    keepdims: self.flag("keepdims", true)?,
+                })
             }
-            K::Flatten => Op::Reshape(Reshape::Flatten { axis: node.int("axis")?.unwrap_or(1) }),
+            K::Flatten => Op::Reshape(Reshape::Flatten {
+                axis: node.int("axis")?.unwrap_or(1),
+            }),
             K::Reshape => Op::Reshape(Reshape::Target {
                 dims: self.ints(1)?.ok_or_else(|| self.error("no target shape"))?,
                 allowzero: self.flag("allowzero", false)?,
             }),
-            K::Squeeze => Op::Reshape(Reshape::Squeeze { axes: self.axes(13)? }),
+            K::Squeeze => Op::Reshape(Reshape::Squeeze {
+                axes: self.axes(13)?,
+            }),
             K::Unsqueeze => Op::Reshape(Reshape::Unsqueeze {
                 axes: self.axes(13)?.ok_or_else(|| self.error("no axes"))?,
             }),
             K::Transpose => Op::Transpose(
                 node.ints("perm")?
-                    .map(|p| p.into_iter().map(usize::try_from).collect::<Result<Vec<_>, _>>())
+                    .map(|p| {
+                        p.into_iter()
+                            .map(usize::try_from)
+                            .collect::<Result<Vec<_>, _>>()
+                    })
                     .transpose()
                     .map_err(|_| self.error("negative perm entry"))?,
             ),
@@ -233,8 +274,17 @@ impl Reader<'_> {
 impl Op {
     /// Reads a supported node (`None` for any other operator). Inputs past
     /// `data_inputs` are compile-time constants, read with `constant`.
-    pub(crate) fn from_node(node: &Node, opset: i64, constant: ConstantInput) -> Result<Option<Op>> {
-        Reader { node, opset, constant }.read()
+    pub(crate) fn from_node(
+        node: &Node,
+        opset: i64,
+        constant: ConstantInput,
+    ) -> Result<Option<Op>> {
+        Reader {
+            node,
+            opset,
+            constant,
+        }
+        .read()
     }
 
     /// How many leading inputs of `node` are tensors computed on, and how many must be present.
@@ -254,7 +304,11 @@ impl Op {
             Op::Conv(_) | Op::Gemm(_) | Op::MatMul | Op::PRelu => &[0, 1],
             Op::Binary(Binary::Mul | Binary::Div) => &[0, 1],
             Op::BatchNorm { .. } => &[0, 1, 2, 3, 4],
-            Op::Unary(_) | Op::Pool(Pool { kind: PoolKind::Max, .. }) => &[0],
+            Op::Unary(_)
+            | Op::Pool(Pool {
+                kind: PoolKind::Max,
+                ..
+            }) => &[0],
             _ => &[],
         }
     }
@@ -263,14 +317,20 @@ impl Op {
         matches!(self, Op::Softmax(_))
     }
 
-    pub(crate) fn forward<T: Float>(&self, x: &[&ArrayD<T>]) -> Result<ArrayD<T>, String> {
+    pub(crate) fn forward<T: Float>(
+        &self,
+        pool: &Pool,
+        x: &[&ArrayD<T>],
+    ) -> Result<ArrayD<T>, String> {
         match self {
-            Op::Conv(c) => c.forward(x[0], x[1], x.get(2).copied()),
+            Op::Conv(c) => c.forward(pool, x[0], x[1], x.get(2).copied()),
             Op::Gemm(g) => g.forward(x[0], x[1], x.get(2).copied()),
             Op::MatMul => gemm::matmul_forward(x[0], x[1]),
-            Op::Binary(b) => b.forward(x[0], x[1]),
-            Op::BatchNorm { epsilon } => batchnorm::forward(x[0], [x[1], x[2], x[3], x[4]], *epsilon),
-            Op::Unary(u) => Ok(u.forward(x[0])),
+            Op::Binary(b) => b.forward(pool, x[0], x[1]),
+            Op::BatchNorm { epsilon } => {
+                batchnorm::forward(x[0], [x[1], x[2], x[3], x[4]], *epsilon)
+            }
+            Op::Unary(u) => Ok(u.forward(pool, x[0])),
             Op::PRelu => activation::prelu_forward(x[0], x[1]),
             Op::Softmax(s) => s.forward(x[0]),
             Op::Pool(p) => p.forward(x[0]),
@@ -283,25 +343,51 @@ impl Op {
     }
 
     /// The gradients of the inputs that `s.need`s, in input order.
-    pub(crate) fn backward<T: Float>(&self, g: &ArrayD<T>, s: &Saved<T>) -> Vec<Option<ArrayD<T>>> {
+    pub(crate) fn backward<T: Float>(
+        &self,
+        pool: &Pool,
+        g: &ArrayD<T>,
+        s: &Saved<T>,
+    ) -> Vec<Option<ArrayD<T>>> {
         let need = |i: usize| s.need.get(i).copied().unwrap_or(false);
         let only_input = |f: &dyn Fn() -> ArrayD<T>| vec![need(0).then(f)];
         match self {
-            Op::Conv(c) => c.backward(g, s.input(0), s.input(1), [need(0), need(1), need(2)]).into(),
-            Op::Gemm(gm) => gm
-                .backward(g, s.input(0), s.input(1), s.shapes.get(2).copied(), [need(0), need(1), need(2)])
+            Op::Conv(c) => c
+                .backward(pool, g, s.input(0), s.input(1), [need(0), need(1), need(2)])
                 .into(),
-            Op::MatMul => gemm::matmul_backward(g, s.input(0), s.input(1), [need(0), need(1)]).into(),
+            Op::Gemm(gm) => gm
+                .backward(
+                    g,
+                    s.input(0),
+                    s.input(1),
+                    s.shapes.get(2).copied(),
+                    [need(0), need(1), need(2)],
+                )
+                .into(),
+            Op::MatMul => {
+                gemm::matmul_backward(g, s.input(0), s.input(1), [need(0), need(1)]).into()
+            }
             Op::Binary(b) => b
-                .backward(g, s.inputs[0], s.inputs[1], [s.shapes[0], s.shapes[1]], [need(0), need(1)])
+                .backward(
+                    pool,
+                    g,
+                    s.inputs[0],
+                    s.inputs[1],
+                    [s.shapes[0], s.shapes[1]],
+                    [need(0), need(1)],
+                )
                 .into(),
             Op::BatchNorm { epsilon } => {
                 let stats = [s.input(1), s.input(2), s.input(3), s.input(4)];
                 batchnorm::backward(g, s.input(0), stats, *epsilon, [0, 1, 2, 3, 4].map(need))
             }
-            Op::Unary(u) => only_input(&|| u.backward(g, s.input(0))),
-            Op::PRelu => activation::prelu_backward(g, s.input(0), s.input(1), [need(0), need(1)]).into(),
-            Op::Softmax(sm) => only_input(&|| sm.backward(g, s.output.expect("Softmax saves its output"))),
+            Op::Unary(u) => only_input(&|| u.backward(pool, g, s.input(0))),
+            Op::PRelu => {
+                activation::prelu_backward(pool, g, s.input(0), s.input(1), [need(0), need(1)]).into()
+            }
+            Op::Softmax(sm) => {
+                only_input(&|| sm.backward(pool, g, s.output.expect("Softmax saves its output")))
+            }
             Op::Pool(p) => only_input(&|| p.backward(g, s.inputs[0], s.shapes[0])),
             Op::Mean(r) => only_input(&|| r.backward(g, s.shapes[0])),
             Op::Reshape(_) => only_input(&|| shape::reshape_back(g, s.shapes[0])),

@@ -102,31 +102,47 @@ impl Pool {
         let mut y = vec![T::zero(); x.shape()[..2].iter().product::<usize>() * op];
         let xs = x.as_slice().expect("contiguous");
         if ip > 0 && op > 0 {
-            y.par_chunks_mut(op).zip(xs.par_chunks(ip)).for_each(|(y, x)| {
-                taps.for_each_window(|o, window, divisor| {
-                    y[o] = match self.kind {
-                        PoolKind::Max => first_max(x, window).map_or(T::neg_infinity(), |i| x[i]),
-                        PoolKind::Average { .. } => {
-                            window.iter().map(|&i| x[i]).sum::<T>() / T::from_f64(divisor as f64)
+            y.par_chunks_mut(op)
+                .zip(xs.par_chunks(ip))
+                .for_each(|(y, x)| {
+                    taps.for_each_window(|o, window, divisor| {
+                        y[o] = match self.kind {
+                            PoolKind::Max => {
+                                first_max(x, window).map_or(T::neg_infinity(), |i| x[i])
+                            }
+                            PoolKind::Average { .. } => {
+                                window.iter().map(|&i| x[i]).sum::<T>()
+                                    / T::from_f64(divisor as f64)
+                            }
                         }
-                    }
+                    });
                 });
-            });
         }
         Ok(ArrayD::from_shape_vec(IxDyn(&shape), y).expect("output dims"))
     }
 
     /// The input gradient; a max pool needs the saved input `x`.
-    pub(crate) fn backward<T: Float>(&self, g: &ArrayD<T>, x: Option<&ArrayD<T>>, shape: &[usize]) -> ArrayD<T> {
+    pub(crate) fn backward<T: Float>(
+        &self,
+        g: &ArrayD<T>,
+        x: Option<&ArrayD<T>>,
+        shape: &[usize],
+    ) -> ArrayD<T> {
         let taps = self.taps(shape).expect("checked in forward");
         let (ip, op) = (taps.in_plane(), taps.out_plane());
         let mut dx = vec![T::zero(); shape.iter().product()];
         let gs = g.as_slice().expect("contiguous");
-        let planes = dx.par_chunks_mut(ip.max(1)).zip(gs.par_chunks(op.max(1))).enumerate();
+        let planes = dx
+            .par_chunks_mut(ip.max(1))
+            .zip(gs.par_chunks(op.max(1)))
+            .enumerate();
         planes.for_each(|(p, (dx, g))| {
             taps.for_each_window(|o, window, divisor| match self.kind {
                 PoolKind::Max => {
-                    let x = x.expect("MaxPool saves its input").as_slice().expect("contiguous");
+                    let x = x
+                        .expect("MaxPool saves its input")
+                        .as_slice()
+                        .expect("contiguous");
                     if let Some(i) = first_max(&x[p * ip..][..ip], window) {
                         dx[i] += g[o];
                     }
@@ -204,8 +220,12 @@ impl ReduceMean {
     pub(crate) fn backward<T: Float>(&self, g: &ArrayD<T>, shape: &[usize]) -> ArrayD<T> {
         let axes = self.axes(shape.len()).expect("checked in forward");
         let count: usize = axes.iter().map(|&a| shape[a]).product();
-        let kept = g.to_shape(Self::kept_shape(shape, &axes)).expect("same count");
+        let kept = g
+            .to_shape(Self::kept_shape(shape, &axes))
+            .expect("same count");
         let scale = T::one() / T::from_f64(count as f64);
-        kept.broadcast(IxDyn(shape)).expect("kept dims broadcast").mapv(|g| g * scale)
+        kept.broadcast(IxDyn(shape))
+            .expect("kept dims broadcast")
+            .mapv(|g| g * scale)
     }
 }

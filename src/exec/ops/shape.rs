@@ -10,11 +10,20 @@ use crate::exec::float::Float;
 #[derive(Clone, Debug)]
 pub(crate) enum Reshape {
     /// The Reshape target: 0 copies the input dim (unless `allowzero`), −1 is inferred.
-    Target { dims: Vec<i64>, allowzero: bool },
-    Flatten { axis: i64 },
+    Target {
+        dims: Vec<i64>,
+        allowzero: bool,
+    },
+    Flatten {
+        axis: i64,
+    },
     /// Squeeze: the listed unit axes, or every unit axis.
-    Squeeze { axes: Option<Vec<i64>> },
-    Unsqueeze { axes: Vec<i64> },
+    Squeeze {
+        axes: Option<Vec<i64>>,
+    },
+    Unsqueeze {
+        axes: Vec<i64>,
+    },
 }
 
 impl Reshape {
@@ -45,24 +54,44 @@ impl Reshape {
             }
             Reshape::Flatten { axis } => {
                 let axis = normalize_axis_inclusive(*axis, input.len())?;
-                vec![input[..axis].iter().product(), input[axis..].iter().product()]
+                vec![
+                    input[..axis].iter().product(),
+                    input[axis..].iter().product(),
+                ]
             }
             Reshape::Squeeze { axes } => {
                 let axes = match axes {
-                    Some(a) => a.iter().map(|&a| normalize_axis(a, input.len())).collect::<Result<Vec<_>, _>>()?,
+                    Some(a) => a
+                        .iter()
+                        .map(|&a| normalize_axis(a, input.len()))
+                        .collect::<Result<Vec<_>, _>>()?,
                     None => (0..input.len()).filter(|&a| input[a] == 1).collect(),
                 };
                 if let Some(&a) = axes.iter().find(|&&a| input[a] != 1) {
                     return Err(format!("cannot squeeze axis {a} of {input:?}"));
                 }
-                input.iter().enumerate().filter(|(i, _)| !axes.contains(i)).map(|(_, &d)| d).collect()
+                input
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, _)| !axes.contains(i))
+                    .map(|(_, &d)| d)
+                    .collect()
             }
             Reshape::Unsqueeze { axes } => {
                 let rank = input.len() + axes.len();
-                let axes = axes.iter().map(|&a| normalize_axis(a, rank)).collect::<Result<Vec<_>, _>>()?;
+                let axes = axes
+                    .iter()
+                    .map(|&a| normalize_axis(a, rank))
+                    .collect::<Result<Vec<_>, _>>()?;
                 let mut rest = input.iter();
                 (0..rank)
-                    .map(|i| if axes.contains(&i) { 1 } else { *rest.next().unwrap_or(&1) })
+                    .map(|i| {
+                        if axes.contains(&i) {
+                            1
+                        } else {
+                            *rest.next().unwrap_or(&1)
+                        }
+                    })
                     .collect()
             }
         };
@@ -85,18 +114,28 @@ pub(crate) fn reshape_back<T: Float>(g: &ArrayD<T>, shape: &[usize]) -> ArrayD<T
 
 /// An axis in `0..=rank` (Flatten's axis may equal the rank).
 fn normalize_axis_inclusive(axis: i64, rank: usize) -> Result<usize, String> {
-    if axis == rank as i64 { Ok(rank) } else { normalize_axis(axis, rank) }
+    if axis == rank as i64 {
+        Ok(rank)
+    } else {
+        normalize_axis(axis, rank)
+    }
 }
 
 /// Transpose by `perm` (reversed axes when absent).
-pub(crate) fn transpose<T: Float>(x: &ArrayD<T>, perm: Option<&[usize]>) -> Result<ArrayD<T>, String> {
+pub(crate) fn transpose<T: Float>(
+    x: &ArrayD<T>,
+    perm: Option<&[usize]>,
+) -> Result<ArrayD<T>, String> {
     let perm: Vec<usize> = perm.map_or_else(|| (0..x.ndim()).rev().collect(), <[usize]>::to_vec);
     let mut seen = perm.clone();
     seen.sort_unstable();
     if seen != (0..x.ndim()).collect::<Vec<_>>() {
         return Err(format!("perm {perm:?} does not fit rank {}", x.ndim()));
     }
-    Ok(x.view().permuted_axes(IxDyn(&perm)).as_standard_layout().into_owned())
+    Ok(x.view()
+        .permuted_axes(IxDyn(&perm))
+        .as_standard_layout()
+        .into_owned())
 }
 
 pub(crate) fn transpose_back<T: Float>(g: &ArrayD<T>, perm: Option<&[usize]>) -> ArrayD<T> {
@@ -115,7 +154,12 @@ pub(crate) fn concat<T: Float>(inputs: &[&ArrayD<T>], axis: i64) -> Result<Array
 }
 
 /// The slices of the gradient that went to each input.
-pub(crate) fn concat_back<T: Float>(g: &ArrayD<T>, axis: i64, shapes: &[&[usize]], need: &[bool]) -> Vec<Option<ArrayD<T>>> {
+pub(crate) fn concat_back<T: Float>(
+    g: &ArrayD<T>,
+    axis: i64,
+    shapes: &[&[usize]],
+    need: &[bool],
+) -> Vec<Option<ArrayD<T>>> {
     let axis = normalize_axis(axis, g.ndim()).expect("checked in forward");
     let mut start = 0;
     shapes
@@ -188,7 +232,8 @@ impl Pad {
             let mut next = ArrayD::from_elem(shape, T::from_f64(self.value));
             for (o, src) in sources.iter().enumerate() {
                 if let Some(i) = *src {
-                    next.index_axis_mut(Axis(axis), o).assign(&y.index_axis(Axis(axis), i));
+                    next.index_axis_mut(Axis(axis), o)
+                        .assign(&y.index_axis(Axis(axis), i));
                 }
             }
             y = next;

@@ -50,10 +50,17 @@ impl Span {
     pub(crate) fn valid_outputs(&self, tap: usize) -> (usize, usize) {
         let offset = (tap * self.dilation) as isize - self.pad_begin as isize;
         let s = self.stride as isize;
-        let lo = if offset >= 0 { 0 } else { (-offset + s - 1) / s };
+        let lo = if offset >= 0 {
+            0
+        } else {
+            (-offset + s - 1) / s
+        };
         let room = self.input as isize - offset;
         let hi = if room <= 0 { 0 } else { (room - 1) / s + 1 };
-        (lo.min(self.output as isize) as usize, hi.min(self.output as isize) as usize)
+        (
+            lo.min(self.output as isize) as usize,
+            hi.min(self.output as isize) as usize,
+        )
     }
 
     /// The input index read by output `o` at `tap` (valid when `o` is in `valid_outputs(tap)`).
@@ -87,7 +94,11 @@ impl Window {
                 v.into_iter()
                     .map(|x| {
                         usize::try_from(x).map_err(|_| {
-                            crate::Error::node(&node.name, node.op(), format!("negative {what} {x}"))
+                            crate::Error::node(
+                                &node.name,
+                                node.op(),
+                                format!("negative {what} {x}"),
+                            )
                         })
                     })
                     .collect()
@@ -100,7 +111,11 @@ impl Window {
             "VALID" => Padding::Explicit(Vec::new()),
             "NOTSET" => Padding::Explicit(to_usize(node.ints("pads")?, "pad")?.unwrap_or_default()),
             other => {
-                return Err(crate::Error::node(&node.name, node.op(), format!("unknown auto_pad '{other}'")));
+                return Err(crate::Error::node(
+                    &node.name,
+                    node.op(),
+                    format!("unknown auto_pad '{other}'"),
+                ));
             }
         };
         Ok(Window {
@@ -113,7 +128,11 @@ impl Window {
     }
 
     /// The spans of every spatial axis for this input (and the weights' kernel, for Conv).
-    pub(crate) fn resolve(&self, input: &[usize], kernel: Option<&[usize]>) -> Result<Vec<Span>, String> {
+    pub(crate) fn resolve(
+        &self,
+        input: &[usize],
+        kernel: Option<&[usize]>,
+    ) -> Result<Vec<Span>, String> {
         let rank = input.len();
         let kernel = self.kernel.as_deref().or(kernel).ok_or("no kernel_shape")?;
         let per_axis = |v: &Option<Vec<usize>>, what: &str| -> Result<Vec<usize>, String> {
@@ -124,7 +143,9 @@ impl Window {
             }
         };
         if kernel.len() != rank {
-            return Err(format!("kernel {kernel:?} does not fit input dims {input:?}"));
+            return Err(format!(
+                "kernel {kernel:?} does not fit input dims {input:?}"
+            ));
         }
         let strides = per_axis(&self.strides, "strides")?;
         let dilations = per_axis(&self.dilations, "dilations")?;
@@ -134,7 +155,9 @@ impl Window {
                 let (pad_begin, pad_end) = match &self.padding {
                     Padding::Explicit(p) if p.is_empty() => (0, 0),
                     Padding::Explicit(p) if p.len() == 2 * rank => (p[a], p[a + rank]),
-                    Padding::Explicit(p) => return Err(format!("pads {p:?} do not fit {rank} spatial axes")),
+                    Padding::Explicit(p) => {
+                        return Err(format!("pads {p:?} do not fit {rank} spatial axes"));
+                    }
                     same => {
                         let out = input[a].div_ceil(strides[a]);
                         let total = ((out - 1) * strides[a] + extent).saturating_sub(input[a]);
