@@ -24,9 +24,9 @@ pub mod calib;
 pub mod error;
 pub mod exec;
 pub mod fold;
-pub mod gates;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod gates;
 pub mod ir;
 pub mod onnx;
 mod optimize;

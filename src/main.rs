@@ -6,16 +6,17 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 use onnx_shallow::calib::{self, CalibSpec, Dataset, ModelInputs, Preprocess};
 use onnx_shallow::gates::{Budget, LearnData, LearnOptions, TrainOptions, parse_output_kind};
-use onnx_shallow::progress::LearnBars;
-use onnx_shallow::report::walk::walk_table;
+use onnx_shallow::gates::{GateGroup, LearnProgress, Step};
 use onnx_shallow::ir::shape::PinnedShapes;
 use onnx_shallow::passes::FoldOptions;
 use onnx_shallow::progress::Progress;
+use onnx_shallow::progress::Task;
 use onnx_shallow::report::bench::BenchRun;
 use onnx_shallow::report::json;
 use onnx_shallow::report::optimize::OptimizeRun;
 use onnx_shallow::report::stats::{self, ModelStats};
 use onnx_shallow::report::verify::Verification;
+use onnx_shallow::report::walk::walk_table;
 use onnx_shallow::runtime::bench::{self, BenchOptions, PairTiming, Plan};
 use onnx_shallow::runtime::compare::{self, Comparison, Tolerance};
 use onnx_shallow::runtime::memory::CountingAllocator;
@@ -240,7 +241,11 @@ impl LearnArgs {
                 key: self.calib_key.clone(),
                 index: self.calib_index.clone(),
             },
-            preprocess: self.preprocess.as_deref().map(Preprocess::parse).transpose()?,
+            preprocess: self
+                .preprocess
+                .as_deref()
+                .map(Preprocess::parse)
+                .transpose()?,
             synthetic: self.synthetic,
             seed: self.seed,
             augment: None,
@@ -464,15 +469,24 @@ fn optimize_learned(
         &mut bars,
     )?;
     drop(bars);
-    let learning = report.learning.as_ref().expect("a learned run reports its learning");
+    let learning = report
+        .learning
+        .as_ref()
+        .expect("a learned run reports its learning");
     let walk = &learning.walk;
     if learning.groups.is_empty() {
         println!("no activation is worth a gate: removing none lets a fold pay");
     }
     print!("{}", walk_table(walk));
     let step0 = &walk.steps[0];
-    if step0.fidelity.iter().any(|o| !(o.max_rel_error <= Tolerance::default().rtol)) {
-        eprintln!("error: the exact rewrites do not reproduce the original on the held-out data; nothing was written");
+    if step0
+        .fidelity
+        .iter()
+        .any(|o| !o.within(&Tolerance::default()))
+    {
+        eprintln!(
+            "error: the exact rewrites do not reproduce the original on the held-out data; nothing was written"
+        );
         return Ok(ExitCode::from(1));
     }
     if walk.chosen == 0 && !learning.groups.is_empty() {
@@ -500,7 +514,12 @@ fn optimize_learned(
     println!("wrote {}", args.output.display());
     print!(
         "{}",
-        stats::before_after_table(&report.before, &report.after, Some(&latency), Some(&checked.fidelity))
+        stats::before_after_table(
+            &report.before,
+            &report.after,
+            Some(&latency),
+            Some(&checked.fidelity)
+        )
     );
     Ok(if walk.chosen == 0 && learn.require_speedup {
         ExitCode::from(NO_SPEEDUP)
@@ -778,4 +797,48 @@ fn bench(args: &BenchArgs, progress: &Progress) -> Result<ExitCode> {
     } else {
         ExitCode::from(1)
     })
+}
+
+/// Learning's stages as bars: the training steps, then the selection walk.
+struct LearnBars<'p> {
+    progress: &'p Progress,
+    current: Option<Task>,
+}
+
+impl<'p> LearnBars<'p> {
+    fn new(progress: &'p Progress) -> LearnBars<'p> {
+        LearnBars {
+            progress,
+            current: Some(progress.spinner("finding gate candidates (timing folds in tract)")),
+        }
+    }
+
+    fn stage(&mut self, label: &str, total: usize) -> &Task {
+        self.current.insert(self.progress.bar(label, total as u64))
+    }
+}
+
+impl LearnProgress for LearnBars<'_> {
+    fn candidates_found(&mut self, groups: &[GateGroup]) {
+        self.current = None;
+        if !groups.is_empty() {
+            self.stage("training gates", 1);
+        }
+    }
+
+    fn training_step(&mut self, step: usize, steps: usize, loss: f64, past_threshold: usize) {
+        if let Some(task) = &self.current {
+            let label = format!("training gates: loss {loss:.4}, {past_threshold} past threshold");
+            task.update(step as u64, steps as u64, label);
+        }
+    }
+
+    fn walk_step(&mut self, step: &Step, of: usize) {
+        if step.groups == 0 {
+            self.stage("measuring the schedule (held-out data, tract)", of);
+        }
+        if let Some(task) = &self.current {
+            task.inc();
+        }
+    }
 }

@@ -6,14 +6,14 @@ use std::collections::HashSet;
 use std::path::PathBuf;
 
 use crate::error::{Error, Result};
-use crate::ir::shape::{self, PinnedShapes};
 use crate::gates::{self, LearnData, LearnOptions, LearnProgress, Learning};
+use crate::ir::shape::{self, PinnedShapes};
 use crate::ir::stats::ModelStats;
 use crate::ir::{Graph, Model};
 use crate::passes::{self, Ctx, FoldOptions, FoldRecord, Linearize, Pass, PassStats};
 use crate::progress::Progress;
-use crate::runtime::cost::{CostCache, CostModel};
 use crate::runtime;
+use crate::runtime::cost::{CostCache, CostModel};
 
 /// What to run.
 #[derive(Clone, Debug, Default)]

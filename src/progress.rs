@@ -17,8 +17,6 @@ use std::time::Duration;
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use crate::gates::{GateGroup, LearnProgress, Step};
-
 /// Where tasks are drawn: nowhere, or stderr (when it is a terminal). Cloning shares the
 /// display, so tasks started anywhere stack as lines under each other.
 #[derive(Clone, Debug, Default)]
@@ -86,50 +84,6 @@ impl Task {
         self.0.set_length(total);
         self.0.set_position(position);
         self.0.set_message(label);
-    }
-}
-
-/// Learning's stages as bars: the training steps, then the selection walk.
-pub struct LearnBars<'p> {
-    progress: &'p Progress,
-    current: Option<Task>,
-}
-
-impl<'p> LearnBars<'p> {
-    pub fn new(progress: &'p Progress) -> LearnBars<'p> {
-        LearnBars {
-            progress,
-            current: Some(progress.spinner("finding gate candidates (timing folds in tract)")),
-        }
-    }
-
-    fn stage(&mut self, label: &str, total: usize) -> &Task {
-        self.current.insert(self.progress.bar(label, total as u64))
-    }
-}
-
-impl LearnProgress for LearnBars<'_> {
-    fn candidates_found(&mut self, groups: &[GateGroup]) {
-        self.current = None;
-        if !groups.is_empty() {
-            self.stage("training gates", 1);
-        }
-    }
-
-    fn training_step(&mut self, step: usize, steps: usize, loss: f64, past_threshold: usize) {
-        if let Some(task) = &self.current {
-            let label = format!("training gates: loss {loss:.4}, {past_threshold} past threshold");
-            task.update(step as u64, steps as u64, label);
-        }
-    }
-
-    fn walk_step(&mut self, step: &Step, of: usize) {
-        if step.groups == 0 {
-            self.stage("measuring the schedule (held-out data, tract)", of);
-        }
-        if let Some(task) = &self.current {
-            task.inc();
-        }
     }
 }
 

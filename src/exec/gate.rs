@@ -3,12 +3,12 @@
 
 use ndarray::ArrayD;
 
+use super::buffers::BufferPool;
 use super::float::Float;
-use super::pool::Pool;
 use super::ops::{Kernel, Pointwise, Unary, map, zip_map, zip_map_sum, zip_sum};
 
 pub(crate) fn forward<T: Float>(
-    pool: &Pool,
+    pool: &BufferPool,
     x: &ArrayD<T>,
     y: &ArrayD<T>,
     alpha: T,
@@ -26,7 +26,7 @@ pub(crate) fn forward<T: Float>(
 
 /// Gradients for x and y (when needed) and for α: ∂L/∂α = Σ g·(x − y).
 pub(crate) fn backward<T: Float>(
-    pool: &Pool,
+    pool: &BufferPool,
     g: &ArrayD<T>,
     x: &ArrayD<T>,
     y: &ArrayD<T>,
@@ -44,7 +44,7 @@ pub(crate) fn backward<T: Float>(
 /// A gate fused with the single-node activation it wraps, one pass each way:
 /// y' = (1 − α)·f(x) + α·x.
 pub(crate) fn activation_forward<T: Float>(
-    pool: &Pool,
+    pool: &BufferPool,
     unary: Unary,
     x: &ArrayD<T>,
     alpha: T,
@@ -54,7 +54,7 @@ pub(crate) fn activation_forward<T: Float>(
 
 /// ∂L/∂x = g·((1 − α)·f′(x) + α) when needed, and ∂L/∂α = Σ g·(x − f(x)).
 pub(crate) fn activation_backward<T: Float>(
-    pool: &Pool,
+    pool: &BufferPool,
     unary: Unary,
     g: &ArrayD<T>,
     x: &ArrayD<T>,
@@ -71,7 +71,7 @@ pub(crate) fn activation_backward<T: Float>(
 }
 
 struct GatedForward<'a, T> {
-    pool: &'a Pool,
+    pool: &'a BufferPool,
     x: &'a ArrayD<T>,
     alpha: T,
 }
@@ -85,7 +85,7 @@ impl<T: Float> Kernel<T> for GatedForward<'_, T> {
 }
 
 struct GatedBackward<'a, T> {
-    pool: &'a Pool,
+    pool: &'a BufferPool,
     g: &'a ArrayD<T>,
     x: &'a ArrayD<T>,
     alpha: T,

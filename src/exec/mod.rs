@@ -33,12 +33,14 @@
 //! # Ok::<(), onnx_shallow::Error>(())
 //! ```
 
+mod buffers;
 mod float;
 mod gate;
 mod ops;
 mod plan;
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use ndarray::{ArrayD, IxDyn};
 
@@ -46,6 +48,7 @@ pub use float::Float;
 
 use crate::error::{Error, Result};
 use crate::ir::Graph;
+use buffers::BufferPool;
 use plan::{Plan, Source, StepKind};
 
 /// An activation whose output is blended with its input: y' = (1 − α)·y + α·x, where x and
@@ -116,21 +119,32 @@ pub struct Gradients<T> {
 }
 
 /// The result of a forward pass, and its tape when one was recorded.
-pub struct Forward<T> {
+pub struct Forward<T: Float> {
     pub outputs: Vec<ArrayD<T>>,
     tape: Option<Tape<T>>,
 }
 
-/// The tensors the backward pass reads, by slot, and every slot's dims.
-struct Tape<T> {
+/// The tensors the backward pass reads, by slot, and every slot's dims. Dropping the
+/// tape returns its buffers to the executor's pool, for the next pass.
+struct Tape<T: Float> {
     values: Vec<Option<ArrayD<T>>>,
     shapes: Vec<Vec<usize>>,
+    pool: Arc<BufferPool>,
+}
+
+impl<T: Float> Drop for Tape<T> {
+    fn drop(&mut self) {
+        for v in self.values.iter_mut() {
+            release(&self.pool, v);
+        }
+    }
 }
 
 /// A compiled region of a graph; see the module documentation.
 #[derive(Debug)]
 pub struct Executor {
     plan: Plan,
+    pool: Arc<BufferPool>,
 }
 
 impl Executor {
@@ -146,6 +160,7 @@ impl Executor {
     ) -> Result<Executor> {
         Ok(Executor {
             plan: plan::compile(graph, inputs, outputs, &gates)?,
+            pool: Arc::default(),
         })
     }
 
@@ -190,7 +205,7 @@ impl Executor {
         params: &Params<T>,
         tape: bool,
     ) -> Result<Forward<T>> {
-        let plan = &self.plan;
+        let (plan, pool) = (&self.plan, &*self.pool);
         if feeds.len() != plan.feed_count {
             return Err(Error::Usage(format!(
                 "{} tensors fed, {} expected",
@@ -203,7 +218,11 @@ impl Executor {
         let mut shapes = vec![Vec::new(); plan.sources.len()];
         for (slot, source) in plan.sources.iter().enumerate() {
             match *source {
-                Source::Feed(i) => values[slot] = Some(feeds[i].as_standard_layout().into_owned()),
+                Source::Feed(i) => {
+                    let mut copy = pool.array(feeds[i].shape());
+                    copy.assign(&feeds[i]);
+                    values[slot] = Some(copy);
+                }
                 Source::Weight(i) => shapes[slot] = weights[i].shape().to_vec(),
                 Source::Computed => {}
             }
@@ -219,11 +238,12 @@ impl Executor {
                     .map(|&v| value(plan, &values, &weights, v))
                     .collect();
                 match &step.kind {
-                    StepKind::Node(op) => op.forward(&inputs),
+                    StepKind::Node(op) => op.forward(pool, &inputs),
                     StepKind::Gate { group } => {
-                        gate::forward(inputs[0], inputs[1], params.alpha[*group])
+                        gate::forward(pool, inputs[0], inputs[1], params.alpha[*group])
                     }
                     StepKind::GatedActivation { unary, group } => Ok(gate::activation_forward(
+                        pool,
                         *unary,
                         inputs[0],
                         params.alpha[*group],
@@ -235,7 +255,7 @@ impl Executor {
             values[step.output] = Some(out);
             for &v in &step.inputs {
                 if plan.last_use[v] == Some(i) && !(tape && plan.saved[v]) && !plan.is_output[v] {
-                    values[v] = None;
+                    release(pool, &mut values[v]);
                 }
             }
         }
@@ -244,13 +264,15 @@ impl Executor {
             .iter()
             .map(|&o| value(plan, &values, &weights, o).clone())
             .collect();
-        let tape = tape.then(|| {
-            for (slot, v) in values.iter_mut().enumerate() {
-                if !plan.saved[slot] {
-                    *v = None;
-                }
+        for (slot, v) in values.iter_mut().enumerate() {
+            if !(tape && plan.saved[slot]) {
+                release(pool, v);
             }
-            Tape { values, shapes }
+        }
+        let tape = tape.then(|| Tape {
+            values,
+            shapes,
+            pool: Arc::clone(&self.pool),
         });
         Ok(Forward { outputs, tape })
     }
@@ -264,7 +286,7 @@ impl Executor {
         params: &Params<T>,
         wanted: Wanted,
     ) -> Result<Gradients<T>> {
-        let plan = &self.plan;
+        let (plan, pool) = (&self.plan, &*self.pool);
         let tape = forward
             .tape
             .as_ref()
@@ -286,7 +308,7 @@ impl Executor {
                     tape.shapes[o]
                 )));
             }
-            accumulate(&mut grads[o], g.as_standard_layout().into_owned());
+            accumulate(pool, &mut grads[o], g.as_standard_layout().into_owned());
         }
         let need = self.need(wanted);
         let mut alpha = vec![0.0; plan.groups];
@@ -307,6 +329,7 @@ impl Executor {
                     let (x, y) = (get(step.inputs[0]), get(step.inputs[1]));
                     let a = params.alpha[*group];
                     let (d, da) = gate::backward(
+                        pool,
                         &g,
                         x.expect("saved"),
                         y.expect("saved"),
@@ -319,7 +342,7 @@ impl Executor {
                 StepKind::GatedActivation { unary, group } => {
                     let x = get(step.inputs[0]).expect("saved");
                     let a = params.alpha[*group];
-                    let (dx, da) = gate::activation_backward(*unary, &g, x, a, input_need[0]);
+                    let (dx, da) = gate::activation_backward(pool, *unary, &g, x, a, input_need[0]);
                     alpha[*group] += da;
                     vec![dx]
                 }
@@ -334,12 +357,13 @@ impl Executor {
                         output: get(step.output),
                         need: input_need,
                     };
-                    op.backward(&g, &saved)
+                    op.backward(pool, &g, &saved)
                 }
             };
+            pool.give_array(g);
             for (&v, d) in step.inputs.iter().zip(input_grads) {
                 if let Some(d) = d {
-                    accumulate(&mut grads[v], d);
+                    accumulate(pool, &mut grads[v], d);
                 }
             }
         }
@@ -411,9 +435,19 @@ fn value<'a, T>(
     }
 }
 
-fn accumulate<T: Float>(slot: &mut Option<ArrayD<T>>, g: ArrayD<T>) {
+fn accumulate<T: Float>(pool: &BufferPool, slot: &mut Option<ArrayD<T>>, g: ArrayD<T>) {
     match slot {
-        Some(acc) => ops::add_assign(acc, &g),
+        Some(acc) => {
+            ops::add_assign(acc, &g);
+            pool.give_array(g);
+        }
         None => *slot = Some(g),
+    }
+}
+
+/// Empties a slot, returning its buffer to the pool.
+fn release<T: Float>(pool: &BufferPool, slot: &mut Option<ArrayD<T>>) {
+    if let Some(array) = slot.take() {
+        pool.give_array(array);
     }
 }

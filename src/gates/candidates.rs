@@ -30,7 +30,10 @@ pub struct GatedActivation {
     pub output: String,
 }
 
-fn kind_name<S: serde::Serializer>(kind: &ActivationKind, s: S) -> std::result::Result<S::Ok, S::Error> {
+fn kind_name<S: serde::Serializer>(
+    kind: &ActivationKind,
+    s: S,
+) -> std::result::Result<S::Ok, S::Error> {
     s.serialize_str(&kind.to_string())
 }
 
@@ -128,7 +131,6 @@ impl Trial {
                 .collect(),
         })
     }
-
 }
 
 /// The nodes of the graph the folds started from that fold `i` replaced, through earlier

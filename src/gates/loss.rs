@@ -12,8 +12,8 @@ use ndarray::{ArrayD, Axis};
 use serde::Serialize;
 
 use crate::error::{Error, Result};
-use crate::ir::shape::Shapes;
 use crate::ir::Graph;
+use crate::ir::shape::Shapes;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -182,7 +182,11 @@ fn normalised_squared_error(
 pub fn variance(values: &ArrayD<f32>) -> f64 {
     let n = values.len().max(1) as f64;
     let mean = values.iter().map(|&v| v as f64).sum::<f64>() / n;
-    values.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / n
+    values
+        .iter()
+        .map(|&v| (v as f64 - mean).powi(2))
+        .sum::<f64>()
+        / n
 }
 
 #[cfg(test)]

@@ -88,7 +88,14 @@ pub fn learn(
         None
     } else {
         let mut on_step = |step, steps, loss, past| progress.training_step(step, steps, loss, past);
-        Some(train::train(base, &groups, &targets, data.train, &options.train, &mut on_step)?)
+        Some(train::train(
+            base,
+            &groups,
+            &targets,
+            data.train,
+            &options.train,
+            &mut on_step,
+        )?)
     };
     let schedule: Vec<usize> = training
         .iter()

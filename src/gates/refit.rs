@@ -125,7 +125,11 @@ fn spans_linearised(folds: &[FoldRecord], i: usize) -> bool {
 }
 
 fn node_named(model: &Model, name: &str) -> Option<NodeId> {
-    model.graph.nodes().find(|(_, n)| n.name == name).map(|(id, _)| id)
+    model
+        .graph
+        .nodes()
+        .find(|(_, n)| n.name == name)
+        .map(|(id, _)| id)
 }
 
 /// The constant a lone `Add` reading the layer's output adds to it.
@@ -185,17 +189,13 @@ fn refit_gemm(
     if n.int("transA")?.unwrap_or(0) != 0 {
         return Ok(None);
     }
-    let Some(current) = n
-        .input(1)
-        .and_then(|b| graph.constant(b))
-        .and_then(|b| {
-            let c = n.input(2).and_then(|c| graph.constant(c));
-            let trans_b = n.int("transB").ok().flatten().unwrap_or(0) != 0;
-            let alpha = n.float("alpha").ok().flatten().unwrap_or(1.0) as f64;
-            let beta = n.float("beta").ok().flatten().unwrap_or(1.0) as f64;
-            Dense::from_gemm(b, c, trans_b, alpha, beta)
-        })
-    else {
+    let Some(current) = n.input(1).and_then(|b| graph.constant(b)).and_then(|b| {
+        let c = n.input(2).and_then(|c| graph.constant(c));
+        let trans_b = n.int("transB").ok().flatten().unwrap_or(0) != 0;
+        let alpha = n.float("alpha").ok().flatten().unwrap_or(1.0) as f64;
+        let beta = n.float("beta").ok().flatten().unwrap_or(1.0) as f64;
+        Dense::from_gemm(b, c, trans_b, alpha, beta)
+    }) else {
         return Ok(None);
     };
     if current.inputs != x.ncols() || current.outputs != y.ncols() {
@@ -207,16 +207,28 @@ fn refit_gemm(
     let before = relative_rms(&rows, &current_theta(&current), &targets);
     let after = relative_rms(&rows, &theta, &targets);
     let refitted = Dense {
-        weight: theta.slice(s![..current.inputs, ..]).t().iter().copied().collect(),
+        weight: theta
+            .slice(s![..current.inputs, ..])
+            .t()
+            .iter()
+            .copied()
+            .collect(),
         bias: theta.row(current.inputs).to_vec(),
         inputs: current.inputs,
         outputs: current.outputs,
     };
-    let dtype = graph.constant(n.input(1).expect("checked")).expect("checked").dtype();
+    let dtype = graph
+        .constant(n.input(1).expect("checked"))
+        .expect("checked")
+        .dtype();
     let (b, c) = refitted.gemm_operands(dtype)?;
     let mut patch = Patch::new(format!("refit >> {}", n.name));
     let x_wire = n.input(0).expect("checked").into();
-    let inputs = [Some(x_wire), Some(patch.constant("B", b)), c.map(|c| patch.constant("C", c))];
+    let inputs = [
+        Some(x_wire),
+        Some(patch.constant("B", b)),
+        c.map(|c| patch.constant("C", c)),
+    ];
     let attributes = Attributes::default().with_int("transB", 1);
     patch.redefine(node, OpKind::Gemm, attributes, &inputs);
     model.graph.apply(patch)?;

@@ -9,9 +9,9 @@ use serde::Serialize;
 
 use crate::calib::ModelInputs;
 use crate::error::Result;
+use crate::gates::GateGroup;
 use crate::gates::loss::{OutputKind, Target};
 use crate::gates::refit::{self, Refitted};
-use crate::gates::GateGroup;
 use crate::ir::Model;
 use crate::passes::{self, Ctx, FoldRecord, Linearize, Pass};
 use crate::runtime::bench::{self, BenchOptions};

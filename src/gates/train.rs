@@ -95,7 +95,12 @@ pub fn train(
 ) -> Result<Training> {
     let region = Region::of(&model.graph, groups, targets)?;
     let data = region.data(model, inputs)?;
-    let executor = Executor::new(&model.graph, &region.feeds, &region.outputs, region.gates.clone())?;
+    let executor = Executor::new(
+        &model.graph,
+        &region.feeds,
+        &region.outputs,
+        region.gates.clone(),
+    )?;
     let mut params = Params::<f32>::new(&executor, &model.graph)?;
     for (g, group) in groups.iter().enumerate() {
         params.alpha[g] = initial_alpha(group) as f32;
@@ -122,7 +127,8 @@ pub fn train(
                 weights: options.finetune,
                 inputs: false,
             };
-            let gradients = executor.backward(&forward, &distillation.gradients, &params, wanted)?;
+            let gradients =
+                executor.backward(&forward, &distillation.gradients, &params, wanted)?;
             let lambda = lambda_at(state.step, steps);
             state.update(&mut params, &gradients, &gains, lambda, options);
             epoch_loss += distillation.loss * rows.len() as f64;
@@ -160,7 +166,13 @@ fn normalised_gains(groups: &[GateGroup]) -> Vec<f64> {
     let largest = groups.iter().map(|g| g.gain).fold(0.0, f64::max);
     groups
         .iter()
-        .map(|g| if largest > 0.0 { g.gain.max(0.0) / largest } else { 1.0 })
+        .map(|g| {
+            if largest > 0.0 {
+                g.gain.max(0.0) / largest
+            } else {
+                1.0
+            }
+        })
         .collect()
 }
 
@@ -287,7 +299,8 @@ struct RegionData {
 
 impl RegionData {
     fn rows(&self, rows: &[usize]) -> (Vec<ArrayD<f32>>, Vec<ArrayD<f32>>) {
-        let pick = |arrays: &[ArrayD<f32>]| arrays.iter().map(|a| a.select(Axis(0), rows)).collect();
+        let pick =
+            |arrays: &[ArrayD<f32>]| arrays.iter().map(|a| a.select(Axis(0), rows)).collect();
         (pick(&self.feeds), pick(&self.teacher))
     }
 }
@@ -308,7 +321,11 @@ impl State {
             crossed_at: vec![None; groups],
             alpha_moments: vec![(0.0, 0.0); groups],
             weight_moments: if options.finetune {
-                params.weights.values().map(|w| (zeros(w), zeros(w))).collect()
+                params
+                    .weights
+                    .values()
+                    .map(|w| (zeros(w), zeros(w)))
+                    .collect()
             } else {
                 Vec::new()
             },

@@ -6,10 +6,10 @@
 use std::collections::{BTreeSet, HashSet};
 
 use crate::error::{Error, Result};
-use crate::ir::Model;
 use crate::ir::graph::{Graph, Node, ValueId};
 use crate::ir::op::{Attributes, OpKind};
 use crate::ir::tensor::{Tensor, check_proto};
+use crate::ir::{Model, check};
 use crate::onnx::pb;
 
 pub(crate) fn model_from_proto(mut proto: pb::ModelProto) -> Result<Model> {
@@ -72,7 +72,7 @@ fn graph_from_proto(
     }
     for (node, outputs) in nodes.into_iter().zip(outputs_of) {
         let node = node_from_proto(&graph, node, outputs)?;
-        check_window_attributes(&graph, &node)?;
+        check::window_attributes(&graph, &node)?;
         graph.add_node(node);
     }
     for info in std::mem::take(&mut proto.output) {
@@ -201,76 +201,6 @@ fn check_attribute_tensors(attributes: &Attributes) -> Result<(), String> {
             check_proto(tensor)
                 .map_err(|reason| format!("attribute '{}': {reason}", attribute.name()))?;
         }
-    }
-    Ok(())
-}
-
-/// The attributes shape inference and the folds read off a windowed operator agree with
-/// each other and with its weight: one entry per spatial axis, kernel sizes, strides and
-/// dilations at least 1, pads at least 0, a group dividing the weight's first dim. A
-/// file can claim anything there, and the folds build kernels from it.
-fn check_window_attributes(graph: &Graph, node: &Node) -> Result<()> {
-    let error = |reason: String| Error::node(&node.name, node.op(), reason);
-    let weight = match node.kind {
-        OpKind::Conv | OpKind::ConvTranspose => node
-            .input(1)
-            .and_then(|w| graph.constant(w))
-            .map(|w| w.dims().to_vec()),
-        OpKind::AveragePool | OpKind::MaxPool => None,
-        _ => return Ok(()),
-    };
-    let kernel = node.ints("kernel_shape")?;
-    let spatial = match (&weight, &kernel) {
-        (Some(w), _) => w.len().checked_sub(2).filter(|&s| s > 0).ok_or_else(|| {
-            error(format!(
-                "its weight has {} dims; a windowed layer's has at least 3",
-                w.len()
-            ))
-        })?,
-        (None, Some(k)) => k.len(),
-        (None, None) if node.kind == OpKind::Conv || node.kind == OpKind::ConvTranspose => {
-            return Ok(());
-        }
-        (None, None) => return Err(error("it has no kernel_shape".into())),
-    };
-    for (name, per_axis, least) in [
-        ("kernel_shape", 1, 1),
-        ("strides", 1, 1),
-        ("dilations", 1, 1),
-        ("pads", 2, 0),
-        ("output_padding", 1, 0),
-    ] {
-        let Some(values) = node.ints(name)? else {
-            continue;
-        };
-        if values.len() != per_axis * spatial {
-            return Err(error(format!(
-                "{name} has {} entries for {spatial} spatial axes",
-                values.len()
-            )));
-        }
-        if values.iter().any(|&v| v < least) {
-            return Err(error(format!(
-                "{name} {values:?}: each must be at least {least}"
-            )));
-        }
-    }
-    if let (Some(w), Some(k)) = (&weight, &kernel)
-        && node.kind == OpKind::Conv
-        && !w[2..].iter().zip(k).all(|(&d, &k)| d as i64 == k)
-    {
-        return Err(error(format!(
-            "kernel_shape {k:?} differs from its weight's {:?}",
-            &w[2..]
-        )));
-    }
-    let group = node.int("group")?.unwrap_or(1);
-    let channels = weight.as_ref().map(|w| w[0] as i64);
-    if group < 1 || channels.is_some_and(|c| c % group != 0) {
-        return Err(error(format!(
-            "group {group} does not divide its weight's {} channels",
-            channels.unwrap_or(0)
-        )));
     }
     Ok(())
 }

@@ -1,6 +1,7 @@
 //! The graph IR: typed standard operators, everything else carried through untouched.
 
 pub mod builder;
+mod check;
 mod convert;
 pub mod extract;
 pub mod graph;

@@ -3,15 +3,16 @@
 //! replace — and `Graph::apply` applies it: it links the new nodes, moves every use of a
 //! replaced value (graph outputs keep their names, and a value the patch created takes
 //! over the name of the dead value it replaces), removes what became dead, and refuses a
-//! replacement whose element type or shape differs from the value it replaces.
+//! replacement whose element type or shape differs from the value it replaces, or a node
+//! whose attributes do not agree with its weight (`ir::check`).
 
 use std::collections::HashSet;
 
 use crate::error::{Error, Result};
 use crate::ir::graph::{Graph, Node, NodeId, ValueId};
 use crate::ir::op::{Attributes, OpKind};
-use crate::ir::shape;
 use crate::ir::tensor::Tensor;
+use crate::ir::{check, shape};
 use crate::onnx::pb;
 
 /// A value a patch reads: one already in the graph, or one the patch creates.
@@ -136,6 +137,7 @@ impl Graph {
             .map(|(name, t)| self.add_constant(&name, t))
             .collect();
         let mut outputs: Vec<Vec<ValueId>> = Vec::with_capacity(patch.nodes.len());
+        let mut defined: Vec<NodeId> = Vec::new();
         let resolve = |w: Wire, outputs: &[Vec<ValueId>]| match w {
             Wire::Existing(v) => v,
             Wire::Constant(i) => constants[i],
@@ -151,7 +153,7 @@ impl Graph {
                 .map(|w| w.map(|w| resolve(w, &outputs)))
                 .collect();
             let name = self.unique_node_name(&node.name);
-            self.add_node(Node {
+            let id = self.add_node(Node {
                 name,
                 kind: node.kind,
                 attributes: node.attributes,
@@ -160,6 +162,7 @@ impl Graph {
                 captures: Vec::new(),
                 rest: pb::NodeProto::default(),
             });
+            defined.push(id);
             outputs.push(outs);
         }
         let mut replacements: Vec<(ValueId, ValueId)> = Vec::new();
@@ -170,6 +173,7 @@ impl Graph {
                 .map(|w| w.map(|w| resolve(w, &outputs)))
                 .collect();
             self.redefine_node(r.node, r.kind, r.attributes, inputs);
+            defined.push(r.node);
             replacements.extend(
                 self.node(r.node)
                     .outputs
@@ -199,6 +203,9 @@ impl Graph {
             if takes_name && self.is_undefined(old) {
                 self.take_name(old, new);
             }
+        }
+        for id in defined.into_iter().filter(|&id| self.contains_node(id)) {
+            check::window_attributes(self, self.node(id)).map_err(|e| refuse(e.to_string()))?;
         }
         let after = shape::infer(self, &Default::default())?;
         for (old, new) in replacements {

@@ -108,7 +108,11 @@ fn as_fan_out(graph: &Graph, producer: NodeId, shapes: &Shapes) -> Option<FanOut
     let (input, shared) = (node.input(0)?, node.output(0)?);
     let consumers = sole_readers(graph, shared)?;
     let (layers, dtype) = match node.kind {
-        OpKind::Gemm | OpKind::MatMul => {
+        // The folds are Gemms, which read 2-D values (a Gemm reads 2-D by definition,
+        // even where inference lost the rank).
+        OpKind::Gemm | OpKind::MatMul
+            if shapes.get(input).rank() == Some(2) || node.kind == OpKind::Gemm =>
+        {
             let (producer, dtype) = dense_layer(graph, producer, input)?;
             let consumers = consumers
                 .iter()
@@ -338,6 +342,25 @@ mod tests {
             assert_eq!(count(&after, "MatMul"), 1);
             assert!(ctx.folds.borrow().is_empty());
         }
+    }
+
+    #[test]
+    fn skips_a_matmul_trunk_on_more_than_two_axes() {
+        let before = model(
+            ModelBuilder::new(13)
+                .input("x", &[-1, 3, 12])
+                .initializer("wt", weights(&[12, 16], 1))
+                .initializer("w1", weights(&[16, 2], 2))
+                .initializer("w2", weights(&[16, 4], 3))
+                .node("MatMul", &["x", "wt"], &["t"], Attributes::default())
+                .node("MatMul", &["t", "w1"], &["y1"], Attributes::default())
+                .node("MatMul", &["t", "w2"], &["y2"], Attributes::default())
+                .output("y1")
+                .output("y2"),
+        );
+        let (after, ctx) = run_with(&FoldFanOut, &before, verdict(2.0, 1.0), &["t"]);
+        assert_eq!(count(&after, "MatMul"), 3);
+        assert!(ctx.folds.borrow().is_empty());
     }
 
     /// x[·, 4, 7, 7] → Conv (`trunk` k×k, pads k/2, bias) → t → two padded 3×3 convs.

@@ -315,6 +315,8 @@ mod tests {
         assert!(!Glob::new("a*b*c").matches("abxbcx"));
         assert!(Glob::new("Div@0").matches("Div@0") && !Glob::new("Div@0").matches("Div@01"));
         assert!(Glob::new("é?").matches("éß"));
-        assert!(Glob::literal("Relu_*").matches("Relu_*") && !Glob::literal("Relu_*").matches("Relu_1"));
+        assert!(
+            Glob::literal("Relu_*").matches("Relu_*") && !Glob::literal("Relu_*").matches("Relu_1")
+        );
     }
 }

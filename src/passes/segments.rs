@@ -104,6 +104,13 @@ type ChooseFolds<C, F> = fn(&Graph, &C, &ChainShapes, &Ctx) -> Result<Vec<Segmen
 /// Applies one chosen segment; the shapes size the border error of an approximate fold.
 type ApplyFold<C, F> = fn(&mut Graph, &C, &Segment<F>, &ChainShapes) -> Result<FoldRecord>;
 
+/// A fold pass's steps: find its regions, choose each one's folds, apply one.
+struct Steps<C, F> {
+    find: FindRegions<C>,
+    choose: ChooseFolds<C, F>,
+    apply: ApplyFold<C, F>,
+}
+
 /// Runs a fold pass in sweeps: each sweep finds the regions, chooses each one's folds
 /// and applies them while the patch budget lasts; regions an earlier fold of the sweep
 /// made stale, and regions its folds created, wait for the next sweep. Sweeps stop when
@@ -112,10 +119,15 @@ pub(super) fn run_chain_folds<C: Region, F>(
     pass: &str,
     graph: &mut Graph,
     ctx: &Ctx,
-    find_chains: FindRegions<C>,
-    choose_folds: ChooseFolds<C, F>,
+    find: FindRegions<C>,
+    choose: ChooseFolds<C, F>,
     apply: ApplyFold<C, F>,
 ) -> Result<PassStats> {
+    let steps = Steps {
+        find,
+        choose,
+        apply,
+    };
     let mut stats = PassStats {
         pass: pass.to_string(),
         ..PassStats::default()
@@ -123,13 +135,7 @@ pub(super) fn run_chain_folds<C: Region, F>(
     let nodes_before = graph.node_count() as i64;
     for _ in 0..MAX_SWEEPS {
         let applied = stats.patches;
-        sweep(
-            pass,
-            graph,
-            ctx,
-            (find_chains, choose_folds, apply),
-            &mut stats,
-        )?;
+        sweep(graph, ctx, &steps, &mut stats)?;
         if stats.patches == applied || !ctx.budget_left() {
             stats.nodes_removed = nodes_before - graph.node_count() as i64;
             return Ok(stats);
@@ -141,12 +147,11 @@ pub(super) fn run_chain_folds<C: Region, F>(
     )))
 }
 
-/// One sweep of `run_chain_folds`.
+/// One sweep of `run_chain_folds`, counting its folds in `stats`.
 fn sweep<C: Region, F>(
-    pass: &str,
     graph: &mut Graph,
     ctx: &Ctx,
-    (find_chains, choose_folds, apply): (FindRegions<C>, ChooseFolds<C, F>, ApplyFold<C, F>),
+    steps: &Steps<C, F>,
     stats: &mut PassStats,
 ) -> Result<()> {
     let declared = shape::infer(graph, &Default::default())?;
@@ -155,18 +160,18 @@ fn sweep<C: Region, F>(
         analysed: shape::infer(graph, &pins)?,
         declared,
     };
-    for chain in find_chains(graph, &shapes.declared)? {
-        if !is_intact(graph, &chain) {
+    for region in (steps.find)(graph, &shapes.declared)? {
+        if !is_intact(graph, &region) {
             continue;
         }
-        for segment in choose_folds(graph, &chain, &shapes, ctx)? {
+        for segment in (steps.choose)(graph, &region, &shapes, ctx)? {
             if !ctx.budget_left() {
                 return Ok(());
             }
-            let record = apply(graph, &chain, &segment, &shapes)?;
+            let record = (steps.apply)(graph, &region, &segment, &shapes)?;
             stats
                 .rewrites
-                .push(format!("{pass} >> chain >> {}", record.result));
+                .push(format!("{} >> chain >> {}", stats.pass, record.result));
             stats.patches += 1;
             ctx.count_patch();
             ctx.folds.borrow_mut().push(record);

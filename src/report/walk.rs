@@ -6,11 +6,24 @@ use crate::report::aligned;
 /// `step  removed  agreement  error  latency  budget`, the chosen step marked with `*`.
 pub fn walk_table(walk: &Walk) -> String {
     let mut rows = vec![
-        ["", "groups", "activations removed", "agreement", "max rel error", "latency", "budget"]
-            .map(String::from)
-            .to_vec(),
+        [
+            "",
+            "groups",
+            "activations removed",
+            "agreement",
+            "max rel error",
+            "latency",
+            "budget",
+        ]
+        .map(String::from)
+        .to_vec(),
     ];
-    rows.extend(walk.steps.iter().enumerate().map(|(k, step)| row(k == walk.chosen, step)));
+    rows.extend(
+        walk.steps
+            .iter()
+            .enumerate()
+            .map(|(k, step)| row(k == walk.chosen, step)),
+    );
     aligned(&rows, 1)
 }
 

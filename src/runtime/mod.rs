@@ -6,6 +6,7 @@ pub mod compare;
 pub mod cost;
 pub(crate) mod eval;
 pub mod memory;
+mod preflight;
 
 use std::sync::Arc;
 
@@ -14,8 +15,10 @@ use tract_onnx::prelude::*;
 
 use crate::calib::ModelInputs;
 use crate::error::{Error, Result};
-use crate::ir::shape::{self, Dim, PinnedShapes, Shapes};
-use crate::ir::{DataType, Graph, Model};
+use crate::ir::shape::{self, PinnedShapes};
+use crate::ir::{DataType, Model};
+
+pub use preflight::{MAX_VALUE_ELEMENTS, check_runnable};
 
 /// A model loaded in tract with every input's dims pinned, optimised and ready to run.
 pub struct Session {
@@ -88,89 +91,6 @@ impl Session {
     pub(crate) fn run_prepared(&self, inputs: &Prepared) -> Result<TVec<TValue>> {
         self.plan.run(inputs.0.clone()).map_err(Error::runtime)
     }
-}
-
-/// Most elements one value may hold when a model runs: far above any activation a real
-/// model computes, far below what a hostile file can claim.
-pub const MAX_VALUE_ELEMENTS: u64 = 1 << 30;
-
-/// Refuses a model tract must not be given at these input dims: one whose inputs or
-/// computed values would hold more than `MAX_VALUE_ELEMENTS` (tract would allocate them,
-/// or panic trying, so memory would follow what the file claims, not what it holds), or
-/// one with a layer reading fewer dims than its layout has (tract indexes the channel
-/// and spatial dims unchecked).
-pub fn check_runnable(model: &Model, pinned: &PinnedShapes) -> Result<()> {
-    let shapes = shape::infer(&model.graph, pinned)?;
-    check_value_sizes(&model.graph, &shapes)?;
-    check_layout_ranks(&model.graph, &shapes)
-}
-
-fn check_value_sizes(graph: &Graph, shapes: &Shapes) -> Result<()> {
-    let too_large = |value| {
-        let elements = shapes
-            .get(value)
-            .dims
-            .iter()
-            .flatten()
-            .filter_map(Dim::known)
-            .fold(1u64, |n, d| n.saturating_mul(d as u64));
-        (elements > MAX_VALUE_ELEMENTS).then(|| {
-            format!(
-                "'{}' would hold {elements} elements ({}), more than the {MAX_VALUE_ELEMENTS} allowed",
-                graph.value(value).name,
-                shapes.get(value)
-            )
-        })
-    };
-    if let Some(reason) = graph.runtime_inputs().find_map(too_large) {
-        return Err(Error::graph(format!("input {reason}")));
-    }
-    for (_, node) in graph.nodes() {
-        if let Some(reason) = node.outputs.iter().flatten().find_map(|&v| too_large(v)) {
-            return Err(Error::node(
-                &node.name,
-                node.op(),
-                format!("its output {reason}"),
-            ));
-        }
-    }
-    Ok(())
-}
-
-/// Layers whose first input has a batch, channel (and spatial) layout, and the fewest
-/// dims it has.
-const LAYOUT_RANKS: &[(&str, usize)] = &[
-    ("BatchNormalization", 2),
-    ("InstanceNormalization", 3),
-    ("LRN", 3),
-    ("Conv", 3),
-    ("ConvInteger", 3),
-    ("ConvTranspose", 3),
-    ("AveragePool", 3),
-    ("MaxPool", 3),
-    ("LpPool", 3),
-    ("GlobalAveragePool", 3),
-    ("GlobalMaxPool", 3),
-    ("GlobalLpPool", 3),
-    ("DepthToSpace", 4),
-    ("SpaceToDepth", 4),
-];
-
-fn check_layout_ranks(graph: &Graph, shapes: &Shapes) -> Result<()> {
-    for (_, node) in graph.nodes() {
-        let Some(&(_, least)) = LAYOUT_RANKS.iter().find(|(op, _)| *op == node.op()) else {
-            continue;
-        };
-        let rank = node.input(0).and_then(|x| shapes.get(x).rank());
-        if let Some(rank) = rank.filter(|&r| r < least) {
-            return Err(Error::node(
-                &node.name,
-                node.op(),
-                format!("its input has {rank} dims; it needs at least {least}"),
-            ));
-        }
-    }
-    Ok(())
 }
 
 /// Runs `model` on every sample of `inputs`, `batch` samples at a time (the last batch

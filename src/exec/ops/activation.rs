@@ -4,8 +4,8 @@
 use ndarray::{ArrayD, Axis, Zip};
 
 use super::elementwise::{broadcast_shape, map, unbroadcast, zip_map};
+use crate::exec::buffers::BufferPool;
 use crate::exec::float::Float;
-use crate::exec::pool::Pool;
 
 #[derive(Clone, Copy, Debug)]
 pub(crate) enum Unary {
@@ -122,7 +122,7 @@ impl<T: Float> Pointwise<T> for Tanh {
     }
 }
 
-struct Forward<'a, T>(&'a Pool, &'a ArrayD<T>);
+struct Forward<'a, T>(&'a BufferPool, &'a ArrayD<T>);
 
 impl<T: Float> Kernel<T> for Forward<'_, T> {
     type Out = ArrayD<T>;
@@ -131,7 +131,7 @@ impl<T: Float> Kernel<T> for Forward<'_, T> {
     }
 }
 
-struct Backward<'a, T>(&'a Pool, &'a ArrayD<T>, &'a ArrayD<T>);
+struct Backward<'a, T>(&'a BufferPool, &'a ArrayD<T>, &'a ArrayD<T>);
 
 impl<T: Float> Kernel<T> for Backward<'_, T> {
     type Out = ArrayD<T>;
@@ -155,11 +155,16 @@ impl Unary {
         }
     }
 
-    pub(crate) fn forward<T: Float>(self, pool: &Pool, x: &ArrayD<T>) -> ArrayD<T> {
+    pub(crate) fn forward<T: Float>(self, pool: &BufferPool, x: &ArrayD<T>) -> ArrayD<T> {
         self.dispatch(Forward(pool, x))
     }
 
-    pub(crate) fn backward<T: Float>(self, pool: &Pool, g: &ArrayD<T>, x: &ArrayD<T>) -> ArrayD<T> {
+    pub(crate) fn backward<T: Float>(
+        self,
+        pool: &BufferPool,
+        g: &ArrayD<T>,
+        x: &ArrayD<T>,
+    ) -> ArrayD<T> {
         self.dispatch(Backward(pool, g, x))
     }
 }
@@ -178,7 +183,7 @@ pub(crate) fn prelu_forward<T: Float>(
 }
 
 pub(crate) fn prelu_backward<T: Float>(
-    pool: &Pool,
+    pool: &BufferPool,
     g: &ArrayD<T>,
     x: &ArrayD<T>,
     slope: &ArrayD<T>,
@@ -195,7 +200,12 @@ pub(crate) fn prelu_backward<T: Float>(
         dx
     });
     let ds = need[1].then(|| {
-        let full = zip_map(pool, g, x, |g, x| if x < T::zero() { g * x } else { T::zero() });
+        let full = zip_map(
+            pool,
+            g,
+            x,
+            |g, x| if x < T::zero() { g * x } else { T::zero() },
+        );
         unbroadcast(full, slope.shape())
     });
     [dx, ds]
@@ -249,7 +259,12 @@ impl Softmax {
     }
 
     /// dx = y ⊙ (g − Σ g⊙y) along the softmax axis.
-    pub(crate) fn backward<T: Float>(&self, pool: &Pool, g: &ArrayD<T>, y: &ArrayD<T>) -> ArrayD<T> {
+    pub(crate) fn backward<T: Float>(
+        &self,
+        pool: &BufferPool,
+        g: &ArrayD<T>,
+        y: &ArrayD<T>,
+    ) -> ArrayD<T> {
         let dims = self.view3(y.shape()).expect("checked in forward");
         let mut dx = zip_map(pool, g, y, |g, y| g * y);
         let mut d3 = dx

@@ -7,6 +7,7 @@ use ndarray::{ArrayD, IxDyn};
 use rayon::prelude::*;
 
 use super::window::{Span, Window};
+use crate::exec::buffers::BufferPool;
 use crate::exec::float::{Float, Mat, MatMut, gemm};
 
 #[derive(Clone, Debug)]
@@ -211,6 +212,7 @@ impl Conv {
 
     pub(crate) fn forward<T: Float>(
         &self,
+        pool: &BufferPool,
         x: &ArrayD<T>,
         w: &ArrayD<T>,
         b: Option<&ArrayD<T>>,
@@ -225,11 +227,13 @@ impl Conv {
         }
         let (w, b) = (data(w), b.map(data));
         let (in_len, out_len) = (geo.channels * geo.in_plane(), geo.outputs * geo.out_plane());
-        let mut y = vec![T::zero(); geo.batch * out_len];
+        let mut y = pool.take(geo.batch * out_len);
         if out_len > 0 && in_len > 0 {
             y.par_chunks_mut(out_len)
                 .zip(data(x).par_chunks(in_len))
                 .for_each_init(Vec::new, |col, (y, x)| geo.forward_sample(x, w, b, y, col));
+        } else {
+            y.fill(T::zero());
         }
         Ok(
             ArrayD::from_shape_vec(IxDyn(&self.output_shape(x.shape(), &geo)), y)
@@ -240,6 +244,7 @@ impl Conv {
     /// Gradients for x, W and b, each only when `need`ed.
     pub(crate) fn backward<T: Float>(
         &self,
+        pool: &BufferPool,
         g: &ArrayD<T>,
         x: &ArrayD<T>,
         w: &ArrayD<T>,
@@ -251,13 +256,15 @@ impl Conv {
         let (in_len, out_len) = (geo.channels * geo.in_plane(), geo.outputs * geo.out_plane());
         let (gd, xd, wd) = (data(g), data(x), data(w));
         let dx = need[0].then(|| {
-            let mut dx = vec![T::zero(); geo.batch * in_len];
+            let mut dx = pool.take(geo.batch * in_len);
             if out_len > 0 && in_len > 0 {
                 dx.par_chunks_mut(in_len)
                     .zip(gd.par_chunks(out_len))
                     .for_each_init(Vec::new, |col, (dx, g)| {
                         geo.input_grad_sample(g, wd, dx, col)
                     });
+            } else {
+                dx.fill(T::zero());
             }
             ArrayD::from_shape_vec(x.raw_dim(), dx).expect("input dims")
         });
@@ -287,6 +294,7 @@ impl Conv {
 }
 
 impl Geometry {
+    /// Overwrites `y` (a pooled buffer): the accumulating depthwise path zeroes it first.
     fn forward_sample<T: Float>(
         &self,
         x: &[T],
@@ -297,6 +305,7 @@ impl Geometry {
     ) {
         let (ip, op, og) = (self.in_plane(), self.out_plane(), self.group_outputs());
         if self.depthwise() {
+            y.fill(T::zero());
             for (o, y) in y.chunks_mut(op).enumerate() {
                 let (x, w) = (
                     &x[(o / og) * ip..][..ip],
@@ -328,8 +337,12 @@ impl Geometry {
         }
     }
 
+    /// Overwrites `dx` (a pooled buffer): the accumulating paths zero it first.
     fn input_grad_sample<T: Float>(&self, g: &[T], w: &[T], dx: &mut [T], col: &mut Vec<T>) {
         let (ip, op, og) = (self.in_plane(), self.out_plane(), self.group_outputs());
+        if self.depthwise() || !self.pointwise() {
+            dx.fill(T::zero());
+        }
         if self.depthwise() {
             for (o, g) in g.chunks(op).enumerate() {
                 let (dx, w) = (

@@ -4,8 +4,8 @@
 use ndarray::{ArrayD, Axis, IxDyn, Zip};
 use rayon::prelude::*;
 
+use crate::exec::buffers::BufferPool;
 use crate::exec::float::Float;
-use crate::exec::pool::Pool;
 
 /// Elements per parallel task: large enough that scheduling costs nothing.
 const CHUNK: usize = 1 << 15;
@@ -30,7 +30,7 @@ impl Binary {
 
     pub(crate) fn forward<T: Float>(
         self,
-        pool: &Pool,
+        pool: &BufferPool,
         a: &ArrayD<T>,
         b: &ArrayD<T>,
     ) -> Result<ArrayD<T>, String> {
@@ -53,7 +53,7 @@ impl Binary {
     /// Gradients for the inputs that `need` them; Mul and Div read their saved inputs.
     pub(crate) fn backward<'a, T: Float>(
         self,
-        pool: &Pool,
+        pool: &BufferPool,
         g: &ArrayD<T>,
         a: Option<&'a ArrayD<T>>,
         b: Option<&'a ArrayD<T>>,
@@ -90,7 +90,7 @@ impl Binary {
 
 /// `f(g, x)` with `x` broadcast to `g`'s shape.
 fn broadcast_mul<T: Float>(
-    pool: &Pool,
+    pool: &BufferPool,
     g: &ArrayD<T>,
     x: &ArrayD<T>,
     f: impl Fn(T, T) -> T + Sync,
@@ -139,7 +139,11 @@ fn elements<T: Float>(x: &ArrayD<T>) -> std::borrow::Cow<'_, [T]> {
 }
 
 /// `f` applied to every element, in parallel.
-pub(crate) fn map<T: Float>(pool: &Pool, x: &ArrayD<T>, f: impl Fn(T) -> T + Sync) -> ArrayD<T> {
+pub(crate) fn map<T: Float>(
+    pool: &BufferPool,
+    x: &ArrayD<T>,
+    f: impl Fn(T) -> T + Sync,
+) -> ArrayD<T> {
     let src = elements(x);
     let mut out = pool.take(src.len());
     out.par_chunks_mut(CHUNK)
@@ -150,7 +154,7 @@ pub(crate) fn map<T: Float>(pool: &Pool, x: &ArrayD<T>, f: impl Fn(T) -> T + Syn
 
 /// `f` applied to pairs of elements of two equally shaped arrays, in parallel.
 pub(crate) fn zip_map<T: Float>(
-    pool: &Pool,
+    pool: &BufferPool,
     a: &ArrayD<T>,
     b: &ArrayD<T>,
     f: impl Fn(T, T) -> T + Sync,
@@ -209,7 +213,7 @@ pub(crate) fn zip_sum<T: Float>(
 /// `f` applied to pairs of elements, giving an array and Σ of an f64 per pair (per-chunk
 /// partial sums added in chunk order, as `zip_sum`).
 pub(crate) fn zip_map_sum<T: Float>(
-    pool: &Pool,
+    pool: &BufferPool,
     a: &ArrayD<T>,
     b: &ArrayD<T>,
     f: impl Fn(T, T) -> (T, f64) + Sync,

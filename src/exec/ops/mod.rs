@@ -17,8 +17,8 @@ pub(crate) use activation::{Kernel, Pointwise, Unary};
 pub(crate) use elementwise::{add_assign, map, zip_map, zip_map_sum, zip_sum};
 
 use crate::error::{Error, Result};
+use crate::exec::buffers::BufferPool;
 use crate::exec::float::Float;
-use crate::exec::pool::Pool;
 use crate::ir::{Node, OpKind, Tensor};
 use activation::Softmax;
 use elementwise::Binary;
@@ -319,7 +319,7 @@ impl Op {
 
     pub(crate) fn forward<T: Float>(
         &self,
-        pool: &Pool,
+        pool: &BufferPool,
         x: &[&ArrayD<T>],
     ) -> Result<ArrayD<T>, String> {
         match self {
@@ -345,7 +345,7 @@ impl Op {
     /// The gradients of the inputs that `s.need`s, in input order.
     pub(crate) fn backward<T: Float>(
         &self,
-        pool: &Pool,
+        pool: &BufferPool,
         g: &ArrayD<T>,
         s: &Saved<T>,
     ) -> Vec<Option<ArrayD<T>>> {
@@ -383,7 +383,8 @@ impl Op {
             }
             Op::Unary(u) => only_input(&|| u.backward(pool, g, s.input(0))),
             Op::PRelu => {
-                activation::prelu_backward(pool, g, s.input(0), s.input(1), [need(0), need(1)]).into()
+                activation::prelu_backward(pool, g, s.input(0), s.input(1), [need(0), need(1)])
+                    .into()
             }
             Op::Softmax(sm) => {
                 only_input(&|| sm.backward(pool, g, s.output.expect("Softmax saves its output")))

@@ -1,8 +1,8 @@
 //! Buffers kept between passes: a training step allocates and frees the same large
 //! tensors every time, and the allocator hands such sizes back to the system, so each
 //! step would fault every page in again. Buffers are keyed by element type and length.
-//! A buffer taken from the pool holds stale values: callers overwrite every element or
-//! ask for a zeroed one, so results never depend on what the pool held.
+//! A buffer taken from the pool holds stale values: callers overwrite every element (or
+//! zero the buffer first), so results never depend on what the pool held.
 
 use std::any::{Any, TypeId};
 use std::collections::HashMap;
@@ -15,18 +15,21 @@ use super::float::Float;
 /// Buffers smaller than this are left to the allocator: pooling them saves nothing.
 const MIN_POOLED: usize = 1 << 12;
 
+/// Free buffers (each a boxed `Vec<T>`) by element type and length.
+type FreeLists = HashMap<(TypeId, usize), Vec<Box<dyn Any + Send>>>;
+
 #[derive(Default)]
-pub(crate) struct Pool {
-    free: Mutex<HashMap<(TypeId, usize), Vec<Box<dyn Any + Send>>>>,
+pub(crate) struct BufferPool {
+    free: Mutex<FreeLists>,
 }
 
-impl std::fmt::Debug for Pool {
+impl std::fmt::Debug for BufferPool {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Pool")
+        f.write_str("BufferPool")
     }
 }
 
-impl Pool {
+impl BufferPool {
     /// A buffer of `len` elements whose values are unspecified (zeros when fresh).
     pub(crate) fn take<T: Float>(&self, len: usize) -> Vec<T> {
         let reused = (len >= MIN_POOLED)
@@ -37,12 +40,6 @@ impl Pool {
             .flatten()
             .and_then(|b| b.downcast::<Vec<T>>().ok());
         reused.map_or_else(|| vec![T::zero(); len], |b| *b)
-    }
-
-    pub(crate) fn zeroed<T: Float>(&self, len: usize) -> Vec<T> {
-        let mut buffer = self.take(len);
-        buffer.fill(T::zero());
-        buffer
     }
 
     /// A standard-layout array of `dims` with unspecified values, as `take`.
