@@ -235,7 +235,11 @@ mod tests {
         let (_, gradient) = normalised_squared_error(&t, &s, 5.0);
         let numeric = numeric_gradient(&s, |s| normalised_squared_error(&t, s, 5.0).0);
         for (a, n) in gradient.iter().zip(numeric) {
-            assert!((*a as f64 - n).abs() < 1e-4, "{a} vs {n}");
+            // f32 inputs perturbed by 1e-3: differences carry ~1e-4 of rounding.
+            assert!(
+                (*a as f64 - n).abs() < 1e-3 * n.abs().max(1.0),
+                "{a} vs {n}"
+            );
         }
     }
 

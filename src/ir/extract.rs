@@ -200,13 +200,14 @@ mod tests {
     #[test]
     fn a_probe_reads_intermediate_values() {
         let probed = probe(&chain(), &["b", "y"]).unwrap();
-        let x = ndarray::ArrayD::from_shape_vec(vec![1, 4], vec![-1.0, 1.0, 2.0, -3.0]).unwrap();
+        let x = ndarray::ArrayD::from_shape_vec(vec![1, 4], vec![1.0, 1.0, 2.0, -3.0]).unwrap();
         let out = crate::runtime::Session::new(&probed, &[vec![1, 4]])
             .unwrap()
             .run(&[x])
             .unwrap();
-        assert_eq!(out[0].as_slice().unwrap(), &[0.0, 1.0, 2.0, 0.0]);
-        assert_eq!(out[1].as_slice().unwrap(), &[0.5, 2.5, 3.5, -1.5]);
+        // x·w = 0.5 per column → relu keeps it → b·w = 1 per column, + x.
+        assert_eq!(out[0].as_slice().unwrap(), &[0.5; 4]);
+        assert_eq!(out[1].as_slice().unwrap(), &[2.0, 2.0, 3.0, -2.0]);
         assert!(probe(&chain(), &["nope"]).is_err());
     }
 
