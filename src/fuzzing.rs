@@ -13,6 +13,7 @@ use crate::ir::Model;
 use crate::ir::stats::ModelStats;
 use crate::onnx::{self, SaveOptions, pb};
 use crate::passes::{self, Ctx};
+use crate::runtime;
 
 /// Rewrites per model, so one input cannot run for long.
 const MAX_PATCHES: usize = 64;
@@ -59,8 +60,9 @@ impl Sandbox {
         Ok(Sandbox { model_dir, out_dir })
     }
 
-    /// Load (external data from the model folder) → IR → statistics → canonical rewrites
-    /// → save (inline, and with external data) → load again.
+    /// Load (external data from the model folder) → IR → statistics and the checks made
+    /// before tract runs it → canonical rewrites → save (inline, and with external data) →
+    /// load again.
     pub fn load_rewrite_save(&self, bytes: &[u8]) {
         let origin = self.model_dir.join("fuzz.onnx");
         let Ok(proto) = onnx::decode_model(bytes, &origin, Some(&self.model_dir)) else {
@@ -71,6 +73,7 @@ impl Sandbox {
             return;
         };
         let _ = ModelStats::of(&model.graph, &Default::default());
+        let _ = runtime::check_runnable(&model, &Default::default());
         let ctx = Ctx::new(Default::default(), Some(MAX_PATCHES));
         if passes::run_pipeline(&passes::canonical(), &mut model.graph, &ctx).is_err() {
             return;

@@ -393,6 +393,9 @@ fn optimize(args: &OptimizeArgs, progress: &Progress) -> Result<ExitCode> {
         ));
     }
     refuse_overwriting_input(&args.input, &args.output, args.force)?;
+    for path in std::iter::once(&args.output).chain(&args.report) {
+        ensure_file_can_go(path)?;
+    }
     let original = load(&args.input, progress)?;
     let options = optimize_options(args, progress)?;
     if args.learn.enabled() {
@@ -412,9 +415,9 @@ fn optimize(args: &OptimizeArgs, progress: &Progress) -> Result<ExitCode> {
         external_data: args.external_data,
         ..SaveOptions::default()
     };
+    let latency = whole_model_latency(&original, &optimized, &options.pinned, progress)?;
     onnx_shallow::save(&optimized, &args.output, &save)?;
     print_changes(&report);
-    let latency = whole_model_latency(&original, &optimized, &options.pinned, progress)?;
     if let Some(path) = &args.report {
         write_report(path, args, &report, &checked, &latency)?;
     }
@@ -496,9 +499,9 @@ fn optimize_learned(
         external_data: args.external_data,
         ..SaveOptions::default()
     };
+    let latency = whole_model_latency(&original, &optimized, &options.pinned, progress)?;
     onnx_shallow::save(&optimized, &args.output, &save)?;
     print_changes(&report);
-    let latency = whole_model_latency(&original, &optimized, &options.pinned, progress)?;
     let on_held_out = |outputs: &[compare::OutputComparison]| Comparison {
         samples: held_out.samples(),
         inputs: format!("{} (held out)", held_out.source()),
@@ -674,6 +677,22 @@ fn whole_model_latency(
     };
     let benchmark = bench::benchmark(&plans, BenchOptions::default(), progress)?;
     Ok(benchmark.pair().expect("two models were timed"))
+}
+
+/// Refused before any work: an output file goes into an existing folder, not over one.
+fn ensure_file_can_go(path: &Path) -> Result<()> {
+    let folder = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let problem = if !folder.is_dir() {
+        format!("the folder {} does not exist", folder.display())
+    } else if path.is_dir() {
+        "it is a folder".to_string()
+    } else {
+        return Ok(());
+    };
+    Err(Error::Usage(format!("{}: {problem}", path.display())))
 }
 
 fn refuse_overwriting_input(input: &Path, output: &Path, force: bool) -> Result<()> {

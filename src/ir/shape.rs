@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::fmt;
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::ir::graph::{Graph, Node, ValueId};
 use crate::ir::op::OpKind;
 use crate::ir::tensor::{DataType, checked_numel};
@@ -148,8 +148,10 @@ impl Shapes {
     }
 }
 
-/// Infers every value's type, in topological order.
+/// Infers every value's type, in topological order. Pinning a name that is no graph
+/// input is an error (a typo would otherwise go unnoticed).
 pub fn infer(graph: &Graph, pinned: &PinnedShapes) -> Result<Shapes> {
+    check_pinned_names(graph, pinned)?;
     let mut types: Vec<ValueType> = graph
         .values
         .iter()
@@ -190,6 +192,29 @@ pub fn infer(graph: &Graph, pinned: &PinnedShapes) -> Result<Shapes> {
         }
     }
     Ok(Shapes { types })
+}
+
+fn check_pinned_names(graph: &Graph, pinned: &PinnedShapes) -> Result<()> {
+    let is_input = |name: &String| {
+        graph
+            .value_by_name(name)
+            .is_some_and(|v| graph.inputs.contains(&v))
+    };
+    let mut unknown: Vec<&String> = pinned.keys().filter(|n| !is_input(n)).collect();
+    unknown.sort();
+    match unknown.first() {
+        None => Ok(()),
+        Some(name) => {
+            let inputs: Vec<&str> = graph
+                .runtime_inputs()
+                .map(|v| graph.value(v).name.as_str())
+                .collect();
+            Err(Error::Usage(format!(
+                "dims were given for '{name}', which is not an input of the model (its inputs: {})",
+                inputs.join(", ")
+            )))
+        }
+    }
 }
 
 /// An integer input known before running: an initializer, or a Constant node's value

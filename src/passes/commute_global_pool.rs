@@ -26,6 +26,7 @@ use crate::fold::conv::Conv2d;
 use crate::ir::shape::Shapes;
 use crate::ir::{Attributes, DataType, Graph, NodeId, OpKind, Patch, ValueId, Wire};
 use crate::passes::fold_conv_chains::{as_conv, emit_conv};
+use crate::passes::matching::single_use_producer;
 use crate::passes::segments::{
     ChainShapes, Region, Replaced, Segment, apply_fold, judge_fold, reads_linearised,
     run_chain_folds, single_fold,
@@ -83,8 +84,8 @@ fn as_pooled_conv(graph: &Graph, pool: NodeId, shapes: &Shapes) -> Option<Pooled
         return None;
     }
     let conv_output = node.input(0)?;
-    let conv_node = graph.producer(conv_output)?;
-    if !graph.has_single_use(conv_output) || graph.node(conv_node).kind != OpKind::Conv {
+    let conv_node = single_use_producer(graph, conv_output)?;
+    if graph.node(conv_node).kind != OpKind::Conv {
         return None;
     }
     let conv = as_conv(graph, conv_node, shapes).filter(Conv2d::is_pointwise)?;
@@ -262,5 +263,43 @@ mod tests {
         assert_eq!(count(&after, "GlobalAveragePool"), 1);
         let error = max_relative_error(&before, &after, &[vec![2, 4, 5, 5]], 2);
         assert!(error <= EXACT, "relative error {error:e}");
+    }
+
+    #[test]
+    fn a_region_still_folding_after_the_last_sweep_is_an_error_not_a_silent_stop() {
+        // Seventeen pointwise convs before the pool: one moves per sweep, sixteen sweeps.
+        let mut builder = ModelBuilder::new(13)
+            .input("x", &[-1, 2, 3, 3])
+            .initializer("w", weights(&[2, 2, 1, 1], 1));
+        let mut current = "x".to_string();
+        for k in 0..17 {
+            let next = format!("h{k}");
+            builder = builder.node(
+                "Conv",
+                &[&current, "w"],
+                &[&next],
+                conv_attrs(&[0; 4], &[1, 1], 1),
+            );
+            current = next;
+        }
+        let before = model(
+            builder
+                .node(
+                    "GlobalAveragePool",
+                    &[&current],
+                    &["y"],
+                    Attributes::default(),
+                )
+                .output("y"),
+        );
+        let ctx = Ctx {
+            cost: verdict(2.0, 1.0).into(),
+            ..Ctx::default()
+        };
+        let error = CommuteGlobalPool
+            .run(&mut before.clone().graph, &ctx)
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("still folding after 16 sweeps"), "{error}");
     }
 }

@@ -30,6 +30,7 @@ use crate::ir::shape::Shapes;
 use crate::ir::{Attributes, DataType, Graph, NodeId, OpKind, Patch, ValueId, Wire};
 use crate::passes::fold_conv_chains::as_conv;
 use crate::passes::fold_gemm_chains::{dense_layer, emit_gemm, flattens_rows};
+use crate::passes::matching::single_use_producer;
 use crate::passes::segments::{
     ChainShapes, MAX_MAC_RATIO, Region, Replaced, Segment, apply_fold, judge_fold,
     reads_linearised, run_chain_folds, single_fold,
@@ -87,18 +88,11 @@ fn find_flattened_convs(graph: &Graph, shapes: &Shapes) -> Result<Vec<FlattenedC
         .collect())
 }
 
-/// The producer of `value` when only `reader` reads it.
-fn sole_producer(graph: &Graph, value: ValueId) -> Option<NodeId> {
-    graph
-        .producer(value)
-        .filter(|_| graph.has_single_use(value))
-}
-
 /// The region ending at the dense layer `layer`, walking back to the conv.
 fn as_flattened_conv(graph: &Graph, layer: NodeId, shapes: &Shapes) -> Option<FlattenedConv> {
     let flat = graph.node(layer).input(0)?;
     let (layer_map, dtype) = dense_layer(graph, layer, flat)?;
-    let flatten = sole_producer(graph, flat)?;
+    let flatten = single_use_producer(graph, flat)?;
     let transposed = graph.node(flatten).input(0)?;
     if !flattens_rows(graph, flatten, transposed, shapes.get(transposed).dim(0)) {
         return None;
@@ -107,14 +101,14 @@ fn as_flattened_conv(graph: &Graph, layer: NodeId, shapes: &Shapes) -> Option<Fl
     let mut inner = vec![transposed, flat];
     let mut conv_output = transposed;
     let mut perm = None;
-    let producer = sole_producer(graph, transposed)?;
+    let producer = single_use_producer(graph, transposed)?;
     if graph.node(producer).kind == OpKind::Transpose {
         perm = Some(graph.node(producer).ints("perm").ok()??);
         conv_output = graph.node(producer).input(0)?;
         nodes.insert(0, producer);
         inner.insert(0, conv_output);
     }
-    let conv_node = sole_producer(graph, conv_output)?;
+    let conv_node = single_use_producer(graph, conv_output)?;
     let conv = as_conv(graph, conv_node, shapes)?;
     nodes.insert(0, conv_node);
     let input = graph.node(conv_node).input(0)?;
@@ -358,5 +352,54 @@ mod tests {
         let before = conv_head([64, 64], None);
         let (after, _) = run_with(&FoldConvIntoGemm, &before, verdict(2.0, 1.0), &[]);
         assert_eq!(count(&after, "Conv"), 1);
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 32, ..Default::default() })]
+
+        #[test]
+        fn random_convs_flattened_into_a_gemm_fold_exactly(
+            kernel in proptest::array::uniform2(1..4usize), stride in 1..3usize,
+            dilation in 1..3usize, pads in proptest::array::uniform4(0..3usize),
+            group in 1..3usize, hw in proptest::array::uniform2(3..7usize),
+            perm in proptest::sample::select(vec![None, Some([0, 3, 2, 1]), Some([0, 2, 3, 1])]),
+            seed in 0u64..1000
+        ) {
+            let pads: Vec<i64> = pads.iter().map(|&p| p as i64).collect();
+            let extent = |axis: usize| dilation * (kernel[axis] - 1) + 1;
+            let out = |axis: usize| (hw[axis] + pads[axis] as usize + pads[axis + 2] as usize)
+                .checked_sub(extent(axis)).map(|span| span / stride + 1);
+            let (Some(oh), Some(ow)) = (out(0), out(1)) else {
+                return Ok(());
+            };
+            let mut builder = ModelBuilder::new(13)
+                .input("x", &[-1, 4, hw[0] as i64, hw[1] as i64])
+                .initializer("w", weights(&[4, 4 / group, kernel[0], kernel[1]], seed))
+                .initializer("b", weights(&[4], seed + 1))
+                .initializer("wg", weights(&[4 * oh * ow, 5], seed + 2))
+                .initializer("shape", ints(&[2], &[0, -1]))
+                .node(
+                    "Conv",
+                    &["x", "w", "b"],
+                    &["c"],
+                    conv_attrs(&pads, &[stride as i64; 2], group as i64)
+                        .with_ints("dilations", &[dilation as i64; 2]),
+                );
+            let mut flattened = "c";
+            if let Some(perm) = perm {
+                builder = builder.node("Transpose", &["c"], &["t"], Attributes::default().with_ints("perm", &perm));
+                flattened = "t";
+            }
+            let before = model(
+                builder
+                    .node("Reshape", &[flattened, "shape"], &["f"], Attributes::default())
+                    .node("MatMul", &["f", "wg"], &["y"], Attributes::default())
+                    .output("y"),
+            );
+            let (after, _) = run_with(&FoldConvIntoGemm, &before, verdict(1.0, 2.0), &["c"]);
+            proptest::prop_assert_eq!(count(&after, "Conv"), 0);
+            let error = max_relative_error(&before, &after, &[vec![2, 4, hw[0], hw[1]]], seed);
+            proptest::prop_assert!(error <= EXACT, "relative error {error:e}");
+        }
     }
 }
