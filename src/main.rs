@@ -411,27 +411,48 @@ fn optimize(args: &OptimizeArgs, progress: &Progress) -> Result<ExitCode> {
     else {
         return Ok(ExitCode::from(1));
     };
-    let save = SaveOptions {
-        external_data: args.external_data,
-        ..SaveOptions::default()
+    let written = Written {
+        original: &original,
+        optimized: &optimized,
+        report: &report,
+        checked: &checked,
     };
-    let latency = whole_model_latency(&original, &optimized, &options.pinned, progress)?;
-    onnx_shallow::save(&optimized, &args.output, &save)?;
-    print_changes(&report);
-    if let Some(path) = &args.report {
-        write_report(path, args, &report, &checked, &latency)?;
-    }
-    println!("wrote {}", args.output.display());
-    print!(
-        "{}",
-        stats::before_after_table(
-            &report.before,
-            &report.after,
-            Some(&latency),
-            Some(&checked.fidelity)
-        )
-    );
+    written.save(args, &options, progress)?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// A verified output and what a run says about it.
+struct Written<'a> {
+    original: &'a Model,
+    optimized: &'a Model,
+    report: &'a Report,
+    checked: &'a Checked,
+}
+
+impl Written<'_> {
+    /// Times both models, writes the output (and the JSON report), and prints what
+    /// changed, ending with the before/after table.
+    fn save(&self, args: &OptimizeArgs, options: &Options, progress: &Progress) -> Result<()> {
+        let latency =
+            whole_model_latency(self.original, self.optimized, &options.pinned, progress)?;
+        let save = SaveOptions {
+            external_data: args.external_data,
+            ..SaveOptions::default()
+        };
+        onnx_shallow::save(self.optimized, &args.output, &save)?;
+        print_changes(self.report);
+        if let Some(path) = &args.report {
+            write_report(path, args, self.report, self.checked, &latency)?;
+        }
+        println!("wrote {}", args.output.display());
+        let (before, after) = (&self.report.before, &self.report.after);
+        let fidelity = Some(&self.checked.fidelity);
+        print!(
+            "{}",
+            stats::before_after_table(before, after, Some(&latency), fidelity)
+        );
+        Ok(())
+    }
 }
 
 /// Exit code of a learned run with --require-speedup that kept nothing.
@@ -495,13 +516,6 @@ fn optimize_learned(
     if walk.chosen == 0 && !learning.groups.is_empty() {
         println!("no step of the schedule fits the budget: writing the exact-only model");
     }
-    let save = SaveOptions {
-        external_data: args.external_data,
-        ..SaveOptions::default()
-    };
-    let latency = whole_model_latency(&original, &optimized, &options.pinned, progress)?;
-    onnx_shallow::save(&optimized, &args.output, &save)?;
-    print_changes(&report);
     let on_held_out = |outputs: &[compare::OutputComparison]| Comparison {
         samples: held_out.samples(),
         inputs: format!("{} (held out)", held_out.source()),
@@ -511,19 +525,13 @@ fn optimize_learned(
         folds: on_held_out(&step0.fidelity),
         fidelity: on_held_out(&walk.steps[walk.chosen].fidelity),
     };
-    if let Some(path) = &args.report {
-        write_report(path, args, &report, &checked, &latency)?;
-    }
-    println!("wrote {}", args.output.display());
-    print!(
-        "{}",
-        stats::before_after_table(
-            &report.before,
-            &report.after,
-            Some(&latency),
-            Some(&checked.fidelity)
-        )
-    );
+    let written = Written {
+        original: &original,
+        optimized: &optimized,
+        report: &report,
+        checked: &checked,
+    };
+    written.save(args, options, progress)?;
     Ok(if walk.chosen == 0 && learn.require_speedup {
         ExitCode::from(NO_SPEEDUP)
     } else {
@@ -648,7 +656,11 @@ fn write_report(
         input: &args.input,
         output: &args.output,
         options: options_json(args)?,
-        seed: VERIFY_SEED,
+        // A learned run's choices follow its own seed; an exact run's, the verification's.
+        seed: match args.learn.enabled() {
+            true => args.learn.seed,
+            false => VERIFY_SEED,
+        },
         report,
         verification: &Verification {
             reference: &args.input,

@@ -235,10 +235,12 @@ fn mtcnn_onet_loses_its_trunk_prelu_within_budget() {
     let x = preprocess.apply(nhwc.into_dyn()).unwrap();
     let n = x.shape()[0];
     let (train_rows, held_rows): (Vec<usize>, Vec<usize>) = (0..n).partition(|r| r % 5 != 0);
-    let mut options = LearnOptions::default();
-    options.output_kinds = ["bbox_reg", "landmarks"]
-        .map(|o| (o.to_string(), gates::OutputKind::Regression))
-        .to_vec();
+    let options = LearnOptions {
+        output_kinds: ["bbox_reg", "landmarks"]
+            .map(|o| (o.to_string(), gates::OutputKind::Regression))
+            .to_vec(),
+        ..LearnOptions::default()
+    };
     let learning = learned_on(
         &original,
         &rows_of(&x, &train_rows, "lfw"),

@@ -192,13 +192,13 @@ fn neighbour_sets<'a>(graph: &Graph, activations: &[&'a Activation]) -> Vec<Vec<
     }
     let mut sets: Vec<Vec<&Activation>> = Vec::new();
     let mut index_of_root = HashMap::new();
-    for i in 0..activations.len() {
+    for (i, &activation) in activations.iter().enumerate() {
         let r = root(&mut set_of, i);
         let index = *index_of_root.entry(r).or_insert_with(|| {
             sets.push(Vec::new());
             sets.len() - 1
         });
-        sets[index].push(activations[i]);
+        sets[index].push(activation);
     }
     sets.retain(|set| set.len() > 1);
     sets

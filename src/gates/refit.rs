@@ -408,7 +408,7 @@ fn cholesky_solve(mut g: Array2<f64>, mut b: Array2<f64>) -> Result<Array2<f64>>
     let d = g.nrows();
     for j in 0..d {
         let diagonal = g[[j, j]] - (0..j).map(|k| g[[j, k]] * g[[j, k]]).sum::<f64>();
-        if !(diagonal > 0.0) {
+        if diagonal.is_nan() || diagonal <= 0.0 {
             return Err(Error::graph("refit: the least-squares system is singular"));
         }
         let l_jj = diagonal.sqrt();

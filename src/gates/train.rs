@@ -343,13 +343,13 @@ impl State {
         self.step += 1;
         let t = self.step as i32;
         let correction = (1.0 - BETAS.0.powi(t), 1.0 - BETAS.1.powi(t));
-        for g in 0..gains.len() {
+        for (g, &gain) in gains.iter().enumerate() {
             if self.crossed_at[g].is_some() {
                 params.alpha[g] = 1.0;
                 continue;
             }
             // ∂/∂α of λ·w·(1 − α) is −λ·w.
-            let grad = gradients.alpha[g] - lambda * gains[g];
+            let grad = gradients.alpha[g] - lambda * gain;
             let (m, v) = &mut self.alpha_moments[g];
             *m = BETAS.0 * *m + (1.0 - BETAS.0) * grad;
             *v = BETAS.1 * *v + (1.0 - BETAS.1) * grad * grad;

@@ -1,0 +1,84 @@
+//! `optimize --calib` from the command line, on the bundled digits MobileNet and its 64
+//! bundled samples (no ../shared needed): the walk, the report, and bad data.
+
+mod common;
+
+use std::ffi::OsStr;
+
+use common::{cli, files_in, testdata};
+
+#[test]
+fn learns_writes_the_chosen_step_and_reports_the_walk() {
+    let dir = tempfile::tempdir().unwrap();
+    let (out, report) = (dir.path().join("out.onnx"), dir.path().join("report.json"));
+    let model = testdata("digits_mobilenetish.onnx");
+    let data = testdata("digits_test64.npz");
+    let args: Vec<&OsStr> = vec![
+        "optimize".as_ref(),
+        model.as_os_str(),
+        out.as_os_str(),
+        "--calib".as_ref(),
+        data.as_os_str(),
+        "--calib-key".as_ref(),
+        "input".as_ref(),
+        "--cost".as_ref(),
+        "macs".as_ref(),
+        "--report".as_ref(),
+        report.as_os_str(),
+        "--seed".as_ref(),
+        "7".as_ref(),
+    ];
+    let run = cli(&args);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(run.stdout.contains("activations removed"), "{}", run.stdout);
+    let doc: serde_json::Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    let walk = &doc["learning"]["walk"];
+    assert_eq!(doc["seed"], 7);
+    let steps = walk["steps"].as_array().expect("the walk's steps");
+    let chosen = walk["chosen"].as_u64().unwrap() as usize;
+    assert!(steps.len() >= 2, "every candidate group is measured");
+    assert_eq!(steps[0]["groups"], 0);
+    assert_eq!(steps[chosen]["within_budget"], true);
+    // The written model is what the chosen step measured.
+    let written = onnx_shallow::load(&out).unwrap();
+    let activations = onnx_shallow::passes::activations(&written.graph).unwrap();
+    // Activations are recognised after the canonical rewrites: count them on the exact step.
+    let exact = onnx_shallow::Options {
+        cost: onnx_shallow::Cost::Macs,
+        ..Default::default()
+    };
+    let (base, _) = onnx_shallow::optimize(onnx_shallow::load(&model).unwrap(), &exact).unwrap();
+    let before = onnx_shallow::passes::activations(&base.graph).unwrap();
+    let removed = steps[chosen]["removed"].as_array().unwrap().len();
+    assert_eq!(activations.len() + removed, before.len());
+}
+
+#[test]
+fn bad_calibration_data_is_an_error_naming_it_and_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out.onnx");
+    let model = testdata("digits_mobilenetish.onnx");
+    let missing = dir.path().join("missing.npz");
+    let run = cli(&[
+        "optimize".as_ref(),
+        model.as_os_str(),
+        out.as_os_str(),
+        "--calib".as_ref(),
+        missing.as_os_str(),
+    ]);
+    assert_eq!(run.code, 2);
+    assert!(run.stderr.contains("missing.npz"), "{}", run.stderr);
+    assert!(files_in(dir.path()).is_empty());
+    let run = cli(&[
+        "optimize".as_ref(),
+        model.as_os_str(),
+        out.as_os_str(),
+        "--calib".as_ref(),
+        testdata("digits_test64.npz").as_os_str(),
+        "--calib-key".as_ref(),
+        "nope".as_ref(),
+    ]);
+    assert_eq!(run.code, 2);
+    assert!(run.stderr.contains("nope"), "{}", run.stderr);
+    assert!(files_in(dir.path()).is_empty());
+}
