@@ -14,6 +14,7 @@ use onnx_shallow::progress::Task;
 use onnx_shallow::report::bench::BenchRun;
 use onnx_shallow::report::json;
 use onnx_shallow::report::optimize::OptimizeRun;
+use onnx_shallow::report::plot;
 use onnx_shallow::report::stats::{self, ModelStats};
 use onnx_shallow::report::verify::Verification;
 use onnx_shallow::report::walk::walk_table;
@@ -135,6 +136,10 @@ struct OptimizeArgs {
     /// Write a JSON report of the run (see docs/report.schema.json).
     #[arg(long, value_name = "FILE.json")]
     report: Option<PathBuf>,
+    /// Draw the selection walk (fidelity against latency, the choice marked) as SVG;
+    /// needs --calib.
+    #[arg(long, value_name = "FILE.svg")]
+    plot: Option<PathBuf>,
     #[command(flatten)]
     #[serde(flatten)]
     shapes: ShapeArgs,
@@ -270,6 +275,10 @@ struct VerifyArgs {
     /// `resize=256,crop=224,scale=0.0039,mean=0.485,0.456,0.406,std=0.229,0.224,0.225,layout=nhwc,bgr`.
     #[arg(long, value_name = "SPEC")]
     preprocess: Option<String>,
+    /// Only the part of --inputs that `optimize --calib` held out with this --holdout and
+    /// the same --seed: the samples its report's fidelity was measured on.
+    #[arg(long, value_name = "F", requires = "inputs")]
+    held_out: Option<f64>,
     /// Without --inputs: this many standard-normal samples.
     #[arg(long, default_value_t = 8, value_name = "N")]
     random: usize,
@@ -392,8 +401,16 @@ fn optimize(args: &OptimizeArgs, progress: &Progress) -> Result<ExitCode> {
                 .into(),
         ));
     }
+    if args.plot.is_some() && !args.learn.enabled() {
+        return Err(Error::Usage(
+            "--plot draws the selection walk of a learned run: it needs --calib DATA".into(),
+        ));
+    }
     refuse_overwriting_input(&args.input, &args.output, args.force)?;
-    for path in std::iter::once(&args.output).chain(&args.report) {
+    for path in std::iter::once(&args.output)
+        .chain(&args.report)
+        .chain(&args.plot)
+    {
         ensure_file_can_go(path)?;
     }
     let original = load(&args.input, progress)?;
@@ -532,6 +549,10 @@ fn optimize_learned(
         checked: &checked,
     };
     written.save(args, options, progress)?;
+    if let Some(path) = &args.plot {
+        onnx_shallow::onnx::write_atomically(path, plot::walk_svg(walk).as_bytes())?;
+        println!("wrote {}", path.display());
+    }
     Ok(if walk.chosen == 0 && learn.require_speedup {
         ExitCode::from(NO_SPEEDUP)
     } else {
@@ -631,6 +652,9 @@ fn print_changes(report: &Report) {
         println!("{:<28} {:>4} rewrites", pass.pass, pass.patches);
     }
     print!("{}", stats::folds_table(&report.folds));
+    for note in &report.notes {
+        println!("note: {note}");
+    }
     for fold in report
         .folds
         .iter()
@@ -754,22 +778,34 @@ fn verification_inputs(reference: &Model, args: &VerifyArgs) -> Result<ModelInpu
         .preprocess
         .as_deref()
         .map(Preprocess::parse)
-        .transpose()?
-        .unwrap_or_default();
-    match &args.inputs {
-        Some(path) => calib::load_selected_inputs(
+        .transpose()?;
+    let select = calib::ArraySelection {
+        key: args.inputs_key.clone(),
+        index: args.inputs_index.clone(),
+    };
+    match (&args.inputs, args.held_out) {
+        (Some(path), Some(holdout)) => {
+            let spec = CalibSpec {
+                path: Some(path.clone()),
+                select,
+                preprocess,
+                synthetic: None,
+                seed: args.seed,
+                augment: None,
+            };
+            let data = Dataset::load(&spec, reference, &args.shapes.pinned()?)?;
+            data.split(holdout, args.seed)?.1.all()
+        }
+        (Some(path), None) => calib::load_selected_inputs(
             path,
             &calib::input_names(reference),
-            &calib::ArraySelection {
-                key: args.inputs_key.clone(),
-                index: args.inputs_index.clone(),
-            },
-            &preprocess,
+            &select,
+            &preprocess.unwrap_or_default(),
         ),
-        None if args.preprocess.is_some() => Err(Error::Usage(
+        (None, _) if args.preprocess.is_some() => Err(Error::Usage(
             "--preprocess applies to --inputs; none were given".into(),
         )),
-        None => calib::random_inputs(
+        (None, _) => calib::random_inputs(
             &calib::sample_dims(reference, &args.shapes.pinned()?)?,
             args.random,
             args.seed,

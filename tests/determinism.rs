@@ -1,5 +1,6 @@
 //! The same input and options give a byte-identical output file. (With measured costs,
-//! the same cost cache does: `optimize_exact.rs`.)
+//! the same cost cache does: `optimize_exact.rs`.) A learned run with `--cost macs`
+//! chooses by MACs, so the same seed gives the same file too.
 
 mod common;
 
@@ -23,6 +24,17 @@ fn optimized_bytes(input: &Path, output: &Path, extra: &[&str]) -> Vec<u8> {
 #[test]
 fn mac_costs_give_byte_identical_outputs() {
     let dir = tempfile::tempdir().unwrap();
+    let calib = common::testdata("digits_test64.npz");
+    let learned = [
+        "--calib",
+        calib.to_str().unwrap(),
+        "--calib-key",
+        "input",
+        "--epochs",
+        "3",
+        "--seed",
+        "5",
+    ];
     for (model, extra) in [
         (
             "ppocr_textline_cls.onnx",
@@ -30,6 +42,7 @@ fn mac_costs_give_byte_identical_outputs() {
         ),
         // Every activation linearised: the folds run, and their order matters.
         ("digits_mobilenetish.onnx", &["--linearize", "*"][..]),
+        ("digits_mobilenetish.onnx", &learned[..]),
     ] {
         let input = common::testdata(model);
         let first = optimized_bytes(&input, &dir.path().join("a.onnx"), extra);

@@ -111,10 +111,11 @@ fn removed(learning: &Learning) -> &[String] {
 fn print(learning: &Learning) {
     for step in &learning.walk.steps {
         eprintln!(
-            "{} groups: agreement {:?} error {:?} latency {:.3} fits {} refit {:?}",
+            "{} groups: agreement {:?} error {:?} MACs {:.3} latency {:?} fits {} refit {:?}",
             step.groups,
             step.agreement,
             step.max_error,
+            step.mac_ratio,
             step.latency_ratio,
             step.within_budget,
             step.refitted

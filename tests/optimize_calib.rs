@@ -1,16 +1,17 @@
 //! `optimize --calib` from the command line, on the bundled digits MobileNet and its 64
-//! bundled samples (no ../shared needed): the walk, the report, and bad data.
+//! bundled samples (no ../shared needed): the walk, the report, the plot, and bad data.
 
 mod common;
 
 use std::ffi::OsStr;
 
-use common::{cli, files_in, testdata};
+use common::{cli, files_in, testdata, valid_report};
 
 #[test]
 fn learns_writes_the_chosen_step_and_reports_the_walk() {
     let dir = tempfile::tempdir().unwrap();
     let (out, report) = (dir.path().join("out.onnx"), dir.path().join("report.json"));
+    let plot = dir.path().join("walk.svg");
     let model = testdata("digits_mobilenetish.onnx");
     let data = testdata("digits_test64.npz");
     let args: Vec<&OsStr> = vec![
@@ -27,11 +28,19 @@ fn learns_writes_the_chosen_step_and_reports_the_walk() {
         report.as_os_str(),
         "--seed".as_ref(),
         "7".as_ref(),
+        "--plot".as_ref(),
+        plot.as_os_str(),
     ];
     let run = cli(&args);
     assert_eq!(run.code, 0, "{}", run.stderr);
     assert!(run.stdout.contains("activations removed"), "{}", run.stdout);
-    let doc: serde_json::Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    let doc = valid_report(&std::fs::read_to_string(&report).unwrap());
+    let mut unmeasured = doc.clone();
+    unmeasured["learning"]["walk"]["steps"][1]
+        .as_object_mut()
+        .unwrap()
+        .remove("mac_ratio");
+    assert!(!common::report_schema_errors(&unmeasured).is_empty());
     let walk = &doc["learning"]["walk"];
     assert_eq!(doc["seed"], 7);
     let steps = walk["steps"].as_array().expect("the walk's steps");
@@ -51,6 +60,57 @@ fn learns_writes_the_chosen_step_and_reports_the_walk() {
     let before = onnx_shallow::passes::activations(&base.graph).unwrap();
     let removed = steps[chosen]["removed"].as_array().unwrap().len();
     assert_eq!(activations.len() + removed, before.len());
+    assert_plots_the_walk(&std::fs::read_to_string(&plot).unwrap(), steps.len());
+
+    // `verify` on the same held-out samples measures what the report says.
+    let verify = cli(&[
+        "verify".as_ref(),
+        model.as_os_str(),
+        out.as_os_str(),
+        "--inputs".as_ref(),
+        data.as_os_str(),
+        "--inputs-key".as_ref(),
+        "input".as_ref(),
+        "--held-out".as_ref(),
+        "0.2".as_ref(),
+        "--seed".as_ref(),
+        "7".as_ref(),
+        "--json".as_ref(),
+    ]);
+    let verified = valid_report(&verify.stdout);
+    assert_eq!(doc["fidelity"]["samples"], verified["samples"]);
+    assert_eq!(verified["samples"], 13, "20 % of 64 held out");
+    assert_eq!(
+        without_pass(&doc["fidelity"]["outputs"]),
+        without_pass(&verified["outputs"])
+    );
+}
+
+fn without_pass(outputs: &serde_json::Value) -> Vec<serde_json::Value> {
+    let mut outputs = outputs.as_array().unwrap().clone();
+    for output in &mut outputs {
+        output.as_object_mut().unwrap().remove("pass");
+    }
+    outputs
+}
+
+/// One point per step joined by the walk's line, the chosen one ringed, axes labelled.
+fn assert_plots_the_walk(svg: &str, steps: usize) {
+    assert!(svg.starts_with("<svg xmlns=\"http://www.w3.org/2000/svg\""));
+    assert!(svg.trim_end().ends_with("</svg>"));
+    assert_eq!(svg.matches("class=\"step\"").count(), steps);
+    assert_eq!(svg.matches("class=\"chosen\"").count(), 1);
+    let line = svg
+        .split("<polyline class=\"walk\" points=\"")
+        .nth(1)
+        .unwrap();
+    let points = line.split('"').next().unwrap();
+    assert_eq!(points.split(' ').count(), steps);
+    assert!(svg.contains("top-1 agreement"));
+    assert!(
+        svg.contains("MAC ratio"),
+        "--cost macs: the estimate is labelled"
+    );
 }
 
 #[test]

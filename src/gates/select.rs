@@ -13,9 +13,11 @@ use crate::gates::GateGroup;
 use crate::gates::loss::{OutputKind, Target};
 use crate::gates::refit::{self, Refitted};
 use crate::ir::Model;
+use crate::ir::stats::ModelStats;
 use crate::passes::{self, Ctx, FoldRecord, Linearize, Pass};
 use crate::runtime::bench::{self, BenchOptions};
 use crate::runtime::compare::{self, OutputComparison};
+use crate::runtime::cost::CostModel;
 
 /// What the user accepts.
 #[derive(Clone, Debug, Serialize)]
@@ -52,9 +54,19 @@ pub struct Step {
     pub agreement: Option<f64>,
     /// The largest relative error over regression outputs.
     pub max_error: Option<f64>,
-    /// Latency against the original's, median of interleaved pairs in tract.
-    pub latency_ratio: f64,
+    /// MACs against the original's.
+    pub mac_ratio: f64,
+    /// Latency against the original's, median of interleaved pairs in tract; not
+    /// measured with `--cost macs`, where the MAC ratio decides.
+    pub latency_ratio: Option<f64>,
     pub within_budget: bool,
+}
+
+impl Step {
+    /// What the walk minimises: measured latency, or the MAC estimate without it.
+    pub fn cost_ratio(&self) -> f64 {
+        self.latency_ratio.unwrap_or(self.mac_ratio)
+    }
 }
 
 /// The walk and the step chosen.
@@ -97,12 +109,12 @@ impl Walker<'_> {
             on_step(&step);
             let faster = best
                 .as_ref()
-                .is_none_or(|(b, _)| step.latency_ratio < steps[*b].latency_ratio);
+                .is_none_or(|(b, _)| step.cost_ratio() < steps[*b].cost_ratio());
             let reached = step.within_budget
                 && self
                     .budget
                     .target_speedup
-                    .is_some_and(|s| 1.0 / step.latency_ratio >= s);
+                    .is_some_and(|s| 1.0 / step.cost_ratio() >= s);
             if step.within_budget && faster {
                 best = Some((k, model));
             }
@@ -136,7 +148,14 @@ impl Walker<'_> {
             refitted = refit::refit(&mut model, self.base, &folds, inputs, self.seed)?;
         }
         let comparison = compare::compare(self.original, &model, self.held_out)?;
-        let timing = bench::time_models(self.original, &model, self.dims, BenchOptions::default())?;
+        let latency_ratio = match *ctx.cost.borrow() {
+            CostModel::Macs => None,
+            _ => Some(
+                bench::time_models(self.original, &model, self.dims, BenchOptions::default())?
+                    .ratio
+                    .median,
+            ),
+        };
         let mut step = Step {
             groups: groups.len(),
             removed,
@@ -145,7 +164,8 @@ impl Walker<'_> {
             agreement: None,
             max_error: None,
             fidelity: comparison.outputs,
-            latency_ratio: timing.ratio.median,
+            mac_ratio: macs(&model, ctx)? / macs(self.original, ctx)?,
+            latency_ratio,
             within_budget: false,
         };
         self.judge(&mut step);
@@ -170,4 +190,8 @@ impl Walker<'_> {
         let error_fits = step.max_error.is_none_or(|e| e <= self.budget.max_error);
         step.within_budget = drop_fits && error_fits;
     }
+}
+
+fn macs(model: &Model, ctx: &Ctx) -> Result<f64> {
+    Ok(ModelStats::of(&model.graph, &ctx.pinned)?.macs as f64)
 }

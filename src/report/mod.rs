@@ -2,6 +2,7 @@
 pub mod bench;
 pub mod json;
 pub mod optimize;
+pub mod plot;
 pub mod stats;
 pub mod verify;
 pub mod walk;

@@ -3,7 +3,8 @@
 use crate::gates::{Step, Walk};
 use crate::report::aligned;
 
-/// `step  removed  agreement  error  latency  budget`, the chosen step marked with `*`.
+/// `groups  removed  agreement  error  MACs  latency  budget`, the chosen step marked
+/// with `*`.
 pub fn walk_table(walk: &Walk) -> String {
     let mut rows = vec![
         [
@@ -12,6 +13,7 @@ pub fn walk_table(walk: &Walk) -> String {
             "activations removed",
             "agreement",
             "max rel error",
+            "MACs",
             "latency",
             "budget",
         ]
@@ -39,7 +41,9 @@ fn row(chosen: bool, step: &Step) -> Vec<String> {
         step.agreement
             .map_or("-".into(), |a| format!("{:.2} %", 100.0 * a)),
         step.max_error.map_or("-".into(), |e| format!("{e:.2e}")),
-        format!("{:.3}×", step.latency_ratio),
+        format!("{:.3}×", step.mac_ratio),
+        step.latency_ratio
+            .map_or("not measured".into(), |r| format!("{r:.3}×")),
         if step.within_budget { "fits" } else { "over" }.to_string(),
     ]
 }
