@@ -10,7 +10,7 @@ const HEIGHT: f64 = 420.0;
 /// Plot area inside the margins left for axes, ticks and labels.
 const LEFT: f64 = 70.0;
 const RIGHT: f64 = WIDTH - 20.0;
-const TOP: f64 = 40.0;
+const TOP: f64 = 56.0;
 const BOTTOM: f64 = HEIGHT - 55.0;
 const TICKS: usize = 5;
 
@@ -85,17 +85,29 @@ pub fn walk_svg(walk: &Walk) -> String {
         );
     }
     let (cx, cy) = at(points[walk.chosen]);
+    // The label goes on the side of the point with room for it.
+    let (label_x, anchor) = if cx > (LEFT + RIGHT) / 2.0 {
+        (cx - 12.0, "end")
+    } else {
+        (cx + 12.0, "start")
+    };
+    let label_y = if cy - 12.0 > TOP {
+        cy - 12.0
+    } else {
+        cy + 22.0
+    };
     let _ = write!(
         svg,
         r##"<circle class="chosen" cx="{cx:.1}" cy="{cy:.1}" r="9" fill="none" stroke="#cc3311" stroke-width="2"/>
-<text x="{:.1}" y="{:.1}" fill="#cc3311">chosen: {} groups</text>
-<text x="{RIGHT}" y="{}" text-anchor="end" fill="#555">filled: within budget; hollow: over budget</text>
+<text x="{label_x:.1}" y="{label_y:.1}" text-anchor="{anchor}" fill="#cc3311">chosen: {} folded</text>
+<text x="{LEFT}" y="{}" fill="#555">filled: within budget; hollow: over budget</text>
 </svg>
 "##,
-        cx + 12.0,
-        cy - 10.0,
-        walk.steps[walk.chosen].groups,
-        TOP - 6.0
+        match walk.steps[walk.chosen].groups {
+            1 => "1 group".to_string(),
+            n => format!("{n} groups"),
+        },
+        TOP - 16.0
     );
     svg
 }
@@ -136,10 +148,11 @@ fn draw_axes(svg: &mut String, x: &Axis, y: &Axis, x_label: &str, y_label: &str)
     );
 }
 
-/// A linear axis over the values it must show, padded so no point sits on a border.
+/// A linear axis over the values it must show, from and to round ticks.
 struct Axis {
     low: f64,
     high: f64,
+    step: f64,
 }
 
 impl Axis {
@@ -149,11 +162,21 @@ impl Axis {
             .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| {
                 (lo.min(v), hi.max(v))
             });
-        let (low, high) = if low <= high { (low, high) } else { (0.0, 1.0) };
-        let pad = ((high - low) * 0.08).max(high.abs() * 1e-3).max(1e-6);
+        let (low, high) = if low < high {
+            (low, high)
+        } else if low == high {
+            (
+                low - 0.5 * low.abs().max(1e-3),
+                high + 0.5 * high.abs().max(1e-3),
+            )
+        } else {
+            (0.0, 1.0)
+        };
+        let step = round_step((high - low) / TICKS as f64);
         Axis {
-            low: low - pad,
-            high: high + pad,
+            low: (low / step).floor() * step,
+            high: (high / step).ceil() * step,
+            step,
         }
     }
 
@@ -163,14 +186,39 @@ impl Axis {
     }
 
     fn ticks(&self) -> impl Iterator<Item = f64> + '_ {
-        let step = (self.high - self.low) / TICKS as f64;
-        (0..=TICKS).map(move |i| self.low + step * i as f64)
+        let count = ((self.high - self.low) / self.step).round() as usize;
+        (0..=count).map(move |i| self.low + self.step * i as f64)
     }
 
     /// Enough digits to tell neighbouring ticks apart.
     fn format(&self, value: f64) -> String {
-        let step = (self.high - self.low) / TICKS as f64;
-        let digits = (-step.log10().floor()).max(0.0) as usize + 1;
+        let digits = (-self.step.log10().floor()).max(0.0) as usize;
         format!("{value:.digits$}")
+    }
+}
+
+/// The 1, 2 or 5 times a power of ten nearest above `raw`.
+fn round_step(raw: f64) -> f64 {
+    let power = 10f64.powf(raw.log10().floor());
+    [1.0, 2.0, 5.0, 10.0]
+        .into_iter()
+        .map(|m| m * power)
+        .find(|&step| step >= raw)
+        .unwrap_or(10.0 * power)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn axes_run_between_round_ticks_around_the_data() {
+        let axis = Axis::spanning([0.27, 0.95, 1.0].into_iter());
+        assert_eq!((axis.low, axis.high, axis.step), (0.2, 1.0, 0.2));
+        let ticks: Vec<String> = axis.ticks().map(|t| axis.format(t)).collect();
+        assert_eq!(ticks, ["0.2", "0.4", "0.6", "0.8", "1.0"]);
+        let agreement = Axis::spanning([7.69, 92.3, 100.0].into_iter());
+        assert_eq!((agreement.low, agreement.high), (0.0, 100.0));
+        assert_eq!(agreement.to(50.0, 300.0, 100.0), 200.0);
     }
 }
