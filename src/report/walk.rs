@@ -32,7 +32,7 @@ pub fn walk_table(walk: &Walk) -> String {
 fn row(chosen: bool, step: &Step) -> Vec<String> {
     let removed = match step.removed.as_slice() {
         [] => "none (exact only)".to_string(),
-        [.., last] => format!("{} (+{})", short(last), step.removed.len()),
+        [.., last] => format!("{} (last: {})", step.removed.len(), short(last)),
     };
     vec![
         if chosen { "*" } else { "" }.to_string(),
