@@ -210,7 +210,7 @@ fn ppocr_classifier_loses_two_activations_and_keeps_its_agreement() {
 }
 
 #[test]
-#[ignore = "issue 4 open: the trunk PRelu becomes a candidate once fan-out folds (issue 3, rule 9) land"]
+#[ignore = "issue 4 open: the trunk PRelu is a candidate, but without it bbox_reg is off by 0.78 max relative error on held-out faces even refit (budget 0.05); needs --finetune weights written out"]
 fn mtcnn_onet_loses_its_trunk_prelu_within_budget() {
     let (Some(data), Some(model)) = (
         common::shared("data/lfw_subset_face_nonface.npz"),

@@ -135,7 +135,7 @@ impl Trial {
 
 /// The nodes of the graph the folds started from that fold `i` replaced, through earlier
 /// folds whose results it folded again.
-pub(super) fn origin_nodes(folds: &[FoldRecord], i: usize) -> BTreeSet<String> {
+fn origin_nodes(folds: &[FoldRecord], i: usize) -> BTreeSet<String> {
     let mut nodes = BTreeSet::new();
     for source in &folds[i].sources {
         match folds[..i].iter().rposition(|f| &f.result == source) {

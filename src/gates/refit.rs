@@ -2,6 +2,11 @@
 //! network computes it, to what the original network computes at the layer's output.
 //! Closed form, no labels; it recovers much of what removing the activations lost.
 //!
+//! The fit shrinks towards the folded weights (a ridge around them, not around zero), so
+//! a layer with more weights than rows moves only where the data says; the strength is
+//! chosen on a fifth of the rows held out of the fit, and a layer no strength improves
+//! on those rows keeps its folded weights.
+//!
 //! Conv layers are fitted per group on im2col rows (output positions, a seeded sample of
 //! them when there are many), Gemm layers on one row per sample. A fold followed by a
 //! constant bias map (an `Add` of a per-position map) is fitted to the target minus the map.
@@ -10,11 +15,10 @@ use ndarray::{Array2, ArrayD, Axis, s};
 use serde::Serialize;
 
 use crate::calib::ModelInputs;
-use crate::calib::random::Rng;
+use crate::calib::random::{Rng, shuffle};
 use crate::error::{Error, Result};
 use crate::fold::conv::Conv2d;
 use crate::fold::gemm::Dense;
-use crate::gates::candidates::origin_nodes;
 use crate::ir::extract::probe;
 use crate::ir::{Attributes, Model, NodeId, OpKind, Patch, Tensor};
 use crate::passes::FoldRecord;
@@ -22,18 +26,24 @@ use crate::runtime;
 
 /// Rows of one least-squares problem, at most (a seeded sample of the output positions).
 const MAX_ROWS: usize = 32_768;
-/// Ridge strength, relative to the mean diagonal of the Gram matrix.
-const RIDGE: f64 = 1e-3;
+/// Ridge strengths tried, relative to the mean diagonal of the Gram matrix.
+const RIDGES: [f64; 7] = [1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0];
+/// The fraction of rows held out to choose the strength.
+const VALIDATION: f64 = 0.2;
 /// Samples run through tract at once.
 const BATCH: usize = 16;
 
-/// One refitted layer: its error against the original before and after, on the rows fitted.
+/// One refitted layer: its error against the original before and after, on the rows
+/// held out of the fit.
 #[derive(Clone, Debug, Serialize)]
 pub struct Refitted {
     pub node: String,
-    /// Root-mean-square error over the rows fitted, relative to the target's RMS.
+    /// Root-mean-square error over the validation rows, relative to the target's RMS.
     pub before: f64,
     pub after: f64,
+    /// The ridge strength chosen (relative to the Gram matrix's mean diagonal); none when
+    /// the folded weights did best.
+    pub ridge: Option<f64>,
 }
 
 /// A folded layer and what it should compute.
@@ -80,37 +90,48 @@ pub fn refit(
 }
 
 /// The layers of `folded` that forced folds made and that a refit can rewrite: a Conv or
-/// a Gemm whose replaced region ends in a value the original still has.
+/// a Gemm whose region's output is a value the original still has. A fold made one such
+/// layer per output of its region (several for a fan-out).
 fn refittable(folded: &Model, original: &Model, folds: &[FoldRecord]) -> Result<Vec<Layer>> {
-    let order = original.graph.topological_order()?;
     let mut layers = Vec::new();
     for (i, fold) in folds.iter().enumerate() {
-        let Some(node) = node_named(folded, &fold.result) else {
-            continue; // folded again by a later fold
-        };
-        let n = folded.graph.node(node);
-        if !spans_linearised(folds, i) || !matches!(n.kind, OpKind::Conv | OpKind::Gemm) {
+        if !spans_linearised(folds, i) {
             continue;
         }
-        let origins = origin_nodes(folds, i);
-        let last = order
-            .iter()
-            .rev()
-            .find(|&&id| origins.contains(&original.graph.node(id).name));
-        let (Some(&last), Some(input)) = (last, n.input(0)) else {
-            continue;
-        };
-        let Some(target) = original.graph.node(last).output(0) else {
-            continue;
-        };
-        layers.push(Layer {
-            node,
-            input: folded.graph.value(input).name.clone(),
-            target: original.graph.value(target).name.clone(),
-            bias_map: bias_map(folded, node),
-        });
+        for result in fold.result.split(", ") {
+            let Some(node) = node_named(folded, result) else {
+                continue; // folded again by a later fold
+            };
+            let n = folded.graph.node(node);
+            if !matches!(n.kind, OpKind::Conv | OpKind::Gemm) {
+                continue;
+            }
+            let Some(replaced) = node_named(original, unfolded_name(result)) else {
+                continue;
+            };
+            let (Some(input), Some(target)) = (n.input(0), original.graph.node(replaced).output(0))
+            else {
+                continue;
+            };
+            layers.push(Layer {
+                node,
+                input: folded.graph.value(input).name.clone(),
+                target: original.graph.value(target).name.clone(),
+                bias_map: bias_map(folded, node),
+            });
+        }
     }
     Ok(layers)
+}
+
+/// A fold's result is named after the node that produced its region's output, plus
+/// `.folded` for each fold it went through.
+fn unfolded_name(result: &str) -> &str {
+    let mut name = result;
+    while let Some(shorter) = name.strip_suffix(".folded") {
+        name = shorter;
+    }
+    name
 }
 
 /// Fold `i` spans a linearised value, itself or through an earlier fold it folded again.
@@ -158,15 +179,16 @@ fn refit_layer(
     let node = model.graph.node(layer.node);
     let name = node.name.clone();
     match node.kind {
-        OpKind::Gemm => refit_gemm(model, layer.node, x, y),
+        OpKind::Gemm => refit_gemm(model, layer.node, x, y, rng),
         OpKind::Conv => refit_conv(model, layer.node, x, y, rng),
         _ => Ok(None),
     }
     .map(|fit| {
-        fit.map(|(before, after)| Refitted {
+        fit.map(|fit| Refitted {
             node: name,
-            before,
-            after,
+            before: fit.relative(fit.sq_before),
+            after: fit.relative(fit.sq_after),
+            ridge: fit.ridge,
         })
     })
 }
@@ -177,7 +199,8 @@ fn refit_gemm(
     node: NodeId,
     x: &ArrayD<f32>,
     y: &ArrayD<f32>,
-) -> Result<Option<(f64, f64)>> {
+    rng: &mut Rng,
+) -> Result<Option<Fit>> {
     let (Ok(x), Ok(y)) = (
         x.view().into_dimensionality::<ndarray::Ix2>(),
         y.view().into_dimensionality::<ndarray::Ix2>(),
@@ -203,9 +226,8 @@ fn refit_gemm(
     }
     let rows = with_intercept(x.mapv(f64::from));
     let targets = y.mapv(f64::from);
-    let theta = ridge(&rows, &targets)?;
-    let before = relative_rms(&rows, &current_theta(&current), &targets);
-    let after = relative_rms(&rows, &theta, &targets);
+    let fit = Fit::towards(&rows, &targets, &current_theta(&current), rng)?;
+    let theta = &fit.theta;
     let refitted = Dense {
         weight: theta
             .slice(s![..current.inputs, ..])
@@ -232,7 +254,7 @@ fn refit_gemm(
     let attributes = Attributes::default().with_int("transB", 1);
     patch.redefine(node, OpKind::Gemm, attributes, &inputs);
     model.graph.apply(patch)?;
-    Ok(Some((before, after)))
+    Ok(Some(fit))
 }
 
 /// Θ of a dense layer: [inputs + 1, outputs], the bias in the last row.
@@ -254,7 +276,7 @@ fn refit_conv(
     x: &ArrayD<f32>,
     y: &ArrayD<f32>,
     rng: &mut Rng,
-) -> Result<Option<(f64, f64)>> {
+) -> Result<Option<Fit>> {
     let Some(mut conv) = crate::passes::conv_layer(&model.graph, node)? else {
         return Ok(None);
     };
@@ -268,7 +290,7 @@ fn refit_conv(
         return Ok(None);
     }
     let positions = sample_positions(n * oh * ow, rng);
-    let (mut sq_before, mut sq_after, mut sq_target) = (0.0, 0.0, 0.0);
+    let mut total: Option<Fit> = None;
     let per_group = conv.out_channels / conv.group;
     for g in 0..conv.group {
         let rows = with_intercept(im2col(&conv, x, g, &positions, [oh, ow]));
@@ -276,16 +298,15 @@ fn refit_conv(
             let (s, p) = (positions[r] / (oh * ow), positions[r] % (oh * ow));
             y[[s, g * per_group + c, p / ow, p % ow]] as f64
         });
-        let current = conv_theta(&conv, g);
-        let theta = ridge(&rows, &targets)?;
-        sq_target += targets.iter().map(|t| t * t).sum::<f64>();
-        sq_before += squared_residual(&rows, &current, &targets);
-        sq_after += squared_residual(&rows, &theta, &targets);
-        set_conv_theta(&mut conv, g, &theta);
+        let fit = Fit::towards(&rows, &targets, &conv_theta(&conv, g), rng)?;
+        set_conv_theta(&mut conv, g, &fit.theta);
+        total = Some(match total {
+            Some(sum) => sum.and(fit),
+            None => fit,
+        });
     }
     write_conv(model, node, &conv)?;
-    let relative = |sq: f64| (sq / sq_target.max(f64::MIN_POSITIVE)).sqrt();
-    Ok(Some((relative(sq_before), relative(sq_after))))
+    Ok(total)
 }
 
 /// Which of `total` rows (sample × output position) to fit on: all, or a seeded sample.
@@ -389,18 +410,115 @@ fn with_intercept(rows: Array2<f64>) -> Array2<f64> {
     ndarray::concatenate(Axis(1), &[rows.view(), ones.view()]).expect("same row count")
 }
 
-/// argmin_Θ ‖AΘ − Y‖² + λ‖Θ_w‖² (the intercept row unpenalised), by Cholesky on the
-/// normal equations in f64.
-fn ridge(a: &Array2<f64>, y: &Array2<f64>) -> Result<Array2<f64>> {
-    let mut gram = a.t().dot(a);
-    let d = gram.nrows();
-    let mean_diagonal = (0..d - 1).map(|i| gram[[i, i]]).sum::<f64>() / (d - 1).max(1) as f64;
-    let lambda = RIDGE * mean_diagonal.max(f64::MIN_POSITIVE);
-    for i in 0..d {
-        gram[[i, i]] += if i + 1 == d { 1e-9 * lambda } else { lambda };
+/// A fitted Θ ([features + 1, outputs], the bias in the last row) and its squared errors
+/// on the validation rows: of the folded weights, of the fit, and of the targets.
+struct Fit {
+    theta: Array2<f64>,
+    sq_before: f64,
+    sq_after: f64,
+    sq_target: f64,
+    ridge: Option<f64>,
+}
+
+impl Fit {
+    /// argmin_Θ ‖AΘ − Y‖² + λ‖Θ − Θ₀‖², λ chosen among `RIDGES` on validation rows
+    /// (Θ₀ itself when it does better on them), then solved on all rows.
+    fn towards(
+        a: &Array2<f64>,
+        y: &Array2<f64>,
+        current: &Array2<f64>,
+        rng: &mut Rng,
+    ) -> Result<Fit> {
+        let (fit_rows, check_rows) = split_rows(a.nrows(), rng);
+        let (a_fit, y_fit) = (a.select(Axis(0), &fit_rows), y.select(Axis(0), &fit_rows));
+        let (a_check, y_check) = (
+            a.select(Axis(0), &check_rows),
+            y.select(Axis(0), &check_rows),
+        );
+        let sq_before = squared_residual(&a_check, current, &y_check);
+        let normal = Normal::of(&a_fit, &y_fit);
+        let mut best = (sq_before, None);
+        for ridge in RIDGES {
+            let theta = normal.solve(ridge, current)?;
+            let sq = squared_residual(&a_check, &theta, &y_check);
+            if sq < best.0 {
+                best = (sq, Some(ridge));
+            }
+        }
+        let (sq_after, ridge) = best;
+        let theta = match ridge {
+            Some(ridge) => Normal::of(a, y).solve(ridge, current)?,
+            None => current.clone(),
+        };
+        Ok(Fit {
+            theta,
+            sq_before,
+            sq_after,
+            sq_target: y_check.iter().map(|t| t * t).sum(),
+            ridge,
+        })
     }
-    let rhs = a.t().dot(y);
-    cholesky_solve(gram, rhs)
+
+    /// The errors of two problems fitted side by side (a conv's groups); the strength of
+    /// the first.
+    fn and(self, other: Fit) -> Fit {
+        Fit {
+            sq_before: self.sq_before + other.sq_before,
+            sq_after: self.sq_after + other.sq_after,
+            sq_target: self.sq_target + other.sq_target,
+            ..self
+        }
+    }
+
+    /// A squared error as an RMS relative to the targets'.
+    fn relative(&self, sq: f64) -> f64 {
+        (sq / self.sq_target.max(f64::MIN_POSITIVE)).sqrt()
+    }
+}
+
+/// Row indices for the fit and for validation, seeded; all rows both ways when there are
+/// too few to spare a fifth.
+fn split_rows(rows: usize, rng: &mut Rng) -> (Vec<usize>, Vec<usize>) {
+    let mut order: Vec<usize> = (0..rows).collect();
+    let held = (rows as f64 * VALIDATION).round() as usize;
+    if held < 2 {
+        return (order.clone(), order);
+    }
+    shuffle(&mut order, rng);
+    let (check, fit) = order.split_at(held);
+    (fit.to_vec(), check.to_vec())
+}
+
+/// The normal equations AᵀA Θ = AᵀY.
+struct Normal {
+    gram: Array2<f64>,
+    rhs: Array2<f64>,
+}
+
+impl Normal {
+    fn of(a: &Array2<f64>, y: &Array2<f64>) -> Normal {
+        Normal {
+            gram: a.t().dot(a),
+            rhs: a.t().dot(y),
+        }
+    }
+
+    /// (AᵀA + λI) Θ = AᵀY + λΘ₀, λ = `ridge` × the mean diagonal of AᵀA (the intercept
+    /// row barely penalised), by Cholesky in f64.
+    fn solve(&self, ridge: f64, current: &Array2<f64>) -> Result<Array2<f64>> {
+        let d = self.gram.nrows();
+        let mean_diagonal =
+            (0..d - 1).map(|i| self.gram[[i, i]]).sum::<f64>() / (d - 1).max(1) as f64;
+        let lambda = ridge * mean_diagonal.max(f64::MIN_POSITIVE);
+        let mut gram = self.gram.clone();
+        let mut rhs = self.rhs.clone();
+        for i in 0..d {
+            let penalty = if i + 1 == d { 1e-9 * lambda } else { lambda };
+            gram[[i, i]] += penalty;
+            rhs.row_mut(i).scaled_add(penalty, &current.row(i));
+        }
+        cholesky_solve(gram, rhs)
+    }
 }
 
 /// Solves G·X = B for symmetric positive definite G.
@@ -435,24 +553,53 @@ fn squared_residual(a: &Array2<f64>, theta: &Array2<f64>, y: &Array2<f64>) -> f6
     (a.dot(theta) - y).iter().map(|r| r * r).sum()
 }
 
-fn relative_rms(a: &Array2<f64>, theta: &Array2<f64>, y: &Array2<f64>) -> f64 {
-    let target = y.iter().map(|t| t * t).sum::<f64>().max(f64::MIN_POSITIVE);
-    (squared_residual(a, theta, y) / target).sqrt()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn ridge_recovers_an_exact_linear_map() {
+    fn the_fit_recovers_an_exact_linear_map() {
         let mut rng = Rng::new(3);
         let a = with_intercept(Array2::from_shape_fn((200, 5), |_| rng.normal()));
         let truth = Array2::from_shape_fn((6, 3), |(i, j)| (i as f64 - 2.0) * 0.5 + j as f64);
         let y = a.dot(&truth);
-        let theta = ridge(&a, &y).unwrap();
-        let error = (&theta - &truth).iter().fold(0.0f64, |m, e| m.max(e.abs()));
+        let fit = Fit::towards(&a, &y, &Array2::zeros((6, 3)), &mut rng).unwrap();
+        let error = (&fit.theta - &truth)
+            .iter()
+            .fold(0.0f64, |m, e| m.max(e.abs()));
         assert!(error < 1e-2, "{error}");
-        assert!(relative_rms(&a, &theta, &y) < 1e-3);
+        assert!(fit.relative(fit.sq_after) < 1e-3);
+        assert!(fit.relative(fit.sq_before) > 0.5);
+    }
+
+    /// Fewer rows than weights: the fit moves the folded weights only as far as rows it
+    /// did not see confirm, where a plain least-squares fit would interpolate the noise.
+    #[test]
+    fn with_fewer_rows_than_weights_it_stays_near_the_folded_weights() {
+        let mut rng = Rng::new(5);
+        let features = 120;
+        let a = with_intercept(Array2::from_shape_fn((40, features), |_| rng.normal()));
+        let truth = Array2::from_shape_fn((features + 1, 2), |_| rng.normal());
+        let noise = Array2::from_shape_fn((40, 2), |_| 0.5 * rng.normal());
+        let y = a.dot(&truth) + noise;
+        let near = &truth + &Array2::from_shape_fn((features + 1, 2), |_| 0.05 * rng.normal());
+        let fit = Fit::towards(&a, &y, &near, &mut rng).unwrap();
+        let distance = |t: &Array2<f64>| (t - &truth).iter().map(|e| e * e).sum::<f64>().sqrt();
+        assert!(
+            distance(&fit.theta) < 2.0 * distance(&near),
+            "{}",
+            distance(&fit.theta)
+        );
+        assert!(fit.sq_after <= fit.sq_before);
+    }
+
+    #[test]
+    fn a_fit_no_strength_improves_keeps_the_folded_weights() {
+        let mut rng = Rng::new(7);
+        let a = with_intercept(Array2::from_shape_fn((100, 4), |_| rng.normal()));
+        let truth = Array2::from_shape_fn((5, 2), |(i, j)| (i + j) as f64);
+        let fit = Fit::towards(&a, &a.dot(&truth), &truth, &mut rng).unwrap();
+        assert_eq!(fit.ridge, None);
+        assert_eq!(fit.theta, truth);
     }
 }
