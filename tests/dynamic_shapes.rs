@@ -125,7 +125,8 @@ fn dim(value: pb::tensor_shape_proto::dimension::Value) -> pb::tensor_shape_prot
 }
 
 /// The pair folds only where its bias map can be built: with static H×W, not with a
-/// symbolic one (the output must hold at every size the model accepts).
+/// symbolic one (the output must hold at every size the model accepts) unless the user
+/// pins it.
 #[test]
 fn a_bias_map_fold_needs_static_spatial_dims() {
     use pb::tensor_shape_proto::dimension::Value::{DimParam, DimValue};
@@ -143,6 +144,27 @@ fn a_bias_map_fold_needs_static_spatial_dims() {
         onnx_shallow::optimize(pointwise_then_padded(&symbolic), &options).unwrap();
     assert!(report.folds.is_empty(), "{:?}", report.folds);
     assert_eq!(optimized.graph.node_count(), 2);
+
+    // Pinned, the pair folds at the pinned H×W, and the output says it runs only there.
+    let pinned = Options {
+        pinned: [("x".to_string(), vec![1, 2, 5, 7])].into(),
+        ..options.clone()
+    };
+    let (sized, report) =
+        onnx_shallow::optimize(pointwise_then_padded(&symbolic), &pinned).unwrap();
+    assert_eq!(report.folds.len(), 1, "with pinned H×W the pair folds");
+    assert!(
+        report.notes.iter().any(|n| n.contains("pinned dims")),
+        "{:?}",
+        report.notes
+    );
+    let input = &sized.to_proto().unwrap().graph.unwrap().input[0];
+    assert_eq!(dims_of(input), ["N", "2", "5", "7"]);
+    assert_same_outputs(
+        &pointwise_then_padded(&symbolic),
+        &sized,
+        &[vec![3, 2, 5, 7]],
+    );
     let static_hw = [
         dim(DimParam("N".into())),
         dim(DimValue(2)),
@@ -157,6 +179,28 @@ fn a_bias_map_fold_needs_static_spatial_dims() {
         &folded,
         &[vec![3, 2, 6, 6]],
     );
+}
+
+/// A declared input's dims, numbers and names alike.
+fn dims_of(info: &pb::ValueInfoProto) -> Vec<String> {
+    use pb::tensor_shape_proto::dimension::Value::{DimParam, DimValue};
+    let Some(pb::type_proto::Value::TensorType(tensor)) =
+        info.r#type.as_ref().and_then(|t| t.value.as_ref())
+    else {
+        panic!("a tensor input");
+    };
+    tensor
+        .shape
+        .as_ref()
+        .unwrap()
+        .dim
+        .iter()
+        .map(|d| match &d.value {
+            Some(DimValue(v)) => v.to_string(),
+            Some(DimParam(p)) => p.clone(),
+            None => "?".into(),
+        })
+        .collect()
 }
 
 /// An `.npy` file of `dims` float32 values counting up from 0 (scaled).

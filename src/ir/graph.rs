@@ -108,6 +108,11 @@ impl Graph {
         &self.values[id.0]
     }
 
+    /// For rewriting a value's declared type; its wiring changes only through patches.
+    pub(crate) fn value_mut(&mut self, id: ValueId) -> &mut Value {
+        &mut self.values[id.0]
+    }
+
     pub fn node(&self, id: NodeId) -> &Node {
         self.nodes[id.0].as_ref().expect("live node id")
     }

@@ -148,6 +148,34 @@ impl Shapes {
     }
 }
 
+/// Declares the pinned dims of `graph`'s inputs, all but the first (the batch stays as
+/// declared): for a graph whose folds were sized at the pinned dims and runs only there.
+pub fn declare_pinned_dims(graph: &mut Graph, pinned: &PinnedShapes) {
+    use pb::tensor_shape_proto::dimension::Value as D;
+    use pb::type_proto::Value;
+    let inputs: Vec<ValueId> = graph.runtime_inputs().collect();
+    for input in inputs {
+        let value = graph.value_mut(input);
+        let Some(dims) = pinned.get(&value.name) else {
+            continue;
+        };
+        let Some(Value::TensorType(tensor)) = value
+            .info
+            .as_mut()
+            .and_then(|i| i.r#type.as_mut())
+            .and_then(|t| t.value.as_mut())
+        else {
+            continue;
+        };
+        let Some(shape) = tensor.shape.as_mut() else {
+            continue;
+        };
+        for (declared, &pin) in shape.dim.iter_mut().zip(dims).skip(1) {
+            declared.value = Some(D::DimValue(pin as i64));
+        }
+    }
+}
+
 /// Infers every value's type, in topological order. Pinning a name that is no graph
 /// input is an error (a typo would otherwise go unnoticed).
 pub fn infer(graph: &Graph, pinned: &PinnedShapes) -> Result<Shapes> {

@@ -38,7 +38,7 @@ use crate::error::Result;
 use crate::fold::conv::{Border, Conv2d};
 use crate::fold::conv_map::ConvMap;
 use crate::ir::shape::{Shapes, ValueType};
-use crate::ir::{Attributes, DataType, Graph, NodeId, OpKind, Patch, Tensor, Wire};
+use crate::ir::{Attributes, DataType, Graph, NodeId, OpKind, Patch, Tensor, ValueId, Wire};
 use crate::passes::segments::{
     self, ChainElement, ChainShapes, Replaced, Segment, apply_fold, best_partition, judge_fold,
     run_chain_folds,
@@ -315,12 +315,12 @@ fn choose_folds(
     shapes: &ChainShapes,
     ctx: &Ctx,
 ) -> Result<Vec<Segment<ConvMap>>> {
-    note_pools_without_static_dims(graph, chain, &shapes.declared, ctx);
-    best_partition(
+    note_pools_without_static_dims(graph, chain, shapes, ctx);
+    let segments = best_partition(
         graph,
         &chain.values,
         ctx,
-        |a| foldable_maps(graph, chain, a, &shapes.declared, ctx),
+        |a| foldable_maps(graph, chain, a, shapes, ctx),
         |a, b, map, forced| {
             let ends = (chain.values[a], &chain.values[b..=b]);
             let dtype = weight_dtype(graph, chain, a);
@@ -328,18 +328,47 @@ fn choose_folds(
                 Ok(vec![emit_conv_map(p, x, map, dtype, n)?])
             })
         },
-    )
+    )?;
+    for segment in &segments {
+        note_sized_by_pins(graph, chain, segment, shapes, ctx);
+    }
+    Ok(segments)
 }
 
-/// A pool excluding its padding cannot fold without static spatial dims: say so.
-fn note_pools_without_static_dims(graph: &Graph, chain: &Chain, declared: &Shapes, ctx: &Ctx) {
+/// A map with per-position data (a bias map, a pool divisor) built at pinned H×W holds
+/// only at those dims: say so, and have the output declare them.
+fn note_sized_by_pins(
+    graph: &Graph,
+    chain: &Chain,
+    segment: &Segment<ConvMap>,
+    shapes: &ChainShapes,
+    ctx: &Ctx,
+) {
+    let map = &segment.fold;
+    let per_position = map.bias_map.is_some() || map.position_scale.is_some();
+    if per_position && spatial_dims(&shapes.declared, chain.values[segment.a]).is_none() {
+        ctx.sized_by_pins.set(true);
+        ctx.note(format!(
+            "{NAME}: the fold ending at '{}' adds a per-position map sized at the pinned dims (--input-shape); the output declares them and runs only at them",
+            graph.node(chain.elements[segment.b - 1].node()).name
+        ));
+    }
+}
+
+fn spatial_dims(shapes: &Shapes, value: ValueId) -> Option<[usize; 2]> {
+    let dims = shapes.get(value);
+    dims.dim(2).zip(dims.dim(3)).map(|(h, w)| [h, w])
+}
+
+/// A pool excluding its padding cannot fold without static (or pinned) spatial dims: say
+/// so.
+fn note_pools_without_static_dims(graph: &Graph, chain: &Chain, shapes: &ChainShapes, ctx: &Ctx) {
     for (k, element) in chain.elements.iter().enumerate() {
-        let input = declared.get(chain.values[k]);
         if let Element::PoolExcludingPads { node, .. } = element
-            && (input.dim(2).is_none() || input.dim(3).is_none())
+            && spatial_dims(&shapes.analysed, chain.values[k]).is_none()
         {
             ctx.note(format!(
-                "{NAME}: '{}' averages without counting its padding, a per-position divisor that needs static spatial dims; pin them to fold it",
+                "{NAME}: '{}' averages without counting its padding, a per-position divisor that needs static spatial dims; pin them with --input-shape to fold it",
                 graph.node(*node).name
             ));
         }
@@ -347,19 +376,20 @@ fn note_pools_without_static_dims(graph: &Graph, chain: &Chain, declared: &Shape
 }
 
 /// The maps of the segments starting at p_a that may fold: regions whose map is exact
-/// everywhere, or only away from the border when that is allowed.
+/// everywhere, or only away from the border when that is allowed. Per-position maps are
+/// sized at the declared spatial dims, or else at the pinned ones.
 fn foldable_maps(
     graph: &Graph,
     chain: &Chain,
     a: usize,
-    declared: &Shapes,
+    shapes: &ChainShapes,
     ctx: &Ctx,
 ) -> Vec<Option<ConvMap>> {
-    let input = declared.get(chain.values[a]);
-    let Some(channels) = input.dim(1) else {
+    let input = chain.values[a];
+    let Some(channels) = shapes.declared.get(input).dim(1) else {
         return vec![None; chain.elements.len() + 1];
     };
-    let hw = input.dim(2).zip(input.dim(3)).map(|(h, w)| [h, w]);
+    let hw = spatial_dims(&shapes.declared, input).or(spatial_dims(&shapes.analysed, input));
     let mut maps = segment_maps(chain, a, channels, hw);
     for (b, map) in maps.iter_mut().enumerate().skip(a + 2) {
         let allowed = map

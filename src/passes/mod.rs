@@ -81,6 +81,9 @@ pub struct Ctx {
     pub folds: RefCell<Vec<FoldRecord>>,
     /// What the folds left alone that the user would want to know about, and why.
     pub notes: RefCell<Vec<String>>,
+    /// A fold was sized at the pinned dims (a bias map where H×W are symbolic): the
+    /// output runs only at those dims, and must declare them.
+    pub sized_by_pins: Cell<bool>,
     applied: Cell<usize>,
 }
 
@@ -264,11 +267,17 @@ pub(crate) fn conv_layer(graph: &Graph, node: NodeId) -> Result<Option<crate::fo
     Ok(fold_conv_chains::as_conv(graph, node, &shapes))
 }
 
-/// Runs passes in order, each to its fixed point.
+/// Runs passes in order, each to its fixed point. A graph some fold sized at the pinned
+/// dims declares them.
 pub fn run_pipeline(
     passes: &[Box<dyn Pass>],
     graph: &mut Graph,
     ctx: &Ctx,
 ) -> Result<Vec<PassStats>> {
-    passes.iter().map(|pass| pass.run(graph, ctx)).collect()
+    ctx.sized_by_pins.set(false);
+    let stats = passes.iter().map(|pass| pass.run(graph, ctx)).collect();
+    if ctx.sized_by_pins.get() {
+        crate::ir::shape::declare_pinned_dims(graph, &ctx.pinned);
+    }
+    stats
 }
