@@ -3,35 +3,28 @@
 
 mod common;
 
-use std::ffi::OsStr;
-
-use common::{cli, files_in, testdata, valid_report};
+use common::{cli, files_in, optimize_digits_calib, testdata, valid_report};
 
 #[test]
 fn learns_writes_the_chosen_step_and_reports_the_walk() {
     let dir = tempfile::tempdir().unwrap();
     let (out, report) = (dir.path().join("out.onnx"), dir.path().join("report.json"));
     let plot = dir.path().join("walk.svg");
-    let model = testdata("digits_mobilenetish.onnx");
-    let data = testdata("digits_test64.npz");
-    let args: Vec<&OsStr> = vec![
-        "optimize".as_ref(),
-        model.as_os_str(),
-        out.as_os_str(),
-        "--calib".as_ref(),
-        data.as_os_str(),
-        "--calib-key".as_ref(),
-        "input".as_ref(),
-        "--cost".as_ref(),
-        "macs".as_ref(),
-        "--report".as_ref(),
-        report.as_os_str(),
-        "--seed".as_ref(),
-        "7".as_ref(),
-        "--plot".as_ref(),
-        plot.as_os_str(),
-    ];
-    let run = cli(&args);
+    let (model, data) = (
+        testdata("digits_mobilenetish.onnx"),
+        testdata("digits_test64.npz"),
+    );
+    let run = optimize_digits_calib(
+        &out,
+        &[
+            "--report".as_ref(),
+            report.as_os_str(),
+            "--seed".as_ref(),
+            "7".as_ref(),
+            "--plot".as_ref(),
+            plot.as_os_str(),
+        ],
+    );
     assert_eq!(run.code, 0, "{}", run.stderr);
     assert!(run.stdout.contains("activations removed"), "{}", run.stdout);
     let doc = valid_report(&std::fs::read_to_string(&report).unwrap());

@@ -9,8 +9,6 @@ use std::ffi::OsStr;
 use std::path::Path;
 use std::process::Command;
 
-use common::{cli, testdata};
-
 #[test]
 fn the_walk_plot_renders_with_its_line_and_chosen_point() {
     if Command::new("chromium").arg("--version").output().is_err() {
@@ -23,21 +21,7 @@ fn the_walk_plot_renders_with_its_line_and_chosen_point() {
     }
     let dir = tempfile::tempdir().unwrap();
     let (out, svg) = (dir.path().join("out.onnx"), dir.path().join("walk.svg"));
-    let model = testdata("digits_mobilenetish.onnx");
-    let data = testdata("digits_test64.npz");
-    let run = cli(&[
-        "optimize".as_ref(),
-        model.as_os_str(),
-        out.as_os_str(),
-        "--calib".as_ref(),
-        data.as_os_str(),
-        "--calib-key".as_ref(),
-        "input".as_ref(),
-        "--cost".as_ref(),
-        "macs".as_ref(),
-        "--plot".as_ref(),
-        svg.as_os_str(),
-    ]);
+    let run = common::optimize_digits_calib(&out, &["--plot".as_ref(), svg.as_os_str()]);
     assert_eq!(run.code, 0, "{}", run.stderr);
     let shot = screenshot(&svg, &dir.path().join("walk.png"));
     let pixels = |colour: [u8; 3]| {

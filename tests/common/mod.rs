@@ -95,6 +95,28 @@ pub fn cli(args: &[&std::ffi::OsStr]) -> Run {
     run(std::process::Command::new(env!("CARGO_BIN_EXE_onnx-shallow")).args(args))
 }
 
+/// `optimize` of the bundled digits MobileNet into `output`, learning from its 64 bundled
+/// samples with MAC costs, `extra` options after.
+pub fn optimize_digits_calib(output: &Path, extra: &[&std::ffi::OsStr]) -> Run {
+    let (model, data) = (
+        testdata("digits_mobilenetish.onnx"),
+        testdata("digits_test64.npz"),
+    );
+    let mut args: Vec<&std::ffi::OsStr> = vec![
+        "optimize".as_ref(),
+        model.as_os_str(),
+        output.as_os_str(),
+        "--calib".as_ref(),
+        data.as_os_str(),
+        "--calib-key".as_ref(),
+        "input".as_ref(),
+        "--cost".as_ref(),
+        "macs".as_ref(),
+    ];
+    args.extend(extra);
+    cli(&args)
+}
+
 /// Address space (KiB) the tool gets in `cli_bounded`: a few times what it needs for a
 /// small model, far below what a hostile file claims.
 pub const ADDRESS_SPACE_KB: u64 = 1 << 20;
