@@ -80,7 +80,7 @@ fn constant_node_claiming_more_than_it_holds() {
     let value = pb::TensorProto {
         dims: vec![1 << 30],
         data_type: Some(1),
-        raw_data: Some(vec![0; 4]),
+        raw_data: Some(vec![0; 4].into()),
         ..Default::default()
     };
     refused(
@@ -116,7 +116,7 @@ fn negative_dims_in_a_constant_node() {
     let value = pb::TensorProto {
         dims: vec![-4],
         data_type: Some(1),
-        raw_data: Some(vec![0; 16]),
+        raw_data: Some(vec![0; 16].into()),
         ..Default::default()
     };
     refused(

@@ -2,6 +2,7 @@
 //! element type they were stored with; the math reads them as f64 and writes them back
 //! in that same type.
 
+use bytes::Bytes;
 use half::{bf16, f16};
 
 use crate::error::{Error, Result};
@@ -93,8 +94,9 @@ impl DataType {
 
 #[derive(Clone, Debug, PartialEq)]
 enum Data {
-    /// Little-endian element bytes, `numel * dtype.size()` of them.
-    Numeric(Vec<u8>),
+    /// Little-endian element bytes, `numel * dtype.size()` of them (shared with the
+    /// loaded file's buffer until a rewrite makes new ones).
+    Numeric(Bytes),
     Strings(Vec<Vec<u8>>),
     /// A type this crate does not compute on, kept exactly as stored.
     Opaque(Box<pb::TensorProto>),
@@ -185,7 +187,7 @@ impl Tensor {
         Ok(Tensor {
             dtype,
             dims,
-            data: Data::Numeric(bytes),
+            data: Data::Numeric(bytes.into()),
         })
     }
 
@@ -320,7 +322,7 @@ pub(crate) fn check_proto(proto: &pb::TensorProto) -> Result<Vec<usize>, String>
         };
         let held = match (held, &proto.raw_data) {
             (Some(held), _) => held.to_string(),
-            (None, raw) => format!("{} bytes", raw.as_ref().map_or(0, Vec::len)),
+            (None, raw) => format!("{} bytes", raw.as_ref().map_or(0, Bytes::len)),
         };
         return Err(format!(
             "dims {:?} need {numel} {unit}, the data holds {held}",
@@ -353,7 +355,7 @@ fn typed_values(proto: &pb::TensorProto, dtype: DataType) -> usize {
 
 /// The element bytes of a numeric tensor (checked by `check_proto`), from `raw_data` or
 /// from its typed field.
-fn numeric_bytes(proto: &pb::TensorProto, dtype: DataType) -> Vec<u8> {
+fn numeric_bytes(proto: &pb::TensorProto, dtype: DataType) -> Bytes {
     let size = dtype.size().expect("numeric type");
     if let Some(raw) = &proto.raw_data {
         return raw.clone();
@@ -390,7 +392,7 @@ fn numeric_bytes(proto: &pb::TensorProto, dtype: DataType) -> Vec<u8> {
             .iter()
             .for_each(|&v| bytes.extend(&v.to_le_bytes()[..size])),
     }
-    bytes
+    bytes.into()
 }
 
 #[cfg(test)]
@@ -403,7 +405,7 @@ mod tests {
             name: Some("w".into()),
             dims: vec![1000, 1000],
             data_type: Some(1),
-            raw_data: Some(vec![0; 16]),
+            raw_data: Some(vec![0; 16].into()),
             ..Default::default()
         };
         let err = Tensor::from_proto(&proto).unwrap_err().to_string();

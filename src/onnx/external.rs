@@ -31,7 +31,7 @@ pub(super) fn resolve(
             ),
         })?;
         let bytes = read_external(tensor, base_dir)?;
-        tensor.raw_data = Some(bytes);
+        tensor.raw_data = Some(bytes.into());
         tensor.external_data.clear();
         tensor.data_location = None;
         Ok(())

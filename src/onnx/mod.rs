@@ -7,6 +7,7 @@ pub use save::{SaveOptions, same_file, save, write_atomically};
 
 use std::path::Path;
 
+use bytes::{Buf, Bytes};
 use prost::Message;
 
 use crate::error::{Error, Result};
@@ -26,7 +27,8 @@ pub fn load_proto(path: &Path) -> Result<pb::ModelProto> {
     } else {
         base_dir
     };
-    decode_model(&bytes, path, Some(base_dir))
+    // Decoded from a shared buffer, tensors' bytes are slices of it rather than copies.
+    decode(Bytes::from(bytes), path, Some(base_dir))
 }
 
 /// Decodes model bytes. `base_dir` is where external data files live; without one a
@@ -36,11 +38,15 @@ pub fn decode_model(
     origin: &Path,
     base_dir: Option<&Path>,
 ) -> Result<pb::ModelProto> {
+    decode(bytes, origin, base_dir)
+}
+
+fn decode(bytes: impl Buf, origin: &Path, base_dir: Option<&Path>) -> Result<pb::ModelProto> {
     let decode_error = |reason: String| Error::Decode {
         path: origin.to_path_buf(),
         reason,
     };
-    if bytes.is_empty() {
+    if !bytes.has_remaining() {
         return Err(decode_error("the file is empty".into()));
     }
     let mut model = pb::ModelProto::decode(bytes).map_err(|e| decode_error(e.to_string()))?;

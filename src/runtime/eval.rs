@@ -116,7 +116,7 @@ fn from_tract(tensor: &Tensor) -> Result<crate::ir::Tensor> {
     let proto = pb::TensorProto {
         dims: tensor.shape().iter().map(|&d| d as i64).collect(),
         data_type: Some(dtype.onnx_code()),
-        raw_data: Some(tensor.as_bytes().to_vec()),
+        raw_data: Some(bytes::Bytes::copy_from_slice(tensor.as_bytes())),
         ..Default::default()
     };
     crate::ir::Tensor::from_proto(&proto)
