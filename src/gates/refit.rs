@@ -430,31 +430,27 @@ impl Fit {
         rng: &mut Rng,
     ) -> Result<Fit> {
         let (fit_rows, check_rows) = split_rows(a.nrows(), rng);
-        let (a_fit, y_fit) = (a.select(Axis(0), &fit_rows), y.select(Axis(0), &fit_rows));
-        let (a_check, y_check) = (
-            a.select(Axis(0), &check_rows),
-            y.select(Axis(0), &check_rows),
-        );
-        let sq_before = squared_residual(&a_check, current, &y_check);
-        let normal = Normal::of(&a_fit, &y_fit);
+        let part = |rows: &[usize]| Normal::of(&a.select(Axis(0), rows), &y.select(Axis(0), rows));
+        let (fit, check) = (part(&fit_rows), part(&check_rows));
+        let sq_before = check.squared_residual(current);
         let mut best = (sq_before, None);
         for ridge in RIDGES {
-            let theta = normal.solve(ridge, current)?;
-            let sq = squared_residual(&a_check, &theta, &y_check);
+            let sq = check.squared_residual(&fit.solve(ridge, current)?);
             if sq < best.0 {
                 best = (sq, Some(ridge));
             }
         }
         let (sq_after, ridge) = best;
         let theta = match ridge {
-            Some(ridge) => Normal::of(a, y).solve(ridge, current)?,
+            Some(ridge) if fit_rows != check_rows => fit.plus(&check).solve(ridge, current)?,
+            Some(ridge) => fit.solve(ridge, current)?,
             None => current.clone(),
         };
         Ok(Fit {
             theta,
             sq_before,
             sq_after,
-            sq_target: y_check.iter().map(|t| t * t).sum(),
+            sq_target: check.sq_target,
             ridge,
         })
     }
@@ -489,10 +485,12 @@ fn split_rows(rows: usize, rng: &mut Rng) -> (Vec<usize>, Vec<usize>) {
     (fit.to_vec(), check.to_vec())
 }
 
-/// The normal equations AᵀA Θ = AᵀY.
+/// The normal equations AᵀA Θ = AᵀY, and ‖Y‖²: all a least-squares problem needs,
+/// residuals included.
 struct Normal {
     gram: Array2<f64>,
     rhs: Array2<f64>,
+    sq_target: f64,
 }
 
 impl Normal {
@@ -500,7 +498,24 @@ impl Normal {
         Normal {
             gram: a.t().dot(a),
             rhs: a.t().dot(y),
+            sq_target: y.iter().map(|t| t * t).sum(),
         }
+    }
+
+    /// The equations of both problems' rows together.
+    fn plus(&self, other: &Normal) -> Normal {
+        Normal {
+            gram: &self.gram + &other.gram,
+            rhs: &self.rhs + &other.rhs,
+            sq_target: self.sq_target + other.sq_target,
+        }
+    }
+
+    /// ‖AΘ − Y‖² = tr(ΘᵀAᵀAΘ) − 2·tr(ΘᵀAᵀY) + ‖Y‖², without the rows.
+    fn squared_residual(&self, theta: &Array2<f64>) -> f64 {
+        let quadratic = (&self.gram.dot(theta) * theta).sum();
+        let cross = (&self.rhs * theta).sum();
+        (quadratic - 2.0 * cross + self.sq_target).max(0.0)
     }
 
     /// (AᵀA + λI) Θ = AᵀY + λΘ₀, λ = `ridge` × the mean diagonal of AᵀA (the intercept
@@ -521,36 +536,38 @@ impl Normal {
     }
 }
 
-/// Solves G·X = B for symmetric positive definite G.
-fn cholesky_solve(mut g: Array2<f64>, mut b: Array2<f64>) -> Result<Array2<f64>> {
+/// Solves G·X = B for symmetric positive definite G (Cholesky, G = LLᵀ, L kept in G's
+/// lower triangle; rows are contiguous, so every inner product runs over two slices).
+fn cholesky_solve(mut g: Array2<f64>, b: Array2<f64>) -> Result<Array2<f64>> {
     let d = g.nrows();
+    let dot = |x: &[f64], y: &[f64]| x.iter().zip(y).map(|(p, q)| p * q).sum::<f64>();
+    let l = g.as_slice_mut().expect("a fresh matrix is contiguous");
     for j in 0..d {
-        let diagonal = g[[j, j]] - (0..j).map(|k| g[[j, k]] * g[[j, k]]).sum::<f64>();
+        let (above, rest) = l.split_at_mut(j * d);
+        let row_j = &mut rest[..d];
+        for i in 0..j {
+            let row_i = &above[i * d..i * d + i];
+            row_j[i] = (row_j[i] - dot(row_i, &row_j[..i])) / above[i * d + i];
+        }
+        let diagonal = row_j[j] - dot(&row_j[..j], &row_j[..j]);
         if diagonal.is_nan() || diagonal <= 0.0 {
             return Err(Error::graph("refit: the least-squares system is singular"));
         }
-        let l_jj = diagonal.sqrt();
-        g[[j, j]] = l_jj;
-        for i in j + 1..d {
-            let dot = (0..j).map(|k| g[[i, k]] * g[[j, k]]).sum::<f64>();
-            g[[i, j]] = (g[[i, j]] - dot) / l_jj;
-        }
+        row_j[j] = diagonal.sqrt();
     }
-    for mut column in b.columns_mut() {
+    // Forward (L z = b) then backward (Lᵀ x = z) substitution, a column of B at a time.
+    let mut x = b.t().as_standard_layout().into_owned();
+    for mut column in x.rows_mut() {
+        let column = column.as_slice_mut().expect("standard layout");
         for i in 0..d {
-            let dot = (0..i).map(|k| g[[i, k]] * column[k]).sum::<f64>();
-            column[i] = (column[i] - dot) / g[[i, i]];
+            column[i] = (column[i] - dot(&l[i * d..i * d + i], &column[..i])) / l[i * d + i];
         }
         for i in (0..d).rev() {
-            let dot = (i + 1..d).map(|k| g[[k, i]] * column[k]).sum::<f64>();
-            column[i] = (column[i] - dot) / g[[i, i]];
+            let tail: f64 = (i + 1..d).map(|k| l[k * d + i] * column[k]).sum();
+            column[i] = (column[i] - tail) / l[i * d + i];
         }
     }
-    Ok(b)
-}
-
-fn squared_residual(a: &Array2<f64>, theta: &Array2<f64>, y: &Array2<f64>) -> f64 {
-    (a.dot(theta) - y).iter().map(|r| r * r).sum()
+    Ok(x.reversed_axes().as_standard_layout().into_owned())
 }
 
 #[cfg(test)]

@@ -2,7 +2,8 @@
 //! what was folded), measure each step on the held-out data and in tract, and choose the
 //! fastest step within the user's budget.
 //!
-//! Step 0 is the exact-only model. Every step is measured (unless a target speedup is
+//! Step 0 is the exact-only model; step k is step k − 1 with one more group folded (and
+//! the layers its folds made refit). Every step is measured (unless a target speedup is
 //! reached first), so the walk shows where fidelity breaks, not only where it stopped.
 
 use serde::Serialize;
@@ -16,7 +17,7 @@ use crate::ir::Model;
 use crate::ir::stats::ModelStats;
 use crate::passes::{self, Ctx, FoldRecord, Linearize, Pass};
 use crate::runtime::bench::{self, BenchOptions};
-use crate::runtime::compare::{self, OutputComparison};
+use crate::runtime::compare::{Expected, OutputComparison};
 use crate::runtime::cost::CostModel;
 
 /// What the user accepts.
@@ -96,16 +97,26 @@ pub struct Walker<'a> {
 
 impl Walker<'_> {
     /// Walks `schedule` (group indices, safest first); `on_step` sees each measured step.
+    /// Each step builds on the previous one: its group is linearised and folded, and only
+    /// the layers its folds made are refit.
     pub fn walk(
         &self,
         schedule: &[usize],
         ctx: &Ctx,
         on_step: &mut dyn FnMut(&Step),
     ) -> Result<Walk> {
+        ctx.folds.take(); // what folded before the walk is part of the base
+        let expected = Expected::of(self.original, self.held_out)?;
+        let original_macs = macs(self.original, ctx)?;
+        let mut model = self.base.clone();
+        let mut done = Done::default();
         let mut steps: Vec<Step> = Vec::new();
         let mut best: Option<(usize, Model)> = None;
         for k in 0..=schedule.len() {
-            let (model, step) = self.step(&schedule[..k], ctx)?;
+            if k > 0 {
+                self.fold_group(&mut model, schedule[k - 1], &mut done, ctx)?;
+            }
+            let step = self.measure(&model, k, &done, &expected, original_macs, ctx)?;
             on_step(&step);
             let faster = best
                 .as_ref()
@@ -116,7 +127,7 @@ impl Walker<'_> {
                     .target_speedup
                     .is_some_and(|s| 1.0 / step.cost_ratio() >= s);
             if step.within_budget && faster {
-                best = Some((k, model));
+                best = Some((k, model.clone()));
             }
             steps.push(step);
             if reached {
@@ -131,45 +142,53 @@ impl Walker<'_> {
         })
     }
 
-    fn step(&self, groups: &[usize], ctx: &Ctx) -> Result<(Model, Step)> {
-        let removed: Vec<String> = groups
-            .iter()
-            .flat_map(|&g| self.groups[g].nodes().map(String::from))
-            .collect();
-        let mut model = self.base.clone();
-        let mut refitted = Vec::new();
-        if !removed.is_empty() {
-            Linearize::nodes(&removed).run(&mut model.graph, ctx)?;
-            passes::run_pipeline(&passes::folding(), &mut model.graph, ctx)?;
-            ctx.linearised.borrow_mut().clear();
-        }
+    /// Linearises group `g` in `model`, folds across it, and refits what those folds made.
+    fn fold_group(&self, model: &mut Model, g: usize, done: &mut Done, ctx: &Ctx) -> Result<()> {
+        let removed: Vec<String> = self.groups[g].nodes().map(String::from).collect();
+        Linearize::nodes(&removed).run(&mut model.graph, ctx)?;
+        passes::run_pipeline(&passes::folding(), &mut model.graph, ctx)?;
+        ctx.linearised.borrow_mut().clear();
         let folds = ctx.folds.take();
         if let Some(inputs) = self.refit_on {
-            refitted = refit::refit(&mut model, self.base, &folds, inputs, self.seed)?;
+            done.refitted
+                .extend(refit::refit(model, self.base, &folds, inputs, self.seed)?);
         }
-        let comparison = compare::compare(self.original, &model, self.held_out)?;
+        done.removed.extend(removed);
+        done.folds.extend(folds);
+        Ok(())
+    }
+
+    fn measure(
+        &self,
+        model: &Model,
+        groups: usize,
+        done: &Done,
+        expected: &Expected,
+        original_macs: f64,
+        ctx: &Ctx,
+    ) -> Result<Step> {
         let latency_ratio = match *ctx.cost.borrow() {
             CostModel::Macs => None,
             _ => Some(
-                bench::time_models(self.original, &model, self.dims, BenchOptions::default())?
+                bench::time_models(self.original, model, self.dims, BenchOptions::default())?
                     .ratio
                     .median,
             ),
         };
         let mut step = Step {
-            groups: groups.len(),
-            removed,
-            folds,
-            refitted,
+            groups,
+            removed: done.removed.clone(),
+            folds: done.folds.clone(),
+            refitted: done.refitted.clone(),
             agreement: None,
             max_error: None,
-            fidelity: comparison.outputs,
-            mac_ratio: macs(&model, ctx)? / macs(self.original, ctx)?,
+            fidelity: expected.compare(model)?.outputs,
+            mac_ratio: macs(model, ctx)? / original_macs,
             latency_ratio,
             within_budget: false,
         };
         self.judge(&mut step);
-        Ok((model, step))
+        Ok(step)
     }
 
     /// Sums up the step's fidelity per kind of output and checks it against the budget.
@@ -190,6 +209,14 @@ impl Walker<'_> {
         let error_fits = step.max_error.is_none_or(|e| e <= self.budget.max_error);
         step.within_budget = drop_fits && error_fits;
     }
+}
+
+/// What the walk has done so far.
+#[derive(Default)]
+struct Done {
+    removed: Vec<String>,
+    folds: Vec<FoldRecord>,
+    refitted: Vec<Refitted>,
 }
 
 fn macs(model: &Model, ctx: &Ctx) -> Result<f64> {

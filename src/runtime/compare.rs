@@ -13,14 +13,14 @@
 //! # Ok::<(), onnx_shallow::Error>(())
 //! ```
 
-use ndarray::ArrayD;
+use ndarray::{ArrayD, Axis};
 use serde::Serialize;
 
 use crate::calib::ModelInputs;
 use crate::error::{Error, Result};
 use crate::ir::Model;
 use crate::ir::shape::{self, ValueType};
-use crate::runtime::Session;
+use crate::runtime::{self, Session};
 
 /// Samples run at once: bounds the memory of a run, whatever the number of samples.
 const MAX_BATCH: usize = 16;
@@ -142,6 +142,68 @@ pub fn compare(reference: &Model, candidate: &Model, inputs: &ModelInputs) -> Re
         inputs: inputs.source().to_string(),
         outputs,
     })
+}
+
+/// A reference model's outputs on some inputs, computed once to compare many candidates
+/// with (the steps of a selection walk), in the batches `compare` would use.
+pub struct Expected<'a> {
+    names: Vec<String>,
+    outputs: Vec<ArrayD<f32>>,
+    inputs: &'a ModelInputs,
+    batch: usize,
+}
+
+impl<'a> Expected<'a> {
+    pub fn of(reference: &Model, inputs: &'a ModelInputs) -> Result<Expected<'a>> {
+        let batch = batch_size(reference, reference, inputs)?;
+        Ok(Expected {
+            names: output_names(reference),
+            outputs: runtime::run_all(reference, inputs, batch)?,
+            inputs,
+            batch,
+        })
+    }
+
+    /// `compare(reference, candidate, inputs)`, the reference's outputs reused.
+    pub fn compare(&self, candidate: &Model) -> Result<Comparison> {
+        if output_names(candidate) != self.names {
+            return Err(Error::Usage(format!(
+                "the candidate's outputs [{}] are not the reference's [{}]",
+                output_names(candidate).join(", "),
+                self.names.join(", ")
+            )));
+        }
+        let batch = self.batch;
+        let actual = runtime::run_all(candidate, self.inputs, batch)?;
+        let samples = self.inputs.samples();
+        let mut stats: Vec<OutputStats> =
+            self.names.iter().map(|_| OutputStats::default()).collect();
+        for start in (0..samples).step_by(batch) {
+            let size = batch.min(samples - start);
+            let rows = ndarray::Slice::from(start..start + size);
+            for (((stats, name), expected), actual) in stats
+                .iter_mut()
+                .zip(&self.names)
+                .zip(&self.outputs)
+                .zip(&actual)
+            {
+                let (expected, actual) = (
+                    expected.slice_axis(Axis(0), rows).to_owned(),
+                    actual.slice_axis(Axis(0), rows).to_owned(),
+                );
+                stats.add(name, &expected, &actual, size)?;
+            }
+        }
+        Ok(Comparison {
+            samples,
+            inputs: self.inputs.source().to_string(),
+            outputs: stats
+                .into_iter()
+                .zip(&self.names)
+                .map(|(stats, name)| stats.finish(name.clone()))
+                .collect(),
+        })
+    }
 }
 
 /// The largest relative error over the outputs of `candidate` against `reference` on
