@@ -900,6 +900,15 @@ impl LearnProgress for LearnBars<'_> {
         }
     }
 
+    fn group_measured(&mut self, done: usize, of: usize) {
+        if done == 1 {
+            self.stage("no gate crossed: measuring each group folded alone", of);
+        }
+        if let Some(task) = &self.current {
+            task.inc();
+        }
+    }
+
     fn walk_step(&mut self, step: &Step, of: usize) {
         if step.groups == 0 {
             self.stage("measuring the schedule (held-out data, tract)", of);

@@ -16,11 +16,12 @@ use crate::error::Result;
 use crate::ir::Model;
 use crate::ir::shape::{self, PinnedShapes};
 use crate::passes::Ctx;
+use crate::runtime::compare::Expected;
 
 pub use candidates::{GateGroup, GatedActivation, candidates};
 pub use loss::{OutputKind, Target, parse_output_kind, targets};
 pub use select::{Budget, Step, Walk};
-pub use train::{TrainOptions, Training};
+pub use train::{GateOutcome, TrainOptions, Training};
 
 /// How to learn.
 #[derive(Clone, Debug, Serialize)]
@@ -64,6 +65,8 @@ pub struct Learning {
 pub trait LearnProgress {
     fn candidates_found(&mut self, _groups: &[GateGroup]) {}
     fn training_step(&mut self, _step: usize, _steps: usize, _loss: f64, _past_threshold: usize) {}
+    /// A group whose gate did not cross the threshold, measured folded alone.
+    fn group_measured(&mut self, _done: usize, _of: usize) {}
     fn walk_step(&mut self, _step: &Step, _of: usize) {}
 }
 
@@ -97,22 +100,32 @@ pub fn learn(
             &mut on_step,
         )?)
     };
-    let schedule: Vec<usize> = training
-        .iter()
-        .flat_map(|t| t.schedule.iter().map(|o| o.group))
-        .collect();
     let dims = latency_dims(original, &ctx.pinned)?;
+    let held_out = Expected::of(original, data.held_out)?;
     let walker = select::Walker {
         original,
         base,
         groups: &groups,
         targets: &targets,
         refit_on: options.refit.then_some(data.train),
-        held_out: data.held_out,
+        held_out: &held_out,
         dims: &dims,
         budget: &options.budget,
         seed: options.train.seed,
     };
+    let (crossed, uncrossed): (Vec<&GateOutcome>, Vec<&GateOutcome>) = training
+        .iter()
+        .flat_map(|t| &t.schedule)
+        .partition(|o| o.crossed_at.is_some());
+    let mut schedule: Vec<usize> = crossed.iter().map(|o| o.group).collect();
+    let uncrossed: Vec<usize> = uncrossed.iter().map(|o| o.group).collect();
+    schedule.extend(if uncrossed.len() > 1 {
+        walker.by_fidelity_alone(&uncrossed, ctx, &mut |done, of| {
+            progress.group_measured(done, of)
+        })?
+    } else {
+        uncrossed
+    });
     let steps = schedule.len() + 1;
     let walk = walker.walk(&schedule, ctx, &mut |step| progress.walk_step(step, steps))?;
     Ok(Learning {

@@ -88,7 +88,8 @@ pub struct Walker<'a> {
     pub targets: &'a [Target],
     /// Refit folded layers on these (none: no refit).
     pub refit_on: Option<&'a ModelInputs>,
-    pub held_out: &'a ModelInputs,
+    /// The original's outputs on the held-out data.
+    pub held_out: &'a Expected<'a>,
     /// Input dims at batch 1, for latency.
     pub dims: &'a [Vec<usize>],
     pub budget: &'a Budget,
@@ -106,7 +107,6 @@ impl Walker<'_> {
         on_step: &mut dyn FnMut(&Step),
     ) -> Result<Walk> {
         ctx.folds.take(); // what folded before the walk is part of the base
-        let expected = Expected::of(self.original, self.held_out)?;
         let original_macs = macs(self.original, ctx)?;
         let mut model = self.base.clone();
         let mut done = Done::default();
@@ -116,7 +116,7 @@ impl Walker<'_> {
             if k > 0 {
                 self.fold_group(&mut model, schedule[k - 1], &mut done, ctx)?;
             }
-            let step = self.measure(&model, k, &done, &expected, original_macs, ctx)?;
+            let step = self.measure(&model, k, &done, original_macs, ctx)?;
             on_step(&step);
             let faster = best
                 .as_ref()
@@ -142,6 +142,27 @@ impl Walker<'_> {
         })
     }
 
+    /// `groups` ordered by the fidelity each keeps when folded (and refit) alone, best
+    /// first, on the held-out data: for gates training could not tell apart (none crossed
+    /// the threshold), what each costs is measured instead. `on_measured(done, of)`.
+    pub fn by_fidelity_alone(
+        &self,
+        groups: &[usize],
+        ctx: &Ctx,
+        on_measured: &mut dyn FnMut(usize, usize),
+    ) -> Result<Vec<usize>> {
+        let mut scored = Vec::with_capacity(groups.len());
+        for (i, &g) in groups.iter().enumerate() {
+            let mut model = self.base.clone();
+            self.fold_group(&mut model, g, &mut Done::default(), ctx)?;
+            let (agreement, max_error) = self.summary(&self.held_out.compare(&model)?.outputs);
+            scored.push((agreement.unwrap_or(1.0) - max_error.unwrap_or(0.0), g));
+            on_measured(i + 1, groups.len());
+        }
+        scored.sort_by(|a, b| b.0.total_cmp(&a.0));
+        Ok(scored.into_iter().map(|(_, g)| g).collect())
+    }
+
     /// Linearises group `g` in `model`, folds across it, and refits what those folds made.
     fn fold_group(&self, model: &mut Model, g: usize, done: &mut Done, ctx: &Ctx) -> Result<()> {
         let removed: Vec<String> = self.groups[g].nodes().map(String::from).collect();
@@ -163,7 +184,6 @@ impl Walker<'_> {
         model: &Model,
         groups: usize,
         done: &Done,
-        expected: &Expected,
         original_macs: f64,
         ctx: &Ctx,
     ) -> Result<Step> {
@@ -182,7 +202,7 @@ impl Walker<'_> {
             refitted: done.refitted.clone(),
             agreement: None,
             max_error: None,
-            fidelity: expected.compare(model)?.outputs,
+            fidelity: self.held_out.compare(model)?.outputs,
             mac_ratio: macs(model, ctx)? / original_macs,
             latency_ratio,
             within_budget: false,
@@ -193,21 +213,30 @@ impl Walker<'_> {
 
     /// Sums up the step's fidelity per kind of output and checks it against the budget.
     fn judge(&self, step: &mut Step) {
-        let of_kind = |kind: OutputKind| {
-            let targets = self.targets.iter().filter(move |t| t.kind == kind);
-            targets.filter_map(|t| step.fidelity.iter().find(|f| f.name == t.output))
-        };
-        step.agreement = of_kind(OutputKind::Class)
-            .filter_map(|f| f.agreement)
-            .reduce(f64::min);
-        step.max_error = of_kind(OutputKind::Regression)
-            .map(|f| f.max_rel_error)
-            .reduce(f64::max);
+        (step.agreement, step.max_error) = self.summary(&step.fidelity);
         let drop_fits = step
             .agreement
             .is_none_or(|a| (1.0 - a) * 100.0 <= self.budget.max_drop + 1e-9);
         let error_fits = step.max_error.is_none_or(|e| e <= self.budget.max_error);
         step.within_budget = drop_fits && error_fits;
+    }
+}
+
+impl Walker<'_> {
+    /// The lowest top-1 agreement over class outputs and the largest relative error over
+    /// regression outputs.
+    fn summary(&self, fidelity: &[OutputComparison]) -> (Option<f64>, Option<f64>) {
+        let of_kind = |kind: OutputKind| {
+            let targets = self.targets.iter().filter(move |t| t.kind == kind);
+            targets.filter_map(|t| fidelity.iter().find(|f| f.name == t.output))
+        };
+        let agreement = of_kind(OutputKind::Class)
+            .filter_map(|f| f.agreement)
+            .reduce(f64::min);
+        let max_error = of_kind(OutputKind::Regression)
+            .map(|f| f.max_rel_error)
+            .reduce(f64::max);
+        (agreement, max_error)
     }
 }
 
