@@ -7,7 +7,8 @@ use onnx_shallow::calib::Preprocess;
 use onnx_shallow::calib::{ArraySelection, CalibSpec, Dataset, ModelInputs, Npz};
 use onnx_shallow::gates::{self, LearnData, LearnOptions, Learning};
 use onnx_shallow::ir::shape::PinnedShapes;
-use onnx_shallow::passes::Ctx;
+use onnx_shallow::passes::{self, Ctx, Linearize, Pass};
+use onnx_shallow::runtime::compare::compare;
 use onnx_shallow::runtime::cost::CostModel;
 use onnx_shallow::runtime::run_all;
 use onnx_shallow::{Cost, Model, Options};
@@ -125,6 +126,57 @@ fn print(learning: &Learning) {
         );
     }
     eprintln!("chosen {}", learning.walk.chosen);
+}
+
+/// When no gate crosses the threshold, the walk starts with the group that keeps the most
+/// agreement folded alone (measured here as the run does, refit off).
+#[test]
+fn groups_whose_gates_never_cross_are_walked_best_alone_first() {
+    let original = onnx_shallow::load(&common::testdata("digits_mobilenetish.onnx")).unwrap();
+    let spec = CalibSpec {
+        path: Some(common::testdata("digits_test64.npz")),
+        select: ArraySelection {
+            key: Some("input".into()),
+            index: None,
+        },
+        ..CalibSpec::default()
+    };
+    let data = Dataset::load(&spec, &original, &Default::default()).unwrap();
+    let (train, held_out) = data.split(0.2, 0).unwrap();
+    let held_out = held_out.all().unwrap();
+    let mut options = LearnOptions {
+        refit: false,
+        ..LearnOptions::default()
+    };
+    options.train.threshold = 2.0;
+    let learning = learned_on(
+        &original,
+        &train.all().unwrap(),
+        &held_out,
+        &options,
+        &Default::default(),
+    );
+    assert!(learning.groups.len() >= 2, "{:?}", learning.groups);
+    let exact = Options {
+        cost: Cost::Macs,
+        ..Options::default()
+    };
+    let (base, _) = onnx_shallow::optimize(original.clone(), &exact).unwrap();
+    let alone = |group: &gates::GateGroup| {
+        let ctx = Ctx::default();
+        ctx.cost.replace(CostModel::Macs);
+        let mut model = base.clone();
+        let nodes: Vec<String> = group.nodes().map(String::from).collect();
+        Linearize::nodes(&nodes)
+            .run(&mut model.graph, &ctx)
+            .unwrap();
+        passes::run_pipeline(&passes::folding(), &mut model.graph, &ctx).unwrap();
+        compare(&original, &model, &held_out).unwrap().outputs[0]
+            .agreement
+            .unwrap()
+    };
+    let best = learning.groups.iter().map(alone).fold(f64::MIN, f64::max);
+    assert_eq!(learning.walk.steps[1].agreement, Some(best));
 }
 
 #[test]
