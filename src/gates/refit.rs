@@ -20,6 +20,7 @@ use crate::error::{Error, Result};
 use crate::fold::conv::Conv2d;
 use crate::fold::gemm::Dense;
 use crate::ir::extract::probe;
+use crate::ir::shape;
 use crate::ir::{Attributes, Model, NodeId, OpKind, Patch, Tensor};
 use crate::passes::FoldRecord;
 use crate::runtime;
@@ -73,6 +74,8 @@ pub fn refit(
     }
     let input_names: Vec<&str> = layers.iter().map(|l| l.input.as_str()).collect();
     let target_names: Vec<&str> = layers.iter().map(|l| l.target.as_str()).collect();
+    let fewer = fewer_samples(original, &target_names, inputs)?;
+    let inputs = fewer.as_ref().unwrap_or(inputs);
     let xs = runtime::run_all(&probe(folded, &input_names)?, inputs, BATCH)?;
     let ys = runtime::run_all(&probe(original, &target_names)?, inputs, BATCH)?;
     let mut rng = Rng::new(seed);
@@ -87,6 +90,48 @@ pub fn refit(
         }
     }
     Ok(refitted)
+}
+
+/// Samples spread evenly over `inputs`, as many as give every target `MAX_ROWS` output
+/// positions, when that is fewer than all (a conv on a large map needs few samples; a
+/// dense layer, all of them).
+fn fewer_samples(
+    original: &Model,
+    targets: &[&str],
+    inputs: &ModelInputs,
+) -> Result<Option<ModelInputs>> {
+    let pins = crate::calib::input_names(original)
+        .into_iter()
+        .zip(inputs.arrays())
+        .map(|(name, array)| (name, [&[1], &array.shape()[1..]].concat()))
+        .collect();
+    let shapes = shape::infer(&original.graph, &pins)?;
+    let positions = |name: &&str| {
+        let dims = shapes
+            .get(original.graph.value_by_name(name)?)
+            .dims
+            .clone()?;
+        dims.get(2..)?
+            .iter()
+            .map(|d| d.known())
+            .product::<Option<usize>>()
+    };
+    let total = inputs.samples();
+    let needed = targets
+        .iter()
+        .map(|t| positions(t).map_or(total, |p| MAX_ROWS.div_ceil(p.max(1))))
+        .max()
+        .unwrap_or(total);
+    if needed >= total {
+        return Ok(None);
+    }
+    let rows: Vec<usize> = (0..needed).map(|i| i * total / needed).collect();
+    let arrays = inputs
+        .arrays()
+        .iter()
+        .map(|a| a.select(Axis(0), &rows))
+        .collect();
+    ModelInputs::new(arrays, inputs.source()).map(Some)
 }
 
 /// The layers of `folded` that forced folds made and that a refit can rewrite: a Conv or
