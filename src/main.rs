@@ -186,6 +186,13 @@ struct LearnArgs {
     /// Train the weights too, not only the gates.
     #[arg(long)]
     finetune: bool,
+    /// Train on random crops and flips of the images, a new one each epoch (default for
+    /// image folders and uint8 NHWC image arrays).
+    #[arg(long, conflicts_with = "no_augment")]
+    augment: bool,
+    /// Train on the images as they are.
+    #[arg(long)]
+    no_augment: bool,
     /// A gate past this value counts as linear; the order of crossings is the schedule.
     #[arg(long, default_value_t = 0.9)]
     threshold: f64,
@@ -223,6 +230,7 @@ impl LearnArgs {
                 lr: self.lr,
                 threshold: self.threshold,
                 finetune: self.finetune,
+                augment: false,
                 seed: self.seed,
             },
             budget: Budget {
@@ -253,7 +261,11 @@ impl LearnArgs {
                 .transpose()?,
             synthetic: self.synthetic,
             seed: self.seed,
-            augment: None,
+            augment: match (self.augment, self.no_augment) {
+                (true, _) => Some(true),
+                (_, true) => Some(false),
+                _ => None,
+            },
         })
     }
 }
@@ -489,12 +501,19 @@ fn optimize_learned(
         );
     }
     let (train, held_out) = dataset.split(learn.holdout, learn.seed)?;
+    let mut learn_options = learn.options()?;
+    learn_options.train.augment = train.augments();
     let (train, held_out) = (train.all()?, held_out.all()?);
     println!(
-        "calibration: {} samples from {} ({} to train on, {} held out)",
+        "calibration: {} samples from {} ({} to train on{}, {} held out)",
         dataset.len(),
         dataset.source(),
         train.samples(),
+        if learn_options.train.augment {
+            ", randomly cropped and flipped each epoch"
+        } else {
+            ""
+        },
         held_out.samples()
     );
     let data = LearnData {
@@ -506,7 +525,7 @@ fn optimize_learned(
         original.clone(),
         options,
         &data,
-        &learn.options()?,
+        &learn_options,
         &mut bars,
     )?;
     drop(bars);
@@ -901,10 +920,12 @@ impl LearnProgress for LearnBars<'_> {
     }
 
     fn group_measured(&mut self, done: usize, of: usize) {
-        if done == 1 {
-            self.stage("no gate crossed: measuring each group folded alone", of);
-        }
-        if let Some(task) = &self.current {
+        if done == 0 {
+            self.stage(
+                "ordering the groups whose gates did not cross: each folded alone",
+                of,
+            );
+        } else if let Some(task) = &self.current {
             task.inc();
         }
     }

@@ -5,6 +5,7 @@ mod common;
 
 use onnx_shallow::calib::Preprocess;
 use onnx_shallow::calib::{ArraySelection, CalibSpec, Dataset, ModelInputs, Npz};
+use onnx_shallow::exec::{Executor, Gate, Params};
 use onnx_shallow::gates::{self, LearnData, LearnOptions, Learning};
 use onnx_shallow::ir::shape::PinnedShapes;
 use onnx_shallow::passes::{self, Ctx, Linearize, Pass};
@@ -128,10 +129,8 @@ fn print(learning: &Learning) {
     eprintln!("chosen {}", learning.walk.chosen);
 }
 
-/// When no gate crosses the threshold, the walk starts with the group that keeps the most
-/// agreement folded alone (measured here as the run does, refit off).
-#[test]
-fn groups_whose_gates_never_cross_are_walked_best_alone_first() {
+/// The bundled digits MobileNet and its 64 bundled samples.
+fn bundled_digits() -> (Model, Dataset) {
     let original = onnx_shallow::load(&common::testdata("digits_mobilenetish.onnx")).unwrap();
     let spec = CalibSpec {
         path: Some(common::testdata("digits_test64.npz")),
@@ -142,6 +141,14 @@ fn groups_whose_gates_never_cross_are_walked_best_alone_first() {
         ..CalibSpec::default()
     };
     let data = Dataset::load(&spec, &original, &Default::default()).unwrap();
+    (original, data)
+}
+
+/// When no gate crosses the threshold, the walk starts with the group that keeps the most
+/// agreement folded alone (measured here as the run does, refit off).
+#[test]
+fn groups_whose_gates_never_cross_are_walked_best_alone_first() {
+    let (original, data) = bundled_digits();
     let (train, held_out) = data.split(0.2, 0).unwrap();
     let held_out = held_out.all().unwrap();
     let mut options = LearnOptions {
@@ -177,6 +184,136 @@ fn groups_whose_gates_never_cross_are_walked_best_alone_first() {
     };
     let best = learning.groups.iter().map(alone).fold(f64::MIN, f64::max);
     assert_eq!(learning.walk.steps[1].agreement, Some(best));
+}
+
+/// Augmented training sees other samples than plain training (its loss curve differs),
+/// the same ones for the same seed.
+#[test]
+fn augmentation_trains_on_new_crops_and_flips_that_the_seed_fixes() {
+    let (original, data) = bundled_digits();
+    let losses = |augment: bool, seed: u64| {
+        let mut options = LearnOptions::default();
+        options.train.epochs = Some(2);
+        options.train.augment = augment;
+        options.train.seed = seed;
+        let learning = learned(&original, &data, &options);
+        learning.training.unwrap().losses
+    };
+    let augmented = losses(true, 1);
+    assert_eq!(augmented, losses(true, 1));
+    assert_ne!(augmented, losses(true, 2));
+    assert_ne!(augmented, losses(false, 1));
+}
+
+/// With fine-tuned weights the walk has one learned step, the crossed groups folded
+/// together; a gate left below the threshold is written as what it trained as (a Relu
+/// of gate α: a LeakyRelu of slope α), and the model written computes the trained one.
+#[test]
+fn fine_tuned_gates_below_the_threshold_are_written_as_trained() {
+    let Some(path) = common::shared("models/digits_mlp_sklearn-digits_op13.onnx") else {
+        return;
+    };
+    let original = onnx_shallow::load(&path).unwrap();
+    let Some(data) = digits("train_idx", &original) else {
+        return;
+    };
+    let mut options = LearnOptions::default();
+    options.train.finetune = true;
+    // Short and slow enough that one of the three gates stays below the threshold.
+    options.train.epochs = Some(1);
+    options.train.lr = 0.02;
+    options.budget.max_drop = 100.0;
+    let learning = learned(&original, &data, &options);
+    print(&learning);
+    let training = learning.training.as_ref().unwrap();
+    let crossed = training
+        .schedule
+        .iter()
+        .filter(|o| o.crossed_at.is_some())
+        .count();
+    let below: Vec<f64> = training
+        .schedule
+        .iter()
+        .filter(|o| o.crossed_at.is_none() && o.alpha > 0.0)
+        .map(|o| o.alpha)
+        .collect();
+    assert!(crossed > 0 && !below.is_empty(), "{:?}", training.schedule);
+    assert_eq!(learning.walk.steps.len(), 2);
+    assert_eq!(
+        learning.walk.steps[0].agreement,
+        Some(1.0),
+        "step 0 is exact"
+    );
+    assert_eq!(learning.walk.steps[1].groups, crossed);
+    assert!(learning.walk.steps[1].refitted.is_empty());
+    assert_eq!(learning.walk.chosen, 1);
+    let mut slopes: Vec<f64> = passes::activations(&learning.walk.model.graph)
+        .unwrap()
+        .into_iter()
+        .filter_map(|a| match a.kind {
+            passes::ActivationKind::LeakyRelu { alpha } => Some(alpha as f64),
+            _ => None,
+        })
+        .collect();
+    slopes.sort_by(f64::total_cmp);
+    let mut expected = below.clone();
+    expected.sort_by(f64::total_cmp);
+    assert_eq!(slopes.len(), expected.len(), "{slopes:?} vs {expected:?}");
+    for (slope, alpha) in slopes.iter().zip(&expected) {
+        assert!((slope - alpha).abs() < 1e-6, "{slopes:?} vs {expected:?}");
+    }
+    let inputs = data.all().unwrap();
+    let trained = trained_outputs(&original, &learning, &inputs);
+    let written = &run_all(&learning.walk.model, &inputs, 32).unwrap()[0];
+    let error = (written - &trained)
+        .mapv(f32::abs)
+        .fold(0.0f32, |m, &v| m.max(v))
+        / trained.mapv(f32::abs).fold(0.0f32, |m, &v| m.max(v));
+    assert!(error < 1e-4, "relative error {error:e}");
+}
+
+/// The first output of the network training left, run by the training executor: the
+/// exact-only model with its gates at their trained α and its fine-tuned weights.
+fn trained_outputs(
+    original: &Model,
+    learning: &Learning,
+    inputs: &ModelInputs,
+) -> ndarray::ArrayD<f32> {
+    let exact = Options {
+        cost: Cost::Macs,
+        ..Options::default()
+    };
+    let (base, _) = onnx_shallow::optimize(original.clone(), &exact).unwrap();
+    let gates: Vec<Gate> = (learning.groups.iter().enumerate())
+        .flat_map(|(group, g)| {
+            g.activations.iter().map(move |a| Gate {
+                input: a.input.clone(),
+                output: a.output.clone(),
+                group,
+            })
+        })
+        .collect();
+    let graph = &base.graph;
+    let name = |v| graph.value(v).name.clone();
+    let executor = Executor::new(
+        graph,
+        &[name(graph.inputs()[0])],
+        &[name(graph.outputs()[0])],
+        gates,
+    )
+    .unwrap();
+    let mut params = Params::new(&executor, graph).unwrap();
+    let tuned = learning
+        .training
+        .as_ref()
+        .unwrap()
+        .weights
+        .as_ref()
+        .unwrap();
+    params.alpha = tuned.alpha.clone();
+    params.weights.extend(tuned.weights.clone());
+    let forward = executor.forward(inputs.arrays(), &params, false).unwrap();
+    forward.outputs[0].clone()
 }
 
 #[test]

@@ -15,7 +15,7 @@
 //! # Ok::<(), onnx_shallow::Error>(())
 //! ```
 
-mod augment;
+pub(crate) mod augment;
 mod dataset;
 mod images;
 pub mod npy;

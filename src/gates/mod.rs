@@ -8,6 +8,7 @@ pub mod loss;
 pub mod refit;
 pub mod select;
 pub mod train;
+pub mod trained;
 
 use serde::Serialize;
 
@@ -65,7 +66,8 @@ pub struct Learning {
 pub trait LearnProgress {
     fn candidates_found(&mut self, _groups: &[GateGroup]) {}
     fn training_step(&mut self, _step: usize, _steps: usize, _loss: f64, _past_threshold: usize) {}
-    /// A group whose gate did not cross the threshold, measured folded alone.
+    /// `done` of the `of` groups whose gates did not cross the threshold measured folded
+    /// alone (0 when that starts).
     fn group_measured(&mut self, _done: usize, _of: usize) {}
     fn walk_step(&mut self, _step: &Step, _of: usize) {}
 }
@@ -102,12 +104,22 @@ pub fn learn(
     };
     let dims = latency_dims(original, &ctx.pinned)?;
     let held_out = Expected::of(original, data.held_out)?;
+    let fine_tuned = match training.as_ref() {
+        Some(Training {
+            schedule,
+            weights: Some(weights),
+            ..
+        }) => Some(trained::write_trained(base, &groups, schedule, weights)?),
+        _ => None,
+    };
     let walker = select::Walker {
         original,
         base,
+        start: fine_tuned.as_ref().unwrap_or(base),
         groups: &groups,
         targets: &targets,
-        refit_on: options.refit.then_some(data.train),
+        // Fine-tuned layers are linear where gates crossed: their folds need no refit.
+        refit_on: (options.refit && fine_tuned.is_none()).then_some(data.train),
         held_out: &held_out,
         dims: &dims,
         budget: &options.budget,
@@ -117,15 +129,29 @@ pub fn learn(
         .iter()
         .flat_map(|t| &t.schedule)
         .partition(|o| o.crossed_at.is_some());
-    let mut schedule: Vec<usize> = crossed.iter().map(|o| o.group).collect();
+    let crossed: Vec<usize> = crossed.iter().map(|o| o.group).collect();
     let uncrossed: Vec<usize> = uncrossed.iter().map(|o| o.group).collect();
-    schedule.extend(if uncrossed.len() > 1 {
-        walker.by_fidelity_alone(&uncrossed, ctx, &mut |done, of| {
-            progress.group_measured(done, of)
-        })?
+    let schedule: Vec<Vec<usize>> = if fine_tuned.is_some() {
+        // The weights fit one configuration, the gates as training left them: the
+        // crossed groups fold together, the others stay as trained.
+        Some(crossed)
+            .filter(|c| !c.is_empty())
+            .into_iter()
+            .collect()
     } else {
-        uncrossed
-    });
+        let ordered = if uncrossed.len() > 1 {
+            walker.by_fidelity_alone(&uncrossed, ctx, &mut |done, of| {
+                progress.group_measured(done, of)
+            })?
+        } else {
+            uncrossed
+        };
+        crossed
+            .into_iter()
+            .chain(ordered)
+            .map(|g| vec![g])
+            .collect()
+    };
     let steps = schedule.len() + 1;
     let walk = walker.walk(&schedule, ctx, &mut |step| progress.walk_step(step, steps))?;
     Ok(Learning {

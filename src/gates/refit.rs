@@ -144,14 +144,14 @@ fn refittable(folded: &Model, original: &Model, folds: &[FoldRecord]) -> Result<
             continue;
         }
         for result in fold.result.split(", ") {
-            let Some(node) = node_named(folded, result) else {
+            let Some(node) = folded.graph.node_by_name(result) else {
                 continue; // folded again by a later fold
             };
             let n = folded.graph.node(node);
             if !matches!(n.kind, OpKind::Conv | OpKind::Gemm) {
                 continue;
             }
-            let Some(replaced) = node_named(original, unfolded_name(result)) else {
+            let Some(replaced) = original.graph.node_by_name(unfolded_name(result)) else {
                 continue;
             };
             let (Some(input), Some(target)) = (n.input(0), original.graph.node(replaced).output(0))
@@ -188,14 +188,6 @@ fn spans_linearised(folds: &[FoldRecord], i: usize) -> bool {
                 .rposition(|f| &f.result == source)
                 .is_some_and(|earlier| spans_linearised(folds, earlier))
         })
-}
-
-fn node_named(model: &Model, name: &str) -> Option<NodeId> {
-    model
-        .graph
-        .nodes()
-        .find(|(_, n)| n.name == name)
-        .map(|(id, _)| id)
 }
 
 /// The constant a lone `Add` reading the layer's output adds to it.

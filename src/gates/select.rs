@@ -2,8 +2,9 @@
 //! what was folded), measure each step on the held-out data and in tract, and choose the
 //! fastest step within the user's budget.
 //!
-//! Step 0 is the exact-only model; step k is step k − 1 with one more group folded (and
-//! the layers its folds made refit). Every step is measured (unless a target speedup is
+//! Step 0 is the exact-only model; step k is step k − 1 with the next entry of the
+//! schedule folded (and the layers its folds made refit) — one group, or, on fine-tuned
+//! weights, every group whose gate crossed, folded into the fine-tuned model at once. Every step is measured (unless a target speedup is
 //! reached first), so the walk shows where fidelity breaks, not only where it stopped.
 
 use serde::Serialize;
@@ -84,6 +85,8 @@ pub struct Walker<'a> {
     pub original: &'a Model,
     /// The exact-only model (canonical rewrites and exact folds), step 0.
     pub base: &'a Model,
+    /// What the steps fold: `base`, or the fine-tuned model with its gates as trained.
+    pub start: &'a Model,
     pub groups: &'a [GateGroup],
     pub targets: &'a [Target],
     /// Refit folded layers on these (none: no refit).
@@ -97,26 +100,27 @@ pub struct Walker<'a> {
 }
 
 impl Walker<'_> {
-    /// Walks `schedule` (group indices, safest first); `on_step` sees each measured step.
-    /// Each step builds on the previous one: its group is linearised and folded, and only
-    /// the layers its folds made are refit.
+    /// Walks `schedule` (the groups each step adds, safest first); `on_step` sees each
+    /// measured step. Each step builds on the previous one: its groups are linearised and
+    /// folded, and only the layers its folds made are refit.
     pub fn walk(
         &self,
-        schedule: &[usize],
+        schedule: &[Vec<usize>],
         ctx: &Ctx,
         on_step: &mut dyn FnMut(&Step),
     ) -> Result<Walk> {
         ctx.folds.take(); // what folded before the walk is part of the base
         let original_macs = macs(self.original, ctx)?;
-        let mut model = self.base.clone();
+        let mut model = self.start.clone();
         let mut done = Done::default();
         let mut steps: Vec<Step> = Vec::new();
         let mut best: Option<(usize, Model)> = None;
         for k in 0..=schedule.len() {
             if k > 0 {
-                self.fold_group(&mut model, schedule[k - 1], &mut done, ctx)?;
+                self.fold_groups(&mut model, &schedule[k - 1], &mut done, ctx)?;
             }
-            let step = self.measure(&model, k, &done, original_macs, ctx)?;
+            let current = if k == 0 { self.base } else { &model };
+            let step = self.measure(current, &done, original_macs, ctx)?;
             on_step(&step);
             let faster = best
                 .as_ref()
@@ -127,7 +131,7 @@ impl Walker<'_> {
                     .target_speedup
                     .is_some_and(|s| 1.0 / step.cost_ratio() >= s);
             if step.within_budget && faster {
-                best = Some((k, model.clone()));
+                best = Some((k, current.clone()));
             }
             steps.push(step);
             if reached {
@@ -152,9 +156,10 @@ impl Walker<'_> {
         on_measured: &mut dyn FnMut(usize, usize),
     ) -> Result<Vec<usize>> {
         let mut scored = Vec::with_capacity(groups.len());
+        on_measured(0, groups.len());
         for (i, &g) in groups.iter().enumerate() {
-            let mut model = self.base.clone();
-            self.fold_group(&mut model, g, &mut Done::default(), ctx)?;
+            let mut model = self.start.clone();
+            self.fold_groups(&mut model, &[g], &mut Done::default(), ctx)?;
             let (agreement, max_error) = self.summary(&self.held_out.compare(&model)?.outputs);
             scored.push((agreement.unwrap_or(1.0) - max_error.unwrap_or(0.0), g));
             on_measured(i + 1, groups.len());
@@ -163,9 +168,20 @@ impl Walker<'_> {
         Ok(scored.into_iter().map(|(_, g)| g).collect())
     }
 
-    /// Linearises group `g` in `model`, folds across it, and refits what those folds made.
-    fn fold_group(&self, model: &mut Model, g: usize, done: &mut Done, ctx: &Ctx) -> Result<()> {
-        let removed: Vec<String> = self.groups[g].nodes().map(String::from).collect();
+    /// Linearises `groups` in `model`, folds across them, and refits what those folds
+    /// made.
+    fn fold_groups(
+        &self,
+        model: &mut Model,
+        groups: &[usize],
+        done: &mut Done,
+        ctx: &Ctx,
+    ) -> Result<()> {
+        let removed: Vec<String> = groups
+            .iter()
+            .flat_map(|&g| self.groups[g].nodes())
+            .map(String::from)
+            .collect();
         Linearize::nodes(&removed).run(&mut model.graph, ctx)?;
         passes::run_pipeline(&passes::folding(), &mut model.graph, ctx)?;
         ctx.linearised.borrow_mut().clear();
@@ -174,19 +190,13 @@ impl Walker<'_> {
             done.refitted
                 .extend(refit::refit(model, self.base, &folds, inputs, self.seed)?);
         }
+        done.groups += groups.len();
         done.removed.extend(removed);
         done.folds.extend(folds);
         Ok(())
     }
 
-    fn measure(
-        &self,
-        model: &Model,
-        groups: usize,
-        done: &Done,
-        original_macs: f64,
-        ctx: &Ctx,
-    ) -> Result<Step> {
+    fn measure(&self, model: &Model, done: &Done, original_macs: f64, ctx: &Ctx) -> Result<Step> {
         let latency_ratio = match *ctx.cost.borrow() {
             CostModel::Macs => None,
             _ => Some(
@@ -196,7 +206,7 @@ impl Walker<'_> {
             ),
         };
         let mut step = Step {
-            groups,
+            groups: done.groups,
             removed: done.removed.clone(),
             folds: done.folds.clone(),
             refitted: done.refitted.clone(),
@@ -243,6 +253,7 @@ impl Walker<'_> {
 /// What the walk has done so far.
 #[derive(Default)]
 struct Done {
+    groups: usize,
     removed: Vec<String>,
     folds: Vec<FoldRecord>,
     refitted: Vec<Refitted>,

@@ -8,7 +8,8 @@
 //! damage it does. The order of the crossings is the gate schedule.
 //!
 //! Only the region downstream of the first gate is executed with gradients; what it reads
-//! from before (and the teacher's values) is computed once with tract. A group that
+//! from before (and the teacher's values) is computed with tract, once, or once per epoch
+//! on that epoch's augmented images. A group that
 //! crosses the threshold is held at 1 from then on, so later training (and fine-tuned
 //! weights) see the function that will be written.
 
@@ -16,6 +17,7 @@ use ndarray::{ArrayD, Axis};
 use serde::Serialize;
 
 use crate::calib::ModelInputs;
+use crate::calib::augment::augment;
 use crate::calib::random::{Rng, shuffle};
 use crate::error::{Error, Result};
 use crate::exec::{Executor, Gate, Params, Wanted};
@@ -43,6 +45,9 @@ pub struct TrainOptions {
     pub lr: f64,
     pub threshold: f64,
     pub finetune: bool,
+    /// Each epoch trains on a new random crop and flip of every (image) sample, the
+    /// teacher's targets computed on it.
+    pub augment: bool,
     pub seed: u64,
 }
 
@@ -54,6 +59,7 @@ impl Default for TrainOptions {
             lr: 0.05,
             threshold: 0.9,
             finetune: false,
+            augment: false,
             seed: 0,
         }
     }
@@ -117,9 +123,14 @@ pub fn train(
     let mut rng = Rng::new(options.seed);
     let mut losses = Vec::with_capacity(epochs);
     for _ in 0..epochs {
+        let augmented = match options.augment {
+            true => Some(region.data(model, &augmented(inputs, &mut rng)?)?),
+            false => None,
+        };
+        let epoch_data = augmented.as_ref().unwrap_or(&data);
         let mut epoch_loss = 0.0;
         for rows in shuffled_batches(samples, batch, &mut rng) {
-            let (feeds, teacher) = data.rows(&rows);
+            let (feeds, teacher) = epoch_data.rows(&rows);
             let forward = executor.forward(&feeds, &params, true)?;
             let distillation =
                 loss::distillation(&region.targets, &teacher, &forward.outputs, &data.variances);
@@ -142,6 +153,13 @@ pub fn train(
         losses,
         weights: options.finetune.then_some(params),
     })
+}
+
+/// Every sample of `inputs` (images), randomly cropped and flipped.
+fn augmented(inputs: &ModelInputs, rng: &mut Rng) -> Result<ModelInputs> {
+    let mut arrays = inputs.arrays().to_vec();
+    augment(&mut arrays, rng);
+    ModelInputs::new(arrays, format!("{} (augmented)", inputs.source()))
 }
 
 /// A LeakyRelu or PRelu whose slopes are all ≥ 0.9 (a network trained for folding

@@ -166,6 +166,12 @@ impl Graph {
         self.names.get(name).copied()
     }
 
+    pub fn node_by_name(&self, name: &str) -> Option<NodeId> {
+        self.nodes()
+            .find(|(_, node)| node.name == name)
+            .map(|(id, _)| id)
+    }
+
     /// The constant value, if `id` is an initializer that the user cannot override.
     pub fn constant(&self, id: ValueId) -> Option<&Tensor> {
         let overridable = !self.legacy_initializer_inputs && self.inputs.contains(&id);

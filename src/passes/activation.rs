@@ -325,7 +325,7 @@ fn prelu_slope(graph: &Graph, prelu: &Node) -> Option<Tensor> {
 }
 
 #[cfg(test)]
-pub(super) mod forms {
+pub(crate) mod forms {
     //! The ways activations are written, as small models for the passes' tests.
 
     use crate::ir::builder::ModelBuilder;
