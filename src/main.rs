@@ -186,13 +186,10 @@ struct LearnArgs {
     /// Train the weights too, not only the gates.
     #[arg(long)]
     finetune: bool,
-    /// Train on random crops and flips of the images, a new one each epoch (default for
-    /// image folders and uint8 NHWC image arrays).
-    #[arg(long, conflicts_with = "no_augment")]
-    augment: bool,
-    /// Train on the images as they are.
+    /// Train on a new random crop and flip of every image each epoch (the original is
+    /// run once more per epoch to compute its targets on them).
     #[arg(long)]
-    no_augment: bool,
+    augment: bool,
     /// A gate past this value counts as linear; the order of crossings is the schedule.
     #[arg(long, default_value_t = 0.9)]
     threshold: f64,
@@ -261,11 +258,7 @@ impl LearnArgs {
                 .transpose()?,
             synthetic: self.synthetic,
             seed: self.seed,
-            augment: match (self.augment, self.no_augment) {
-                (true, _) => Some(true),
-                (_, true) => Some(false),
-                _ => None,
-            },
+            augment: self.augment,
         })
     }
 }
@@ -810,7 +803,7 @@ fn verification_inputs(reference: &Model, args: &VerifyArgs) -> Result<ModelInpu
                 preprocess,
                 synthetic: None,
                 seed: args.seed,
-                augment: None,
+                augment: false,
             };
             let data = Dataset::load(&spec, reference, &args.shapes.pinned()?)?;
             data.split(holdout, args.seed)?.1.all()

@@ -117,13 +117,14 @@ fn patches_split_by_photo_deterministically_and_augment_only_the_training_part()
     let spec = CalibSpec {
         path: Some(data),
         preprocess: Some(Preprocess::parse("imagenet").unwrap()),
+        augment: true,
         ..CalibSpec::default()
     };
     let patches =
         Dataset::load(&spec, &relu_model(&[-1, 3, 224, 224]), &Default::default()).unwrap();
     assert_eq!(patches.len(), 512);
     assert_eq!(patches.sample_dims(), [vec![3, 224, 224]]);
-    assert!(patches.augments(), "uint8 NHWC photos augment by default");
+    assert!(patches.augments());
 
     let groups_of = |part: &Dataset| part.groups().unwrap().into_iter().collect::<BTreeSet<_>>();
     let (train, held_out) = patches.split(0.2, 1).unwrap();
@@ -247,7 +248,7 @@ fn a_folder_of_png_and_jpeg_images_is_decoded_resized_and_preprocessed() {
     );
     let images = Dataset::load(&spec, &model, &Default::default()).unwrap();
     assert_eq!(images.len(), 4);
-    assert!(images.augments(), "image folders augment by default");
+    assert!(!images.augments(), "augmentation is asked for");
     assert!(
         images.source().contains("4 images, 1 other files skipped"),
         "{}",

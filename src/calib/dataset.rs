@@ -33,8 +33,8 @@ use crate::calib::augment::augment;
 use crate::calib::images::ImageFolder;
 use crate::calib::random::{Rng, shuffle};
 use crate::calib::{
-    ArraySelection, Dtype, ModelInputs, NpyArray, Preprocess, apply_preprocess, data_error, fits,
-    input_types, random_inputs, read_stored, sample_dims,
+    ArraySelection, ModelInputs, Preprocess, apply_preprocess, data_error, fits, input_types,
+    random_inputs, read_stored, sample_dims,
 };
 use crate::error::{Error, Result};
 use crate::ir::Model;
@@ -56,9 +56,8 @@ pub struct CalibSpec {
     pub synthetic: Option<usize>,
     /// The seed of the synthetic samples.
     pub seed: u64,
-    /// Augment training batches; by default on for image folders and uint8 NHWC image
-    /// arrays, off otherwise.
-    pub augment: Option<bool>,
+    /// Augment training batches (image inputs only).
+    pub augment: bool,
 }
 
 /// Samples for every runtime input of a model, in its input order.
@@ -77,8 +76,6 @@ pub struct Dataset {
 struct Loaded {
     samples: Samples,
     source: String,
-    /// Photos (a folder of images, uint8 NHWC arrays): augmented by default.
-    images: bool,
 }
 
 enum Samples {
@@ -133,11 +130,7 @@ impl Dataset {
     pub fn load(spec: &CalibSpec, model: &Model, pinned: &PinnedShapes) -> Result<Dataset> {
         let inputs = input_types(model, pinned)?;
         let has_selection = spec.select != ArraySelection::default();
-        let Loaded {
-            samples,
-            source,
-            images,
-        } = match (&spec.path, spec.synthetic) {
+        let Loaded { samples, source } = match (&spec.path, spec.synthetic) {
             (Some(_), Some(_)) => {
                 return Err(Error::Usage(
                     "calibration data: give a path or a synthetic sample count, not both".into(),
@@ -165,7 +158,7 @@ impl Dataset {
             synthetic: spec.synthetic.is_some(),
             augment: false,
         };
-        dataset.with_augment(spec.augment.unwrap_or(images))
+        dataset.with_augment(spec.augment)
     }
 
     pub fn len(&self) -> usize {
@@ -307,7 +300,6 @@ fn synthetic(count: usize, seed: u64, model: &Model, pinned: &PinnedShapes) -> R
             groups: None,
         },
         source: format!("synthetic: {count} standard-normal samples, seed {seed}"),
-        images: false,
     })
 }
 
@@ -320,7 +312,6 @@ fn is_npz(path: Option<&Path>) -> bool {
 fn read_arrays(path: &Path, spec: &CalibSpec, inputs: &[(String, ValueType)]) -> Result<Loaded> {
     let names: Vec<String> = inputs.iter().map(|(name, _)| name.clone()).collect();
     let mut stored = read_stored(path, &names, &spec.select)?;
-    let images = stored.inputs.iter().all(|(_, array)| is_nhwc_image(array));
     let arrays = std::mem::take(&mut stored.inputs)
         .into_iter()
         .zip(inputs)
@@ -348,7 +339,6 @@ fn read_arrays(path: &Path, spec: &CalibSpec, inputs: &[(String, ValueType)]) ->
     Ok(Loaded {
         samples: Samples::Arrays { arrays, groups },
         source: describe_selection(path, &spec.select),
-        images,
     })
 }
 
@@ -361,10 +351,6 @@ fn describe_selection(path: &Path, select: &ArraySelection) -> String {
         source += &format!(" rows '{index}'");
     }
     source
-}
-
-fn is_nhwc_image(array: &NpyArray) -> bool {
-    array.dtype == Dtype::U8 && matches!(array.values.shape(), [_, _, _, 1 | 3 | 4])
 }
 
 fn open_folder(folder: &Path, spec: &CalibSpec, inputs: &[(String, ValueType)]) -> Result<Loaded> {
@@ -390,7 +376,6 @@ fn open_folder(folder: &Path, spec: &CalibSpec, inputs: &[(String, ValueType)]) 
     Ok(Loaded {
         source: folder.describe(),
         samples: Samples::Images(folder),
-        images: true,
     })
 }
 

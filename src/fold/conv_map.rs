@@ -57,6 +57,16 @@ impl ConvMap {
         }
     }
 
+    /// Following it by `next` needs a per-position bias map (`next` pads what a bias
+    /// reached), and its spatial dims are not known.
+    pub fn needs_static_dims(&self, next: &Conv2d) -> bool {
+        self.input_hw.is_none() && next.is_padded() && self.has_bias()
+    }
+
+    fn has_bias(&self) -> bool {
+        self.bias_map.is_some() || self.conv.bias.iter().any(|&b| b != 0.0)
+    }
+
     /// This map followed by `next`.
     pub fn then(&self, next: &Conv2d) -> Result<ConvMap> {
         if self.position_scale.is_some() {
@@ -65,8 +75,7 @@ impl ConvMap {
             ));
         }
         let (mut linear, border) = conv::compose(&self.conv.without_bias(), &next.without_bias())?;
-        let upstream_bias = self.bias_map.is_some() || self.conv.bias.iter().any(|&b| b != 0.0);
-        let bias_map = if self.bias_map.is_none() && !(next.is_padded() && upstream_bias) {
+        let bias_map = if self.bias_map.is_none() && !(next.is_padded() && self.has_bias()) {
             // f(0) is constant per channel: the interior formula is exact everywhere.
             linear.bias = conv::compose_bias(&self.conv, next);
             None

@@ -2,9 +2,12 @@
 //! what was folded), measure each step on the held-out data and in tract, and choose the
 //! fastest step within the user's budget.
 //!
-//! Step 0 is the exact-only model; step k is step k − 1 with the next entry of the
-//! schedule folded (and the layers its folds made refit) — one group, or, on fine-tuned
-//! weights, every group whose gate crossed, folded into the fine-tuned model at once. Every step is measured (unless a target speedup is
+//! Step 0 is the exact-only model; step k is the last step within budget with the next
+//! entry of the schedule folded (and the layers its folds made refit) — one group, or, on
+//! fine-tuned weights, every group whose gate crossed, folded into the fine-tuned model at
+//! once. A step over budget is measured and reported but not built on, so a group that
+//! breaks fidelity does not take the groups after it down with it, and with a tight budget
+//! every group is measured on its own. Every step is measured (unless a target speedup is
 //! reached first), so the walk shows where fidelity breaks, not only where it stopped.
 
 use serde::Serialize;
@@ -42,7 +45,8 @@ impl Default for Budget {
     }
 }
 
-/// One step of the walk: the first `groups` groups of the schedule folded.
+/// One step of the walk: `groups` groups folded (those of the last step within budget
+/// before it, and its own).
 #[derive(Clone, Debug, Serialize)]
 pub struct Step {
     pub groups: usize,
@@ -101,8 +105,9 @@ pub struct Walker<'a> {
 
 impl Walker<'_> {
     /// Walks `schedule` (the groups each step adds, safest first); `on_step` sees each
-    /// measured step. Each step builds on the previous one: its groups are linearised and
-    /// folded, and only the layers its folds made are refit.
+    /// measured step. Each step adds its groups to the last step within budget: they are
+    /// linearised and folded, and only the layers those folds made are refit; a step over
+    /// budget is measured and reported, and the walk goes on without it.
     pub fn walk(
         &self,
         schedule: &[Vec<usize>],
@@ -111,16 +116,19 @@ impl Walker<'_> {
     ) -> Result<Walk> {
         ctx.folds.take(); // what folded before the walk is part of the base
         let original_macs = macs(self.original, ctx)?;
-        let mut model = self.start.clone();
-        let mut done = Done::default();
+        let mut kept = (self.start.clone(), Done::default());
         let mut steps: Vec<Step> = Vec::new();
         let mut best: Option<(usize, Model)> = None;
         for k in 0..=schedule.len() {
-            if k > 0 {
-                self.fold_groups(&mut model, &schedule[k - 1], &mut done, ctx)?;
-            }
-            let current = if k == 0 { self.base } else { &model };
-            let step = self.measure(current, &done, original_macs, ctx)?;
+            let (model, done) = if k == 0 {
+                (self.base.clone(), Done::default())
+            } else {
+                let (mut model, mut done) = kept.clone();
+                let groups = &schedule[k - 1];
+                self.fold_groups(&mut model, groups, refit::FIT_ROWS, &mut done, ctx)?;
+                (model, done)
+            };
+            let step = self.measure(&model, &done, original_macs, ctx)?;
             on_step(&step);
             let faster = best
                 .as_ref()
@@ -131,7 +139,10 @@ impl Walker<'_> {
                     .target_speedup
                     .is_some_and(|s| 1.0 / step.cost_ratio() >= s);
             if step.within_budget && faster {
-                best = Some((k, current.clone()));
+                best = Some((k, model.clone()));
+            }
+            if step.within_budget && k > 0 {
+                kept = (model, done);
             }
             steps.push(step);
             if reached {
@@ -148,7 +159,8 @@ impl Walker<'_> {
 
     /// `groups` ordered by the fidelity each keeps when folded (and refit) alone, best
     /// first, on the held-out data: for gates training could not tell apart (none crossed
-    /// the threshold), what each costs is measured instead. `on_measured(done, of)`.
+    /// the threshold), what each costs is measured instead, refit on fewer rows (a ranking
+    /// needs less than a fit that is kept). `on_measured(done, of)`.
     pub fn by_fidelity_alone(
         &self,
         groups: &[usize],
@@ -159,7 +171,8 @@ impl Walker<'_> {
         on_measured(0, groups.len());
         for (i, &g) in groups.iter().enumerate() {
             let mut model = self.start.clone();
-            self.fold_groups(&mut model, &[g], &mut Done::default(), ctx)?;
+            let done = &mut Done::default();
+            self.fold_groups(&mut model, &[g], refit::RANKING_ROWS, done, ctx)?;
             let (agreement, max_error) = self.summary(&self.held_out.compare(&model)?.outputs);
             scored.push((agreement.unwrap_or(1.0) - max_error.unwrap_or(0.0), g));
             on_measured(i + 1, groups.len());
@@ -169,11 +182,12 @@ impl Walker<'_> {
     }
 
     /// Linearises `groups` in `model`, folds across them, and refits what those folds
-    /// made.
+    /// made (on at most `refit_rows` rows per layer).
     fn fold_groups(
         &self,
         model: &mut Model,
         groups: &[usize],
+        refit_rows: usize,
         done: &mut Done,
         ctx: &Ctx,
     ) -> Result<()> {
@@ -187,8 +201,9 @@ impl Walker<'_> {
         ctx.linearised.borrow_mut().clear();
         let folds = ctx.folds.take();
         if let Some(inputs) = self.refit_on {
-            done.refitted
-                .extend(refit::refit(model, self.base, &folds, inputs, self.seed)?);
+            done.refitted.extend(refit::refit(
+                model, self.base, &folds, inputs, self.seed, refit_rows,
+            )?);
         }
         done.groups += groups.len();
         done.removed.extend(removed);
@@ -250,8 +265,8 @@ impl Walker<'_> {
     }
 }
 
-/// What the walk has done so far.
-#[derive(Default)]
+/// What a step's model was made by.
+#[derive(Clone, Default)]
 struct Done {
     groups: usize,
     removed: Vec<String>,

@@ -375,6 +375,26 @@ fn note_pools_without_static_dims(graph: &Graph, chain: &Chain, shapes: &ChainSh
     }
 }
 
+/// A fold across a padded conv that a bias reaches needs a per-position bias map, which
+/// needs static spatial dims: say so where they are missing.
+fn note_bias_maps_without_static_dims(
+    graph: &Graph,
+    chain: &Chain,
+    maps: &[Option<ConvMap>],
+    ctx: &Ctx,
+) {
+    for (element, map) in chain.elements.iter().zip(maps) {
+        if let (Element::Layer { node, conv }, Some(map)) = (element, map)
+            && map.needs_static_dims(conv)
+        {
+            ctx.note(format!(
+                "{NAME}: folding into '{}' needs a per-position bias map (it pads what a bias reached), which needs static spatial dims; pin them with --input-shape to fold it",
+                graph.node(*node).name
+            ));
+        }
+    }
+}
+
 /// The maps of the segments starting at p_a that may fold: regions whose map is exact
 /// everywhere, or only away from the border when that is allowed. Per-position maps are
 /// sized at the declared spatial dims, or else at the pinned ones.
@@ -391,6 +411,7 @@ fn foldable_maps(
     };
     let hw = spatial_dims(&shapes.declared, input).or(spatial_dims(&shapes.analysed, input));
     let mut maps = segment_maps(chain, a, channels, hw);
+    note_bias_maps_without_static_dims(graph, chain, &maps, ctx);
     for (b, map) in maps.iter_mut().enumerate().skip(a + 2) {
         let allowed = map
             .as_ref()
@@ -763,6 +784,44 @@ mod tests {
             notes[0].contains("'AveragePool_1'") && notes[0].contains("static"),
             "{notes:?}"
         );
+    }
+
+    #[test]
+    fn skips_a_bias_map_fold_without_static_dims_with_a_note_and_folds_it_pinned() {
+        // A 1×1 conv with a bias, then a padded 3×3: exact with a bias map.
+        let padded_pair = |hw: i64| {
+            model(
+                ModelBuilder::new(13)
+                    .input("x", &[-1, C as i64, hw, hw])
+                    .initializer("w1", weights(&[C, C, 1, 1], 1))
+                    .initializer("b1", weights(&[C], 2))
+                    .initializer("w2", weights(&[C, C, 3, 3], 3))
+                    .node(
+                        "Conv",
+                        &["x", "w1", "b1"],
+                        &["h"],
+                        conv_attrs(&[0; 4], &[1, 1], 1),
+                    )
+                    .node(
+                        "Conv",
+                        &["h", "w2"],
+                        &["y"],
+                        conv_attrs(&[1; 4], &[1, 1], 1),
+                    )
+                    .output("y"),
+            )
+        };
+        let (after, ctx) = run_with(&FoldConvChains, &padded_pair(-1), verdict(2.0, 1.0), &[]);
+        assert_eq!(count(&after, "Conv"), 2);
+        let notes = ctx.notes.borrow();
+        assert_eq!(notes.len(), 1, "{notes:?}");
+        assert!(
+            notes[0].contains("'Conv_1'") && notes[0].contains("--input-shape"),
+            "{notes:?}"
+        );
+        let (after, ctx) = run_with(&FoldConvChains, &padded_pair(6), verdict(2.0, 1.0), &[]);
+        assert_eq!((count(&after, "Conv"), count(&after, "Add")), (1, 1));
+        assert!(ctx.notes.borrow().is_empty());
     }
 
     /// One random conv of a chain on `C` channels: kernel, stride, dilation, pads

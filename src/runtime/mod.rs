@@ -8,7 +8,10 @@ pub(crate) mod eval;
 pub mod memory;
 mod preflight;
 
+use std::ops::Range;
 use std::sync::Arc;
+
+use rayon::prelude::*;
 
 use ndarray::ArrayD;
 use tract_onnx::prelude::*;
@@ -94,35 +97,38 @@ impl Session {
 }
 
 /// Runs `model` on every sample of `inputs`, `batch` samples at a time (the last batch
-/// may be smaller), and returns each output over all samples.
+/// may be smaller), and returns each output over all samples. tract runs a model on one
+/// thread: batches run in parallel, one per core, on sessions they share.
 pub fn run_all(model: &Model, inputs: &ModelInputs, batch: usize) -> Result<Vec<ArrayD<f32>>> {
     let samples = inputs.samples();
     let batch = batch.clamp(1, samples.max(1));
-    let mut sessions: Vec<(usize, Session)> = Vec::new();
-    let mut outputs: Vec<Vec<ArrayD<f32>>> = Vec::new();
-    for start in (0..samples).step_by(batch) {
-        let chunk = inputs.batch(start..(start + batch).min(samples));
-        let size = chunk[0].shape()[0];
-        if !sessions.iter().any(|(s, _)| *s == size) {
-            let dims: Vec<Vec<usize>> = chunk.iter().map(|a| a.shape().to_vec()).collect();
-            sessions.push((size, Session::new(model, &dims)?));
-        }
-        let session = &sessions
-            .iter()
-            .find(|(s, _)| *s == size)
-            .expect("made above")
-            .1;
-        for (i, output) in session.run(&chunk)?.into_iter().enumerate() {
-            if outputs.len() <= i {
-                outputs.push(Vec::new());
-            }
-            outputs[i].push(output);
-        }
-    }
-    outputs
-        .into_iter()
-        .map(|parts| {
-            let views: Vec<_> = parts.iter().map(|p| p.view()).collect();
+    let ranges: Vec<Range<usize>> = (0..samples)
+        .step_by(batch)
+        .map(|start| start..(start + batch).min(samples))
+        .collect();
+    let mut sizes: Vec<usize> = ranges.iter().map(Range::len).collect();
+    sizes.sort_unstable();
+    sizes.dedup();
+    let sessions: Vec<Session> = sizes
+        .par_iter()
+        .map(|&size| {
+            let dims: Vec<Vec<usize>> = (inputs.arrays().iter())
+                .map(|a| [&[size], &a.shape()[1..]].concat())
+                .collect();
+            Session::new(model, &dims)
+        })
+        .collect::<Result<_>>()?;
+    let batches: Vec<Vec<ArrayD<f32>>> = ranges
+        .into_par_iter()
+        .map(|range| {
+            let session = &sessions[sizes.binary_search(&range.len()).expect("sized above")];
+            session.run(&inputs.batch(range))
+        })
+        .collect::<Result<_>>()?;
+    let outputs = batches.first().map_or(0, Vec::len);
+    (0..outputs)
+        .map(|i| {
+            let views: Vec<_> = batches.iter().map(|b| b[i].view()).collect();
             ndarray::concatenate(ndarray::Axis(0), &views)
                 .map_err(|e| Error::graph(format!("outputs do not stack over batches: {e}")))
         })
