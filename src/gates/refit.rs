@@ -25,12 +25,8 @@ use crate::ir::{Attributes, Model, NodeId, OpKind, Patch, Tensor};
 use crate::passes::FoldRecord;
 use crate::runtime;
 
-/// Rows of one least-squares problem, at most (a seeded sample of the output positions),
-/// for a refit whose weights are kept.
-pub const FIT_ROWS: usize = 32_768;
-/// Rows of one least-squares problem, at most, for a refit that only ranks groups: far
-/// fewer samples to run, much the same ranking.
-pub const RANKING_ROWS: usize = 4_096;
+/// Rows of one least-squares problem, at most (a seeded sample of the output positions).
+const MAX_ROWS: usize = 32_768;
 /// Ridge strengths tried, relative to the mean diagonal of the Gram matrix.
 const RIDGES: [f64; 7] = [1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0];
 /// The fraction of rows held out to choose the strength.
@@ -63,16 +59,14 @@ struct Layer {
 }
 
 /// Refits every layer made by a fold in `folds` that spans linearised activations
-/// (`forced`), in `folded`, towards `original` on `inputs`, on at most `max_rows` rows
-/// per problem. `folds` are the records of the folds that made `folded` from a copy of
-/// `original`'s graph.
+/// (`forced`), in `folded`, towards `original` on `inputs`. `folds` are the records of
+/// the folds that made `folded` from a copy of `original`'s graph.
 pub fn refit(
     folded: &mut Model,
     original: &Model,
     folds: &[FoldRecord],
     inputs: &ModelInputs,
     seed: u64,
-    max_rows: usize,
 ) -> Result<Vec<Refitted>> {
     let layers = refittable(folded, original, folds)?;
     if layers.is_empty() {
@@ -80,7 +74,7 @@ pub fn refit(
     }
     let input_names: Vec<&str> = layers.iter().map(|l| l.input.as_str()).collect();
     let target_names: Vec<&str> = layers.iter().map(|l| l.target.as_str()).collect();
-    let fewer = fewer_samples(original, &target_names, inputs, max_rows)?;
+    let fewer = fewer_samples(original, &target_names, inputs)?;
     let inputs = fewer.as_ref().unwrap_or(inputs);
     let xs = runtime::run_all(&probe(folded, &input_names)?, inputs, BATCH)?;
     let ys = runtime::run_all(&probe(original, &target_names)?, inputs, BATCH)?;
@@ -91,21 +85,20 @@ pub fn refit(
             Some(map) => &y - map,
             None => y,
         };
-        if let Some(result) = refit_layer(folded, layer, x, &y, max_rows, &mut rng)? {
+        if let Some(result) = refit_layer(folded, layer, x, &y, &mut rng)? {
             refitted.push(result);
         }
     }
     Ok(refitted)
 }
 
-/// Samples spread evenly over `inputs`, as many as give every target `max_rows` output
+/// Samples spread evenly over `inputs`, as many as give every target `MAX_ROWS` output
 /// positions, when that is fewer than all (a conv on a large map needs few samples; a
 /// dense layer, all of them).
 fn fewer_samples(
     original: &Model,
     targets: &[&str],
     inputs: &ModelInputs,
-    max_rows: usize,
 ) -> Result<Option<ModelInputs>> {
     let pins = crate::calib::input_names(original)
         .into_iter()
@@ -126,7 +119,7 @@ fn fewer_samples(
     let total = inputs.samples();
     let needed = targets
         .iter()
-        .map(|t| positions(t).map_or(total, |p| max_rows.div_ceil(p.max(1))))
+        .map(|t| positions(t).map_or(total, |p| MAX_ROWS.div_ceil(p.max(1))))
         .max()
         .unwrap_or(total);
     if needed >= total {
@@ -218,14 +211,13 @@ fn refit_layer(
     layer: &Layer,
     x: &ArrayD<f32>,
     y: &ArrayD<f32>,
-    max_rows: usize,
     rng: &mut Rng,
 ) -> Result<Option<Refitted>> {
     let node = model.graph.node(layer.node);
     let name = node.name.clone();
     match node.kind {
         OpKind::Gemm => refit_gemm(model, layer.node, x, y, rng),
-        OpKind::Conv => refit_conv(model, layer.node, x, y, max_rows, rng),
+        OpKind::Conv => refit_conv(model, layer.node, x, y, rng),
         _ => Ok(None),
     }
     .map(|fit| {
@@ -320,7 +312,6 @@ fn refit_conv(
     node: NodeId,
     x: &ArrayD<f32>,
     y: &ArrayD<f32>,
-    max_rows: usize,
     rng: &mut Rng,
 ) -> Result<Option<Fit>> {
     let Some(mut conv) = crate::passes::conv_layer(&model.graph, node)? else {
@@ -335,7 +326,7 @@ fn refit_conv(
     {
         return Ok(None);
     }
-    let positions = sample_positions(n * oh * ow, max_rows, rng);
+    let positions = sample_positions(n * oh * ow, rng);
     let mut total: Option<Fit> = None;
     let per_group = conv.out_channels / conv.group;
     for g in 0..conv.group {
@@ -355,13 +346,12 @@ fn refit_conv(
     Ok(total)
 }
 
-/// Which of `total` rows (sample × output position) to fit on: all, or a seeded sample
-/// of `max_rows`.
-fn sample_positions(total: usize, max_rows: usize, rng: &mut Rng) -> Vec<usize> {
-    if total <= max_rows {
+/// Which of `total` rows (sample × output position) to fit on: all, or a seeded sample.
+fn sample_positions(total: usize, rng: &mut Rng) -> Vec<usize> {
+    if total <= MAX_ROWS {
         return (0..total).collect();
     }
-    let mut picked: Vec<usize> = (0..max_rows)
+    let mut picked: Vec<usize> = (0..MAX_ROWS)
         .map(|_| (rng.next_u64() % total as u64) as usize)
         .collect();
     picked.sort_unstable();

@@ -124,8 +124,7 @@ impl Walker<'_> {
                 (self.base.clone(), Done::default())
             } else {
                 let (mut model, mut done) = kept.clone();
-                let groups = &schedule[k - 1];
-                self.fold_groups(&mut model, groups, refit::FIT_ROWS, &mut done, ctx)?;
+                self.fold_groups(&mut model, &schedule[k - 1], &mut done, ctx)?;
                 (model, done)
             };
             let step = self.measure(&model, &done, original_macs, ctx)?;
@@ -159,8 +158,7 @@ impl Walker<'_> {
 
     /// `groups` ordered by the fidelity each keeps when folded (and refit) alone, best
     /// first, on the held-out data: for gates training could not tell apart (none crossed
-    /// the threshold), what each costs is measured instead, refit on fewer rows (a ranking
-    /// needs less than a fit that is kept). `on_measured(done, of)`.
+    /// the threshold), what each costs is measured instead. `on_measured(done, of)`.
     pub fn by_fidelity_alone(
         &self,
         groups: &[usize],
@@ -171,8 +169,7 @@ impl Walker<'_> {
         on_measured(0, groups.len());
         for (i, &g) in groups.iter().enumerate() {
             let mut model = self.start.clone();
-            let done = &mut Done::default();
-            self.fold_groups(&mut model, &[g], refit::RANKING_ROWS, done, ctx)?;
+            self.fold_groups(&mut model, &[g], &mut Done::default(), ctx)?;
             let (agreement, max_error) = self.summary(&self.held_out.compare(&model)?.outputs);
             scored.push((agreement.unwrap_or(1.0) - max_error.unwrap_or(0.0), g));
             on_measured(i + 1, groups.len());
@@ -182,12 +179,11 @@ impl Walker<'_> {
     }
 
     /// Linearises `groups` in `model`, folds across them, and refits what those folds
-    /// made (on at most `refit_rows` rows per layer).
+    /// made.
     fn fold_groups(
         &self,
         model: &mut Model,
         groups: &[usize],
-        refit_rows: usize,
         done: &mut Done,
         ctx: &Ctx,
     ) -> Result<()> {
@@ -201,9 +197,8 @@ impl Walker<'_> {
         ctx.linearised.borrow_mut().clear();
         let folds = ctx.folds.take();
         if let Some(inputs) = self.refit_on {
-            done.refitted.extend(refit::refit(
-                model, self.base, &folds, inputs, self.seed, refit_rows,
-            )?);
+            done.refitted
+                .extend(refit::refit(model, self.base, &folds, inputs, self.seed)?);
         }
         done.groups += groups.len();
         done.removed.extend(removed);
