@@ -227,7 +227,7 @@ impl LearnArgs {
                 lr: self.lr,
                 threshold: self.threshold,
                 finetune: self.finetune,
-                augment: false,
+                augment: self.augment,
                 seed: self.seed,
             },
             budget: Budget {
@@ -494,8 +494,7 @@ fn optimize_learned(
         );
     }
     let (train, held_out) = dataset.split(learn.holdout, learn.seed)?;
-    let mut learn_options = learn.options()?;
-    learn_options.train.augment = train.augments();
+    let learn_options = learn.options()?;
     let (train, held_out) = (train.all()?, held_out.all()?);
     println!(
         "calibration: {} samples from {} ({} to train on{}, {} held out)",

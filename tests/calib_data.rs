@@ -191,6 +191,20 @@ fn an_epoch_visits_every_sample_once_in_a_seeded_order() {
 }
 
 #[test]
+fn augmentation_is_refused_for_inputs_that_are_not_images_naming_the_input() {
+    let spec = CalibSpec {
+        synthetic: Some(4),
+        augment: true,
+        ..CalibSpec::default()
+    };
+    let err = load_error(&spec, &relu_model(&[-1, 64]));
+    assert!(
+        err.contains("augmentation needs image inputs") && err.contains("'image'"),
+        "{err}"
+    );
+}
+
+#[test]
 fn synthetic_data_is_flagged_signed_and_sized_from_the_model() {
     let model = relu_model(&[-1, 3, 5, 5]);
     let spec = CalibSpec {

@@ -186,6 +186,29 @@ fn groups_whose_gates_never_cross_are_walked_best_alone_first() {
     assert_eq!(learning.walk.steps[1].agreement, Some(best));
 }
 
+/// A step over budget is reported but not built on: every later step adds its group to
+/// the last step within budget (step 0, the exact-only model, when none is).
+#[test]
+fn the_walk_builds_only_on_steps_within_budget() {
+    let (original, data) = bundled_digits();
+    let learning = learned(&original, &data, &LearnOptions::default());
+    print(&learning);
+    let steps = &learning.walk.steps;
+    let over_then_more = (1..steps.len() - 1).any(|k| !steps[k].within_budget);
+    assert!(over_then_more, "the walk has no step after one over budget");
+    for k in 1..steps.len() {
+        let kept = (1..k).rev().find(|&j| steps[j].within_budget).unwrap_or(0);
+        let (step, kept) = (&steps[k], &steps[kept]);
+        assert_eq!(step.groups, kept.groups + 1, "step {k}");
+        assert_eq!(
+            step.removed[..kept.removed.len()],
+            kept.removed[..],
+            "step {k}"
+        );
+        assert!(step.removed.len() > kept.removed.len(), "step {k}");
+    }
+}
+
 /// Augmented training sees other samples than plain training (its loss curve differs),
 /// the same ones for the same seed.
 #[test]

@@ -134,10 +134,11 @@ pub fn learn(
     let schedule: Vec<Vec<usize>> = if fine_tuned.is_some() {
         // The weights fit one configuration, the gates as training left them: the
         // crossed groups fold together, the others stay as trained.
-        Some(crossed)
-            .filter(|c| !c.is_empty())
-            .into_iter()
-            .collect()
+        if crossed.is_empty() {
+            Vec::new()
+        } else {
+            vec![crossed]
+        }
     } else {
         let ordered = if uncrossed.len() > 1 {
             walker.by_fidelity_alone(&uncrossed, ctx, &mut |done, of| {

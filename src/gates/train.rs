@@ -9,9 +9,9 @@
 //!
 //! Only the region downstream of the first gate is executed with gradients; what it reads
 //! from before (and the teacher's values) is computed with tract, once, or once per epoch
-//! on that epoch's augmented images. A group that
-//! crosses the threshold is held at 1 from then on, so later training (and fine-tuned
-//! weights) see the function that will be written.
+//! on that epoch's augmented images. A group that crosses the threshold is held at 1 from
+//! then on, so later training (and fine-tuned weights) see the function that will be
+//! written.
 
 use ndarray::{ArrayD, Axis};
 use serde::Serialize;
@@ -123,9 +123,10 @@ pub fn train(
     let mut rng = Rng::new(options.seed);
     let mut losses = Vec::with_capacity(epochs);
     for _ in 0..epochs {
-        let augmented = match options.augment {
-            true => Some(region.data(model, &augmented(inputs, &mut rng)?)?),
-            false => None,
+        let augmented = if options.augment {
+            Some(region.data(model, &augmented(inputs, &mut rng)?)?)
+        } else {
+            None
         };
         let epoch_data = augmented.as_ref().unwrap_or(&data);
         let mut epoch_loss = 0.0;

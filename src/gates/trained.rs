@@ -9,7 +9,7 @@
 use crate::error::{Error, Result};
 use crate::exec::Params;
 use crate::gates::{GateGroup, GateOutcome};
-use crate::ir::{Attributes, Graph, Model, OpKind, Patch, Tensor, Wire};
+use crate::ir::{Attributes, Graph, Model, NodeId, OpKind, Patch, Tensor, Wire};
 use crate::passes::ActivationKind;
 use crate::passes::activation::recognise;
 
@@ -56,17 +56,13 @@ fn blend_with_identity(graph: &mut Graph, root: &str, alpha: f32) -> Result<()> 
     let id = graph.node_by_name(root).ok_or_else(not_found)?;
     let activation = recognise(graph, id)?.ok_or_else(not_found)?;
     let node = graph.node(id);
-    let x = activation.input.into();
+    let x: Wire = activation.input.into();
     let blended = |s: f32| (1.0 - alpha) * s + alpha;
     let mut patch = Patch::new(format!("trained gate >> {root}"));
     match &activation.kind {
-        ActivationKind::Relu | ActivationKind::LeakyRelu { .. } => {
-            let slope = match activation.kind {
-                ActivationKind::LeakyRelu { alpha: s } => s,
-                _ => 0.0,
-            };
-            let attributes = Attributes::default().with_float("alpha", blended(slope));
-            patch.redefine(id, OpKind::LeakyRelu, attributes, &[Some(x)]);
+        ActivationKind::Relu => leaky_relu(&mut patch, id, x, blended(0.0)),
+        ActivationKind::LeakyRelu { alpha: slope } => {
+            leaky_relu(&mut patch, id, x, blended(*slope))
         }
         ActivationKind::PRelu { slope } => {
             let slopes = slope
@@ -110,6 +106,12 @@ fn blend_with_identity(graph: &mut Graph, root: &str, alpha: f32) -> Result<()> 
     }
     graph.apply(patch)?;
     Ok(())
+}
+
+/// The node `id` becomes a LeakyRelu of x with this slope.
+fn leaky_relu(patch: &mut Patch, id: NodeId, x: Wire, slope: f32) {
+    let attributes = Attributes::default().with_float("alpha", slope);
+    patch.redefine(id, OpKind::LeakyRelu, attributes, &[Some(x)]);
 }
 
 /// `value · factor`, a new Mul by a scalar.
