@@ -45,14 +45,28 @@ fn learned_on(
     options: &LearnOptions,
     pinned: &PinnedShapes,
 ) -> Learning {
+    learned_with(Cost::Macs, original, train, held_out, options, pinned)
+}
+
+fn learned_with(
+    cost: Cost,
+    original: &Model,
+    train: &ModelInputs,
+    held_out: &ModelInputs,
+    options: &LearnOptions,
+    pinned: &PinnedShapes,
+) -> Learning {
+    let by_macs = matches!(cost, Cost::Macs);
     let exact = Options {
-        cost: Cost::Macs,
+        cost,
         pinned: pinned.clone(),
         ..Options::default()
     };
     let (base, _) = onnx_shallow::optimize(original.clone(), &exact).unwrap();
     let ctx = Ctx::new(pinned.clone(), None);
-    ctx.cost.replace(CostModel::Macs);
+    if by_macs {
+        ctx.cost.replace(CostModel::Macs);
+    }
     let data = LearnData { train, held_out };
     gates::learn(original, &base, &data, &ctx, options, &mut ()).unwrap()
 }
@@ -113,9 +127,11 @@ fn removed(learning: &Learning) -> &[String] {
 fn print(learning: &Learning) {
     for step in &learning.walk.steps {
         eprintln!(
-            "{} groups: agreement {:?} error {:?} MACs {:.3} latency {:?} fits {} refit {:?}",
+            "{} groups ({:?}): agreement {:?} pairwise flips {:?} error {:?} MACs {:.3} latency {:?} fits {} refit {:?}",
             step.groups,
+            step.removed,
             step.agreement,
+            step.pairwise_flips,
             step.max_error,
             step.mac_ratio,
             step.latency_ratio,
@@ -372,8 +388,14 @@ fn digits_mobilenets_lose_an_activation_and_keep_their_accuracy() {
     }
 }
 
+/// The classifier's squeeze-excitation ReLUs sit between two 1×1 convs on one pixel: one
+/// conv of twice the MACs runs faster there, which only measuring shows (the MAC estimate
+/// rejects those folds), so this test judges folds in tract. The budget is "no decision
+/// changed, none close to changing" (`max_drop` 0: no flip, no pairwise flip): on half of
+/// the 62 even samples held out, one flip is 3 points and the walk's other steps keep
+/// every held-out decision yet flip 2–3 of the 62 odd ones.
 #[test]
-#[ignore = "issue 4 open: pinned, 3 candidate groups; gates-only, the HardSwish step keeps every held-out even sample and the next (2 ReLUs) 83 %; --finetune crosses all three gates and keeps 83-92 % (lr 0.05-0.2, 10-20 epochs on 50 samples): the 1-point budget keeps one activation"]
+#[ignore = "issue 4 open: 12 candidate groups (9 SE ReLUs), half the evens held out, max_drop 0: the steps within budget keep every held-out decision and differ in latency by less than its noise, so the choice is noise: 1 activation (100 % of the odd samples) or 3 with Relu@14 (98.4 %, accuracy -1.6: one flip of 62)"]
 fn ppocr_classifier_loses_two_activations_and_keeps_its_agreement() {
     let (Some(data), Some(model)) = (
         common::shared("data/textline_0_180_page.npz"),
@@ -390,18 +412,20 @@ fn ppocr_classifier_loses_two_activations_and_keeps_its_agreement() {
     let n = x.shape()[0];
     let even: Vec<usize> = (0..n).step_by(2).collect();
     let odd: Vec<usize> = (1..n).step_by(2).collect();
-    // Calibrate on the even samples (a fifth of them held out for selection), measure on
+    // Calibrate on the even samples (half of them held out for selection), measure on
     // the odd ones.
-    let (train_rows, held_rows): (Vec<usize>, Vec<usize>) =
-        even.iter().partition(|&&r| r % 10 != 0);
+    let (train_rows, held_rows): (Vec<usize>, Vec<usize>) = even.iter().partition(|&&r| r % 4 != 0);
     let pinned: PinnedShapes = [("x".to_string(), vec![1, 3, 48, 192])]
         .into_iter()
         .collect();
-    let learning = learned_on(
+    let mut options = LearnOptions::default();
+    options.budget.max_drop = 0.0;
+    let learning = learned_with(
+        Cost::Measured,
         &original,
         &rows_of(&x, &train_rows, "even"),
         &rows_of(&x, &held_rows, "even, held out"),
-        &LearnOptions::default(),
+        &options,
         &pinned,
     );
     print(&learning);

@@ -58,6 +58,10 @@ pub struct Step {
     pub fidelity: Vec<OutputComparison>,
     /// The lowest top-1 agreement over class outputs.
     pub agreement: Option<f64>,
+    /// The largest pairwise flip rate over class outputs (see
+    /// [`OutputComparison::pairwise_flips`]): the budget holds the larger of it and the
+    /// agreement drop.
+    pub pairwise_flips: Option<f64>,
     /// The largest relative error over regression outputs.
     pub max_error: Option<f64>,
     /// MACs against the original's.
@@ -170,8 +174,8 @@ impl Walker<'_> {
         for (i, &g) in groups.iter().enumerate() {
             let mut model = self.start.clone();
             self.fold_groups(&mut model, &[g], &mut Done::default(), ctx)?;
-            let (agreement, max_error) = self.summary(&self.held_out.compare(&model)?.outputs);
-            scored.push((agreement.unwrap_or(1.0) - max_error.unwrap_or(0.0), g));
+            let fidelity = self.summary(&self.held_out.compare(&model)?.outputs);
+            scored.push((-fidelity.drop() - fidelity.max_error.unwrap_or(0.0), g));
             on_measured(i + 1, groups.len());
         }
         scored.sort_by(|a, b| b.0.total_cmp(&a.0));
@@ -221,6 +225,7 @@ impl Walker<'_> {
             folds: done.folds.clone(),
             refitted: done.refitted.clone(),
             agreement: None,
+            pairwise_flips: None,
             max_error: None,
             fidelity: self.held_out.compare(model)?.outputs,
             mac_ratio: macs(model, ctx)? / original_macs,
@@ -233,30 +238,54 @@ impl Walker<'_> {
 
     /// Sums up the step's fidelity per kind of output and checks it against the budget.
     fn judge(&self, step: &mut Step) {
-        (step.agreement, step.max_error) = self.summary(&step.fidelity);
-        let drop_fits = step
-            .agreement
-            .is_none_or(|a| (1.0 - a) * 100.0 <= self.budget.max_drop + 1e-9);
-        let error_fits = step.max_error.is_none_or(|e| e <= self.budget.max_error);
+        let fidelity = self.summary(&step.fidelity);
+        let drop_fits = fidelity.drop() * 100.0 <= self.budget.max_drop + 1e-9;
+        let error_fits = fidelity
+            .max_error
+            .is_none_or(|e| e <= self.budget.max_error);
         step.within_budget = drop_fits && error_fits;
+        step.agreement = fidelity.agreement;
+        step.pairwise_flips = fidelity.pairwise_flips;
+        step.max_error = fidelity.max_error;
+    }
+}
+
+/// A model's fidelity summed up over its outputs of each kind.
+struct Fidelity {
+    /// The lowest top-1 agreement over class outputs.
+    agreement: Option<f64>,
+    /// The largest pairwise flip rate over class outputs.
+    pairwise_flips: Option<f64>,
+    /// The largest relative error over regression outputs.
+    max_error: Option<f64>,
+}
+
+impl Fidelity {
+    /// What the budget's `max_drop` holds: the agreement lost, or the pairwise flip rate
+    /// when larger (on a few dozen samples, no flip seen does not mean none to come).
+    fn drop(&self) -> f64 {
+        let lost = self.agreement.map_or(0.0, |a| 1.0 - a);
+        lost.max(self.pairwise_flips.unwrap_or(0.0))
     }
 }
 
 impl Walker<'_> {
-    /// The lowest top-1 agreement over class outputs and the largest relative error over
-    /// regression outputs.
-    fn summary(&self, fidelity: &[OutputComparison]) -> (Option<f64>, Option<f64>) {
+    fn summary(&self, fidelity: &[OutputComparison]) -> Fidelity {
         let of_kind = |kind: OutputKind| {
             let targets = self.targets.iter().filter(move |t| t.kind == kind);
             targets.filter_map(|t| fidelity.iter().find(|f| f.name == t.output))
         };
-        let agreement = of_kind(OutputKind::Class)
-            .filter_map(|f| f.agreement)
-            .reduce(f64::min);
-        let max_error = of_kind(OutputKind::Regression)
-            .map(|f| f.max_rel_error)
-            .reduce(f64::max);
-        (agreement, max_error)
+        Fidelity {
+            agreement: of_kind(OutputKind::Class)
+                .filter_map(|f| f.agreement)
+                .reduce(f64::min),
+            pairwise_flips: of_kind(OutputKind::Class)
+                .filter_map(|f| f.pairwise_flips)
+                .reduce(f64::max),
+            max_error: of_kind(OutputKind::Regression)
+                .map(|f| f.max_rel_error)
+                .reduce(f64::max),
+        }
     }
 }
 
@@ -271,4 +300,26 @@ struct Done {
 
 fn macs(model: &Model, ctx: &Ctx) -> Result<f64> {
     Ok(ModelStats::of(&model.graph, &ctx.pinned)?.macs as f64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Fidelity;
+
+    #[test]
+    fn the_budget_holds_the_larger_of_the_agreement_lost_and_the_pairwise_flips() {
+        let fidelity = |agreement, pairwise_flips| Fidelity {
+            agreement: Some(agreement),
+            pairwise_flips: Some(pairwise_flips),
+            max_error: None,
+        };
+        assert_eq!(fidelity(1.0, 0.02).drop(), 0.02);
+        assert_eq!(fidelity(0.75, 0.02).drop(), 0.25);
+        let regression_only = Fidelity {
+            agreement: None,
+            pairwise_flips: None,
+            max_error: Some(0.1),
+        };
+        assert_eq!(regression_only.drop(), 0.0);
+    }
 }

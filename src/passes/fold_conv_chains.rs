@@ -26,8 +26,8 @@
 //! programming over the cost model's measured gains (as in latency-aware depth
 //! compression): a segment folds when it pays `min_gain`, and segments spanning a value
 //! the user linearised must fold whatever the verdict. Segments whose folded MACs exceed
-//! 1.5× the originals' are not measured (they never pay); kernels past 11 taps are not
-//! built.
+//! 1.5× the originals' are not measured (they never pay) unless the originals are so
+//! small that a layer's fixed cost dominates; kernels past 11 taps are not built.
 //!
 //! Ordering: after the canonical passes (BatchNorm and affine already folded, pads
 //! explicit) and after `linearize`.
@@ -598,6 +598,29 @@ mod tests {
         assert!(folds[0].exact && !folds[0].forced);
         let error = max_relative_error(&before, &after, &[vec![2, C, 9, 9]], 3);
         assert!(error <= EXACT, "relative error {error:e}");
+    }
+
+    /// A squeeze-excitation's bottleneck without its Relu: 1×1 16 → 4 → 16 on `hw`×`hw`;
+    /// as one 1×1 conv it has twice the MACs.
+    fn bottleneck(hw: i64) -> Model {
+        let conv = |b: ModelBuilder, x, w, y| {
+            b.node("Conv", &[x, w], &[y], conv_attrs(&[0; 4], &[1, 1], 1))
+        };
+        let builder = ModelBuilder::new(13)
+            .input("x", &[1, 16, hw, hw])
+            .initializer("w1", weights(&[4, 16, 1, 1], 1))
+            .initializer("w2", weights(&[16, 4, 1, 1], 2));
+        model(conv(conv(builder, "x", "w1", "s"), "s", "w2", "y").output("y"))
+    }
+
+    #[test]
+    fn dearer_folds_are_measured_only_where_a_layer_costs_more_than_its_arithmetic() {
+        // On one pixel the pair is 128 MACs: the cost model decides (here: faster).
+        let (after, _) = run_with(&FoldConvChains, &bottleneck(1), verdict(2.0, 1.0), &[]);
+        assert_eq!(count(&after, "Conv"), 1);
+        // On 64×64 pixels (524 288 MACs) twice the MACs never pays: not even judged.
+        let (after, _) = run_with(&FoldConvChains, &bottleneck(64), verdict(2.0, 1.0), &[]);
+        assert_eq!(count(&after, "Conv"), 2);
     }
 
     #[test]

@@ -15,7 +15,8 @@
 //! Profitability: the matrix reads all C·H·W inputs for every output: cheaper than the
 //! conv and the layer for small maps and narrow layers (classifier heads; MTCNN O-Net's
 //! 2×2 conv on a 4×4 map before its 256-wide layer), far dearer on large maps. Folds past
-//! 1.5× the MACs are not built unless forced, nor matrices past 2²³ entries; the rest is
+//! 1.5× the MACs (of a region not overhead-bound) are not built unless forced, nor
+//! matrices past 2²³ entries; the rest is
 //! judged by the cost model, and forced when an inner value is one the user linearised
 //! (a Relu between the conv and the Flatten).
 //!
@@ -32,8 +33,8 @@ use crate::passes::fold_conv_chains::as_conv;
 use crate::passes::fold_gemm_chains::{dense_layer, emit_gemm, flattens_rows};
 use crate::passes::matching::single_use_producer;
 use crate::passes::segments::{
-    ChainShapes, MAX_MAC_RATIO, Region, Replaced, Segment, apply_fold, judge_fold,
-    reads_linearised, run_chain_folds, single_fold,
+    ChainShapes, Region, Replaced, Segment, apply_fold, judge_fold, never_pays, reads_linearised,
+    run_chain_folds, single_fold,
 };
 use crate::passes::{Ctx, FoldRecord, Pass, PassStats};
 
@@ -174,14 +175,14 @@ fn flattened_order(perm: &[i64], dims: [usize; 3]) -> Option<Vec<usize>> {
 }
 
 /// The dense layer the region folds into: the conv's matrix, reordered, then the layer.
-/// `None` when it is too large to build, or (unless forced) has more than 1.5× the MACs.
+/// `None` when it is too large to build, or (unless forced) never pays.
 fn folded_layer(region: &FlattenedConv, forced: bool) -> Option<Dense> {
     let conv = &region.conv;
     let inputs = conv.in_channels * region.input_hw[0] * region.input_hw[1];
     let (features, outputs) = (region.layer.inputs, region.layer.outputs);
     let taps = conv.in_channels / conv.group * conv.kernel[0] * conv.kernel[1];
     let original = (features * (taps + outputs)) as f64;
-    let too_dear = !forced && (inputs * outputs) as f64 > MAX_MAC_RATIO * original;
+    let too_dear = !forced && never_pays(original, (inputs * outputs) as f64);
     if too_dear || inputs.checked_mul(outputs)? > MAX_MATRIX {
         return None;
     }

@@ -21,8 +21,12 @@ use crate::runtime::cost::Verdict;
 
 /// What cutting a chain at a linearised value costs in the partition: more than any gain.
 const LINEARISED_CUT_PENALTY: f64 = 1e12;
-/// Folds past this many times the original MACs never pay, so they are not measured.
-pub(super) const MAX_MAC_RATIO: f64 = 1.5;
+/// Folds past this many times the original MACs never pay, so they are not measured...
+const MAX_MAC_RATIO: f64 = 1.5;
+/// ...unless the original is this small: then a layer's fixed cost outweighs its
+/// arithmetic (a squeeze-excitation's two 1×1 convs on one pixel run faster as one conv
+/// of twice the MACs), and only measuring tells.
+const OVERHEAD_BOUND_MACS: f64 = (1 << 18) as f64;
 /// Sweeps a fold pass makes before it calls a region that keeps folding a loop.
 const MAX_SWEEPS: usize = 16;
 /// Random samples the border error of an approximate fold is measured on.
@@ -331,7 +335,7 @@ impl RegionModels {
 /// The cost model's verdict on replacing the region `input` → `outputs` by what `emit`
 /// builds (one wire per output), both cut out at the analysed (pinned, batch 1) dims;
 /// `None` when those dims are not static, or when the fold is not forced and has more
-/// than 1.5× the original MACs.
+/// than 1.5× the MACs of an original that is not overhead-bound.
 pub(super) fn judge_fold(
     graph: &Graph,
     ends: (ValueId, &[ValueId]),
@@ -344,13 +348,18 @@ pub(super) fn judge_fold(
         return Ok(None);
     };
     let macs = |m: &Model| ModelStats::of(&m.graph, &Default::default()).map(|s| s.macs as f64);
-    if !forced && macs(&models.folded)? > MAX_MAC_RATIO * macs(&models.original)? {
+    if !forced && never_pays(macs(&models.original)?, macs(&models.folded)?) {
         return Ok(None);
     }
     ctx.cost
         .borrow_mut()
         .judge(&models.original, &models.folded, &models.dims)
         .map(Some)
+}
+
+/// Whether a fold of these MACs is too dear to be worth measuring.
+pub(super) fn never_pays(original_macs: f64, folded_macs: f64) -> bool {
+    original_macs > OVERHEAD_BOUND_MACS && folded_macs > MAX_MAC_RATIO * original_macs
 }
 
 /// The region a fold replaces: `nodes`, reading `input`, leaving `outputs` to be read

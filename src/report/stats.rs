@@ -212,6 +212,7 @@ mod tests {
             max_rel_error,
             cosine: 1.0,
             agreement,
+            pairwise_flips: None,
         };
         let last_row = |outputs| {
             let comparison = Comparison {

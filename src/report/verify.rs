@@ -11,6 +11,7 @@
 //!     max_rel_error: 0.0,
 //!     cosine: 1.0,
 //!     agreement: Some(1.0),
+//!     pairwise_flips: Some(0.0),
 //! };
 //! let comparison = Comparison { samples: 4, inputs: "random 4 seed 0".into(), outputs: vec![output] };
 //! let verification = Verification {
@@ -170,6 +171,7 @@ mod tests {
             max_rel_error,
             cosine: 0.99,
             agreement,
+            pairwise_flips: None,
         }
     }
 

@@ -3,8 +3,8 @@
 use crate::gates::{Step, Walk};
 use crate::report::aligned;
 
-/// `groups  removed  agreement  error  MACs  latency  budget`, the chosen step marked
-/// with `*`.
+/// `groups  removed  agreement  pairwise flips  error  MACs  latency  budget`, the chosen
+/// step marked with `*`.
 pub fn walk_table(walk: &Walk) -> String {
     let mut rows = vec![
         [
@@ -12,6 +12,7 @@ pub fn walk_table(walk: &Walk) -> String {
             "groups",
             "activations removed",
             "agreement",
+            "pairwise flips",
             "max rel error",
             "MACs",
             "latency",
@@ -40,6 +41,8 @@ fn row(chosen: bool, step: &Step) -> Vec<String> {
         removed,
         step.agreement
             .map_or("-".into(), |a| format!("{:.2} %", 100.0 * a)),
+        step.pairwise_flips
+            .map_or("-".into(), |f| format!("{:.2} %", 100.0 * f)),
         step.max_error.map_or("-".into(), |e| format!("{e:.2e}")),
         format!("{:.3}×", step.mac_ratio),
         step.latency_ratio

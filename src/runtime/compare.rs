@@ -37,6 +37,12 @@ pub struct OutputComparison {
     pub cosine: f64,
     /// Fraction of samples with the same argmax, for outputs of shape [N, C], C ≥ 2.
     pub agreement: Option<f64>,
+    /// For the same outputs, the fraction of top-1 decisions that would flip if any
+    /// sample's change of margin (its top-1 minus its runner-up, in the reference) could
+    /// fall on any sample: every (change, margin) pair counts. Where one flip is many
+    /// points (a few dozen samples), it tells changes close to flipping a decision from
+    /// changes far from it.
+    pub pairwise_flips: Option<f64>,
 }
 
 /// Every output compared, in the models' output order.
@@ -312,6 +318,8 @@ struct OutputStats {
     candidate_sq: f64,
     /// (samples with the same argmax, samples), for [N, C] outputs.
     top1: Option<(usize, usize)>,
+    /// Each sample's reference margin and its change in the candidate, for [N, C] outputs.
+    margins: Vec<MarginChange>,
 }
 
 impl OutputStats {
@@ -349,6 +357,12 @@ impl OutputStats {
                 .count();
             let (agreeing, total) = self.top1.unwrap_or_default();
             self.top1 = Some((agreeing + same, total + rows));
+            self.margins.extend(
+                reference
+                    .outer_iter()
+                    .zip(candidate.outer_iter())
+                    .filter_map(|(r, c)| MarginChange::of(r.as_slice()?, c.as_slice()?)),
+            );
         }
         Ok(())
     }
@@ -382,8 +396,50 @@ impl OutputStats {
             max_rel_error,
             cosine,
             agreement,
+            pairwise_flips: self.top1.map(|_| pairwise_flips(&self.margins)),
         }
     }
+}
+
+/// A sample's top-1 decision in the reference, and what the candidate did to it.
+struct MarginChange {
+    /// The reference's top-1 value minus its runner-up's.
+    margin: f64,
+    /// The candidate's difference of the same two classes, minus `margin`.
+    change: f64,
+}
+
+impl MarginChange {
+    fn of(reference: &[f32], candidate: &[f32]) -> Option<MarginChange> {
+        let top = argmax(reference.iter())?;
+        let runner_up = (0..reference.len())
+            .filter(|&k| k != top)
+            .max_by(|&a, &b| reference[a].total_cmp(&reference[b]))?;
+        let gap = |values: &[f32]| values[top] as f64 - values[runner_up] as f64;
+        let margin = gap(reference);
+        Some(MarginChange {
+            margin,
+            change: gap(candidate) - margin,
+        })
+    }
+}
+
+/// The fraction of (change, margin) pairs where the change takes the margin below zero
+/// (see [`OutputComparison::pairwise_flips`]); NaN changes flip.
+fn pairwise_flips(samples: &[MarginChange]) -> f64 {
+    if samples.is_empty() {
+        return 0.0;
+    }
+    let mut margins: Vec<f64> = samples.iter().map(|s| s.margin).collect();
+    margins.sort_by(f64::total_cmp);
+    let flipped: usize = samples
+        .iter()
+        .map(|s| match s.change.is_nan() {
+            true => margins.len(),
+            false => margins.partition_point(|&m| m + s.change < 0.0),
+        })
+        .sum();
+    flipped as f64 / (margins.len() * margins.len()) as f64
 }
 
 /// Like `f64::max`, but NaN wins: a NaN output must not pass as close.
@@ -549,6 +605,7 @@ mod tests {
             max_rel_error: 1e-2,
             cosine: 1.0,
             agreement: Some(0.75),
+            pairwise_flips: Some(0.0),
         };
         let tolerance = |rtol, atol, min_agreement| Tolerance {
             rtol,
@@ -575,5 +632,35 @@ mod tests {
         let candidate = ArrayD::from_shape_vec(vec![1, 2], vec![f32::NAN, 2.0]).unwrap();
         stats.add("y", &reference, &candidate, 1).unwrap();
         assert!(stats.finish("y".into()).max_rel_error.is_nan());
+    }
+
+    #[test]
+    fn pairwise_flips_count_every_margin_change_on_every_margin() {
+        // Margins (top-1 minus runner-up) 4, 2 and 0.5; the candidate keeps every
+        // decision but narrows the first margin by 1: that change would flip the third
+        // sample (0.5 − 1 < 0), 1 pair of 9.
+        let reference = [[5.0, 1.0, 0.0], [0.0, 3.0, 1.0], [1.0, 0.0, 1.5]];
+        let candidate = [[4.5, 1.5, 0.0], [0.0, 3.0, 1.0], [1.0, 0.0, 1.5]];
+        let array =
+            |rows: [[f32; 3]; 3]| ArrayD::from_shape_vec(vec![3, 3], rows.concat()).unwrap();
+        let mut stats = OutputStats::default();
+        stats
+            .add("y", &array(reference), &array(candidate), 3)
+            .unwrap();
+        let output = stats.finish("y".into());
+        assert_eq!(output.agreement, Some(1.0));
+        assert!((output.pairwise_flips.unwrap() - 1.0 / 9.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn pairwise_flips_include_the_flips_seen() {
+        let reference = ArrayD::from_shape_vec(vec![2, 2], vec![1.0, 0.0, 0.0, 1.0]).unwrap();
+        let mut stats = OutputStats::default();
+        stats
+            .add("y", &reference, &reference.map(|v| 1.0 - v), 2)
+            .unwrap();
+        let output = stats.finish("y".into());
+        assert_eq!(output.agreement, Some(0.0));
+        assert_eq!(output.pairwise_flips, Some(1.0));
     }
 }
