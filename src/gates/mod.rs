@@ -119,7 +119,8 @@ pub fn learn(
         groups: &groups,
         targets: &targets,
         // Fine-tuned layers are linear where gates crossed: their folds need no refit.
-        refit_on: (options.refit && fine_tuned.is_none()).then_some(data.train),
+        refit_to: (options.refit && fine_tuned.is_none())
+            .then(|| refit::OriginalValues::new(base, data.train)),
         held_out: &held_out,
         dims: &dims,
         budget: &options.budget,

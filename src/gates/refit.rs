@@ -11,6 +11,9 @@
 //! them when there are many), Gemm layers on one row per sample. A fold followed by a
 //! constant bias map (an `Add` of a per-position map) is fitted to the target minus the map.
 
+use std::cell::RefCell;
+use std::collections::{BTreeSet, HashMap};
+
 use ndarray::{Array2, ArrayD, Axis, s};
 use serde::Serialize;
 
@@ -21,7 +24,7 @@ use crate::fold::conv::Conv2d;
 use crate::fold::gemm::Dense;
 use crate::ir::extract::probe;
 use crate::ir::shape;
-use crate::ir::{Attributes, Model, NodeId, OpKind, Patch, Tensor};
+use crate::ir::{Attributes, Graph, Model, NodeId, OpKind, Patch, Tensor, ValueId};
 use crate::passes::FoldRecord;
 use crate::runtime;
 
@@ -58,38 +61,145 @@ struct Layer {
     bias_map: Option<ArrayD<f32>>,
 }
 
+/// What the original network computes on the data refits fit, computed once per value and
+/// kept: a selection walk refits the same layers again and again (each group alone, then
+/// on top of others), towards the same targets, often from inputs the folds upstream
+/// left as they were.
+pub struct OriginalValues<'a> {
+    original: &'a Model,
+    inputs: &'a ModelInputs,
+    /// By value name and number of samples (see `fewer_samples`).
+    computed: RefCell<HashMap<(String, usize), ArrayD<f32>>>,
+}
+
+impl<'a> OriginalValues<'a> {
+    pub fn new(original: &'a Model, inputs: &'a ModelInputs) -> OriginalValues<'a> {
+        OriginalValues {
+            original,
+            inputs,
+            computed: RefCell::default(),
+        }
+    }
+
+    /// The values named `names` in the original on `inputs` (`samples` of them).
+    fn values(&self, names: &[&str], inputs: &ModelInputs) -> Result<Vec<ArrayD<f32>>> {
+        let key = |name: &str| (name.to_string(), inputs.samples());
+        let missing: Vec<&str> = {
+            let computed = self.computed.borrow();
+            names
+                .iter()
+                .copied()
+                .filter(|&n| !computed.contains_key(&key(n)))
+                .collect()
+        };
+        if !missing.is_empty() {
+            let values = runtime::run_all(&probe(self.original, &missing)?, inputs, BATCH)?;
+            let mut computed = self.computed.borrow_mut();
+            for (name, value) in missing.iter().zip(values) {
+                computed.insert(key(name), value);
+            }
+        }
+        let computed = self.computed.borrow();
+        Ok(names.iter().map(|&n| computed[&key(n)].clone()).collect())
+    }
+}
+
 /// Refits every layer made by a fold in `folds` that spans linearised activations
-/// (`forced`), in `folded`, towards `original` on `inputs`. `folds` are the records of
-/// the folds that made `folded` from a copy of `original`'s graph.
+/// (`forced`), in `folded`, towards the original of `values`. `folds` are the records
+/// of the folds that made `folded` from a copy of the original's graph.
 pub fn refit(
     folded: &mut Model,
-    original: &Model,
+    values: &OriginalValues,
     folds: &[FoldRecord],
-    inputs: &ModelInputs,
     seed: u64,
 ) -> Result<Vec<Refitted>> {
-    let layers = refittable(folded, original, folds)?;
+    let layers = refittable(folded, values.original, folds)?;
     if layers.is_empty() {
         return Ok(Vec::new());
     }
-    let input_names: Vec<&str> = layers.iter().map(|l| l.input.as_str()).collect();
     let target_names: Vec<&str> = layers.iter().map(|l| l.target.as_str()).collect();
-    let fewer = fewer_samples(original, &target_names, inputs)?;
-    let inputs = fewer.as_ref().unwrap_or(inputs);
-    let xs = runtime::run_all(&probe(folded, &input_names)?, inputs, BATCH)?;
-    let ys = runtime::run_all(&probe(original, &target_names)?, inputs, BATCH)?;
+    let fewer = fewer_samples(values.original, &target_names, values.inputs)?;
+    let inputs = fewer.as_ref().unwrap_or(values.inputs);
     let mut rng = Rng::new(seed);
     let mut refitted = Vec::new();
-    for ((layer, x), y) in layers.iter().zip(&xs).zip(ys) {
+    for (layer, (x, y)) in layers
+        .iter()
+        .zip(inputs_and_targets(folded, values, &layers, inputs)?)
+    {
         let y = match &layer.bias_map {
             Some(map) => &y - map,
             None => y,
         };
-        if let Some(result) = refit_layer(folded, layer, x, &y, &mut rng)? {
+        if let Some(result) = refit_layer(folded, layer, &x, &y, &mut rng)? {
             refitted.push(result);
         }
     }
     Ok(refitted)
+}
+
+/// What each layer reads in `folded` and what it should compute (the original's value), on
+/// `inputs`. What a layer reads is the original's value too where everything upstream is
+/// as in the original; the original runs once for all it provides, and only for what it
+/// has not computed before.
+fn inputs_and_targets(
+    folded: &Model,
+    values: &OriginalValues,
+    layers: &[Layer],
+    inputs: &ModelInputs,
+) -> Result<Vec<(ArrayD<f32>, ArrayD<f32>)>> {
+    let upstream = |model: &Model, name: &str| {
+        let graph = &model.graph;
+        graph.value_by_name(name).map(|v| upstream_nodes(graph, v))
+    };
+    let as_original: Vec<bool> = layers
+        .iter()
+        .map(|l| {
+            upstream(folded, &l.input)
+                .is_some_and(|u| Some(u) == upstream(values.original, &l.input))
+        })
+        .collect();
+    let inputs_where = |original: bool| -> Vec<&str> {
+        let chosen = layers
+            .iter()
+            .zip(&as_original)
+            .filter(|(_, o)| **o == original);
+        chosen.map(|(l, _)| l.input.as_str()).collect()
+    };
+    let wanted: Vec<&str> = layers
+        .iter()
+        .map(|l| l.target.as_str())
+        .chain(inputs_where(true))
+        .collect();
+    let mut from_original = values.values(&wanted, inputs)?.into_iter();
+    let targets: Vec<ArrayD<f32>> = from_original.by_ref().take(layers.len()).collect();
+    let mut run = match inputs_where(false) {
+        names if names.is_empty() => Vec::new(),
+        names => runtime::run_all(&probe(folded, &names)?, inputs, BATCH)?,
+    }
+    .into_iter();
+    let layer_inputs = as_original
+        .iter()
+        .map(|&o| if o { from_original.next() } else { run.next() })
+        .map(|x| x.expect("one value per layer"));
+    Ok(layer_inputs.zip(targets).collect())
+}
+
+/// The names of the nodes `value` depends on. Folds and refits rename what they change
+/// (`….folded`), and removed activations leave the set, so equal sets in two models of
+/// one walk compute equal values.
+fn upstream_nodes(graph: &Graph, value: ValueId) -> BTreeSet<String> {
+    let mut nodes = BTreeSet::new();
+    let mut pending = vec![value];
+    while let Some(value) = pending.pop() {
+        let Some(node) = graph.producer(value) else {
+            continue;
+        };
+        let node = graph.node(node);
+        if nodes.insert(node.name.clone()) {
+            pending.extend(node.inputs.iter().flatten());
+        }
+    }
+    nodes
 }
 
 /// Samples spread evenly over `inputs`, as many as give every target `MAX_ROWS` output
@@ -655,5 +765,74 @@ mod tests {
         let fit = Fit::towards(&a, &a.dot(&truth), &truth, &mut rng).unwrap();
         assert_eq!(fit.ridge, None);
         assert_eq!(fit.theta, truth);
+    }
+
+    /// x → Conv a → Relu → Conv b → Relu → Conv c → Relu → Conv d, 1×1 convs of 3
+    /// channels on 4×4.
+    fn conv_relu_chain() -> Model {
+        use crate::ir::builder::ModelBuilder;
+        use crate::passes::test_models::{conv_attrs, model, weights};
+        let conv = |b: ModelBuilder, x, w: &str, y, seed| {
+            b.initializer(w, weights(&[3, 3, 1, 1], seed)).node(
+                "Conv",
+                &[x, w],
+                &[y],
+                conv_attrs(&[0; 4], &[1, 1], 1),
+            )
+        };
+        let relu = |b: ModelBuilder, x, y| b.node("Relu", &[x], &[y], Attributes::default());
+        let b = ModelBuilder::new(13).input("x", &[-1, 3, 4, 4]);
+        let b = relu(conv(b, "x", "wa", "a", 1), "a", "ra");
+        let b = relu(conv(b, "ra", "wb", "b", 2), "b", "rb");
+        let b = relu(conv(b, "rb", "wc", "c", 3), "c", "rc");
+        model(conv(b, "rc", "wd", "d", 4).output("d"))
+    }
+
+    /// `base` with the Relus producing `removed` linearised and the convs around folded.
+    fn folded(base: &Model, removed: &[&str]) -> (Model, Vec<FoldRecord>) {
+        use crate::passes::{self, Ctx, Linearize, Pass};
+        let mut model = base.clone();
+        let ctx = Ctx::default();
+        let nodes: Vec<String> = removed
+            .iter()
+            .map(|v| {
+                let value = base.graph.value_by_name(v).unwrap();
+                base.graph
+                    .node(base.graph.producer(value).unwrap())
+                    .name
+                    .clone()
+            })
+            .collect();
+        Linearize::nodes(&nodes)
+            .run(&mut model.graph, &ctx)
+            .unwrap();
+        passes::run_pipeline(&passes::folding(), &mut model.graph, &ctx).unwrap();
+        (model, ctx.folds.take())
+    }
+
+    #[test]
+    fn layer_inputs_are_the_original_values_only_where_nothing_upstream_changed() {
+        let base = conv_relu_chain();
+        let data = crate::calib::random_inputs(&[vec![3, 4, 4]], 6, 0).unwrap();
+        // Folding c and d: what the folded layer reads (rb) is the original's.
+        let (late, late_folds) = folded(&base, &["rc"]);
+        // Folding a and b first: what comes after them is computed anew.
+        let (early, early_folds) = folded(&base, &["ra"]);
+        let (both, both_folds) = folded(&early, &["rc"]);
+        for (model, folds, kept) in [(&late, &late_folds, true), (&both, &both_folds, false)] {
+            let values = OriginalValues::new(&base, &data);
+            let layers = refittable(model, &base, folds).unwrap();
+            assert_eq!(layers.len(), 1);
+            let input = layers[0].input.as_str();
+            let direct = runtime::run_all(&probe(model, &[input]).unwrap(), &data, BATCH).unwrap();
+            let pairs = inputs_and_targets(model, &values, &layers, &data).unwrap();
+            assert_eq!(pairs[0].0, direct[0], "{input}");
+            let cached = values
+                .computed
+                .borrow()
+                .contains_key(&(input.to_string(), 6));
+            assert_eq!(cached, kept, "{input}");
+        }
+        assert!(early_folds.len() == 1 && both_folds.len() == 1);
     }
 }

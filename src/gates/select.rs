@@ -12,7 +12,6 @@
 
 use serde::Serialize;
 
-use crate::calib::ModelInputs;
 use crate::error::Result;
 use crate::gates::GateGroup;
 use crate::gates::loss::{OutputKind, Target};
@@ -97,8 +96,8 @@ pub struct Walker<'a> {
     pub start: &'a Model,
     pub groups: &'a [GateGroup],
     pub targets: &'a [Target],
-    /// Refit folded layers on these (none: no refit).
-    pub refit_on: Option<&'a ModelInputs>,
+    /// Refit folded layers towards these (none: no refit).
+    pub refit_to: Option<refit::OriginalValues<'a>>,
     /// The original's outputs on the held-out data.
     pub held_out: &'a Expected<'a>,
     /// Input dims at batch 1, for latency.
@@ -200,9 +199,9 @@ impl Walker<'_> {
         passes::run_pipeline(&passes::folding(), &mut model.graph, ctx)?;
         ctx.linearised.borrow_mut().clear();
         let folds = ctx.folds.take();
-        if let Some(inputs) = self.refit_on {
+        if let Some(values) = &self.refit_to {
             done.refitted
-                .extend(refit::refit(model, self.base, &folds, inputs, self.seed)?);
+                .extend(refit::refit(model, values, &folds, self.seed)?);
         }
         done.groups += groups.len();
         done.removed.extend(removed);

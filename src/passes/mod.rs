@@ -46,7 +46,7 @@ mod resolve_auto_pad;
 mod resolve_reshape_shapes;
 mod segments;
 #[cfg(test)]
-mod test_models;
+pub(crate) mod test_models;
 
 pub use activation::{ActivationKind, NamedActivation, activations};
 pub use linearize::Linearize;

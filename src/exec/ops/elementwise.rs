@@ -172,20 +172,10 @@ pub(crate) fn zip_map<T: Float>(
     ArrayD::from_shape_vec(IxDyn(a.shape()), out).expect("same element count")
 }
 
-/// A sum over eight interleaved accumulators: no serial dependency between consecutive
-/// terms (so the loop vectorises), and a fixed order (so the result is reproducible).
-#[derive(Default)]
-struct Lanes([f64; 8]);
-
-impl Lanes {
-    fn add(&mut self, i: usize, v: f64) {
-        self.0[i % 8] += v;
-    }
-
-    fn total(&self) -> f64 {
-        self.0.iter().sum()
-    }
-}
+/// Accumulators of a sum: element i of a chunk goes to lane i mod 8, so consecutive terms
+/// do not wait on each other (the loop vectorises) and the order is fixed (the result is
+/// reproducible).
+const LANES: usize = 8;
 
 /// Σ f(a, b) over pairs of elements, as f64: per-chunk partial sums added in chunk order,
 /// so the result does not depend on thread scheduling.
@@ -200,18 +190,24 @@ pub(crate) fn zip_sum<T: Float>(
         .par_chunks(CHUNK)
         .zip(sb.par_chunks(CHUNK))
         .map(|(a, b)| {
-            let mut lanes = Lanes::default();
-            for (i, (&a, &b)) in a.iter().zip(b).enumerate() {
-                lanes.add(i, f(a, b));
+            let mut lanes = [0.0; LANES];
+            let (mut a8, mut b8) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
+            for (a, b) in (&mut a8).zip(&mut b8) {
+                for k in 0..LANES {
+                    lanes[k] += f(a[k], b[k]);
+                }
             }
-            lanes.total()
+            for (k, (&a, &b)) in a8.remainder().iter().zip(b8.remainder()).enumerate() {
+                lanes[k] += f(a, b);
+            }
+            lanes.iter().sum::<f64>()
         })
         .collect();
     partials.iter().sum()
 }
 
-/// `f` applied to pairs of elements, giving an array and Σ of an f64 per pair (per-chunk
-/// partial sums added in chunk order, as `zip_sum`).
+/// `f` applied to pairs of elements, giving an array and Σ of an f64 per pair (summed as
+/// `zip_sum` sums).
 pub(crate) fn zip_map_sum<T: Float>(
     pool: &BufferPool,
     a: &ArrayD<T>,
@@ -225,13 +221,23 @@ pub(crate) fn zip_map_sum<T: Float>(
         .par_chunks_mut(CHUNK)
         .zip(sa.par_chunks(CHUNK).zip(sb.par_chunks(CHUNK)))
         .map(|(o, (a, b))| {
-            let mut lanes = Lanes::default();
-            for (i, ((o, &a), &b)) in o.iter_mut().zip(a).zip(b).enumerate() {
+            let mut lanes = [0.0; LANES];
+            let mut o8 = o.chunks_exact_mut(LANES);
+            let (mut a8, mut b8) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
+            for ((o, a), b) in (&mut o8).zip(&mut a8).zip(&mut b8) {
+                for k in 0..LANES {
+                    let (v, s) = f(a[k], b[k]);
+                    o[k] = v;
+                    lanes[k] += s;
+                }
+            }
+            let rest = o8.into_remainder().iter_mut();
+            for (k, ((o, &a), &b)) in rest.zip(a8.remainder()).zip(b8.remainder()).enumerate() {
                 let (v, s) = f(a, b);
                 *o = v;
-                lanes.add(i, s);
+                lanes[k] += s;
             }
-            lanes.total()
+            lanes.iter().sum::<f64>()
         })
         .collect();
     let array = ArrayD::from_shape_vec(IxDyn(a.shape()), out).expect("same element count");
