@@ -23,6 +23,10 @@ use crate::runtime::bench::{self, BenchOptions};
 use crate::runtime::compare::{Expected, OutputComparison};
 use crate::runtime::cost::CostModel;
 
+/// Interleaved pairs a step within budget is timed over, and one over budget.
+const CHOICE_RUNS: usize = 90;
+const REPORT_RUNS: usize = 10;
+
 /// What the user accepts.
 #[derive(Clone, Debug, Serialize)]
 pub struct Budget {
@@ -65,8 +69,8 @@ pub struct Step {
     pub max_error: Option<f64>,
     /// MACs against the original's.
     pub mac_ratio: f64,
-    /// Latency against the original's, median of interleaved pairs in tract; not
-    /// measured with `--cost macs`, where the MAC ratio decides.
+    /// Latency against the original's, median of interleaved pairs in tract (90 within
+    /// budget, 10 over); not measured with `--cost macs`, where the MAC ratio decides.
     pub latency_ratio: Option<f64>,
     pub within_budget: bool,
 }
@@ -209,15 +213,10 @@ impl Walker<'_> {
         Ok(())
     }
 
+    /// The step's fidelity, then its latency: timed long when within budget (steps that
+    /// compete for the choice differ by a few percent), briefly when over (it cannot be
+    /// chosen; its latency is for the table).
     fn measure(&self, model: &Model, done: &Done, original_macs: f64, ctx: &Ctx) -> Result<Step> {
-        let latency_ratio = match *ctx.cost.borrow() {
-            CostModel::Macs => None,
-            _ => Some(
-                bench::time_models(self.original, model, self.dims, BenchOptions::default())?
-                    .ratio
-                    .median,
-            ),
-        };
         let mut step = Step {
             groups: done.groups,
             removed: done.removed.clone(),
@@ -228,10 +227,19 @@ impl Walker<'_> {
             max_error: None,
             fidelity: self.held_out.compare(model)?.outputs,
             mac_ratio: macs(model, ctx)? / original_macs,
-            latency_ratio,
+            latency_ratio: None,
             within_budget: false,
         };
         self.judge(&mut step);
+        if !matches!(*ctx.cost.borrow(), CostModel::Macs) {
+            let runs = match step.within_budget {
+                true => CHOICE_RUNS,
+                false => REPORT_RUNS,
+            };
+            let options = BenchOptions { warmup: 2, runs };
+            let timing = bench::time_models(self.original, model, self.dims, options)?;
+            step.latency_ratio = Some(timing.ratio.median);
+        }
         Ok(step)
     }
 
