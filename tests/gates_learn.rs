@@ -48,6 +48,7 @@ fn learned_on(
     learned_with(Cost::Macs, original, train, held_out, options, pinned)
 }
 
+/// Learns with folds judged by `cost` (measured: latency decides, as in the CLI).
 fn learned_with(
     cost: Cost,
     original: &Model,
