@@ -84,7 +84,7 @@ impl<'a> OriginalValues<'a> {
     /// The values named `names` in the original on `inputs` (`samples` of them).
     fn values(&self, names: &[&str], inputs: &ModelInputs) -> Result<Vec<ArrayD<f32>>> {
         let key = |name: &str| (name.to_string(), inputs.samples());
-        let missing: Vec<&str> = {
+        let missing: BTreeSet<&str> = {
             let computed = self.computed.borrow();
             names
                 .iter()
@@ -92,6 +92,7 @@ impl<'a> OriginalValues<'a> {
                 .filter(|&n| !computed.contains_key(&key(n)))
                 .collect()
         };
+        let missing: Vec<&str> = missing.into_iter().collect();
         if !missing.is_empty() {
             let values = runtime::run_all(&probe(self.original, &missing)?, inputs, BATCH)?;
             let mut computed = self.computed.borrow_mut();
