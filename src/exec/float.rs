@@ -1,5 +1,6 @@
 //! The element types the executor computes in: f32 for training, f64 so that tests can
-//! check gradients against central differences. Matrix products go to `matrixmultiply`.
+//! check gradients against central differences. Matrix products go to `matrixmultiply`;
+//! dot products and sums are added in lanes.
 
 use std::fmt::Debug;
 use std::iter::Sum;
@@ -232,4 +233,41 @@ pub(crate) fn gemm<T: Float>(alpha: T, a: Mat<T>, b: Mat<T>, beta: T, c: MatMut<
             ),
         )
     }
+}
+
+/// Accumulators of a sum: term i goes to lane i mod 8, so consecutive terms do not wait on
+/// each other (the loop vectorises) and the order is fixed (the result is reproducible).
+pub(crate) const LANES: usize = 8;
+
+/// Σ a[i]·b[i], summed in lanes.
+pub(crate) fn dot<T: Float>(a: &[T], b: &[T]) -> T {
+    assert_eq!(a.len(), b.len());
+    let mut lanes = [T::zero(); LANES];
+    let (a8, b8) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
+    let (a_rest, b_rest) = (a8.remainder(), b8.remainder());
+    for (a, b) in a8.zip(b8) {
+        for k in 0..LANES {
+            lanes[k] += a[k] * b[k];
+        }
+    }
+    for (k, (&a, &b)) in a_rest.iter().zip(b_rest).enumerate() {
+        lanes[k] += a * b;
+    }
+    lanes.into_iter().sum()
+}
+
+/// Σ a[i], summed in lanes.
+pub(crate) fn sum<T: Float>(a: &[T]) -> T {
+    let mut lanes = [T::zero(); LANES];
+    let a8 = a.chunks_exact(LANES);
+    let rest = a8.remainder();
+    for a in a8 {
+        for k in 0..LANES {
+            lanes[k] += a[k];
+        }
+    }
+    for (k, &a) in rest.iter().enumerate() {
+        lanes[k] += a;
+    }
+    lanes.into_iter().sum()
 }

@@ -194,7 +194,7 @@ pub(crate) fn prelu_backward<T: Float>(
         let mut dx = g.clone();
         Zip::from(&mut dx).and(x).and(&wide).for_each(|d, &x, &s| {
             if x < T::zero() {
-                *d = *d * s
+                *d *= s
             }
         });
         dx

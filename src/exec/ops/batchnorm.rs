@@ -6,7 +6,7 @@ use ndarray::{ArrayD, Axis, IxDyn};
 use crate::exec::float::Float;
 
 /// The per-channel tensors as slices, checked against the channel count.
-fn channels<'a, T: Float>(stats: [&'a ArrayD<T>; 4], c: usize) -> Result<[&'a [T]; 4], String> {
+fn channels<T: Float>(stats: [&ArrayD<T>; 4], c: usize) -> Result<[&[T]; 4], String> {
     let mut out: [&[T]; 4] = [&[]; 4];
     for (o, s) in out.iter_mut().zip(stats) {
         if s.len() != c {

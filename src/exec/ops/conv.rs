@@ -1,14 +1,17 @@
 //! Conv (1-D and 2-D, groups, stride, dilation, pads): im2col + GEMM per sample and group
 //! (a 1×1 unpadded stride-1 conv multiplies the input directly), a direct loop for
-//! depthwise convs. Samples run in parallel; weight gradients are per-sample partial sums
-//! added in sample order, so results do not depend on thread scheduling.
+//! depthwise convs. Samples run in parallel; weight gradients are partial sums over fixed
+//! runs of samples added in order, so results do not depend on thread scheduling.
 
 use ndarray::{ArrayD, IxDyn};
 use rayon::prelude::*;
 
 use super::window::{Span, Window};
 use crate::exec::buffers::BufferPool;
-use crate::exec::float::{Float, Mat, MatMut, gemm};
+use crate::exec::float::{Float, LANES, Mat, MatMut, dot, gemm, sum};
+
+/// Samples whose weight gradients one parallel task sums.
+const SAMPLES_PER_TASK: usize = 4;
 
 #[derive(Clone, Debug)]
 pub(crate) struct Conv {
@@ -143,26 +146,25 @@ fn gather_axpy<T: Float>(dst: &mut [T], a: T, src: &[T], off: usize, stride: usi
     }
 }
 
-/// Σ a[t] · b[off + t·stride].
+/// Σ a[t] · b[off + t·stride], summed in lanes.
 fn strided_dot<T: Float>(a: &[T], b: &[T], off: usize, stride: usize) -> T {
     if stride == 1 {
-        a.iter()
-            .zip(&b[off..][..a.len()])
-            .map(|(&a, &b)| a * b)
-            .sum()
-    } else {
-        a.iter()
-            .enumerate()
-            .map(|(t, &a)| a * b[off + t * stride])
-            .sum()
+        return dot(a, &b[off..][..a.len()]);
     }
+    let mut lanes = [T::zero(); LANES];
+    for (t, &a) in a.iter().enumerate() {
+        lanes[t % LANES] += a * b[off + t * stride];
+    }
+    lanes.into_iter().sum()
 }
 
-/// Per-sample partial sums (computed in parallel) added in sample order.
-fn ordered_sum<T: Float>(partials: Vec<Vec<T>>, len: usize) -> Vec<T> {
-    let mut total = vec![T::zero(); len];
+/// Partial sums (computed in parallel) added in order; their buffers go back to the pool.
+fn ordered_sum<T: Float>(pool: &BufferPool, partials: Vec<Vec<T>>) -> Vec<T> {
+    let mut partials = partials.into_iter();
+    let mut total = partials.next().expect("at least one partial sum");
     for p in partials {
-        total.iter_mut().zip(p).for_each(|(t, p)| *t += p);
+        total.iter_mut().zip(&p).for_each(|(t, &p)| *t += p);
+        pool.give(p);
     }
     total
 }
@@ -269,22 +271,23 @@ impl Conv {
             ArrayD::from_shape_vec(x.raw_dim(), dx).expect("input dims")
         });
         let dw = need[1].then(|| {
-            let partials: Vec<Vec<T>> = if out_len > 0 && in_len > 0 {
-                gd.par_chunks(out_len)
-                    .zip(xd.par_chunks(in_len))
-                    .map_init(Vec::new, |col, (g, x)| geo.weight_grad_sample(g, x, col))
-                    .collect()
+            let total = if out_len > 0 && in_len > 0 {
+                let partials = gd
+                    .par_chunks(SAMPLES_PER_TASK * out_len)
+                    .zip(xd.par_chunks(SAMPLES_PER_TASK * in_len))
+                    .map_init(Vec::new, |col, (g, x)| geo.weight_grad(pool, g, x, col))
+                    .collect();
+                ordered_sum(pool, partials)
             } else {
-                Vec::new()
+                vec![T::zero(); w.len()]
             };
-            ArrayD::from_shape_vec(w.raw_dim(), ordered_sum(partials, w.len()))
-                .expect("weight dims")
+            ArrayD::from_shape_vec(w.raw_dim(), total).expect("weight dims")
         });
         let db = need[2].then(|| {
             let mut db = vec![T::zero(); geo.outputs];
             for sample in gd.chunks(out_len.max(1)) {
                 for (d, plane) in db.iter_mut().zip(sample.chunks(geo.out_plane().max(1))) {
-                    *d += plane.iter().copied().sum();
+                    *d += sum(plane);
                 }
             }
             ArrayD::from_shape_vec(IxDyn(&[geo.outputs]), db).expect("bias dims")
@@ -371,10 +374,29 @@ impl Geometry {
         }
     }
 
-    fn weight_grad_sample<T: Float>(&self, g: &[T], x: &[T], col: &mut Vec<T>) -> Vec<T> {
+    /// Σ over the samples of `g` and `x` of each sample's weight gradient.
+    fn weight_grad<T: Float>(
+        &self,
+        pool: &BufferPool,
+        g: &[T],
+        x: &[T],
+        col: &mut Vec<T>,
+    ) -> Vec<T> {
+        let (in_len, out_len) = (
+            self.channels * self.in_plane(),
+            self.outputs * self.out_plane(),
+        );
+        let mut dw = pool.take(self.outputs * self.patch());
+        dw.fill(T::zero());
+        for (g, x) in g.chunks(out_len).zip(x.chunks(in_len)) {
+            self.add_weight_grad_sample(g, x, &mut dw, col);
+        }
+        dw
+    }
+
+    fn add_weight_grad_sample<T: Float>(&self, g: &[T], x: &[T], dw: &mut [T], col: &mut Vec<T>) {
         let (ip, op, og) = (self.in_plane(), self.out_plane(), self.group_outputs());
         let (cg, k) = (self.group_channels(), self.patch());
-        let mut dw = vec![T::zero(); self.outputs * k];
         if self.depthwise() {
             for (o, (g, dw)) in g.chunks(op).zip(dw.chunks_mut(k)).enumerate() {
                 let x = &x[(o / og) * ip..][..ip];
@@ -382,7 +404,7 @@ impl Geometry {
                     dw[tap] += strided_dot(&g[out..][..run], x, inp, self.w.stride);
                 });
             }
-            return dw;
+            return;
         }
         for grp in 0..self.group {
             let xg = &x[grp * cg * ip..][..cg * ip];
@@ -394,8 +416,7 @@ impl Geometry {
             };
             let gg = Mat::new(&g[grp * og * op..][..og * op], og, op);
             let dwg = MatMut::new(&mut dw[grp * og * k..][..og * k], og, k);
-            gemm(T::one(), gg, Mat::new(cols, k, op).t(), T::zero(), dwg);
+            gemm(T::one(), gg, Mat::new(cols, k, op).t(), T::one(), dwg);
         }
-        dw
     }
 }

@@ -5,7 +5,7 @@ use ndarray::{ArrayD, Axis, IxDyn, Zip};
 use rayon::prelude::*;
 
 use crate::exec::buffers::BufferPool;
-use crate::exec::float::Float;
+use crate::exec::float::{Float, LANES};
 
 /// Elements per parallel task: large enough that scheduling costs nothing.
 const CHUNK: usize = 1 << 15;
@@ -171,11 +171,6 @@ pub(crate) fn zip_map<T: Float>(
         });
     ArrayD::from_shape_vec(IxDyn(a.shape()), out).expect("same element count")
 }
-
-/// Accumulators of a sum: element i of a chunk goes to lane i mod 8, so consecutive terms
-/// do not wait on each other (the loop vectorises) and the order is fixed (the result is
-/// reproducible).
-const LANES: usize = 8;
 
 /// Σ f(a, b) over pairs of elements, as f64: per-chunk partial sums added in chunk order,
 /// so the result does not depend on thread scheduling.

@@ -25,13 +25,15 @@ fn slice<T: Float>(a: &ArrayD<T>) -> &[T] {
     a.as_slice().expect("executor arrays are contiguous")
 }
 
+/// A' and B' as matrices, with (M, K, N).
+type Operands<'a, T> = (Mat<'a, T>, Mat<'a, T>, [usize; 3]);
+
 impl Gemm {
-    /// A' and B' as matrices, with (M, K, N).
     fn operands<'a, T: Float>(
         &self,
         a: &'a ArrayD<T>,
         b: &'a ArrayD<T>,
-    ) -> Result<(Mat<'a, T>, Mat<'a, T>, [usize; 3]), String> {
+    ) -> Result<Operands<'a, T>, String> {
         let (ar, ac) = matrix(a, "A")?;
         let (br, bc) = matrix(b, "B")?;
         let a = Mat::new(slice(a), ar, ac).t_if(self.trans_a);

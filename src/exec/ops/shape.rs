@@ -45,7 +45,7 @@ impl Reshape {
                 }
                 if let Some(i) = inferred {
                     let known: usize = shape.iter().product();
-                    if known == 0 || count % known != 0 {
+                    if known == 0 || !count.is_multiple_of(known) {
                         return Err(format!("cannot infer -1 of {dims:?} from {input:?}"));
                     }
                     shape[i] = count / known;
@@ -191,9 +191,12 @@ pub(crate) struct Pad {
     pub value: f64,
 }
 
+/// A padded axis and the source index of each of its output indices (`None`: the
+/// constant).
+type AxisSources = (usize, Vec<Option<usize>>);
+
 impl Pad {
-    /// Per padded axis: the source index of each output index (`None` = the constant).
-    fn sources(&self, shape: &[usize]) -> Result<Vec<(usize, Vec<Option<usize>>)>, String> {
+    fn sources(&self, shape: &[usize]) -> Result<Vec<AxisSources>, String> {
         self.pads
             .iter()
             .map(|&(axis, begin, end)| {
