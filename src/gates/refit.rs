@@ -4,8 +4,8 @@
 //!
 //! The fit shrinks towards the folded weights (a ridge around them, not around zero), so
 //! a layer with more weights than rows moves only where the data says; the strength is
-//! chosen on a fifth of the rows held out of the fit, and a layer no strength improves
-//! on those rows keeps its folded weights.
+//! chosen on a fifth of the rows held out of the fit (on each fifth in turn when the rows
+//! are few), and a layer no strength improves on those rows keeps its folded weights.
 //!
 //! Conv layers are fitted per group on im2col rows (output positions, a seeded sample of
 //! them when there are many), Gemm layers on one row per sample. A fold followed by a
@@ -32,8 +32,13 @@ use crate::runtime;
 const MAX_ROWS: usize = 32_768;
 /// Ridge strengths tried, relative to the mean diagonal of the Gram matrix.
 const RIDGES: [f64; 7] = [1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0];
-/// The fraction of rows held out to choose the strength.
-const VALIDATION: f64 = 0.2;
+/// The rows are split in this many parts; the strength is chosen on the squared error of
+/// each part checked, fitted on the others: the first part only, or every part when the
+/// rows are few for the unknowns (`FEW_ROWS`), where one fifth is a handful of rows and a
+/// strength chosen on them is chance.
+const PARTS: usize = 5;
+/// Rows per unknown of a row of Θ below which every part is checked.
+const FEW_ROWS: usize = 4;
 /// Samples run through tract at once.
 const BATCH: usize = 16;
 
@@ -42,7 +47,7 @@ const BATCH: usize = 16;
 #[derive(Clone, Debug, Serialize)]
 pub struct Refitted {
     pub node: String,
-    /// Root-mean-square error over the validation rows, relative to the target's RMS.
+    /// Root-mean-square error over the held-out rows, relative to the target's RMS.
     pub before: f64,
     pub after: f64,
     /// The ridge strength chosen (relative to the Gram matrix's mean diagonal); none when
@@ -569,36 +574,54 @@ struct Fit {
 }
 
 impl Fit {
-    /// argmin_Θ ‖AΘ − Y‖² + λ‖Θ − Θ₀‖², λ chosen among `RIDGES` on validation rows
-    /// (Θ₀ itself when it does better on them), then solved on all rows.
+    /// argmin_Θ ‖AΘ − Y‖² + λ‖Θ − Θ₀‖², λ chosen among `RIDGES` on held-out rows (see
+    /// `PARTS`; Θ₀ itself when it does better on them), then solved on all rows.
     fn towards(
         a: &Array2<f64>,
         y: &Array2<f64>,
         current: &Array2<f64>,
         rng: &mut Rng,
     ) -> Result<Fit> {
-        let (fit_rows, check_rows) = split_rows(a.nrows(), rng);
-        let part = |rows: &[usize]| Normal::of(&a.select(Axis(0), rows), &y.select(Axis(0), rows));
-        let (fit, check) = (part(&fit_rows), part(&check_rows));
-        let sq_before = check.squared_residual(current);
+        let parts: Vec<Normal> = split_rows(a.nrows(), rng)
+            .iter()
+            .map(|rows| Normal::of(&a.select(Axis(0), rows), &y.select(Axis(0), rows)))
+            .collect();
+        let all = parts[1..]
+            .iter()
+            .fold(parts[0].clone(), |sum, p| sum.plus(p));
+        let checked = match a.nrows() < FEW_ROWS * a.ncols() {
+            true => &parts[..],
+            false => &parts[..1],
+        };
+        // Each checked part against a fit on the others (all rows when there is one part).
+        let held_out_error = |theta_of: &dyn Fn(&Normal) -> Result<Array2<f64>>| {
+            checked.iter().try_fold(0.0, |sq, part| {
+                let others = if parts.len() > 1 {
+                    all.minus(part)
+                } else {
+                    all.clone()
+                };
+                Ok::<f64, Error>(sq + part.squared_residual(&theta_of(&others)?))
+            })
+        };
+        let sq_before = held_out_error(&|_| Ok(current.clone()))?;
         let mut best = (sq_before, None);
         for ridge in RIDGES {
-            let sq = check.squared_residual(&fit.solve(ridge, current)?);
+            let sq = held_out_error(&|others| others.solve(ridge, current))?;
             if sq < best.0 {
                 best = (sq, Some(ridge));
             }
         }
         let (sq_after, ridge) = best;
         let theta = match ridge {
-            Some(ridge) if fit_rows != check_rows => fit.plus(&check).solve(ridge, current)?,
-            Some(ridge) => fit.solve(ridge, current)?,
+            Some(ridge) => all.solve(ridge, current)?,
             None => current.clone(),
         };
         Ok(Fit {
             theta,
             sq_before,
             sq_after,
-            sq_target: check.sq_target,
+            sq_target: checked.iter().map(|p| p.sq_target).sum(),
             ridge,
         })
     }
@@ -620,21 +643,23 @@ impl Fit {
     }
 }
 
-/// Row indices for the fit and for validation, seeded; all rows both ways when there are
-/// too few to spare a fifth.
-fn split_rows(rows: usize, rng: &mut Rng) -> (Vec<usize>, Vec<usize>) {
+/// The rows in `PARTS` seeded parts, or in one part when there are too few to split.
+fn split_rows(rows: usize, rng: &mut Rng) -> Vec<Vec<usize>> {
     let mut order: Vec<usize> = (0..rows).collect();
-    let held = (rows as f64 * VALIDATION).round() as usize;
-    if held < 2 {
-        return (order.clone(), order);
+    if rows < 2 * PARTS {
+        return vec![order];
     }
     shuffle(&mut order, rng);
-    let (check, fit) = order.split_at(held);
-    (fit.to_vec(), check.to_vec())
+    let bounds: Vec<usize> = (0..=PARTS).map(|k| k * rows / PARTS).collect();
+    bounds
+        .windows(2)
+        .map(|b| order[b[0]..b[1]].to_vec())
+        .collect()
 }
 
 /// The normal equations AᵀA Θ = AᵀY, and ‖Y‖²: all a least-squares problem needs,
 /// residuals included.
+#[derive(Clone)]
 struct Normal {
     gram: Array2<f64>,
     rhs: Array2<f64>,
@@ -656,6 +681,15 @@ impl Normal {
             gram: &self.gram + &other.gram,
             rhs: &self.rhs + &other.rhs,
             sq_target: self.sq_target + other.sq_target,
+        }
+    }
+
+    /// The equations of this problem's rows without `part`'s (rows of it).
+    fn minus(&self, part: &Normal) -> Normal {
+        Normal {
+            gram: &self.gram - &part.gram,
+            rhs: &self.rhs - &part.rhs,
+            sq_target: self.sq_target - part.sq_target,
         }
     }
 

@@ -9,6 +9,11 @@
 //! breaks fidelity does not take the groups after it down with it, and with a tight budget
 //! every group is measured on its own. Every step is measured (unless a target speedup is
 //! reached first), so the walk shows where fidelity breaks, not only where it stopped.
+//!
+//! The step chosen is the fastest within budget, unless a step within budget with more
+//! groups folded is as fast within the timing's noise: between latencies the measurement
+//! cannot tell apart, the shallower network is the tool's purpose, and the step that
+//! happened to time faster is chance.
 
 use serde::Serialize;
 
@@ -72,6 +77,9 @@ pub struct Step {
     /// Latency against the original's, median of interleaved pairs in tract (90 within
     /// budget, 10 over); not measured with `--cost macs`, where the MAC ratio decides.
     pub latency_ratio: Option<f64>,
+    /// The standard error of `latency_ratio` (see
+    /// [`PairTiming::ratio_standard_error`](bench::PairTiming::ratio_standard_error)).
+    pub latency_noise: Option<f64>,
     pub within_budget: bool,
 }
 
@@ -80,6 +88,28 @@ impl Step {
     pub fn cost_ratio(&self) -> f64 {
         self.latency_ratio.unwrap_or(self.mac_ratio)
     }
+
+    /// The two cost ratios differ by less than twice the standard error of their
+    /// difference: the timing cannot tell which is faster (MAC ratios always can).
+    fn as_fast_as(&self, other: &Step) -> bool {
+        let noise = |s: &Step| s.latency_noise.unwrap_or(0.0);
+        let band = 2.0 * noise(self).hypot(noise(other));
+        self.cost_ratio() <= other.cost_ratio() + band
+    }
+}
+
+/// The step to write (see the module documentation); step 0 when none is within budget.
+fn choose(steps: &[Step]) -> usize {
+    let within = || steps.iter().enumerate().filter(|(_, s)| s.within_budget);
+    let by_cost =
+        |a: &(usize, &Step), b: &(usize, &Step)| a.1.cost_ratio().total_cmp(&b.1.cost_ratio());
+    let Some((_, fastest)) = within().min_by(by_cost) else {
+        return 0;
+    };
+    within()
+        .filter(|(_, s)| s.as_fast_as(fastest))
+        .max_by(|a, b| a.1.groups.cmp(&b.1.groups).then(by_cost(b, a)))
+        .map_or(0, |(k, _)| k)
 }
 
 /// The walk and the step chosen.
@@ -125,7 +155,7 @@ impl Walker<'_> {
         let original_macs = macs(self.original, ctx)?;
         let mut kept = (self.start.clone(), Done::default());
         let mut steps: Vec<Step> = Vec::new();
-        let mut best: Option<(usize, Model)> = None;
+        let mut within_budget: Vec<(usize, Model)> = Vec::new();
         for k in 0..=schedule.len() {
             let (model, done) = if k == 0 {
                 (self.base.clone(), Done::default())
@@ -136,26 +166,27 @@ impl Walker<'_> {
             };
             let step = self.measure(&model, &done, original_macs, ctx)?;
             on_step(&step);
-            let faster = best
-                .as_ref()
-                .is_none_or(|(b, _)| step.cost_ratio() < steps[*b].cost_ratio());
             let reached = step.within_budget
                 && self
                     .budget
                     .target_speedup
                     .is_some_and(|s| 1.0 / step.cost_ratio() >= s);
-            if step.within_budget && faster {
-                best = Some((k, model.clone()));
-            }
-            if step.within_budget && k > 0 {
-                kept = (model, done);
+            if step.within_budget {
+                within_budget.push((k, model.clone()));
+                if k > 0 {
+                    kept = (model, done);
+                }
             }
             steps.push(step);
             if reached {
                 break;
             }
         }
-        let (chosen, model) = best.unwrap_or((0, self.base.clone()));
+        let chosen = choose(&steps);
+        let model = match within_budget.into_iter().find(|(k, _)| *k == chosen) {
+            Some((_, model)) => model,
+            None => self.base.clone(),
+        };
         Ok(Walk {
             steps,
             chosen,
@@ -228,6 +259,7 @@ impl Walker<'_> {
             fidelity: self.held_out.compare(model)?.outputs,
             mac_ratio: macs(model, ctx)? / original_macs,
             latency_ratio: None,
+            latency_noise: None,
             within_budget: false,
         };
         self.judge(&mut step);
@@ -239,6 +271,7 @@ impl Walker<'_> {
             let options = BenchOptions { warmup: 2, runs };
             let timing = bench::time_models(self.original, model, self.dims, options)?;
             step.latency_ratio = Some(timing.ratio.median);
+            step.latency_noise = Some(timing.ratio_standard_error());
         }
         Ok(step)
     }
@@ -311,7 +344,53 @@ fn macs(model: &Model, ctx: &Ctx) -> Result<f64> {
 
 #[cfg(test)]
 mod tests {
-    use super::Fidelity;
+    use super::{Fidelity, Step, choose};
+
+    /// A step of `groups` groups at `latency` ± `noise` (standard error).
+    fn step(groups: usize, latency: f64, noise: f64, within_budget: bool) -> Step {
+        Step {
+            groups,
+            removed: Vec::new(),
+            folds: Vec::new(),
+            refitted: Vec::new(),
+            fidelity: Vec::new(),
+            agreement: None,
+            pairwise_flips: None,
+            max_error: None,
+            mac_ratio: 1.0,
+            latency_ratio: Some(latency),
+            latency_noise: Some(noise),
+            within_budget,
+        }
+    }
+
+    #[test]
+    fn the_choice_is_the_most_folded_step_the_timing_cannot_tell_from_the_fastest() {
+        let walk = |steps: &[(usize, f64, bool)], noise| {
+            let steps: Vec<Step> = steps
+                .iter()
+                .map(|&(groups, latency, fits)| step(groups, latency, noise, fits))
+                .collect();
+            choose(&steps)
+        };
+        let steps = [
+            (0, 0.950, true),
+            (1, 0.940, true),
+            (2, 0.946, true),
+            (3, 0.900, false),
+        ];
+        // Noise 0.004: the band is 2·√2·0.004 ≈ 0.0113 around the fastest (0.940).
+        assert_eq!(walk(&steps, 0.004), 2);
+        // Noise 0.001: step 2 is measurably slower than step 1.
+        assert_eq!(walk(&steps, 0.001), 1);
+        // Over budget is never chosen, however fast; none within budget: step 0.
+        assert_eq!(walk(&[(0, 1.0, false), (1, 0.5, false)], 0.0), 0);
+        // Equal groups: the faster.
+        assert_eq!(
+            walk(&[(0, 1.0, true), (1, 0.96, true), (1, 0.95, true)], 0.01),
+            2
+        );
+    }
 
     #[test]
     fn the_budget_holds_the_larger_of_the_agreement_lost_and_the_pairwise_flips() {

@@ -51,6 +51,15 @@ pub struct PairTiming {
     pub pairs: usize,
 }
 
+impl PairTiming {
+    /// The standard error of the median ratio: 1.2533·σ/√pairs, σ estimated from the
+    /// p10–p90 range as for a normal distribution (2 × 1.2816 σ).
+    pub fn ratio_standard_error(&self) -> f64 {
+        let sigma = (self.ratio.p90 - self.ratio.p10) / 2.5631;
+        1.2533 * sigma / (self.pairs.max(1) as f64).sqrt()
+    }
+}
+
 /// How many runs.
 #[derive(Clone, Copy, Debug)]
 pub struct BenchOptions {
