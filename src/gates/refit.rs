@@ -593,21 +593,26 @@ impl Fit {
             true => &parts[..],
             false => &parts[..1],
         };
-        // Each checked part against a fit on the others (all rows when there is one part).
-        let held_out_error = |theta_of: &dyn Fn(&Normal) -> Result<Array2<f64>>| {
-            checked.iter().try_fold(0.0, |sq, part| {
-                let others = if parts.len() > 1 {
-                    all.minus(part)
-                } else {
-                    all.clone()
-                };
-                Ok::<f64, Error>(sq + part.squared_residual(&theta_of(&others)?))
-            })
+        // Each checked part's squared error under the fit of strength `ridge` on the other
+        // parts (on all rows when there is one part); Θ₀ without a strength.
+        let held_out_error = |ridge: Option<f64>| -> Result<f64> {
+            let error = |part: &Normal| match ridge {
+                None => Ok(part.squared_residual(current)),
+                Some(ridge) => {
+                    let others = if parts.len() > 1 {
+                        all.minus(part)
+                    } else {
+                        all.clone()
+                    };
+                    Ok(part.squared_residual(&others.solve(ridge, current)?))
+                }
+            };
+            checked.iter().map(error).sum()
         };
-        let sq_before = held_out_error(&|_| Ok(current.clone()))?;
+        let sq_before = held_out_error(None)?;
         let mut best = (sq_before, None);
         for ridge in RIDGES {
-            let sq = held_out_error(&|others| others.solve(ridge, current))?;
+            let sq = held_out_error(Some(ridge))?;
             if sq < best.0 {
                 best = (sq, Some(ridge));
             }
@@ -769,6 +774,21 @@ mod tests {
         assert!(error < 1e-2, "{error}");
         assert!(fit.relative(fit.sq_after) < 1e-3);
         assert!(fit.relative(fit.sq_before) > 0.5);
+    }
+
+    /// The strength is judged on one fifth of the rows when they are many for the
+    /// unknowns, on every fifth in turn when they are few: the errors reported are over
+    /// those rows.
+    #[test]
+    fn few_rows_are_all_held_out_in_turn() {
+        let mut rng = Rng::new(4);
+        for (rows, features, checked) in [(200, 5, 40.0), (30, 20, 30.0)] {
+            let a = with_intercept(Array2::from_shape_fn((rows, features), |_| rng.normal()));
+            let y = Array2::ones((rows, 1));
+            let fit = Fit::towards(&a, &y, &Array2::zeros((features + 1, 1)), &mut rng).unwrap();
+            assert_eq!(fit.sq_target, checked, "{rows} rows, {features} features");
+            assert_eq!(fit.relative(fit.sq_before), 1.0);
+        }
     }
 
     /// Fewer rows than weights: the fit moves the folded weights only as far as rows it
