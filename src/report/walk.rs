@@ -3,8 +3,8 @@
 use crate::gates::{Step, Walk};
 use crate::report::aligned;
 
-/// `groups  removed  agreement  pairwise flips  error  MACs  latency  budget`, the chosen
-/// step marked with `*`.
+/// `groups  removed  agreement  pairwise flips  error  MACs  latency  budget`, the latency
+/// with its standard error, the chosen step marked with `*`.
 pub fn walk_table(walk: &Walk) -> String {
     let mut rows = vec![
         [
@@ -45,8 +45,11 @@ fn row(chosen: bool, step: &Step) -> Vec<String> {
             .map_or("-".into(), |f| format!("{:.2} %", 100.0 * f)),
         step.max_error.map_or("-".into(), |e| format!("{e:.2e}")),
         format!("{:.3}×", step.mac_ratio),
-        step.latency_ratio
-            .map_or("not measured".into(), |r| format!("{r:.3}×")),
+        match (step.latency_ratio, step.latency_noise) {
+            (Some(r), Some(noise)) => format!("{r:.3}× ±{noise:.3}"),
+            (Some(r), None) => format!("{r:.3}×"),
+            (None, _) => "not measured".into(),
+        },
         if step.within_budget { "fits" } else { "over" }.to_string(),
     ]
 }
