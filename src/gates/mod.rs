@@ -21,7 +21,7 @@ use crate::runtime::compare::Expected;
 
 pub use candidates::{GateGroup, GatedActivation, candidates};
 pub use loss::{OutputKind, Target, parse_output_kind, targets};
-pub use select::{Budget, Step, Walk};
+pub use select::{Budget, FoldedAlone, Step, Walk};
 pub use train::{GateOutcome, TrainOptions, Training};
 
 /// How to learn.
@@ -132,30 +132,26 @@ pub fn learn(
         .partition(|o| o.crossed_at.is_some());
     let crossed: Vec<usize> = crossed.iter().map(|o| o.group).collect();
     let uncrossed: Vec<usize> = uncrossed.iter().map(|o| o.group).collect();
-    let schedule: Vec<Vec<usize>> = if fine_tuned.is_some() {
+    let (schedule, alone): (Vec<Vec<usize>>, FoldedAlone) = if fine_tuned.is_some() {
         // The weights fit one configuration, the gates as training left them: the
         // crossed groups fold together, the others stay as trained.
-        if crossed.is_empty() {
-            Vec::new()
-        } else {
-            vec![crossed]
-        }
+        let all_crossed = (!crossed.is_empty()).then_some(crossed);
+        (all_crossed.into_iter().collect(), FoldedAlone::default())
     } else {
-        let ordered = if uncrossed.len() > 1 {
+        let (ordered, alone) = if uncrossed.len() > 1 {
             walker.by_fidelity_alone(&uncrossed, ctx, &mut |done, of| {
                 progress.group_measured(done, of)
             })?
         } else {
-            uncrossed
+            (uncrossed, FoldedAlone::default())
         };
-        crossed
-            .into_iter()
-            .chain(ordered)
-            .map(|g| vec![g])
-            .collect()
+        let one_by_one = crossed.into_iter().chain(ordered).map(|g| vec![g]);
+        (one_by_one.collect(), alone)
     };
     let steps = schedule.len() + 1;
-    let walk = walker.walk(&schedule, ctx, &mut |step| progress.walk_step(step, steps))?;
+    let walk = walker.walk(&schedule, alone, ctx, &mut |step| {
+        progress.walk_step(step, steps)
+    })?;
     Ok(Learning {
         groups,
         targets,

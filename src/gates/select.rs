@@ -15,6 +15,8 @@
 //! cannot tell apart, the shallower network is the tool's purpose, and the step that
 //! happened to time faster is chance.
 
+use std::collections::HashMap;
+
 use serde::Serialize;
 
 use crate::error::Result;
@@ -145,9 +147,12 @@ impl Walker<'_> {
     /// measured step. Each step adds its groups to the last step within budget: they are
     /// linearised and folded, and only the layers those folds made are refit; a step over
     /// budget is measured and reported, and the walk goes on without it.
+    /// Steps that fold one group alone on the start model reuse what `alone` holds of it
+    /// (see [`Walker::by_fidelity_alone`]).
     pub fn walk(
         &self,
         schedule: &[Vec<usize>],
+        mut alone: FoldedAlone,
         ctx: &Ctx,
         on_step: &mut dyn FnMut(&Step),
     ) -> Result<Walk> {
@@ -157,14 +162,13 @@ impl Walker<'_> {
         let mut steps: Vec<Step> = Vec::new();
         let mut within_budget: Vec<(usize, Model)> = Vec::new();
         for k in 0..=schedule.len() {
-            let (model, done) = if k == 0 {
-                (self.base.clone(), Done::default())
-            } else {
-                let (mut model, mut done) = kept.clone();
-                self.fold_groups(&mut model, &schedule[k - 1], &mut done, ctx)?;
-                (model, done)
-            };
-            let step = self.measure(&model, &done, original_macs, ctx)?;
+            let adds = k.checked_sub(1).map(|i| schedule[i].as_slice());
+            let Folded {
+                model,
+                done,
+                fidelity,
+            } = self.step_model(adds, &kept, &mut alone, ctx)?;
+            let step = self.measure(&model, &done, fidelity, original_macs, ctx)?;
             on_step(&step);
             let reached = step.within_budget
                 && self
@@ -196,24 +200,57 @@ impl Walker<'_> {
 
     /// `groups` ordered by the fidelity each keeps when folded (and refit) alone, best
     /// first, on the held-out data: for gates training could not tell apart (none crossed
-    /// the threshold), what each costs is measured instead. `on_measured(done, of)`.
+    /// the threshold), what each costs is measured instead. `on_measured(done, of)`. Each
+    /// group's folded model is kept for the walk.
     pub fn by_fidelity_alone(
         &self,
         groups: &[usize],
         ctx: &Ctx,
         on_measured: &mut dyn FnMut(usize, usize),
-    ) -> Result<Vec<usize>> {
+    ) -> Result<(Vec<usize>, FoldedAlone)> {
         let mut scored = Vec::with_capacity(groups.len());
+        let mut alone = FoldedAlone::default();
         on_measured(0, groups.len());
         for (i, &g) in groups.iter().enumerate() {
-            let mut model = self.start.clone();
-            self.fold_groups(&mut model, &[g], &mut Done::default(), ctx)?;
-            let fidelity = self.summary(&self.held_out.compare(&model)?.outputs);
-            scored.push((-fidelity.drop() - fidelity.max_error.unwrap_or(0.0), g));
+            let start = (self.start.clone(), Done::default());
+            let folded = self.step_model(Some(&[g]), &start, &mut FoldedAlone::default(), ctx)?;
+            let summary = self.summary(&folded.fidelity);
+            scored.push((-summary.drop() - summary.max_error.unwrap_or(0.0), g));
+            alone.0.insert(g, folded);
             on_measured(i + 1, groups.len());
         }
         scored.sort_by(|a, b| b.0.total_cmp(&a.0));
-        Ok(scored.into_iter().map(|(_, g)| g).collect())
+        Ok((scored.into_iter().map(|(_, g)| g).collect(), alone))
+    }
+
+    /// A step's model, what made it and its held-out fidelity: the base without groups to
+    /// add; one group added to the start model is what the ordering folded, when it did.
+    fn step_model(
+        &self,
+        adds: Option<&[usize]>,
+        kept: &(Model, Done),
+        alone: &mut FoldedAlone,
+        ctx: &Ctx,
+    ) -> Result<Folded> {
+        let (model, done) = match adds {
+            None => (self.base.clone(), Done::default()),
+            Some(groups) => {
+                if let ([group], 0) = (groups, kept.1.groups)
+                    && let Some(folded) = alone.0.remove(group)
+                {
+                    return Ok(folded);
+                }
+                let (mut model, mut done) = kept.clone();
+                self.fold_groups(&mut model, groups, &mut done, ctx)?;
+                (model, done)
+            }
+        };
+        let fidelity = self.held_out.compare(&model)?.outputs;
+        Ok(Folded {
+            model,
+            done,
+            fidelity,
+        })
     }
 
     /// Linearises `groups` in `model`, folds across them, and refits what those folds
@@ -244,10 +281,17 @@ impl Walker<'_> {
         Ok(())
     }
 
-    /// The step's fidelity, then its latency: timed long when within budget (steps that
+    /// The step's fidelity judged, then its latency: timed long when within budget (steps that
     /// compete for the choice differ by a few percent), briefly when over (it cannot be
     /// chosen; its latency is for the table).
-    fn measure(&self, model: &Model, done: &Done, original_macs: f64, ctx: &Ctx) -> Result<Step> {
+    fn measure(
+        &self,
+        model: &Model,
+        done: &Done,
+        fidelity: Vec<OutputComparison>,
+        original_macs: f64,
+        ctx: &Ctx,
+    ) -> Result<Step> {
         let mut step = Step {
             groups: done.groups,
             removed: done.removed.clone(),
@@ -256,7 +300,7 @@ impl Walker<'_> {
             agreement: None,
             pairwise_flips: None,
             max_error: None,
-            fidelity: self.held_out.compare(model)?.outputs,
+            fidelity,
             mac_ratio: macs(model, ctx)? / original_macs,
             latency_ratio: None,
             latency_noise: None,
@@ -327,6 +371,19 @@ impl Walker<'_> {
                 .reduce(f64::max),
         }
     }
+}
+
+/// Groups folded (and refit) alone on the start model, by group: the ordering's work,
+/// which the walk's steps that fold one group on the start model would repeat.
+#[derive(Default)]
+pub struct FoldedAlone(HashMap<usize, Folded>);
+
+/// A model folded from the start model, what made it, and its fidelity on the held-out
+/// data.
+struct Folded {
+    model: Model,
+    done: Done,
+    fidelity: Vec<OutputComparison>,
 }
 
 /// What a step's model was made by.
