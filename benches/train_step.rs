@@ -33,6 +33,8 @@ fn kl_gradient(teacher: &ArrayD<f32>, student: &ArrayD<f32>) -> ArrayD<f32> {
 }
 
 fn train_step(c: &mut Criterion) {
+    // As the CLI runs it.
+    onnx_shallow::memory::keep_freed_memory();
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../shared/models")
         .join(MODEL);

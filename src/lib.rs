@@ -28,6 +28,7 @@ pub mod fold;
 pub mod fuzzing;
 pub mod gates;
 pub mod ir;
+pub mod memory;
 pub mod onnx;
 mod optimize;
 pub mod passes;

@@ -341,6 +341,7 @@ enum CostArg {
 }
 
 fn main() -> ExitCode {
+    onnx_shallow::memory::keep_freed_memory();
     let cli = Cli::parse();
     let progress = match cli.quiet {
         true => Progress::hidden(),
