@@ -433,12 +433,6 @@ fn ppocr_classifier_loses_two_activations_and_keeps_its_agreement() {
         &pinned,
     );
     print(&learning);
-    onnx_shallow::save(
-        &learning.walk.model,
-        std::path::Path::new("/tmp/pp.onnx"),
-        &Default::default(),
-    )
-    .unwrap();
     let test = rows_of(&x, &odd, "odd");
     let labels: Vec<i64> = odd.iter().map(|&r| y[[r]] as i64).collect();
     let (before, after) = (

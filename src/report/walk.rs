@@ -45,11 +45,11 @@ fn row(chosen: bool, step: &Step) -> Vec<String> {
             .map_or("-".into(), |f| format!("{:.2} %", 100.0 * f)),
         step.max_error.map_or("-".into(), |e| format!("{e:.2e}")),
         format!("{:.3}×", step.mac_ratio),
-        match (step.latency_ratio, step.latency_noise) {
-            (Some(r), Some(noise)) => format!("{r:.3}× ±{noise:.3}"),
-            (Some(r), None) => format!("{r:.3}×"),
-            (None, _) => "not measured".into(),
-        },
+        step.latency_ratio
+            .zip(step.latency_noise)
+            .map_or("not measured".into(), |(r, noise)| {
+                format!("{r:.3}× ±{noise:.3}")
+            }),
         if step.within_budget { "fits" } else { "over" }.to_string(),
     ]
 }
