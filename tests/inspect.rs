@@ -101,3 +101,67 @@ fn inspect_json_has_the_documented_keys() {
         text.stdout
     );
 }
+
+/// PyTorch writes `x.view(x.size(0), -1)` as Shape → Gather(0) → Unsqueeze → Concat
+/// with Constant nodes; the reshaped value keeps the symbolic batch and gets its static
+/// width, so the Gemm after it is counted.
+#[test]
+fn a_flatten_computed_from_the_batch_dim_has_known_width() {
+    use onnx_shallow::ir::shape::{self, Dim};
+    use onnx_shallow::ir::{Attributes, Tensor, builder::ModelBuilder};
+    let constant = |values: &[i64], dims: Vec<usize>| {
+        Attributes::default().with_tensor("value", Tensor::from_i64(dims, values).to_proto(""))
+    };
+    let proto = ModelBuilder::new(13)
+        .input("x", &[-1, 2, 3, 4])
+        .initializer("w", Tensor::from_f32(vec![5, 24], &[0.5; 120]))
+        .node("Shape", &["x"], &["s"], Attributes::default())
+        .node("Constant", &[], &["zero"], constant(&[0], vec![]))
+        .node("Gather", &["s", "zero"], &["n"], Attributes::default())
+        .node("Constant", &[], &["axes"], constant(&[0], vec![1]))
+        .node("Unsqueeze", &["n", "axes"], &["n1"], Attributes::default())
+        .node("Constant", &[], &["rest"], constant(&[-1], vec![1]))
+        .node(
+            "Concat",
+            &["n1", "rest"],
+            &["target"],
+            Attributes::default().with_int("axis", 0),
+        )
+        .node(
+            "Reshape",
+            &["x", "target"],
+            &["flat"],
+            Attributes::default(),
+        )
+        .node(
+            "Gemm",
+            &["flat", "w"],
+            &["y"],
+            Attributes::default().with_int("transB", 1),
+        )
+        .output("y")
+        .build();
+    let model = onnx_shallow::Model::from_proto(proto).unwrap();
+    let graph = &model.graph;
+    let shapes = shape::infer(graph, &Default::default()).unwrap();
+    let flat = shapes.get(graph.value_by_name("flat").unwrap());
+    assert_eq!(
+        flat.dims,
+        Some(vec![Dim::Symbol("N".into()), Dim::Known(24)])
+    );
+    let stats = ModelStats::of(graph, &Default::default()).unwrap();
+    assert!(stats.macs_complete);
+    assert_eq!(stats.macs, 24 * 5);
+}
+
+#[test]
+fn mtcnn_macs_count_its_dense_layers() {
+    let Some(path) = common::shared("models/mtcnn_onet_facenet-pytorch2.6.0_op13.onnx") else {
+        return;
+    };
+    let model = onnx_shallow::load(&path).unwrap();
+    let stats = ModelStats::of(&model.graph, &Default::default()).unwrap();
+    assert!(stats.macs_complete);
+    // dense5 1152 → 256, then heads of 2, 4 and 10 outputs.
+    assert_eq!(stats.macs_by_op["Gemm"], 1152 * 256 + 256 * (2 + 4 + 10));
+}

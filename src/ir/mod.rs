@@ -9,6 +9,7 @@ pub mod op;
 pub mod patch;
 pub mod shape;
 pub mod stats;
+pub(crate) mod symbolic;
 pub mod tensor;
 
 pub use graph::{Graph, Node, NodeId, Value, ValueId};

@@ -9,6 +9,7 @@ use std::fmt;
 use crate::error::{Error, Result};
 use crate::ir::graph::{Graph, Node, ValueId};
 use crate::ir::op::OpKind;
+use crate::ir::symbolic::{self, Element};
 use crate::ir::tensor::{DataType, checked_numel};
 use crate::onnx::pb;
 
@@ -196,20 +197,16 @@ pub fn infer(graph: &Graph, pinned: &PinnedShapes) -> Result<Shapes> {
             types[i] = ValueType::known(types[i].dtype, dims.clone());
         }
     }
+    let mut shapes = Shapes { types };
     for id in graph.topological_order()? {
         let node = graph.node(id);
-        let inputs: Vec<ValueType> = node
-            .inputs
-            .iter()
-            .map(|v| v.map(|v| types[v.0].clone()).unwrap_or_default())
-            .collect();
-        let inferred = infer_node(graph, node, &inputs);
+        let inferred = infer_node(graph, node, &shapes);
         for (slot, out) in node.outputs.iter().enumerate() {
             let (Some(out), Some(t)) = (out, inferred.get(slot)) else {
                 continue;
             };
-            let declared = &types[out.0];
-            types[out.0] = ValueType {
+            let declared = &shapes.types[out.0];
+            shapes.types[out.0] = ValueType {
                 dtype: t.dtype.or(declared.dtype),
                 dims: if t.dims.is_some() {
                     t.dims.clone()
@@ -219,7 +216,7 @@ pub fn infer(graph: &Graph, pinned: &PinnedShapes) -> Result<Shapes> {
             };
         }
     }
-    Ok(Shapes { types })
+    Ok(shapes)
 }
 
 fn check_pinned_names(graph: &Graph, pinned: &PinnedShapes) -> Result<()> {
@@ -271,7 +268,13 @@ fn normalize_axis(axis: i64, rank: usize) -> Option<usize> {
     (0..rank as i64).contains(&a).then_some(a as usize)
 }
 
-fn infer_node(graph: &Graph, node: &Node, inputs: &[ValueType]) -> Vec<ValueType> {
+/// The types of `node`'s outputs, from what `shapes` knows of the values before it.
+fn infer_node(graph: &Graph, node: &Node, shapes: &Shapes) -> Vec<ValueType> {
+    let inputs: Vec<ValueType> = node
+        .inputs
+        .iter()
+        .map(|v| v.map(|v| shapes.get(v).clone()).unwrap_or_default())
+        .collect();
     let first = inputs.first().cloned().unwrap_or_default();
     let dtype = first.dtype;
     let dims = |t: &ValueType| t.dims.clone();
@@ -292,7 +295,7 @@ fn infer_node(graph: &Graph, node: &Node, inputs: &[ValueType]) -> Vec<ValueType
             .iter()
             .try_fold(Vec::new(), |acc, t| broadcast(&acc, t.dims.as_ref()?)),
         OpKind::Conv | OpKind::AveragePool | OpKind::MaxPool | OpKind::ConvTranspose => {
-            window_output(node, inputs)
+            window_output(node, &inputs)
         }
         OpKind::GlobalAveragePool => dims(&first).map(|d| {
             d.iter()
@@ -300,8 +303,8 @@ fn infer_node(graph: &Graph, node: &Node, inputs: &[ValueType]) -> Vec<ValueType
                 .map(|(i, x)| if i < 2 { x.clone() } else { Dim::Known(1) })
                 .collect()
         }),
-        OpKind::Gemm => gemm_output(node, inputs),
-        OpKind::MatMul => matmul_output(inputs),
+        OpKind::Gemm => gemm_output(node, &inputs),
+        OpKind::MatMul => matmul_output(&inputs),
         OpKind::Flatten => first.static_dims().and_then(|d| {
             let axis = normalize_axis(node.int("axis").ok().flatten().unwrap_or(1), d.len() + 1)?;
             Some(vec![
@@ -309,7 +312,7 @@ fn infer_node(graph: &Graph, node: &Node, inputs: &[ValueType]) -> Vec<ValueType
                 Dim::Known(checked_numel(&d[axis..])?),
             ])
         }),
-        OpKind::Reshape => reshape_output(graph, node, &first),
+        OpKind::Reshape => reshape_output(graph, node, &first, shapes),
         OpKind::Transpose => dims(&first).map(|d| {
             let perm = node
                 .ints("perm")
@@ -320,7 +323,7 @@ fn infer_node(graph: &Graph, node: &Node, inputs: &[ValueType]) -> Vec<ValueType
                 .map(|&p| d.get(p as usize).cloned().unwrap_or(Dim::Unknown))
                 .collect()
         }),
-        OpKind::Concat => concat_output(node, inputs),
+        OpKind::Concat => concat_output(node, &inputs),
         OpKind::Squeeze => dims(&first).map(|d| {
             let axes: Option<Vec<usize>> = attr_or_input(graph, node, "axes", 1).map(|a| {
                 a.iter()
@@ -639,34 +642,77 @@ fn matmul_output(inputs: &[ValueType]) -> Option<Vec<Dim>> {
     }
 }
 
-fn reshape_output(graph: &Graph, node: &Node, input: &ValueType) -> Option<Vec<Dim>> {
-    let target = const_i64(graph, node, 1)?;
+fn reshape_output(
+    graph: &Graph,
+    node: &Node,
+    input: &ValueType,
+    shapes: &Shapes,
+) -> Option<Vec<Dim>> {
+    let target = reshape_target(graph, node, shapes)?;
     let allow_zero = node.int("allowzero").ok().flatten().unwrap_or(0) != 0;
     let in_dims = input.dims.clone();
     let mut out: Vec<Dim> = target
         .iter()
         .enumerate()
-        .map(|(i, &t)| match t {
-            0 if !allow_zero => in_dims
+        .map(|(i, t)| match *t {
+            Element::Known(0) if !allow_zero => in_dims
                 .as_ref()
                 .and_then(|d| d.get(i).cloned())
                 .unwrap_or(Dim::Unknown),
-            -1 => Dim::Unknown,
-            t => usize::try_from(t).map(Dim::Known).unwrap_or(Dim::Unknown),
+            Element::Known(t) => usize::try_from(t).map_or(Dim::Unknown, Dim::Known),
+            Element::Dim(value, axis) => shapes
+                .get(value)
+                .dims
+                .as_ref()
+                .and_then(|d| d.get(axis).cloned())
+                .unwrap_or(Dim::Unknown),
         })
         .collect();
-    let total = input.static_dims().and_then(|d| checked_numel(&d));
-    if let (Some(pos), Some(total)) = (target.iter().position(|&t| t == -1), total) {
-        let known = out
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| *i != pos)
-            .try_fold(1usize, |acc, (_, d)| acc.checked_mul(d.known()?));
-        if let Some(known) = known.filter(|&k| k > 0) {
-            out[pos] = Dim::Known(total / known);
-        }
+    if let Some(pos) = target.iter().position(|&t| t == Element::Known(-1)) {
+        out[pos] = in_dims.map_or(Dim::Unknown, |input| inferred_dim(&input, &out, pos));
     }
     Some(out)
+}
+
+/// The target of a Reshape element by element: a constant, or computed from dims.
+fn reshape_target(graph: &Graph, node: &Node, shapes: &Shapes) -> Option<Vec<Element>> {
+    if let Some(target) = const_i64(graph, node, 1) {
+        return Some(target.into_iter().map(Element::Known).collect());
+    }
+    symbolic::evaluate(graph, shapes, node.input(1)?)
+        .ok()
+        .flatten()
+        .filter(|s| !s.scalar)
+        .map(|s| s.elements)
+}
+
+/// The dim a Reshape's −1 at `pos` stands for: the input's elements over the other
+/// output dims, where symbolic dims found on both sides cancel.
+fn inferred_dim(input: &[Dim], out: &[Dim], pos: usize) -> Dim {
+    let mut unmatched: Vec<&Dim> = input.iter().collect();
+    let mut others = 1usize;
+    for (_, dim) in out.iter().enumerate().filter(|&(i, _)| i != pos) {
+        match dim {
+            Dim::Known(d) => match others.checked_mul(*d) {
+                Some(product) => others = product,
+                None => return Dim::Unknown,
+            },
+            Dim::Symbol(_) => match unmatched.iter().position(|&d| d == dim) {
+                Some(found) => {
+                    unmatched.swap_remove(found);
+                }
+                None => return Dim::Unknown,
+            },
+            Dim::Unknown => return Dim::Unknown,
+        }
+    }
+    let total = unmatched
+        .iter()
+        .try_fold(1usize, |acc, d| acc.checked_mul(d.known()?));
+    match total {
+        Some(total) if others > 0 && total % others == 0 => Dim::Known(total / others),
+        _ => Dim::Unknown,
+    }
 }
 
 fn concat_output(node: &Node, inputs: &[ValueType]) -> Option<Vec<Dim>> {

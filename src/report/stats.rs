@@ -17,23 +17,35 @@ pub fn before_after_table(
 ) -> String {
     let ops = |s: &ModelStats| s.ops.values().sum::<usize>();
     let acts = |s: &ModelStats| s.activations.values().sum::<usize>();
+    // Counts that miss layers of unknown dims are shown, but not compared.
+    let macs_complete = before.macs_complete && after.macs_complete;
     let rows = [
-        ("nodes", ops(before) as f64, ops(after) as f64),
+        ("nodes", ops(before) as f64, ops(after) as f64, true),
         (
             "depth (linear layers)",
             before.depth as f64,
             after.depth as f64,
+            true,
         ),
-        ("activations", acts(before) as f64, acts(after) as f64),
-        ("params", before.params as f64, after.params as f64),
-        ("MACs", before.macs as f64, after.macs as f64),
+        ("activations", acts(before) as f64, acts(after) as f64, true),
+        ("params", before.params as f64, after.params as f64, true),
+        (
+            if macs_complete {
+                "MACs"
+            } else {
+                "MACs (partial)"
+            },
+            before.macs as f64,
+            after.macs as f64,
+            macs_complete,
+        ),
     ];
     let mut table = format!(
         "{:<22} {:>12} {:>12} {:>8}\n",
         "", "before", "after", "ratio"
     );
-    for (label, b, a) in rows {
-        let ratio = if b > 0.0 {
+    for (label, b, a, comparable) in rows {
+        let ratio = if b > 0.0 && comparable {
             format!("{:.3}", a / b)
         } else {
             "-".into()
@@ -199,6 +211,26 @@ mod tests {
                 "fold 2 layers → b.folded (approximate border, error 1.23e-2; cost 0.50× measured, linearised)",
             ]
         );
+    }
+
+    #[test]
+    fn partial_mac_counts_are_marked_and_not_compared() {
+        let complete = ModelStats::of(&crate::ir::Graph::default(), &Default::default()).unwrap();
+        let mut partial = complete.clone();
+        partial.macs = 1000;
+        partial.macs_complete = false;
+        let macs_row = |before: &ModelStats, after: &ModelStats| {
+            let table = before_after_table(before, after, None, None);
+            let row = table.lines().find(|l| l.starts_with("MACs")).unwrap();
+            row.split_whitespace().collect::<Vec<_>>().join(" ")
+        };
+        let mut more = complete.clone();
+        more.macs = 1500;
+        let mut less = complete.clone();
+        less.macs = 1000;
+        assert_eq!(macs_row(&less, &more), "MACs 1000 1500 1.500");
+        assert_eq!(macs_row(&partial, &more), "MACs (partial) 1000 1500 -");
+        assert_eq!(macs_row(&more, &partial), "MACs (partial) 1500 1000 -");
     }
 
     #[test]
