@@ -344,10 +344,14 @@ fn input_keys(
                 .filter(|name| !stored.contains(name))
                 .map(String::as_str)
                 .collect();
+            let remedy = match input_names {
+                [_] => "pick one with --calib-key NAME",
+                _ => "store one array per input name",
+            };
             Err(data_error(
                 path,
                 format!(
-                    "no array for input {} (the archive holds: {}); name one with a key",
+                    "no array for input {} (the archive holds: {}); {remedy}",
                     missing.join(", "),
                     stored.join(", ")
                 ),
@@ -460,13 +464,25 @@ mod tests {
             ],
             true,
         );
-        let err = load_inputs(&path, &names(&["input"]), &Preprocess::default())
-            .unwrap_err()
-            .to_string();
+        let err = |inputs: &[&str]| {
+            load_inputs(&path, &names(inputs), &Preprocess::default())
+                .unwrap_err()
+                .to_string()
+        };
+        let one_input = err(&["input"]);
         assert!(
-            err.contains("split.npz")
-                && err.contains("no array for input input (the archive holds: x, y)"),
-            "{err}"
+            one_input.contains("split.npz")
+                && one_input.contains(
+                    "no array for input input (the archive holds: x, y); pick one with --calib-key"
+                ),
+            "{one_input}"
+        );
+        let two_inputs = err(&["x", "mask"]);
+        assert!(
+            two_inputs.contains(
+                "no array for input mask (the archive holds: x, y); store one array per input name"
+            ),
+            "{two_inputs}"
         );
     }
 
