@@ -178,7 +178,7 @@ struct LearnArgs {
     #[arg(long, value_name = "N")]
     epochs: Option<usize>,
     /// Step size of the gates (weights train at a thousandth of it with --finetune).
-    #[arg(long, default_value_t = 0.05)]
+    #[arg(long, default_value_t = 0.05, allow_negative_numbers = true)]
     lr: f64,
     /// Samples per training step.
     #[arg(long, default_value_t = 16)]
@@ -191,19 +191,29 @@ struct LearnArgs {
     #[arg(long)]
     augment: bool,
     /// A gate past this value counts as linear; the order of crossings is the schedule.
-    #[arg(long, default_value_t = 0.9)]
+    #[arg(long, default_value_t = 0.9, allow_negative_numbers = true)]
     threshold: f64,
     /// Do not refit folded layers by least squares.
     #[arg(long)]
     no_refit: bool,
     /// Largest top-1 agreement drop allowed, in points.
-    #[arg(long, default_value_t = 1.0, value_name = "PP")]
+    #[arg(
+        long,
+        default_value_t = 1.0,
+        value_name = "PP",
+        allow_negative_numbers = true
+    )]
     max_drop: f64,
     /// Largest relative error allowed on regression outputs.
-    #[arg(long, default_value_t = 0.05, value_name = "E")]
+    #[arg(
+        long,
+        default_value_t = 0.05,
+        value_name = "E",
+        allow_negative_numbers = true
+    )]
     max_error: f64,
     /// Stop at the first step within budget at least this much faster.
-    #[arg(long, value_name = "X")]
+    #[arg(long, value_name = "X", allow_negative_numbers = true)]
     target_speedup: Option<f64>,
     /// Exit 3 when nothing fits the budget (the exact-only model is still written).
     #[arg(long)]
@@ -220,7 +230,7 @@ impl LearnArgs {
     }
 
     fn options(&self) -> Result<LearnOptions> {
-        Ok(LearnOptions {
+        let options = LearnOptions {
             train: TrainOptions {
                 epochs: self.epochs,
                 batch: self.batch,
@@ -241,7 +251,9 @@ impl LearnArgs {
                 .iter()
                 .map(|s| parse_output_kind(s))
                 .collect::<Result<_>>()?,
-        })
+        };
+        options.check()?;
+        Ok(options)
     }
 
     fn spec(&self) -> Result<CalibSpec> {
@@ -488,6 +500,7 @@ fn optimize_learned(
     progress: &Progress,
 ) -> Result<ExitCode> {
     let learn = &args.learn;
+    let learn_options = learn.options()?;
     let dataset = Dataset::load(&learn.spec()?, &original, &options.pinned)?;
     if dataset.is_synthetic() {
         eprintln!(
@@ -495,7 +508,6 @@ fn optimize_learned(
         );
     }
     let (train, held_out) = dataset.split(learn.holdout, learn.seed)?;
-    let learn_options = learn.options()?;
     let (train, held_out) = (train.all()?, held_out.all()?);
     println!(
         "calibration: {} samples from {} ({} to train on{}, {} held out)",
@@ -543,7 +555,11 @@ fn optimize_learned(
         return Ok(ExitCode::from(1));
     }
     if walk.chosen == 0 && !learning.groups.is_empty() {
-        println!("no step of the schedule fits the budget: writing the exact-only model");
+        if learn_options.budget.reached(step0) {
+            println!("the exact-only model reaches the target speedup: writing it");
+        } else {
+            println!("no step of the schedule fits the budget: writing the exact-only model");
+        }
     }
     let on_held_out = |outputs: &[compare::OutputComparison]| Comparison {
         samples: held_out.samples(),

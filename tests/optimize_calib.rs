@@ -135,3 +135,35 @@ fn bad_calibration_data_is_an_error_naming_it_and_writes_nothing() {
     assert!(run.stderr.contains("nope"), "{}", run.stderr);
     assert!(files_in(dir.path()).is_empty());
 }
+
+#[test]
+fn options_no_run_can_honour_are_refused_naming_them_and_write_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out.onnx");
+    let (model, data) = (
+        testdata("digits_mobilenetish.onnx"),
+        testdata("digits_test64.npz"),
+    );
+    let cases = [
+        (["--batch", "0"], "batch 0"),
+        (["--lr", "-0.1"], "lr -0.1"),
+        (["--threshold", "1.5"], "threshold 1.5"),
+        (["--max-drop", "-1"], "max-drop -1"),
+        (["--max-error", "NaN"], "max-error NaN"),
+        (["--target-speedup", "0.8"], "target-speedup 0.8"),
+    ];
+    for ([flag, value], named) in cases {
+        let run = cli(&[
+            "optimize".as_ref(),
+            model.as_os_str(),
+            out.as_os_str(),
+            "--calib".as_ref(),
+            data.as_os_str(),
+            flag.as_ref(),
+            value.as_ref(),
+        ]);
+        assert_eq!(run.code, 2, "{flag} {value}: {}", run.stderr);
+        assert!(run.stderr.contains(named), "{}", run.stderr);
+        assert!(files_in(dir.path()).is_empty());
+    }
+}

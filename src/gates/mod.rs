@@ -13,7 +13,7 @@ pub mod trained;
 use serde::Serialize;
 
 use crate::calib::ModelInputs;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::ir::Model;
 use crate::ir::shape::{self, PinnedShapes};
 use crate::passes::Ctx;
@@ -42,6 +42,55 @@ impl Default for LearnOptions {
             budget: Budget::default(),
             refit: true,
             output_kinds: Vec::new(),
+        }
+    }
+}
+
+impl LearnOptions {
+    /// Refuses values no run can honour, naming the option.
+    pub fn check(&self) -> Result<()> {
+        let (train, budget) = (&self.train, &self.budget);
+        let positive = |x: f64| x > 0.0 && x.is_finite();
+        let problems = [
+            (
+                train.batch == 0,
+                "batch 0: expected at least 1 sample per step".to_string(),
+            ),
+            (
+                !positive(train.lr),
+                format!("lr {}: expected a positive step size", train.lr),
+            ),
+            (
+                !(train.threshold > 0.0 && train.threshold <= 1.0),
+                format!(
+                    "threshold {}: expected a gate value in (0, 1]",
+                    train.threshold
+                ),
+            ),
+            (
+                !(budget.max_drop >= 0.0 && budget.max_drop.is_finite()),
+                format!("max-drop {}: expected points, 0 or more", budget.max_drop),
+            ),
+            (
+                !(budget.max_error >= 0.0 && budget.max_error.is_finite()),
+                format!(
+                    "max-error {}: expected a relative error, 0 or more",
+                    budget.max_error
+                ),
+            ),
+            (
+                budget
+                    .target_speedup
+                    .is_some_and(|s| !(positive(s) && s > 1.0)),
+                format!(
+                    "target-speedup {}: expected a speedup above 1 (1.2 is 1.2× faster)",
+                    budget.target_speedup.unwrap_or_default()
+                ),
+            ),
+        ];
+        match problems.into_iter().find(|(bad, _)| *bad) {
+            Some((_, problem)) => Err(Error::Usage(problem)),
+            None => Ok(()),
         }
     }
 }
@@ -85,6 +134,7 @@ pub fn learn(
     options: &LearnOptions,
     progress: &mut dyn LearnProgress,
 ) -> Result<Learning> {
+    options.check()?;
     let groups = candidates(&base.graph, ctx)?;
     progress.candidates_found(&groups);
     let shapes = shape::infer(&base.graph, &PinnedShapes::default())?;

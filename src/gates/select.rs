@@ -45,6 +45,16 @@ pub struct Budget {
     pub target_speedup: Option<f64>,
 }
 
+impl Budget {
+    /// `step` ends the walk: within budget and at least the target speedup.
+    pub fn reached(&self, step: &Step) -> bool {
+        step.within_budget
+            && self
+                .target_speedup
+                .is_some_and(|s| 1.0 / step.cost_ratio() >= s)
+    }
+}
+
 impl Default for Budget {
     fn default() -> Self {
         Budget {
@@ -170,11 +180,7 @@ impl Walker<'_> {
             } = self.step_model(adds, &kept, &mut alone, ctx)?;
             let step = self.measure(&model, &done, fidelity, original_macs, ctx)?;
             on_step(&step);
-            let reached = step.within_budget
-                && self
-                    .budget
-                    .target_speedup
-                    .is_some_and(|s| 1.0 / step.cost_ratio() >= s);
+            let reached = self.budget.reached(&step);
             if step.within_budget {
                 within_budget.push((k, model.clone()));
                 if k > 0 {
@@ -401,7 +407,7 @@ fn macs(model: &Model, ctx: &Ctx) -> Result<f64> {
 
 #[cfg(test)]
 mod tests {
-    use super::{Fidelity, Step, choose};
+    use super::{Budget, Fidelity, Step, choose};
 
     /// A step of `groups` groups at `latency` ± `noise` (standard error).
     fn step(groups: usize, latency: f64, noise: f64, within_budget: bool) -> Step {
@@ -447,6 +453,19 @@ mod tests {
             walk(&[(0, 1.0, true), (1, 0.96, true), (1, 0.95, true)], 0.01),
             2
         );
+    }
+
+    #[test]
+    fn the_walk_ends_at_a_step_within_budget_that_reaches_the_target_speedup() {
+        let budget = |target_speedup| Budget {
+            target_speedup,
+            ..Budget::default()
+        };
+        let (fast, slow) = (step(1, 0.75, 0.0, true), step(1, 0.9, 0.0, true));
+        assert!(budget(Some(1.25)).reached(&fast));
+        assert!(!budget(Some(1.25)).reached(&slow));
+        assert!(!budget(Some(1.25)).reached(&step(1, 0.5, 0.0, false)));
+        assert!(!budget(None).reached(&fast));
     }
 
     #[test]
