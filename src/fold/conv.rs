@@ -8,8 +8,10 @@
 //! K = d1(k1 − 1) + s1·d2(k2 − 1) + 1. The second kernel is in effect dilated by the first
 //! stride — forgetting that is the classic bug.
 //!
-//!   W[o, i, t/g] = Σ_m Σ_{u, a : s1·d2·u + d1·a = t} W2[o, m, u] · W1[m, i, a]
-//!   b[o] = b2[o] + Σ_m (Σ_u W2[o, m, u]) · b1[m]
+//! ```text
+//! W[o, i, t/g] = Σ_m Σ_{u, a : s1·d2·u + d1·a = t} W2[o, m, u] · W1[m, i, a]
+//! b[o] = b2[o] + Σ_m (Σ_u W2[o, m, u]) · b1[m]
+//! ```
 //!
 //! Exactness. conv2's zero padding pads conv1's *output*; the composite pads the *input*.
 //! They agree when p2 = 0 (exact everywhere; the output sizes agree because
@@ -27,9 +29,9 @@ use crate::error::{Error, Result};
 /// A 2-D convolution's weights and geometry (ONNX semantics: cross-correlation).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Conv2d {
-    /// [out_channels, in_channels / group, kh, kw], row-major.
+    /// `[out_channels, in_channels / group, kh, kw]`, row-major.
     pub weight: Vec<f64>,
-    /// [out_channels]; zeros when the layer has none.
+    /// `[out_channels]`; zeros when the layer has none.
     pub bias: Vec<f64>,
     pub out_channels: usize,
     pub in_channels: usize,

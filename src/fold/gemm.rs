@@ -2,8 +2,8 @@
 //! (DESIGN rule 4).
 //!
 //! A Gemm with `transA = 0` computes Y = α·X·B' + β·C, B' = B or Bᵀ (`transB`), C one row
-//! broadcast down the batch: per row, y = W·x + b with W[o][i] = α·B'[i][o] and
-//! b[o] = β·C[o]. A MatMul by a constant 2-D B is the same with α = 1 and no bias.
+//! broadcast down the batch: per row, y = W·x + b with `W[o][i] = α·B'[i][o]` and
+//! `b[o] = β·C[o]`. A MatMul by a constant 2-D B is the same with α = 1 and no bias.
 //! Two maps in sequence are one: W = W2·W1, b = W2·b1 + b2. (`transA = 1` contracts over
 //! the batch, which is no per-row map.) Values are read as f64, combined in f64 and
 //! written back in the weight's own element type.
@@ -43,8 +43,8 @@ pub struct Dense {
 }
 
 impl Dense {
-    /// A Gemm (`transA = 0`) with constant B and bias C (absent, or one row: [], [1], [N]
-    /// or [1, N]). `None` for anything else.
+    /// A Gemm (`transA = 0`) with constant B and bias C (absent, or one row: `[]`, `[1]`,
+    /// `[N]` or `[1, N]`). `None` for anything else.
     pub fn from_gemm(
         b: &Tensor,
         c: Option<&Tensor>,
