@@ -450,7 +450,7 @@ fn ppocr_classifier_loses_two_activations_and_keeps_its_agreement() {
     assert!(after >= before - 1.0 && agreement >= 0.98);
 }
 
-/// Measured and not met: without prelu5, bbox_reg is off by 0.75 max relative error on
+/// Measured and not met: without prelu5, bbox_reg is off by 0.78 max relative error on
 /// the held-out crops after the refit (1.31 with `--finetune`). The best linear map
 /// from the 1 152 trunk features to bbox_reg, fitted on 160 to 9 760 augmented crops,
 /// stays at 0.37–0.51, and fine-tuning every weight by distillation in PyTorch (Adam,
