@@ -17,7 +17,7 @@ use onnx_shallow::report::optimize::OptimizeRun;
 use onnx_shallow::report::plot;
 use onnx_shallow::report::stats::{self, ModelStats};
 use onnx_shallow::report::verify::Verification;
-use onnx_shallow::report::walk::walk_table;
+use onnx_shallow::report::walk::{nothing_fits, walk_table};
 use onnx_shallow::runtime::bench::{self, BenchOptions, PairTiming, Plan};
 use onnx_shallow::runtime::compare::{self, Comparison, Tolerance};
 use onnx_shallow::runtime::memory::CountingAllocator;
@@ -558,7 +558,7 @@ fn optimize_learned(
         if learn_options.budget.reached(step0) {
             println!("the exact-only model reaches the target speedup: writing it");
         } else {
-            println!("no step of the schedule fits the budget: writing the exact-only model");
+            print!("{}", nothing_fits(walk, &learn_options.budget));
         }
     }
     let on_held_out = |outputs: &[compare::OutputComparison]| Comparison {

@@ -46,6 +46,12 @@ pub struct Budget {
 }
 
 impl Budget {
+    /// The fidelity fits: its drop within `max_drop` points, its error within `max_error`.
+    fn holds(&self, fidelity: &Fidelity) -> bool {
+        let drop_fits = fidelity.drop() * 100.0 <= self.max_drop + 1e-9;
+        drop_fits && fidelity.max_error.is_none_or(|e| e <= self.max_error)
+    }
+
     /// `step` ends the walk: within budget and at least the target speedup.
     pub fn reached(&self, step: &Step) -> bool {
         step.within_budget
@@ -96,6 +102,14 @@ pub struct Step {
 }
 
 impl Step {
+    fn fidelity(&self) -> Fidelity {
+        Fidelity {
+            agreement: self.agreement,
+            pairwise_flips: self.pairwise_flips,
+            max_error: self.max_error,
+        }
+    }
+
     /// What the walk minimises: measured latency, or the MAC estimate without it.
     pub fn cost_ratio(&self) -> f64 {
         self.latency_ratio.unwrap_or(self.mac_ratio)
@@ -131,6 +145,18 @@ pub struct Walk {
     pub chosen: usize,
     #[serde(skip)]
     pub model: Model,
+}
+
+impl Walk {
+    /// The step beyond the exact one that loses the least, when none fits the budget.
+    pub fn closest_miss(&self) -> Option<&Step> {
+        let missed = self.steps.iter().skip(1).filter(|s| !s.within_budget);
+        missed.min_by(|a, b| {
+            a.fidelity()
+                .shortfall()
+                .total_cmp(&b.fidelity().shortfall())
+        })
+    }
 }
 
 /// What the walk needs besides the schedule.
@@ -221,7 +247,7 @@ impl Walker<'_> {
             let start = (self.start.clone(), Done::default());
             let folded = self.step_model(Some(&[g]), &start, &mut FoldedAlone::default(), ctx)?;
             let summary = self.summary(&folded.fidelity);
-            scored.push((-summary.drop() - summary.max_error.unwrap_or(0.0), g));
+            scored.push((-summary.shortfall(), g));
             alone.0.insert(g, folded);
             on_measured(i + 1, groups.len());
         }
@@ -329,11 +355,7 @@ impl Walker<'_> {
     /// Sums up the step's fidelity per kind of output and checks it against the budget.
     fn judge(&self, step: &mut Step) {
         let fidelity = self.summary(&step.fidelity);
-        let drop_fits = fidelity.drop() * 100.0 <= self.budget.max_drop + 1e-9;
-        let error_fits = fidelity
-            .max_error
-            .is_none_or(|e| e <= self.budget.max_error);
-        step.within_budget = drop_fits && error_fits;
+        step.within_budget = self.budget.holds(&fidelity);
         step.agreement = fidelity.agreement;
         step.pairwise_flips = fidelity.pairwise_flips;
         step.max_error = fidelity.max_error;
@@ -356,6 +378,11 @@ impl Fidelity {
     fn drop(&self) -> f64 {
         let lost = self.agreement.map_or(0.0, |a| 1.0 - a);
         lost.max(self.pairwise_flips.unwrap_or(0.0))
+    }
+
+    /// How much is lost, over both kinds of outputs: what orders groups and misses.
+    fn shortfall(&self) -> f64 {
+        self.drop() + self.max_error.unwrap_or(0.0)
     }
 }
 
