@@ -43,11 +43,13 @@ impl Progress {
         }
     }
 
-    /// A bar for `total` steps: `label [####    ] 12/30 0:03`.
+    /// A bar for `total` steps: `label [####    ] 12/30 3s, ~5s left` (the estimate from
+    /// the rate so far).
     pub fn bar(&self, label: &str, total: u64) -> Task {
-        let style = ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} {elapsed}")
-            .expect("a valid template")
-            .progress_chars("#>-");
+        let style =
+            ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} {elapsed}, ~{eta} left")
+                .expect("a valid template")
+                .progress_chars("#>-");
         self.task(ProgressBar::new(total).with_style(style), label)
     }
 
