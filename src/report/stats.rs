@@ -167,15 +167,17 @@ pub fn render(stats: &ModelStats) -> String {
         .map(|(k, v)| format!("{k} {}", human(*v as f64)))
         .collect::<Vec<_>>()
         .join(", ");
+    let counted = match (by_op.is_empty(), stats.macs_complete) {
+        (true, true) => "0".to_string(),
+        (true, false) => "none counted".to_string(),
+        (false, _) => format!("{} ({by_op})", human(stats.macs as f64)),
+    };
     let partial = if stats.macs_complete {
         ""
     } else {
         " (partial: some dims are unknown; pin them with --input-shape)"
     };
-    out += &format!(
-        "MACs (batch 1): {} ({by_op}){partial}\n",
-        human(stats.macs as f64)
-    );
+    out += &format!("MACs (batch 1): {counted}{partial}\n");
     out += &format!("depth: {} linear layers\n", stats.depth);
     out
 }
@@ -210,6 +212,24 @@ mod tests {
                 "fold 2 layers → b.folded (exact; cost 0.50× measured, linearised)",
                 "fold 2 layers → b.folded (approximate border, error 1.23e-2; cost 0.50× measured, linearised)",
             ]
+        );
+    }
+
+    #[test]
+    fn inspect_says_when_no_layer_could_be_counted() {
+        let mut stats = ModelStats::of(&crate::ir::Graph::default(), &Default::default()).unwrap();
+        let macs_line = |stats: &ModelStats| {
+            render(stats)
+                .lines()
+                .find(|l| l.starts_with("MACs"))
+                .unwrap()
+                .to_string()
+        };
+        assert_eq!(macs_line(&stats), "MACs (batch 1): 0");
+        stats.macs_complete = false;
+        assert_eq!(
+            macs_line(&stats),
+            "MACs (batch 1): none counted (partial: some dims are unknown; pin them with --input-shape)"
         );
     }
 
