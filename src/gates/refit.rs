@@ -39,8 +39,6 @@ const RIDGES: [f64; 7] = [1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0];
 const PARTS: usize = 5;
 /// Rows per unknown of a row of Θ below which every part is checked.
 const FEW_ROWS: usize = 4;
-/// Samples run through tract at once.
-const BATCH: usize = 16;
 
 /// One refitted layer: its error against the original before and after, on the rows
 /// held out of the fit.
@@ -99,7 +97,8 @@ impl<'a> OriginalValues<'a> {
         };
         let missing: Vec<&str> = missing.into_iter().collect();
         if !missing.is_empty() {
-            let values = runtime::run_all(&probe(self.original, &missing)?, inputs, BATCH)?;
+            let values =
+                runtime::run_all(&probe(self.original, &missing)?, inputs, runtime::RUN_BATCH)?;
             let mut computed = self.computed.borrow_mut();
             for (name, value) in missing.iter().zip(values) {
                 computed.insert(key(name), value);
@@ -180,7 +179,7 @@ fn inputs_and_targets(
     let targets: Vec<ArrayD<f32>> = from_original.by_ref().take(layers.len()).collect();
     let mut run = match inputs_where(false) {
         names if names.is_empty() => Vec::new(),
-        names => runtime::run_all(&probe(folded, &names)?, inputs, BATCH)?,
+        names => runtime::run_all(&probe(folded, &names)?, inputs, runtime::RUN_BATCH)?,
     }
     .into_iter();
     let layer_inputs = as_original
@@ -879,7 +878,9 @@ mod tests {
             let layers = refittable(model, &base, folds).unwrap();
             assert_eq!(layers.len(), 1);
             let input = layers[0].input.as_str();
-            let direct = runtime::run_all(&probe(model, &[input]).unwrap(), &data, BATCH).unwrap();
+            let direct =
+                runtime::run_all(&probe(model, &[input]).unwrap(), &data, runtime::RUN_BATCH)
+                    .unwrap();
             let pairs = inputs_and_targets(model, &values, &layers, &data).unwrap();
             assert_eq!(pairs[0].0, direct[0], "{input}");
             let cached = values

@@ -27,8 +27,6 @@ use crate::ir::extract::probe;
 use crate::ir::{Graph, Model};
 use crate::runtime;
 
-/// Samples run through tract at once when computing the region's feeds.
-const TRACT_BATCH: usize = 16;
 /// λ at the first and at the last step, relative to the normalised gains.
 const LAMBDA_RANGE: (f64, f64) = (1e-3, 10.0);
 /// Adam's moment decays.
@@ -271,7 +269,7 @@ impl Region {
             .chain(&self.outputs)
             .map(String::as_str)
             .collect();
-        let mut values = runtime::run_all(&probe(model, &names)?, inputs, TRACT_BATCH)?;
+        let mut values = runtime::run_all(&probe(model, &names)?, inputs, runtime::RUN_BATCH)?;
         let teacher = values.split_off(self.feeds.len());
         let variances = self
             .targets

@@ -22,9 +22,6 @@ use crate::ir::Model;
 use crate::ir::shape::{self, ValueType};
 use crate::runtime::{self, Session};
 
-/// Samples run at once: bounds the memory of a run, whatever the number of samples.
-const MAX_BATCH: usize = 16;
-
 /// How one output of the candidate compares with the reference's.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct OutputComparison {
@@ -239,8 +236,8 @@ fn output_names(model: &Model) -> Vec<String> {
         .collect()
 }
 
-/// [`MAX_BATCH`], or the batch size the models fix in their first input's declared dims,
-/// once the inputs are checked against both models.
+/// [`runtime::RUN_BATCH`], or the batch size the models fix in their first input's
+/// declared dims, once the inputs are checked against both models.
 fn batch_size(reference: &Model, candidate: &Model, inputs: &ModelInputs) -> Result<usize> {
     let samples = inputs.samples();
     let mut fixed = [None, None];
@@ -265,7 +262,7 @@ fn batch_size(reference: &Model, candidate: &Model, inputs: &ModelInputs) -> Res
             )))
         }
         [Some(size), _] | [_, Some(size)] => Ok(size),
-        [None, None] => Ok(MAX_BATCH.min(samples)),
+        [None, None] => Ok(runtime::RUN_BATCH),
     }
 }
 
