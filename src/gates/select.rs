@@ -148,7 +148,7 @@ pub struct Walk {
 }
 
 impl Walk {
-    /// The step beyond the exact one that loses the least, when none fits the budget.
+    /// Of the steps beyond the exact one that miss the budget, the one that loses least.
     pub fn closest_miss(&self) -> Option<&Step> {
         let missed = self.steps.iter().skip(1).filter(|s| !s.within_budget);
         missed.min_by(|a, b| {

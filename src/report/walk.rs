@@ -1,4 +1,5 @@
-//! The selection walk as a terminal table: one row per step of the gate schedule.
+//! The selection walk for the terminal: a table with one row per step of the gate
+//! schedule, and what came closest when no step fits the budget.
 
 use crate::gates::{Budget, Step, Walk};
 use crate::report::aligned;
