@@ -3,6 +3,8 @@
 
 mod common;
 
+use std::ffi::OsStr;
+
 use common::{cli, files_in, optimize_digits_calib, testdata, valid_report};
 
 #[test]
@@ -166,4 +168,45 @@ fn options_no_run_can_honour_are_refused_naming_them_and_write_nothing() {
         assert!(run.stderr.contains(named), "{}", run.stderr);
         assert!(files_in(dir.path()).is_empty());
     }
+}
+
+/// With `--cost macs` the exact-only step's speedup is its MAC ratio (PP-OCR: 0.995×),
+/// so a target of 1.001× is reached before any learned step.
+#[test]
+fn a_target_speedup_the_exact_only_model_reaches_ends_the_walk_and_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out.onnx");
+    let model = testdata("ppocr_textline_cls.onnx");
+    let args = [
+        "--synthetic",
+        "8",
+        "--cost",
+        "macs",
+        "--input-shape",
+        "x:1,3,48,192",
+        "--epochs",
+        "1",
+    ];
+    let run = |target: &str| {
+        let mut argv: Vec<&OsStr> = vec!["optimize".as_ref(), model.as_os_str(), out.as_os_str()];
+        let target = ["--target-speedup", target, "--force"];
+        argv.extend(args.iter().chain(&target).map(OsStr::new));
+        cli(&argv)
+    };
+    let reached = run("1.001");
+    assert_eq!(reached.code, 0, "{}", reached.stderr);
+    assert!(
+        reached
+            .stdout
+            .contains("the exact-only model reaches the target speedup: writing it"),
+        "{}",
+        reached.stdout
+    );
+    assert!(!reached.stdout.contains("no step of the schedule fits"));
+    let walked = run("100");
+    assert!(
+        !walked.stdout.contains("reaches the target speedup"),
+        "{}",
+        walked.stdout
+    );
 }

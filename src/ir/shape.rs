@@ -669,7 +669,8 @@ fn reshape_output(
         })
         .collect();
     if let Some(pos) = target.iter().position(|&t| t == Element::Known(-1)) {
-        out[pos] = in_dims.map_or(Dim::Unknown, |input| inferred_dim(&input, &out, pos));
+        let size = in_dims.and_then(|input| inferred_size(&input, &out, pos));
+        out[pos] = size.map_or(Dim::Unknown, Dim::Known);
     }
     Some(out)
 }
@@ -686,33 +687,25 @@ fn reshape_target(graph: &Graph, node: &Node, shapes: &Shapes) -> Option<Vec<Ele
         .map(|s| s.elements)
 }
 
-/// The dim a Reshape's −1 at `pos` stands for: the input's elements over the other
+/// The size a Reshape's −1 at `pos` stands for: the input's elements over the other
 /// output dims, where symbolic dims found on both sides cancel.
-fn inferred_dim(input: &[Dim], out: &[Dim], pos: usize) -> Dim {
+fn inferred_size(input: &[Dim], out: &[Dim], pos: usize) -> Option<usize> {
     let mut unmatched: Vec<&Dim> = input.iter().collect();
     let mut others = 1usize;
     for (_, dim) in out.iter().enumerate().filter(|&(i, _)| i != pos) {
         match dim {
-            Dim::Known(d) => match others.checked_mul(*d) {
-                Some(product) => others = product,
-                None => return Dim::Unknown,
-            },
-            Dim::Symbol(_) => match unmatched.iter().position(|&d| d == dim) {
-                Some(found) => {
-                    unmatched.swap_remove(found);
-                }
-                None => return Dim::Unknown,
-            },
-            Dim::Unknown => return Dim::Unknown,
+            Dim::Known(d) => others = others.checked_mul(*d)?,
+            Dim::Symbol(_) => {
+                let found = unmatched.iter().position(|&d| d == dim)?;
+                unmatched.swap_remove(found);
+            }
+            Dim::Unknown => return None,
         }
     }
     let total = unmatched
         .iter()
-        .try_fold(1usize, |acc, d| acc.checked_mul(d.known()?));
-    match total {
-        Some(total) if others > 0 && total % others == 0 => Dim::Known(total / others),
-        _ => Dim::Unknown,
-    }
+        .try_fold(1usize, |acc, d| acc.checked_mul(d.known()?))?;
+    (others > 0 && total.is_multiple_of(others)).then(|| total / others)
 }
 
 fn concat_output(node: &Node, inputs: &[ValueType]) -> Option<Vec<Dim>> {
