@@ -4,8 +4,10 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
-use onnx_shallow::calib::{self, CalibSpec, Dataset, ModelInputs, Preprocess};
-use onnx_shallow::gates::{Budget, LearnData, LearnOptions, TrainOptions, parse_output_kind};
+use onnx_shallow::calib::{self, CalibSpec, CropRange, Dataset, ModelInputs, Preprocess};
+use onnx_shallow::gates::{
+    Budget, Checkpointing, LearnData, LearnOptions, TrainOptions, parse_output_kind,
+};
 use onnx_shallow::gates::{GateGroup, LearnProgress, Step};
 use onnx_shallow::ir::shape::PinnedShapes;
 use onnx_shallow::passes::FoldOptions;
@@ -151,10 +153,12 @@ struct OptimizeArgs {
 /// Learning which activations can go (`optimize IN OUT --calib DATA`, the main job).
 #[derive(Args, Serialize)]
 struct LearnArgs {
-    /// Calibration data: `.npz` (arrays keyed by input name, or one array), `.npy`, or a
-    /// folder of PNG/JPEG images. No labels needed: the original model is the teacher.
-    #[arg(long, value_name = "PATH", conflicts_with_all = ["exact", "linearize"])]
-    calib: Option<PathBuf>,
+    /// Calibration data: `.npz` files (arrays keyed by input name, or one array) or `.npy`
+    /// files, several read as one data set (`--calib shards/*.npz`), or a folder of
+    /// PNG/JPEG images (sub-folders included). No labels needed: the original model is the
+    /// teacher. Read batch by batch, never whole.
+    #[arg(long, value_name = "PATH", num_args = 1.., conflicts_with = "exact")]
+    calib: Vec<PathBuf>,
     /// The array of a multi-array `.npz` to read.
     #[arg(long, value_name = "NAME", requires = "calib")]
     calib_key: Option<String>,
@@ -162,12 +166,30 @@ struct LearnArgs {
     #[arg(long, value_name = "NAME", requires = "calib")]
     calib_index: Option<String>,
     /// How stored images become inputs: `imagenet`, `none`, or items such as
-    /// `resize=256,crop=224,scale=0.0039,mean=…,std=…,layout=nhwc,bgr`.
+    /// `resize=256,crop=224,scale=0.0039,mean=…,std=…,layout=nhwc,bgr`. Images of another
+    /// size than a square input are resized and centre-cropped to it unless the SPEC
+    /// sizes them.
     #[arg(long, value_name = "SPEC", requires = "calib")]
     preprocess: Option<String>,
+    /// Labels: the integer array KEY of each `.npz` (default `y`), or, for a folder of
+    /// images, its class sub-folders; adds cross-entropy on them to the distillation.
+    #[arg(long, value_name = "KEY", num_args = 0..=1, default_missing_value = "y", requires = "calib")]
+    labels: Option<String>,
+    /// Weight of the cross-entropy on --labels.
+    #[arg(
+        long,
+        default_value_t = 1.0,
+        value_name = "W",
+        allow_negative_numbers = true
+    )]
+    label_weight: f64,
     /// Instead of --calib: this many standard-normal samples (decisions on them are weak).
     #[arg(long, value_name = "N", conflicts_with_all = ["calib", "exact", "linearize"])]
     synthetic: Option<usize>,
+    /// Data to measure fidelity on, instead of holding out part of --calib (read with the
+    /// same options).
+    #[arg(long, value_name = "PATH", num_args = 1.., requires = "calib")]
+    holdout_data: Vec<PathBuf>,
     /// Fraction of the data held out to measure fidelity (never trained on).
     #[arg(long, default_value_t = 0.2, value_name = "F")]
     holdout: f64,
@@ -175,21 +197,70 @@ struct LearnArgs {
     #[arg(long, default_value_t = 0)]
     seed: u64,
     /// Passes over the training data (default: enough for about 240 steps).
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", conflicts_with = "steps")]
     epochs: Option<usize>,
-    /// Step size of the gates (weights train at a thousandth of it with --finetune).
+    /// Training steps, whatever an epoch's length (instead of --epochs).
+    #[arg(long, value_name = "N")]
+    steps: Option<usize>,
+    /// Step size of the gates.
     #[arg(long, default_value_t = 0.05, allow_negative_numbers = true)]
     lr: f64,
+    /// Peak step size of the weights with --finetune (AdamW).
+    #[arg(
+        long,
+        default_value_t = 5e-5,
+        value_name = "R",
+        allow_negative_numbers = true
+    )]
+    weight_lr: f64,
+    /// Fraction of the steps the weights' step size warms up over before its cosine decay.
+    #[arg(
+        long,
+        default_value_t = 0.05,
+        value_name = "F",
+        allow_negative_numbers = true
+    )]
+    warmup: f64,
+    /// Decoupled weight decay of the fine-tuned weights.
+    #[arg(
+        long,
+        default_value_t = 0.0,
+        value_name = "W",
+        allow_negative_numbers = true
+    )]
+    weight_decay: f64,
     /// Samples per training step.
     #[arg(long, default_value_t = 16)]
     batch: usize,
     /// Train the weights too, not only the gates.
     #[arg(long)]
     finetune: bool,
-    /// Train on a new random crop and flip of every image each epoch (the original is
-    /// run once more per epoch to compute its targets on them).
+    /// Measure the held-out data every N steps while fine-tuning (default: 10 times a run).
+    #[arg(long, value_name = "N")]
+    eval_every: Option<usize>,
+    /// Train on random crops (area and aspect ranges below) and mirror images of the
+    /// training images, the original's targets computed on each.
     #[arg(long)]
     augment: bool,
+    /// The area of a random crop, as a fraction of the image's: MIN,MAX.
+    #[arg(long, value_name = "MIN,MAX", value_delimiter = ',', num_args = 2, default_values_t = [0.08, 1.0], requires = "augment")]
+    crop_scale: Vec<f64>,
+    /// The aspect ratio (width / height) of a random crop: MIN,MAX.
+    #[arg(long, value_name = "MIN,MAX", value_delimiter = ',', num_args = 2, default_values_t = [0.75, 4.0 / 3.0], requires = "augment")]
+    crop_ratio: Vec<f64>,
+    /// Threads for training, reading data and running batches (default: every core; tract
+    /// runs each model run on one thread).
+    #[arg(long, value_name = "T")]
+    threads: Option<usize>,
+    /// Keep the training state in this folder; the same command run again resumes from it.
+    #[arg(long, value_name = "DIR")]
+    checkpoint: Option<PathBuf>,
+    /// Save the training state every N steps (and at the end).
+    #[arg(long, default_value_t = 100, value_name = "N", requires = "checkpoint")]
+    checkpoint_every: usize,
+    /// Save the training state and stop after N steps (exit 4), to resume later.
+    #[arg(long, value_name = "N", requires = "checkpoint")]
+    stop_after: Option<usize>,
     /// A gate past this value counts as linear; the order of crossings is the schedule.
     #[arg(long, default_value_t = 0.9, allow_negative_numbers = true)]
     threshold: f64,
@@ -226,19 +297,29 @@ struct LearnArgs {
 
 impl LearnArgs {
     fn enabled(&self) -> bool {
-        self.calib.is_some() || self.synthetic.is_some()
+        !self.calib.is_empty() || self.synthetic.is_some()
     }
 
-    fn options(&self) -> Result<LearnOptions> {
+    fn options(&self, linearize: &[String]) -> Result<LearnOptions> {
         let options = LearnOptions {
             train: TrainOptions {
                 epochs: self.epochs,
+                steps: self.steps,
                 batch: self.batch,
                 lr: self.lr,
+                weight_lr: self.weight_lr,
+                warmup: self.warmup,
+                weight_decay: self.weight_decay,
                 threshold: self.threshold,
                 finetune: self.finetune,
-                augment: self.augment,
+                label_weight: self.label_weight,
+                eval_every: self.eval_every,
                 seed: self.seed,
+                checkpoint: self.checkpoint.clone().map(|dir| Checkpointing {
+                    dir,
+                    every: self.checkpoint_every,
+                    stop_after: self.stop_after,
+                }),
             },
             budget: Budget {
                 max_drop: self.max_drop,
@@ -251,14 +332,15 @@ impl LearnArgs {
                 .iter()
                 .map(|s| parse_output_kind(s))
                 .collect::<Result<_>>()?,
+            linearize: linearize.to_vec(),
         };
         options.check()?;
         Ok(options)
     }
 
-    fn spec(&self) -> Result<CalibSpec> {
+    fn spec(&self, paths: &[PathBuf]) -> Result<CalibSpec> {
         Ok(CalibSpec {
-            path: self.calib.clone(),
+            paths: paths.to_vec(),
             select: calib::ArraySelection {
                 key: self.calib_key.clone(),
                 index: self.calib_index.clone(),
@@ -271,7 +353,22 @@ impl LearnArgs {
             synthetic: self.synthetic,
             seed: self.seed,
             augment: self.augment,
+            crop: CropRange {
+                scale: (self.crop_scale[0], self.crop_scale[1]),
+                ratio: (self.crop_ratio[0], self.crop_ratio[1]),
+            },
+            labels: self.labels.clone(),
         })
+    }
+
+    /// The training and the held-out data: --holdout-data, or a split of --calib.
+    fn data(&self, original: &Model, pinned: &PinnedShapes) -> Result<(Dataset, Dataset)> {
+        let dataset = Dataset::load(&self.spec(&self.calib)?, original, pinned)?;
+        if self.holdout_data.is_empty() {
+            return dataset.split(self.holdout, self.seed);
+        }
+        let held_out = Dataset::load(&self.spec(&self.holdout_data)?, original, pinned)?;
+        Ok((dataset, held_out.with_augment(false)?))
     }
 }
 
@@ -367,11 +464,32 @@ fn main() -> ExitCode {
     };
     match outcome {
         Ok(code) => code,
+        Err(err @ Error::Stopped { .. }) => {
+            eprintln!("{err}");
+            ExitCode::from(STOPPED)
+        }
         Err(err) => {
             eprintln!("error: {err}");
             ExitCode::from(2)
         }
     }
+}
+
+/// Exit code of a run that stopped training where --stop-after said, its state saved.
+const STOPPED: u8 = 4;
+
+/// Sizes the pool that training, data reading and batch runs share; by default every core.
+fn use_threads(threads: Option<usize>) -> Result<()> {
+    let Some(threads) = threads else {
+        return Ok(());
+    };
+    if threads == 0 {
+        return Err(Error::Usage("--threads 0: expected at least 1".into()));
+    }
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build_global()
+        .map_err(|e| Error::Usage(format!("--threads {threads}: {e}")))
 }
 
 /// Model files this large take about a second to load: they get a spinner.
@@ -424,6 +542,7 @@ fn optimize(args: &OptimizeArgs, progress: &Progress) -> Result<ExitCode> {
             "--plot draws the selection walk of a learned run: it needs --calib DATA".into(),
         ));
     }
+    use_threads(args.learn.threads)?;
     refuse_overwriting_input(&args.input, &args.output, args.force)?;
     for path in std::iter::once(&args.output)
         .chain(&args.report)
@@ -500,26 +619,32 @@ fn optimize_learned(
     progress: &Progress,
 ) -> Result<ExitCode> {
     let learn = &args.learn;
-    let learn_options = learn.options()?;
-    let dataset = Dataset::load(&learn.spec()?, &original, &options.pinned)?;
-    if dataset.is_synthetic() {
+    let learn_options = learn.options(&args.linearize)?;
+    let (train, held_out) = learn.data(&original, &options.pinned)?;
+    if train.is_synthetic() {
         eprintln!(
             "warning: learning on synthetic standard-normal inputs: the decisions say little about real data"
         );
     }
-    let (train, held_out) = dataset.split(learn.holdout, learn.seed)?;
-    let (train, held_out) = (train.all()?, held_out.all()?);
     println!(
-        "calibration: {} samples from {} ({} to train on{}, {} held out)",
-        dataset.len(),
-        dataset.source(),
-        train.samples(),
-        if learn_options.train.augment {
-            ", randomly cropped and flipped each epoch"
+        "calibration: {} samples from {} to train on{}{}, {} held out{}",
+        train.len(),
+        train.source(),
+        if train.augments() {
+            ", randomly cropped and mirrored"
         } else {
             ""
         },
-        held_out.samples()
+        if train.labels().is_some() {
+            ", labelled"
+        } else {
+            ""
+        },
+        held_out.len(),
+        match learn.holdout_data.is_empty() {
+            true => String::new(),
+            false => format!(" from {}", held_out.source()),
+        }
     );
     let data = LearnData {
         train: &train,
@@ -562,7 +687,7 @@ fn optimize_learned(
         }
     }
     let on_held_out = |outputs: &[compare::OutputComparison]| Comparison {
-        samples: held_out.samples(),
+        samples: held_out.len(),
         inputs: format!("{} (held out)", held_out.source()),
         outputs: outputs.to_vec(),
     };
@@ -604,7 +729,11 @@ fn optimize_options(args: &OptimizeArgs, progress: &Progress) -> Result<Options>
             allow_approx_borders: args.allow_approx_borders,
         },
         cost,
-        linearize: args.linearize.clone(),
+        // With data, the named activations are removed by learning (and fine-tuned for).
+        linearize: match args.learn.enabled() {
+            true => Vec::new(),
+            false => args.linearize.clone(),
+        },
         progress: progress.clone(),
     })
 }
@@ -814,12 +943,11 @@ fn verification_inputs(reference: &Model, args: &VerifyArgs) -> Result<ModelInpu
     match (&args.inputs, args.held_out) {
         (Some(path), Some(holdout)) => {
             let spec = CalibSpec {
-                path: Some(path.clone()),
+                paths: vec![path.clone()],
                 select,
                 preprocess,
-                synthetic: None,
                 seed: args.seed,
-                augment: false,
+                ..CalibSpec::default()
             };
             let data = Dataset::load(&spec, reference, &args.shapes.pinned()?)?;
             data.split(holdout, args.seed)?.1.all()
@@ -921,9 +1049,20 @@ impl LearnProgress for LearnBars<'_> {
         }
     }
 
-    fn training_step(&mut self, step: usize, steps: usize, loss: f64, past_threshold: usize) {
+    fn training_step(
+        &mut self,
+        step: usize,
+        steps: usize,
+        loss: f64,
+        past_threshold: usize,
+        agreement: Option<f64>,
+    ) {
         if let Some(task) = &self.current {
-            let label = format!("training gates: loss {loss:.4}, {past_threshold} past threshold");
+            let held_out = agreement.map_or(String::new(), |a| {
+                format!(", held-out agreement {:.1} %", 100.0 * a)
+            });
+            let label =
+                format!("training: loss {loss:.4}, {past_threshold} past threshold{held_out}");
             task.update(step as u64, steps as u64, label);
         }
     }

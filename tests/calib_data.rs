@@ -23,7 +23,7 @@ fn relu_model(dims: &[i64]) -> Model {
 
 fn digits_spec(data: &Path, key: Option<&str>, index: Option<&str>) -> CalibSpec {
     CalibSpec {
-        path: Some(data.to_path_buf()),
+        paths: vec![data.to_path_buf()],
         select: ArraySelection {
             key: key.map(str::to_string),
             index: index.map(str::to_string),
@@ -104,7 +104,7 @@ fn bad_keys_and_indices_name_the_array_and_list_the_archive() {
     // y holds one label per row: samples of [] do not fit an input of [?,1,8,8].
     let err = load_error(&digits_spec(&data, Some("y"), None), &model);
     assert!(
-        err.contains("array 'y' holds I64 [1797], input 'image' is"),
+        err.contains("array 'y' holds samples of [], input 'image' is"),
         "{err}"
     );
 }
@@ -115,7 +115,7 @@ fn patches_split_by_photo_deterministically_and_augment_only_the_training_part()
         return;
     };
     let spec = CalibSpec {
-        path: Some(data),
+        paths: vec![data],
         preprocess: Some(Preprocess::parse("imagenet").unwrap()),
         augment: true,
         ..CalibSpec::default()
@@ -220,7 +220,7 @@ fn synthetic_data_is_flagged_signed_and_sized_from_the_model() {
     assert!(data.source().contains("synthetic"), "{}", data.source());
 
     let both = CalibSpec {
-        path: Some("x.npz".into()),
+        paths: vec!["x.npz".into()],
         ..spec.clone()
     };
     assert!(load_error(&both, &model).contains("not both"));
@@ -238,7 +238,7 @@ fn write_image(path: &Path, width: u32, height: u32, rgb: [u8; 3]) {
 
 fn folder_spec(folder: &Path, preprocess: &str) -> CalibSpec {
     CalibSpec {
-        path: Some(folder.to_path_buf()),
+        paths: vec![folder.to_path_buf()],
         preprocess: Some(Preprocess::parse(preprocess).unwrap()),
         ..CalibSpec::default()
     }
@@ -329,7 +329,7 @@ fn image_folder_errors_name_the_file_or_what_is_missing() {
     .unwrap();
     let err = uncropped.all().unwrap_err().to_string();
     assert!(
-        err.contains("b.png") && err.contains("every image must come out the same size"),
+        err.contains("b.png") && err.contains("every sample must come out the same size"),
         "{err}"
     );
 
