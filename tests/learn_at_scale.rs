@@ -11,7 +11,7 @@ use common::{optimize_digits_calib, testdata};
 use onnx_shallow::calib::{ArraySelection, CalibSpec, Dataset};
 use onnx_shallow::gates::{LearnData, LearnOptions, Learning};
 use onnx_shallow::runtime::memory::{CountingAllocator, heap_growth};
-use onnx_shallow::{Cost, Model, Options};
+use onnx_shallow::{Cost, Options};
 
 #[global_allocator]
 static HEAP: CountingAllocator = CountingAllocator;
