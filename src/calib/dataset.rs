@@ -159,32 +159,37 @@ impl Store {
         }
     }
 
-    /// Row `row` of every input as stored, each `[1, …]`, and the file it comes from.
-    fn raw(&self, mut row: usize) -> (Vec<(String, ArrayD<f32>)>, &Path, Result<()>) {
+    /// The shard holding `row`, and the row within it.
+    fn shard_of(shards: &[Shard], mut row: usize) -> (&Shard, usize) {
+        for shard in shards {
+            if row < shard.len {
+                return (shard, shard.index.as_ref().map_or(row, |index| index[row]));
+            }
+            row -= shard.len;
+        }
+        unreachable!("rows are checked against the length")
+    }
+
+    /// The file row `row` comes from.
+    fn path_of(&self, row: usize) -> &Path {
+        match self {
+            Store::Arrays(shards) => &Store::shard_of(shards, row).0.path,
+            Store::Images(folder) => folder.file(row),
+        }
+    }
+
+    /// Row `row` of every input as stored, each `[1, …]`, with what it is, for errors.
+    fn raw(&self, row: usize) -> Result<Vec<(String, ArrayD<f32>)>> {
         match self {
             Store::Arrays(shards) => {
-                let shard = shards
-                    .iter()
-                    .find(|s| {
-                        let here = row < s.len;
-                        if !here {
-                            row -= s.len;
-                        }
-                        here
-                    })
-                    .expect("rows are checked against the length");
-                let stored = shard.index.as_ref().map_or(row, |index| index[row]);
-                let values = shard
+                let (shard, stored) = Store::shard_of(shards, row);
+                Ok(shard
                     .inputs
                     .iter()
                     .map(|(key, rows)| (format!("array '{key}'"), rows.read(stored)))
-                    .collect();
-                (values, &shard.path, Ok(()))
+                    .collect())
             }
-            Store::Images(folder) => match folder.decode(row) {
-                Ok(image) => (vec![("the image".into(), image)], folder.file(row), Ok(())),
-                Err(e) => (Vec::new(), folder.file(row), Err(e)),
-            },
+            Store::Images(folder) => Ok(vec![("the image".into(), folder.decode(row)?)]),
         }
     }
 }
@@ -193,9 +198,10 @@ impl Samples {
     /// Sample `row` of every input, preprocessed, each `[1, …]`; randomly cropped with
     /// `crop` when given.
     fn sample(&self, row: usize, crop: Option<(&CropRange, Rng)>) -> Result<Vec<ArrayD<f32>>> {
-        let (raw, path, read) = self.store.raw(row);
-        read?;
-        raw.into_iter()
+        let path = self.store.path_of(row);
+        self.store
+            .raw(row)?
+            .into_iter()
             .zip(&self.preprocess)
             .zip(&self.image_sizes)
             .map(|(((what, values), preprocess), size)| {
@@ -238,9 +244,8 @@ impl Samples {
     fn check_size(&self, row: usize, sample: &[ArrayD<f32>]) -> Result<()> {
         for (values, dims) in sample.iter().zip(&self.dims) {
             if values.shape()[1..] != dims[..] {
-                let (_, path, _) = self.store.raw(row);
                 return Err(data_error(
-                    path,
+                    self.store.path_of(row),
                     format!(
                         "preprocessed to {:?}, the first sample to {dims:?}: every sample must come out the same size (add crop=…)",
                         &values.shape()[1..]
@@ -518,10 +523,9 @@ impl Samples {
     /// Settles each input's preprocessing on the first sample (fitting images to the
     /// model's size when the SPEC does not size them) and checks it fits the model.
     fn checked(store: Store, spec: &CalibSpec, inputs: &[(String, ValueType)]) -> Result<Samples> {
-        let (groups, labels) = row_annotations(&store, spec)?;
-        let (raw, path, read) = store.raw(0);
-        read?;
-        let path = path.to_path_buf();
+        let Annotations { groups, labels } = Annotations::of(&store, spec)?;
+        let raw = store.raw(0)?;
+        let path = store.path_of(0).to_path_buf();
         let images = matches!(store, Store::Images(_));
         let mut preprocess = Vec::new();
         let mut dims = Vec::new();
@@ -603,26 +607,32 @@ fn image_size(declared: &ValueType) -> Option<(usize, usize)> {
 }
 
 /// Each stored row's group and label, when the data has them.
-fn row_annotations(
-    store: &Store,
-    spec: &CalibSpec,
-) -> Result<(Option<Vec<i64>>, Option<Vec<i64>>)> {
-    match store {
-        Store::Images(folder) => Ok((
-            None,
-            spec.labels.as_ref().map(|_| folder.classes()).transpose()?,
-        )),
-        Store::Arrays(shards) => {
-            let mut groups: Vec<Option<Vec<i64>>> = Vec::new();
-            let mut labels = Vec::new();
-            for shard in shards {
-                groups.push(shard.small_array(GROUP_KEY, false)?);
-                if let Some(key) = &spec.labels {
-                    labels.extend(shard.small_array(key, true)?.expect("required"));
+struct Annotations {
+    groups: Option<Vec<i64>>,
+    labels: Option<Vec<i64>>,
+}
+
+impl Annotations {
+    fn of(store: &Store, spec: &CalibSpec) -> Result<Annotations> {
+        match store {
+            Store::Images(folder) => Ok(Annotations {
+                groups: None,
+                labels: spec.labels.as_ref().map(|_| folder.classes()).transpose()?,
+            }),
+            Store::Arrays(shards) => {
+                let mut groups: Vec<Option<Vec<i64>>> = Vec::new();
+                let mut labels = Vec::new();
+                for shard in shards {
+                    groups.push(shard.small_array(GROUP_KEY, false)?);
+                    if let Some(key) = &spec.labels {
+                        labels.extend(shard.small_array(key, true)?.expect("required"));
+                    }
                 }
+                Ok(Annotations {
+                    groups: shard_groups(shards, groups),
+                    labels: spec.labels.as_ref().map(|_| labels),
+                })
             }
-            let labels = spec.labels.as_ref().map(|_| labels);
-            Ok((shard_groups(shards, groups), labels))
         }
     }
 }

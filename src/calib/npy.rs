@@ -209,7 +209,7 @@ impl Npz {
 
 /// Inflates an archive member into an unnamed temporary file and maps it.
 fn inflate_to_temporary(mut member: impl Read, path: &Path) -> Result<Arc<Mmap>> {
-    let mut file = tempfile::tempfile().map_err(|e| Error::io(&std::env::temp_dir(), e))?;
+    let mut file = tempfile::tempfile().map_err(|e| Error::io(std::env::temp_dir(), e))?;
     io::copy(&mut member, &mut file).map_err(|e| Error::Data {
         path: path.to_path_buf(),
         reason: format!("cannot inflate: {e}"),

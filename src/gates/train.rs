@@ -270,7 +270,10 @@ impl Trainer<'_> {
     /// distillation loss.
     fn step(&self, run: &mut State, positions: &[usize], epoch: usize) -> Result<f64> {
         let inputs = self.data.train.training_batch(positions, epoch as u64)?;
-        let (feeds, teacher) = self.region.teach(self.teacher, inputs, self.data.train)?;
+        let Taught {
+            feeds,
+            targets: teacher,
+        } = self.region.teach(self.teacher, inputs, self.data.train)?;
         let forward = self.executor.forward(&feeds, &run.params, true)?;
         let mut distillation = loss::distillation(
             &self.region.targets,
@@ -342,9 +345,12 @@ impl Trainer<'_> {
         for part in held_out.chunks(self.batch) {
             let part = part?;
             let size = part.samples();
-            let (feeds, teacher) =
-                self.region
-                    .teach(self.teacher, part.arrays().to_vec(), held_out)?;
+            let Taught {
+                feeds,
+                targets: teacher,
+            } = self
+                .region
+                .teach(self.teacher, part.arrays().to_vec(), held_out)?;
             let student = self.executor.forward(&feeds, params, false)?.outputs;
             let loss = loss::distillation(
                 &self.region.targets,
@@ -538,15 +544,10 @@ impl Region {
     }
 
     /// The region's feeds and the teacher's targets on `inputs`, computed in tract.
-    fn teach(
-        &self,
-        teacher: &Runner,
-        inputs: Vec<ArrayD<f32>>,
-        data: &Dataset,
-    ) -> Result<(Vec<ArrayD<f32>>, Vec<ArrayD<f32>>)> {
-        let mut values = teacher.run(&ModelInputs::new(inputs, data.source())?)?;
-        let targets = values.split_off(self.feeds.len());
-        Ok((values, targets))
+    fn teach(&self, teacher: &Runner, inputs: Vec<ArrayD<f32>>, data: &Dataset) -> Result<Taught> {
+        let mut feeds = teacher.run(&ModelInputs::new(inputs, data.source())?)?;
+        let targets = feeds.split_off(self.feeds.len());
+        Ok(Taught { feeds, targets })
     }
 
     /// The teacher's variance of each regression target over the first samples of the
@@ -557,7 +558,7 @@ impl Region {
         if self.targets.iter().any(regression) {
             let first = data.subset(&(0..data.len().min(VARIANCE_SAMPLES)).collect::<Vec<_>>())?;
             for part in first.chunks(batch) {
-                let (_, values) = self.teach(teacher, part?.arrays().to_vec(), data)?;
+                let values = self.teach(teacher, part?.arrays().to_vec(), data)?.targets;
                 for (moment, values) in moments.iter_mut().zip(&values) {
                     for &v in values {
                         let v = v as f64;
@@ -579,6 +580,12 @@ impl Region {
             })
             .collect())
     }
+}
+
+/// What the teacher computes on a batch: what the region reads, and the targets.
+struct Taught {
+    feeds: Vec<ArrayD<f32>>,
+    targets: Vec<ArrayD<f32>>,
 }
 
 /// Which nodes are downstream of a gate (read a gated activation's input, or what such

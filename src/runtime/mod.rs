@@ -114,8 +114,11 @@ pub fn run_all(model: &Model, inputs: &ModelInputs, batch: usize) -> Result<Vec<
 pub struct Runner<'m> {
     model: &'m Model,
     batch: usize,
-    sessions: Mutex<Vec<(Vec<Vec<usize>>, Arc<Session>)>>,
+    sessions: Mutex<Vec<SessionAt>>,
 }
+
+/// A session and the dims of the inputs it runs at.
+type SessionAt = (Vec<Vec<usize>>, Arc<Session>);
 
 impl<'m> Runner<'m> {
     pub fn new(model: &'m Model, batch: usize) -> Runner<'m> {
