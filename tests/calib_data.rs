@@ -293,6 +293,67 @@ fn a_folder_of_png_and_jpeg_images_is_decoded_resized_and_preprocessed() {
     assert_eq!(grey.batch(&[3]).unwrap()[0].shape(), &[1, 1, 16, 16]);
 }
 
+/// A folder of photos larger than a square input needs no more than a preset: images are
+/// height × width × channels whatever the SPEC says of the layout, and are fitted by
+/// torchvision's evaluation recipe (short side to 16 / 0.875 = 18, centre 16×16). Class
+/// sub-folders are labels, numbered by sorted name; training crops are random, drawn from
+/// the seed, the epoch and the sample, and never touch the held-out part.
+#[test]
+fn a_folder_of_larger_photos_is_fitted_labelled_by_class_folder_and_randomly_cropped() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    for (class, files) in [("cat", 3), ("ant", 2)] {
+        std::fs::create_dir(root.join(class)).unwrap();
+        for i in 0..files {
+            let path = root.join(class).join(format!("{i}.png"));
+            let mut image = image::RgbImage::new(48, 32);
+            for (x, _, pixel) in image.enumerate_pixels_mut() {
+                *pixel = image::Rgb([(x * 5) as u8, 40 * i as u8, 0]);
+            }
+            image.save(path).unwrap();
+        }
+    }
+    let model = relu_model(&[-1, 3, 16, 16]);
+    let mut spec = folder_spec(root, "scale=0.00392156862745098,layout=nchw");
+    spec.labels = Some("y".into());
+    let images = Dataset::load(&spec, &model, &Default::default()).unwrap();
+    assert_eq!(images.sample_dims(), [vec![3, 16, 16]]);
+    assert_eq!(images.labels(), Some(vec![0, 0, 1, 1, 1]), "ant before cat");
+    // The centre crop of the resized ramp: its columns rise left to right, red only.
+    let fitted = images.batch(&[0]).unwrap().remove(0);
+    assert!(fitted[[0, 0, 0, 0]] < fitted[[0, 0, 0, 15]]);
+    assert!(fitted[[0, 0, 0, 0]] > 0.1, "the left edge is cropped away");
+
+    let (train, held_out) = images.with_augment(true).unwrap().split(0.4, 1).unwrap();
+    assert!(train.augments() && !held_out.augments());
+    let crops = |epoch| train.training_batch(&[0, 1], epoch).unwrap().remove(0);
+    assert_eq!(crops(0).shape(), &[2, 3, 16, 16]);
+    assert_eq!(crops(0), crops(0), "the seed, epoch and sample fix a crop");
+    assert_ne!(crops(0), crops(1), "each epoch draws new crops");
+    assert_ne!(crops(0), train.batch(&[0, 1]).unwrap().remove(0));
+    let held = held_out.training_batch(&[0], 0).unwrap();
+    assert_eq!(
+        held,
+        held_out.batch(&[0]).unwrap(),
+        "held-out samples are never cropped"
+    );
+
+    let no_labels = Dataset::load(
+        &folder_spec(&root.join("cat"), "imagenet"),
+        &model,
+        &Default::default(),
+    )
+    .unwrap();
+    assert_eq!(no_labels.labels(), None);
+    let mut flat = folder_spec(&root.join("cat"), "imagenet");
+    flat.labels = Some("y".into());
+    let err = load_error(&flat, &model);
+    assert!(
+        err.contains("0.png") && err.contains("class sub-folders"),
+        "{err}"
+    );
+}
+
 #[test]
 fn image_folder_errors_name_the_file_or_what_is_missing() {
     let dir = tempfile::tempdir().unwrap();
