@@ -243,10 +243,10 @@ struct LearnArgs {
     #[arg(long)]
     augment: bool,
     /// The area of a random crop, as a fraction of the image's: MIN,MAX.
-    #[arg(long, value_name = "MIN,MAX", value_delimiter = ',', num_args = 2, default_values_t = [0.08, 1.0], requires = "augment")]
+    #[arg(long, value_name = "MIN,MAX", value_delimiter = ',', default_values_t = [0.08, 1.0], requires = "augment")]
     crop_scale: Vec<f64>,
     /// The aspect ratio (width / height) of a random crop: MIN,MAX.
-    #[arg(long, value_name = "MIN,MAX", value_delimiter = ',', num_args = 2, default_values_t = [0.75, 4.0 / 3.0], requires = "augment")]
+    #[arg(long, value_name = "MIN,MAX", value_delimiter = ',', default_values_t = [0.75, 4.0 / 3.0], requires = "augment")]
     crop_ratio: Vec<f64>,
     /// Threads for training, reading data and running batches (default: every core; tract
     /// runs each model run on one thread).
@@ -354,8 +354,8 @@ impl LearnArgs {
             seed: self.seed,
             augment: self.augment,
             crop: CropRange {
-                scale: (self.crop_scale[0], self.crop_scale[1]),
-                ratio: (self.crop_ratio[0], self.crop_ratio[1]),
+                scale: range("crop-scale", &self.crop_scale)?,
+                ratio: range("crop-ratio", &self.crop_ratio)?,
             },
             labels: self.labels.clone(),
         })
@@ -369,6 +369,16 @@ impl LearnArgs {
         }
         let held_out = Dataset::load(&self.spec(&self.holdout_data)?, original, pinned)?;
         Ok((dataset, held_out.with_augment(false)?))
+    }
+}
+
+/// MIN,MAX given to `option`.
+fn range(option: &str, values: &[f64]) -> Result<(f64, f64)> {
+    match values {
+        [min, max] => Ok((*min, *max)),
+        _ => Err(Error::Usage(format!(
+            "--{option}: expected two numbers, MIN,MAX"
+        ))),
     }
 }
 

@@ -153,6 +153,13 @@ fn options_no_run_can_honour_are_refused_naming_them_and_write_nothing() {
         (["--max-drop", "-1"], "max-drop -1"),
         (["--max-error", "NaN"], "max-error NaN"),
         (["--target-speedup", "0.8"], "target-speedup 0.8"),
+        (["--weight-lr", "0"], "weight-lr 0"),
+        (["--warmup", "1"], "warmup 1"),
+        (["--label-weight", "-1"], "label-weight -1"),
+        (["--steps", "0"], "steps and eval-every"),
+        (["--threads", "0"], "threads 0"),
+        (["--crop-scale", "0.5,0.2"], "--augment"),
+        (["--crop-ratio", "2"], "--augment"),
     ];
     for ([flag, value], named) in cases {
         let run = cli(&[

@@ -66,6 +66,36 @@ impl LearnOptions {
                 format!("lr {}: expected a positive step size", train.lr),
             ),
             (
+                !positive(train.weight_lr),
+                format!(
+                    "weight-lr {}: expected a positive step size",
+                    train.weight_lr
+                ),
+            ),
+            (
+                !(train.warmup >= 0.0 && train.warmup < 1.0),
+                format!(
+                    "warmup {}: expected a fraction of the steps in [0, 1)",
+                    train.warmup
+                ),
+            ),
+            (
+                !(train.weight_decay >= 0.0 && train.weight_decay.is_finite()),
+                format!("weight-decay {}: expected 0 or more", train.weight_decay),
+            ),
+            (
+                !(train.label_weight >= 0.0 && train.label_weight.is_finite()),
+                format!("label-weight {}: expected 0 or more", train.label_weight),
+            ),
+            (
+                train.steps == Some(0) || train.eval_every == Some(0),
+                "steps and eval-every count at least 1 step".to_string(),
+            ),
+            (
+                train.checkpoint.as_ref().is_some_and(|c| c.every == 0),
+                "checkpoint-every 0: expected at least 1 step".to_string(),
+            ),
+            (
                 !(train.threshold > 0.0 && train.threshold <= 1.0),
                 format!(
                     "threshold {}: expected a gate value in (0, 1]",
