@@ -294,7 +294,7 @@ impl Trainer<'_> {
                 .backward(&forward, &distillation.gradients, &run.params, wanted)?;
         let schedule = Schedule {
             lambda: lambda_at(run.step, self.steps),
-            weight_lr: self.weight_lr_at(run.step),
+            weight_lr: weight_lr_at(self.options, run.step, self.steps),
         };
         run.update(&gradients, &schedule, self.options);
         run.epoch_loss(epoch, distillation.loss, positions.len());
@@ -322,17 +322,6 @@ impl Trainer<'_> {
         let (_, gradient) = loss::cross_entropy(&student[t], labels)?;
         gradients[t].scaled_add(self.options.label_weight as f32, &gradient);
         Ok(())
-    }
-
-    /// Linear warm-up over the first `warmup` of the steps, then cosine decay to zero.
-    fn weight_lr_at(&self, step: usize) -> f64 {
-        let warmup = (self.options.warmup * self.steps as f64).round() as usize;
-        let peak = self.options.weight_lr;
-        if step < warmup {
-            return peak * (step + 1) as f64 / warmup as f64;
-        }
-        let t = (step - warmup) as f64 / (self.steps - warmup).max(1) as f64;
-        peak * 0.5 * (1.0 + (std::f64::consts::PI * t).cos())
     }
 
     /// The student as `params` stand, against the original on the held-out data, read
@@ -468,6 +457,18 @@ fn normalised_gains(groups: &[GateGroup]) -> Vec<f64> {
             }
         })
         .collect()
+}
+
+/// The weights' step size at `step` of `steps`: a linear warm-up over the first `warmup`
+/// of the steps, then a cosine decay to zero.
+fn weight_lr_at(options: &TrainOptions, step: usize, steps: usize) -> f64 {
+    let warmup = (options.warmup * steps as f64).round() as usize;
+    let peak = options.weight_lr;
+    if step < warmup {
+        return peak * (step + 1) as f64 / warmup as f64;
+    }
+    let t = (step - warmup) as f64 / (steps - warmup).max(1) as f64;
+    peak * 0.5 * (1.0 + (std::f64::consts::PI * t).cos())
 }
 
 /// λ rises geometrically from the first step to the last.
@@ -805,4 +806,73 @@ fn adam_step(
             let v_hat = *v as f64 / c2;
             *w -= (lr * m_hat / (v_hat.sqrt() + 1e-8)) as f32;
         });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_weights_step_size_warms_up_linearly_then_decays_on_a_cosine() {
+        let options = TrainOptions {
+            weight_lr: 1.0,
+            warmup: 0.1,
+            ..TrainOptions::default()
+        };
+        let lr = |step| weight_lr_at(&options, step, 100);
+        assert_eq!((lr(0), lr(4), lr(9)), (0.1, 0.5, 1.0));
+        assert_eq!(lr(10), 1.0);
+        assert!(
+            (lr(55) - 0.5).abs() < 1e-12,
+            "halfway down at the middle of the decay"
+        );
+        assert!(lr(99) < 1e-3 && lr(99) > 0.0);
+        let falling: Vec<f64> = (10..100).map(lr).collect();
+        assert!(falling.windows(2).all(|w| w[1] < w[0]));
+    }
+
+    fn evaluation(step: usize, agreement: f64, loss: f64, linear: usize) -> Evaluation {
+        Evaluation {
+            step,
+            agreement: Some(agreement),
+            loss,
+            accuracy: None,
+            linear,
+        }
+    }
+
+    /// The best weights are the most agreeing (then least lossy) since the linear groups
+    /// last changed: weights from before a gate crossed fit another network.
+    #[test]
+    fn the_best_weights_are_kept_per_configuration_of_the_gates() {
+        let mut state = State {
+            step: 0,
+            params: Params {
+                alpha: vec![0.0],
+                weights: Default::default(),
+            },
+            crossed_at: vec![None],
+            alpha_moments: vec![(0.0, 0.0)],
+            weight_moments: Vec::new(),
+            gains: vec![1.0],
+            variances: vec![1.0],
+            epoch_losses: Vec::new(),
+            evaluations: Vec::new(),
+            best: None,
+        };
+        let best = |state: &State| state.best.as_ref().unwrap().0.step;
+        state.record(evaluation(1, 0.90, 0.3, 0));
+        state.record(evaluation(2, 0.95, 0.2, 0));
+        state.record(evaluation(3, 0.95, 0.25, 0));
+        assert_eq!(best(&state), 2, "equal agreement: the lower loss");
+        state.record(evaluation(4, 0.80, 0.5, 1));
+        assert_eq!(
+            best(&state),
+            4,
+            "a gate crossed: earlier weights do not count"
+        );
+        state.record(evaluation(5, 0.85, 0.4, 1));
+        assert_eq!(best(&state), 5);
+        assert_eq!(state.evaluations.len(), 5);
+    }
 }
