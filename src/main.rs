@@ -18,9 +18,10 @@ use onnx_shallow::report::plot;
 use onnx_shallow::report::stats::{self, ModelStats};
 use onnx_shallow::report::verify::Verification;
 use onnx_shallow::report::walk::{nothing_fits, walk_table};
-use onnx_shallow::runtime::bench::{self, BenchOptions, PairTiming, Plan};
+use onnx_shallow::runtime::bench::{self, BenchOptions, Benchmark, Plan};
 use onnx_shallow::runtime::compare::{self, Comparison, Tolerance};
 use onnx_shallow::runtime::memory::CountingAllocator;
+use onnx_shallow::runtime::{Engine, OrtOptLevel, OrtOptions};
 use onnx_shallow::{Cost, Error, Model, Options, Report, Result, SaveOptions};
 use serde::Serialize;
 
@@ -143,6 +144,9 @@ struct OptimizeArgs {
     #[command(flatten)]
     #[serde(flatten)]
     shapes: ShapeArgs,
+    #[command(flatten)]
+    #[serde(flatten)]
+    engine: EngineArgs,
     #[command(flatten)]
     #[serde(flatten)]
     learn: LearnArgs,
@@ -315,6 +319,8 @@ struct VerifyArgs {
     json: bool,
     #[command(flatten)]
     shapes: ShapeArgs,
+    #[command(flatten)]
+    engine: EngineArgs,
 }
 
 #[derive(Args, Serialize)]
@@ -329,11 +335,6 @@ struct BenchArgs {
     /// Untimed runs before them.
     #[arg(long, default_value_t = 5, value_name = "W")]
     warmup: u64,
-    /// Threads tract may use. This build of tract runs every model on one thread (its
-    /// multithreaded matrix products are a cargo feature of tract-linalg, left off), so
-    /// only 1 is accepted.
-    #[arg(long, default_value_t = 1, value_name = "T")]
-    threads: usize,
     /// Exit 1 when the median of the per-pair ratios OTHER / MODEL is above R.
     #[arg(long, value_name = "R", requires = "other")]
     max_ratio: Option<f64>,
@@ -343,6 +344,61 @@ struct BenchArgs {
     #[command(flatten)]
     #[serde(flatten)]
     shapes: ShapeArgs,
+    #[command(flatten)]
+    #[serde(flatten)]
+    engine: EngineArgs,
+}
+
+/// The engine models run and are timed in.
+#[derive(Args, Serialize)]
+struct EngineArgs {
+    /// `tract`, or `ort`: ONNX Runtime (in a build with `--features ort`), the model's
+    /// latency and outputs as where it is deployed.
+    #[arg(long, value_enum, default_value_t = EngineArg::Tract)]
+    engine: EngineArg,
+    /// ONNX Runtime's shared library (default: $ORT_DYLIB_PATH).
+    #[arg(long, value_name = "PATH")]
+    ort_lib: Option<PathBuf>,
+    /// ONNX Runtime's graph optimisation: disable, basic, extended or all.
+    #[arg(long, default_value = "all", value_name = "LEVEL")]
+    ort_opt_level: OrtOptLevel,
+    /// Intra-op threads of ONNX Runtime. This build of tract runs every model on one
+    /// thread (its multithreaded matrix products are a cargo feature of tract-linalg,
+    /// left off), so with tract only 1 is accepted.
+    #[arg(long, default_value_t = 1, value_name = "T")]
+    threads: usize,
+}
+
+#[derive(Clone, Copy, PartialEq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+enum EngineArg {
+    Tract,
+    Ort,
+}
+
+impl EngineArgs {
+    fn engine(&self) -> Result<Engine> {
+        if self.threads == 0 {
+            return Err(Error::Usage("--threads 0: expected at least 1".into()));
+        }
+        if self.engine == EngineArg::Ort {
+            return Ok(Engine::OnnxRuntime(OrtOptions {
+                library: self.ort_lib.clone(),
+                threads: self.threads,
+                opt_level: self.ort_opt_level,
+            }));
+        }
+        if self.threads != 1 {
+            return Err(Error::Usage(format!(
+                "--threads {}: this build of tract runs models on one thread only (tract-linalg's multithread-mm feature is off)",
+                self.threads
+            )));
+        }
+        if self.ort_lib.is_some() {
+            return Err(Error::Usage("--ort-lib applies to --engine ort".into()));
+        }
+        Ok(Engine::Tract)
+    }
 }
 
 #[derive(Clone, Copy, clap::ValueEnum, Serialize)]
@@ -431,8 +487,10 @@ fn optimize(args: &OptimizeArgs, progress: &Progress) -> Result<ExitCode> {
     {
         ensure_file_can_go(path)?;
     }
-    let original = load(&args.input, progress)?;
     let options = optimize_options(args, progress)?;
+    // A library that does not load is refused before any work.
+    options.engine.info()?;
+    let original = load(&args.input, progress)?;
     if args.learn.enabled() {
         return optimize_learned(args, original, &options, progress);
     }
@@ -452,6 +510,9 @@ fn optimize(args: &OptimizeArgs, progress: &Progress) -> Result<ExitCode> {
         report: &report,
         checked: &checked,
     };
+    if !written.holds_in(&options.engine, args, &inputs, progress)? {
+        return Ok(ExitCode::from(1));
+    }
     written.save(args, &options, progress)?;
     Ok(ExitCode::SUCCESS)
 }
@@ -468,8 +529,7 @@ impl Written<'_> {
     /// Times both models, writes the output (and the JSON report), and prints what
     /// changed, ending with the before/after table.
     fn save(&self, args: &OptimizeArgs, options: &Options, progress: &Progress) -> Result<()> {
-        let latency =
-            whole_model_latency(self.original, self.optimized, &options.pinned, progress)?;
+        let latency = whole_model_latency(self.original, self.optimized, options, progress)?;
         let save = SaveOptions {
             external_data: args.external_data,
             ..SaveOptions::default()
@@ -604,6 +664,7 @@ fn optimize_options(args: &OptimizeArgs, progress: &Progress) -> Result<Options>
             allow_approx_borders: args.allow_approx_borders,
         },
         cost,
+        engine: args.engine.engine()?,
         linearize: args.linearize.clone(),
         progress: progress.clone(),
     })
@@ -674,6 +735,52 @@ fn check_folds(
     Ok(Some(Checked { folds, fidelity }))
 }
 
+impl Written<'_> {
+    /// The folds reproduce the model they started from in `engine` too, as they do in
+    /// tract (where every output is verified): engines differ in how they run the folded
+    /// layers. Prints the comparison; approximate border folds never fail it.
+    fn holds_in(
+        &self,
+        engine: &Engine,
+        args: &OptimizeArgs,
+        inputs: &ModelInputs,
+        progress: &Progress,
+    ) -> Result<bool> {
+        if *engine == Engine::Tract {
+            return Ok(true);
+        }
+        let reference = self.report.fold_reference.as_ref();
+        let comparison = {
+            let _task = progress.spinner(&format!("verifying the output in {}", engine.name()));
+            compare::compare_in(
+                engine,
+                reference.unwrap_or(self.original),
+                self.optimized,
+                inputs,
+            )?
+        };
+        let tolerance = Tolerance::default();
+        let verification = Verification {
+            reference: &args.input,
+            candidate: &args.output,
+            comparison: &comparison,
+            tolerance: &tolerance,
+        };
+        println!("in {}:", engine.info()?);
+        print!("{}", verification.table());
+        let exact = self.report.folds.iter().all(|f| f.exact);
+        if exact && !verification.passed() {
+            eprintln!(
+                "error: the rewritten model does not match within {} in {}; nothing was written",
+                tolerance.rtol,
+                engine.name()
+            );
+            return Ok(false);
+        }
+        Ok(true)
+    }
+}
+
 /// What each pass did and each fold, with a warning for forced folds that are slower.
 fn print_changes(report: &Report) {
     for pass in report.passes.iter().filter(|p| p.patches > 0) {
@@ -701,7 +808,7 @@ fn write_report(
     args: &OptimizeArgs,
     report: &Report,
     checked: &Checked,
-    latency: &PairTiming,
+    latency: &Benchmark,
 ) -> Result<()> {
     let tolerance = Tolerance::default();
     let run = OptimizeRun {
@@ -727,20 +834,23 @@ fn write_report(
     onnx_shallow::onnx::write_atomically(path, text.as_bytes())
 }
 
-/// Both models timed in tract at batch 1, interleaved.
+/// Both models timed in the run's engine at batch 1, interleaved.
 fn whole_model_latency(
     original: &Model,
     optimized: &Model,
-    pinned: &PinnedShapes,
+    options: &Options,
     progress: &Progress,
-) -> Result<PairTiming> {
-    let dims = bench::runtime_input_dims(original, pinned)?;
+) -> Result<Benchmark> {
+    let dims = bench::runtime_input_dims(original, &options.pinned)?;
+    let engine = &options.engine;
     let plans = {
-        let _task = progress.spinner("loading both models in tract");
-        [Plan::load(original, &dims)?, Plan::load(optimized, &dims)?]
+        let _task = progress.spinner(&format!("loading both models in {}", engine.name()));
+        [
+            Plan::load(engine, original, &dims)?,
+            Plan::load(engine, optimized, &dims)?,
+        ]
     };
-    let benchmark = bench::benchmark(&plans, BenchOptions::default(), progress)?;
-    Ok(benchmark.pair().expect("two models were timed"))
+    bench::benchmark(&plans, BenchOptions::default(), progress)
 }
 
 /// Refused before any work: an output file goes into an existing folder, not over one.
@@ -770,12 +880,14 @@ fn refuse_overwriting_input(input: &Path, output: &Path, force: bool) -> Result<
 }
 
 fn verify(args: &VerifyArgs, progress: &Progress) -> Result<ExitCode> {
+    let engine = args.engine.engine()?;
+    let engine_info = engine.info()?;
     let reference = load(&args.reference, progress)?;
     let candidate = load(&args.candidate, progress)?;
     let inputs = verification_inputs(&reference, args)?;
     let comparison = {
-        let _task = progress.spinner("running both models in tract");
-        compare::compare(&reference, &candidate, &inputs)?
+        let _task = progress.spinner(&format!("running both models in {}", engine.name()));
+        compare::compare_in(&engine, &reference, &candidate, &inputs)?
     };
     let tolerance = Tolerance {
         rtol: args.rtol,
@@ -789,9 +901,12 @@ fn verify(args: &VerifyArgs, progress: &Progress) -> Result<ExitCode> {
         tolerance: &tolerance,
     };
     if args.json {
-        print_json(&verification.to_json());
+        let mut doc = verification.to_json();
+        doc["engine"] = serde_json::json!(engine_info);
+        print_json(&doc);
     } else {
         print!("{}", verification.table());
+        println!("run in {engine_info}");
         println!("{}", verification.verdict());
     }
     Ok(if verification.passed() {
@@ -842,12 +957,9 @@ fn verification_inputs(reference: &Model, args: &VerifyArgs) -> Result<ModelInpu
 }
 
 fn bench(args: &BenchArgs, progress: &Progress) -> Result<ExitCode> {
-    if args.threads != 1 {
-        return Err(Error::Usage(format!(
-            "--threads {}: this build of tract runs models on one thread only (tract-linalg's multithread-mm feature is off)",
-            args.threads
-        )));
-    }
+    let engine = args.engine.engine()?;
+    // A library that does not load is refused before any work.
+    engine.info()?;
     if let Some(max) = args.max_ratio.filter(|r| !(r.is_finite() && *r > 0.0)) {
         return Err(Error::Usage(format!(
             "--max-ratio {max}: expected a positive number"
@@ -862,9 +974,10 @@ fn bench(args: &BenchArgs, progress: &Progress) -> Result<ExitCode> {
         .iter()
         .map(|path| {
             let model = load(path, progress)?;
-            let _task = progress.spinner(&format!("loading {} in tract", path.display()));
+            let _task =
+                progress.spinner(&format!("loading {} in {}", path.display(), engine.name()));
             bench::runtime_input_dims(&model, &pinned)
-                .and_then(|dims| Plan::load(&model, &dims))
+                .and_then(|dims| Plan::load(&engine, &model, &dims))
                 .map_err(|e| Error::Usage(format!("{}: {e}", path.display())))
         })
         .collect::<Result<Vec<_>>>()?;

@@ -1,11 +1,14 @@
-//! tract, the runtime that will run the models: running a model, comparing two, and
-//! timing them.
+//! The runtimes that will run the models (tract, and ONNX Runtime with the `ort`
+//! feature): running a model, comparing two, and timing them.
 
 pub mod bench;
 pub mod compare;
 pub mod cost;
+pub mod engine;
 pub(crate) mod eval;
 pub mod memory;
+#[cfg(feature = "ort")]
+mod onnxruntime;
 mod preflight;
 
 use std::ops::Range;
@@ -21,6 +24,7 @@ use crate::error::{Error, Result};
 use crate::ir::shape::{self, PinnedShapes};
 use crate::ir::{DataType, Model};
 
+pub use engine::{Engine, EngineInfo, EngineSession, OrtOptLevel, OrtOptions};
 pub use preflight::{MAX_VALUE_ELEMENTS, check_runnable};
 
 /// A model loaded in tract with every input's dims pinned, optimised and ready to run.
