@@ -92,7 +92,7 @@ fn bench_in_onnxruntime_of_a_model_against_itself_passes_a_gate_of_1_1() {
         &["--max-ratio".as_ref(), "1.1".as_ref(), "--json".as_ref()],
     );
     assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
-    let doc: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+    let doc = common::valid_report(&run.stdout);
     assert_eq!(doc["engine"]["name"], "onnxruntime", "{doc}");
     assert_eq!(doc["engine"]["threads"], 1, "{doc}");
     assert_eq!(doc["engine"]["opt_level"], "all", "{doc}");
@@ -195,7 +195,7 @@ fn verify_in_onnxruntime_reports_the_engine_it_compared_in() {
         "--json".as_ref(),
     ]);
     assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
-    let doc: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+    let doc = common::valid_report(&run.stdout);
     assert_eq!(doc["engine"]["name"], "onnxruntime", "{doc}");
     assert_eq!(doc["pass"], true, "{doc}");
 }
@@ -261,7 +261,7 @@ fn a_fold_is_decided_by_the_timings_of_the_chosen_engine() {
         }
         let run = common::cli(&args);
         assert_eq!(run.code, 0, "{engine}: {}{}", run.stdout, run.stderr);
-        serde_json::from_slice(&std::fs::read(report).unwrap()).unwrap()
+        common::valid_report(&std::fs::read_to_string(report).unwrap())
     };
     // Measured once in each engine, then each engine's verdicts rewritten: the fold is
     // twice as fast in tract and twice as slow in ONNX Runtime.
