@@ -8,8 +8,8 @@ use crate::runtime::bench::Benchmark;
 use crate::runtime::compare::Comparison;
 
 /// A compact before/after table for the terminal, with the latency of both models timed
-/// against each other when measured and the output's fidelity to the original when
-/// compared.
+/// against each other when measured (their medians and the median ratio) and the
+/// output's fidelity to the original when compared.
 pub fn before_after_table(
     before: &ModelStats,
     after: &ModelStats,
@@ -57,7 +57,7 @@ pub fn before_after_table(
         let ms = |s: f64| format!("{:.3} ms", s * 1e3);
         table += &format!(
             "{:<22} {:>12} {:>12} {:>8.3}\n",
-            format!("latency ({engine}, median)"),
+            format!("latency ({engine})"),
             ms(t.a.median),
             ms(t.b.median),
             t.ratio.median
