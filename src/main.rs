@@ -585,7 +585,7 @@ fn optimize_learned(
         train: &train,
         held_out: &held_out,
     };
-    let mut bars = LearnBars::new(progress);
+    let mut bars = LearnBars::new(progress, options.engine.name());
     let (optimized, report) = onnx_shallow::optimize_learned(
         original.clone(),
         options,
@@ -638,7 +638,10 @@ fn optimize_learned(
     };
     written.save(args, options, progress)?;
     if let Some(path) = &args.plot {
-        onnx_shallow::onnx::write_atomically(path, plot::walk_svg(walk).as_bytes())?;
+        onnx_shallow::onnx::write_atomically(
+            path,
+            plot::walk_svg(walk, options.engine.name()).as_bytes(),
+        )?;
         println!("wrote {}", path.display());
     }
     Ok(if walk.chosen == 0 && learn.require_speedup {
@@ -1011,13 +1014,18 @@ fn bench(args: &BenchArgs, progress: &Progress) -> Result<ExitCode> {
 struct LearnBars<'p> {
     progress: &'p Progress,
     current: Option<Task>,
+    /// Where the folds and the walk are timed.
+    engine: &'static str,
 }
 
 impl<'p> LearnBars<'p> {
-    fn new(progress: &'p Progress) -> LearnBars<'p> {
+    fn new(progress: &'p Progress, engine: &'static str) -> LearnBars<'p> {
         LearnBars {
             progress,
-            current: Some(progress.spinner("finding gate candidates (timing folds in tract)")),
+            current: Some(progress.spinner(&format!(
+                "finding gate candidates (timing folds in {engine})"
+            ))),
+            engine,
         }
     }
 
@@ -1054,7 +1062,8 @@ impl LearnProgress for LearnBars<'_> {
 
     fn walk_step(&mut self, step: &Step, of: usize) {
         if step.groups == 0 {
-            self.stage("measuring the schedule (held-out data, tract)", of);
+            let label = format!("measuring the schedule (held-out data, {})", self.engine);
+            self.stage(&label, of);
         }
         if let Some(task) = &self.current {
             task.inc();
