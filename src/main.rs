@@ -548,6 +548,50 @@ impl Written<'_> {
         );
         Ok(())
     }
+
+    /// The folds reproduce the model they started from in `engine` too, as they do in
+    /// tract (where every output is verified): engines differ in how they run the folded
+    /// layers. Prints the comparison; approximate border folds never fail it.
+    fn holds_in(
+        &self,
+        engine: &Engine,
+        args: &OptimizeArgs,
+        inputs: &ModelInputs,
+        progress: &Progress,
+    ) -> Result<bool> {
+        if *engine == Engine::Tract {
+            return Ok(true);
+        }
+        let reference = self.report.fold_reference.as_ref();
+        let comparison = {
+            let _task = progress.spinner(&format!("verifying the output in {}", engine.name()));
+            compare::compare_in(
+                engine,
+                reference.unwrap_or(self.original),
+                self.optimized,
+                inputs,
+            )?
+        };
+        let tolerance = Tolerance::default();
+        let verification = Verification {
+            reference: &args.input,
+            candidate: &args.output,
+            comparison: &comparison,
+            tolerance: &tolerance,
+        };
+        println!("in {}:", engine.info()?);
+        print!("{}", verification.table());
+        let exact = self.report.folds.iter().all(|f| f.exact);
+        if exact && !verification.passed() {
+            eprintln!(
+                "error: the rewritten model does not match within {} in {}; nothing was written",
+                tolerance.rtol,
+                engine.name()
+            );
+            return Ok(false);
+        }
+        Ok(true)
+    }
 }
 
 /// Exit code of a learned run with --require-speedup that kept nothing.
@@ -736,52 +780,6 @@ fn check_folds(
         print!("{}", against_original.table());
     }
     Ok(Some(Checked { folds, fidelity }))
-}
-
-impl Written<'_> {
-    /// The folds reproduce the model they started from in `engine` too, as they do in
-    /// tract (where every output is verified): engines differ in how they run the folded
-    /// layers. Prints the comparison; approximate border folds never fail it.
-    fn holds_in(
-        &self,
-        engine: &Engine,
-        args: &OptimizeArgs,
-        inputs: &ModelInputs,
-        progress: &Progress,
-    ) -> Result<bool> {
-        if *engine == Engine::Tract {
-            return Ok(true);
-        }
-        let reference = self.report.fold_reference.as_ref();
-        let comparison = {
-            let _task = progress.spinner(&format!("verifying the output in {}", engine.name()));
-            compare::compare_in(
-                engine,
-                reference.unwrap_or(self.original),
-                self.optimized,
-                inputs,
-            )?
-        };
-        let tolerance = Tolerance::default();
-        let verification = Verification {
-            reference: &args.input,
-            candidate: &args.output,
-            comparison: &comparison,
-            tolerance: &tolerance,
-        };
-        println!("in {}:", engine.info()?);
-        print!("{}", verification.table());
-        let exact = self.report.folds.iter().all(|f| f.exact);
-        if exact && !verification.passed() {
-            eprintln!(
-                "error: the rewritten model does not match within {} in {}; nothing was written",
-                tolerance.rtol,
-                engine.name()
-            );
-            return Ok(false);
-        }
-        Ok(true)
-    }
 }
 
 /// What each pass did and each fold, with a warning for forced folds that are slower.

@@ -53,7 +53,7 @@ fn loaded(options: &OrtOptions) -> Result<&'static Loaded> {
             LOADED.get_or_init(|| loaded)
         }
     };
-    if !same_file(&loaded.library, &path) {
+    if !crate::onnx::same_file(&loaded.library, &path) {
         return Err(Error::Usage(format!(
             "{}: ONNX Runtime is already loaded from {} in this process",
             path.display(),
@@ -61,10 +61,6 @@ fn loaded(options: &OrtOptions) -> Result<&'static Loaded> {
         )));
     }
     Ok(loaded)
-}
-
-fn same_file(a: &Path, b: &Path) -> bool {
-    a == b || crate::onnx::same_file(a, b)
 }
 
 fn load(path: &Path) -> Result<Loaded> {
