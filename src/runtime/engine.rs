@@ -239,3 +239,42 @@ mod ort_engine {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_engine_is_told_apart_by_name_version_threads_and_optimisation() {
+        // The cost cache keys its measurements by this text.
+        let tract = Engine::Tract.info().unwrap();
+        assert_eq!(tract.to_string(), "tract 0.23, 1 thread");
+        let onnxruntime = EngineInfo {
+            name: "onnxruntime",
+            version: "1.31.1".into(),
+            threads: 2,
+            opt_level: Some(OrtOptLevel::Basic),
+        };
+        assert_eq!(
+            onnxruntime.to_string(),
+            "onnxruntime 1.31.1, 2 threads, graph optimisation basic"
+        );
+    }
+
+    #[test]
+    fn optimisation_levels_parse_by_name_and_refuse_others() {
+        for level in [
+            OrtOptLevel::Disable,
+            OrtOptLevel::Basic,
+            OrtOptLevel::Extended,
+            OrtOptLevel::All,
+        ] {
+            assert_eq!(level.to_string().parse::<OrtOptLevel>(), Ok(level));
+        }
+        let refused = "99".parse::<OrtOptLevel>().unwrap_err();
+        assert!(
+            refused.contains("disable, basic, extended or all"),
+            "{refused}"
+        );
+    }
+}
