@@ -26,6 +26,16 @@ fn a_build_without_the_feature_says_how_to_get_the_engine() {
 #[cfg(feature = "ort")]
 fn bench_digits_in_onnxruntime(library: &OsStr, extra: &[&OsStr]) -> common::Run {
     let model = common::testdata("digits_mobilenetish.onnx");
+    bench_model_in_onnxruntime(&model, library, extra)
+}
+
+/// `bench --engine ort` of `model` against itself, library at `library`.
+#[cfg(feature = "ort")]
+fn bench_model_in_onnxruntime(
+    model: &std::path::Path,
+    library: &OsStr,
+    extra: &[&OsStr],
+) -> common::Run {
     let mut args: Vec<&OsStr> = vec![
         "bench".as_ref(),
         model.as_os_str(),
@@ -288,4 +298,31 @@ fn a_fold_is_decided_by_the_timings_of_the_chosen_engine() {
     let in_onnxruntime = optimize("ort");
     assert_eq!(folds(&in_onnxruntime), 0, "{}", in_onnxruntime["folds"]);
     assert_eq!(in_onnxruntime["latency"]["engine"]["name"], "onnxruntime");
+}
+
+#[cfg(feature = "ort")]
+#[test]
+fn a_model_claiming_a_huge_value_is_refused_before_onnxruntime_builds_it() {
+    use onnx_shallow::ir::builder::ModelBuilder;
+    use onnx_shallow::ir::{Attributes, Tensor};
+    let Some(library) = common::ort_library() else {
+        return;
+    };
+    let model = ModelBuilder::new(13)
+        .input("x", &[1, 4])
+        .initializer("shape", Tensor::from_i64(vec![3], &[1 << 20, 1 << 20, 4]))
+        .node("ConstantOfShape", &["shape"], &["c"], Attributes::default())
+        .node("Add", &["x", "c"], &["y"], Attributes::default())
+        .output("y")
+        .build();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("huge.onnx");
+    std::fs::write(&path, onnx_shallow::onnx::encode_model(&model)).unwrap();
+    let run = bench_model_in_onnxruntime(&path, library.as_os_str(), &[]);
+    assert_eq!(run.code, 2, "{}{}", run.stdout, run.stderr);
+    assert!(
+        run.stderr.contains("ConstantOfShape_0") && run.stderr.contains("elements"),
+        "{}",
+        run.stderr
+    );
 }

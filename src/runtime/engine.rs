@@ -142,6 +142,7 @@ impl Engine {
         Ok(match self {
             Engine::Tract => EngineSession::Tract(Session::new(model, input_dims)?),
             Engine::OnnxRuntime(options) => {
+                crate::runtime::check_runnable_at(model, input_dims)?;
                 EngineSession::OnnxRuntime(ort_engine::OrtSession::new(model, options)?)
             }
         })

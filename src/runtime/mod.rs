@@ -40,20 +40,8 @@ impl Session {
         let mut inference = tract_onnx::onnx()
             .model_for_read(&mut &bytes[..])
             .map_err(Error::runtime)?;
+        check_runnable_at(model, input_dims)?;
         let inputs: Vec<_> = model.graph.runtime_inputs().collect();
-        if inputs.len() != input_dims.len() {
-            return Err(Error::Usage(format!(
-                "the model has {} inputs, {} shapes were given",
-                inputs.len(),
-                input_dims.len()
-            )));
-        }
-        let pinned: PinnedShapes = inputs
-            .iter()
-            .map(|&v| model.graph.value(v).name.clone())
-            .zip(input_dims.iter().cloned())
-            .collect();
-        check_runnable(model, &pinned)?;
         let shapes = shape::infer(&model.graph, &PinnedShapes::default())?;
         let mut input_types = Vec::with_capacity(inputs.len());
         for (i, (&input, dims)) in inputs.iter().zip(input_dims).enumerate() {
@@ -143,6 +131,25 @@ pub fn run_all(model: &Model, inputs: &ModelInputs, batch: usize) -> Result<Vec<
                 .map_err(|e| Error::graph(format!("outputs do not stack over batches: {e}")))
         })
         .collect()
+}
+
+/// [`check_runnable`] with `input_dims` pinned, one per runtime input, in order: before
+/// any engine builds what the file claims.
+pub(crate) fn check_runnable_at(model: &Model, input_dims: &[Vec<usize>]) -> Result<()> {
+    let inputs: Vec<_> = model.graph.runtime_inputs().collect();
+    if inputs.len() != input_dims.len() {
+        return Err(Error::Usage(format!(
+            "the model has {} inputs, {} shapes were given",
+            inputs.len(),
+            input_dims.len()
+        )));
+    }
+    let pinned: PinnedShapes = inputs
+        .iter()
+        .map(|&v| model.graph.value(v).name.clone())
+        .zip(input_dims.iter().cloned())
+        .collect();
+    check_runnable(model, &pinned)
 }
 
 /// Inputs already converted to the runtime's types, to run many times (benchmarks).
