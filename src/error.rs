@@ -32,6 +32,12 @@ pub enum Error {
     Runtime(String),
     #[error("{0}")]
     Usage(String),
+    /// Training stopped where asked, its state saved: the same run again resumes it.
+    #[error(
+        "training stopped after step {step}; its state is in {}: run the same command again to resume",
+        checkpoint.display()
+    )]
+    Stopped { step: usize, checkpoint: PathBuf },
 }
 
 impl Error {

@@ -4,8 +4,10 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
-use onnx_shallow::calib::{self, CalibSpec, Dataset, ModelInputs, Preprocess};
-use onnx_shallow::gates::{Budget, LearnData, LearnOptions, TrainOptions, parse_output_kind};
+use onnx_shallow::calib::{self, CalibSpec, CropRange, Dataset, ModelInputs, Preprocess};
+use onnx_shallow::gates::{
+    Budget, Checkpointing, LearnData, LearnOptions, TrainOptions, parse_output_kind,
+};
 use onnx_shallow::gates::{GateGroup, LearnProgress, Step};
 use onnx_shallow::ir::shape::PinnedShapes;
 use onnx_shallow::passes::FoldOptions;
@@ -155,10 +157,12 @@ struct OptimizeArgs {
 /// Learning which activations can go (`optimize IN OUT --calib DATA`, the main job).
 #[derive(Args, Serialize)]
 struct LearnArgs {
-    /// Calibration data: `.npz` (arrays keyed by input name, or one array), `.npy`, or a
-    /// folder of PNG/JPEG images. No labels needed: the original model is the teacher.
-    #[arg(long, value_name = "PATH", conflicts_with_all = ["exact", "linearize"])]
-    calib: Option<PathBuf>,
+    /// Calibration data: `.npz` files (arrays keyed by input name, or one array) or `.npy`
+    /// files, several read as one data set (`--calib shards/*.npz`), or a folder of
+    /// PNG/JPEG images (sub-folders included). No labels needed: the original model is the
+    /// teacher. Read batch by batch, never whole.
+    #[arg(long, value_name = "PATH", num_args = 1.., conflicts_with = "exact")]
+    calib: Vec<PathBuf>,
     /// The array of a multi-array `.npz` to read.
     #[arg(long, value_name = "NAME", requires = "calib")]
     calib_key: Option<String>,
@@ -166,12 +170,30 @@ struct LearnArgs {
     #[arg(long, value_name = "NAME", requires = "calib")]
     calib_index: Option<String>,
     /// How stored images become inputs: `imagenet`, `none`, or items such as
-    /// `resize=256,crop=224,scale=0.0039,mean=…,std=…,layout=nhwc,bgr`.
+    /// `resize=256,crop=224,scale=0.0039,mean=…,std=…,layout=nhwc,bgr`. Images of another
+    /// size than a square input are resized and centre-cropped to it unless the SPEC
+    /// sizes them.
     #[arg(long, value_name = "SPEC", requires = "calib")]
     preprocess: Option<String>,
+    /// Labels: the integer array KEY of each `.npz` (default `y`), or, for a folder of
+    /// images, its class sub-folders; adds cross-entropy on them to the distillation.
+    #[arg(long, value_name = "KEY", num_args = 0..=1, default_missing_value = "y", requires = "calib")]
+    labels: Option<String>,
+    /// Weight of the cross-entropy on --labels.
+    #[arg(
+        long,
+        default_value_t = 1.0,
+        value_name = "W",
+        allow_negative_numbers = true
+    )]
+    label_weight: f64,
     /// Instead of --calib: this many standard-normal samples (decisions on them are weak).
     #[arg(long, value_name = "N", conflicts_with_all = ["calib", "exact", "linearize"])]
     synthetic: Option<usize>,
+    /// Data to measure fidelity on, instead of holding out part of --calib (read with the
+    /// same options).
+    #[arg(long, value_name = "PATH", num_args = 1.., requires = "calib")]
+    holdout_data: Vec<PathBuf>,
     /// Fraction of the data held out to measure fidelity (never trained on).
     #[arg(long, default_value_t = 0.2, value_name = "F")]
     holdout: f64,
@@ -179,21 +201,71 @@ struct LearnArgs {
     #[arg(long, default_value_t = 0)]
     seed: u64,
     /// Passes over the training data (default: enough for about 240 steps).
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", conflicts_with = "steps")]
     epochs: Option<usize>,
-    /// Step size of the gates (weights train at a thousandth of it with --finetune).
+    /// Training steps, whatever an epoch's length (instead of --epochs).
+    #[arg(long, value_name = "N")]
+    steps: Option<usize>,
+    /// Step size of the gates.
     #[arg(long, default_value_t = 0.05, allow_negative_numbers = true)]
     lr: f64,
+    /// Peak step size of the weights with --finetune (AdamW).
+    #[arg(
+        long,
+        default_value_t = 5e-5,
+        value_name = "R",
+        allow_negative_numbers = true
+    )]
+    weight_lr: f64,
+    /// Fraction of the steps the weights' step size warms up over before its cosine decay.
+    #[arg(
+        long,
+        default_value_t = 0.05,
+        value_name = "F",
+        allow_negative_numbers = true
+    )]
+    warmup: f64,
+    /// Decoupled weight decay of the fine-tuned weights.
+    #[arg(
+        long,
+        default_value_t = 0.0,
+        value_name = "W",
+        allow_negative_numbers = true
+    )]
+    weight_decay: f64,
     /// Samples per training step.
     #[arg(long, default_value_t = 16)]
     batch: usize,
     /// Train the weights too, not only the gates.
     #[arg(long)]
     finetune: bool,
-    /// Train on a new random crop and flip of every image each epoch (the original is
-    /// run once more per epoch to compute its targets on them).
+    /// Measure the held-out data every N steps while fine-tuning (default: 10 times a run).
+    #[arg(long, value_name = "N")]
+    eval_every: Option<usize>,
+    /// Train on random crops (area and aspect ranges below) and mirror images of the
+    /// training images, the original's targets computed on each.
     #[arg(long)]
     augment: bool,
+    /// The area of a random crop, as a fraction of the image's: MIN,MAX.
+    #[arg(long, value_name = "MIN,MAX", value_delimiter = ',', num_args = 2, default_values_t = [0.08, 1.0], requires = "augment")]
+    crop_scale: Vec<f64>,
+    /// The aspect ratio (width / height) of a random crop: MIN,MAX.
+    #[arg(long, value_name = "MIN,MAX", value_delimiter = ',', num_args = 2, default_values_t = [0.75, 4.0 / 3.0], requires = "augment")]
+    crop_ratio: Vec<f64>,
+    /// Threads for training, reading data and running batches (default: every core; tract
+    /// runs each model run on one thread); with --engine ort, also ONNX Runtime's intra-op
+    /// threads for timing (default 1).
+    #[arg(long, value_name = "T")]
+    threads: Option<usize>,
+    /// Keep the training state in this folder; the same command run again resumes from it.
+    #[arg(long, value_name = "DIR")]
+    checkpoint: Option<PathBuf>,
+    /// Save the training state every N steps (and at the end).
+    #[arg(long, default_value_t = 100, value_name = "N", requires = "checkpoint")]
+    checkpoint_every: usize,
+    /// Save the training state and stop after N steps (exit 4), to resume later.
+    #[arg(long, value_name = "N", requires = "checkpoint")]
+    stop_after: Option<usize>,
     /// A gate past this value counts as linear; the order of crossings is the schedule.
     #[arg(long, default_value_t = 0.9, allow_negative_numbers = true)]
     threshold: f64,
@@ -230,19 +302,29 @@ struct LearnArgs {
 
 impl LearnArgs {
     fn enabled(&self) -> bool {
-        self.calib.is_some() || self.synthetic.is_some()
+        !self.calib.is_empty() || self.synthetic.is_some()
     }
 
-    fn options(&self) -> Result<LearnOptions> {
+    fn options(&self, linearize: &[String]) -> Result<LearnOptions> {
         let options = LearnOptions {
             train: TrainOptions {
                 epochs: self.epochs,
+                steps: self.steps,
                 batch: self.batch,
                 lr: self.lr,
+                weight_lr: self.weight_lr,
+                warmup: self.warmup,
+                weight_decay: self.weight_decay,
                 threshold: self.threshold,
                 finetune: self.finetune,
-                augment: self.augment,
+                label_weight: self.label_weight,
+                eval_every: self.eval_every,
                 seed: self.seed,
+                checkpoint: self.checkpoint.clone().map(|dir| Checkpointing {
+                    dir,
+                    every: self.checkpoint_every,
+                    stop_after: self.stop_after,
+                }),
             },
             budget: Budget {
                 max_drop: self.max_drop,
@@ -255,14 +337,15 @@ impl LearnArgs {
                 .iter()
                 .map(|s| parse_output_kind(s))
                 .collect::<Result<_>>()?,
+            linearize: linearize.to_vec(),
         };
         options.check()?;
         Ok(options)
     }
 
-    fn spec(&self) -> Result<CalibSpec> {
+    fn spec(&self, paths: &[PathBuf]) -> Result<CalibSpec> {
         Ok(CalibSpec {
-            path: self.calib.clone(),
+            paths: paths.to_vec(),
             select: calib::ArraySelection {
                 key: self.calib_key.clone(),
                 index: self.calib_index.clone(),
@@ -275,7 +358,22 @@ impl LearnArgs {
             synthetic: self.synthetic,
             seed: self.seed,
             augment: self.augment,
+            crop: CropRange {
+                scale: (self.crop_scale[0], self.crop_scale[1]),
+                ratio: (self.crop_ratio[0], self.crop_ratio[1]),
+            },
+            labels: self.labels.clone(),
         })
+    }
+
+    /// The training and the held-out data: --holdout-data, or a split of --calib.
+    fn data(&self, original: &Model, pinned: &PinnedShapes) -> Result<(Dataset, Dataset)> {
+        let dataset = Dataset::load(&self.spec(&self.calib)?, original, pinned)?;
+        if self.holdout_data.is_empty() {
+            return dataset.split(self.holdout, self.seed);
+        }
+        let held_out = Dataset::load(&self.spec(&self.holdout_data)?, original, pinned)?;
+        Ok((dataset, held_out.with_augment(false)?))
     }
 }
 
@@ -321,6 +419,8 @@ struct VerifyArgs {
     shapes: ShapeArgs,
     #[command(flatten)]
     engine: EngineArgs,
+    #[command(flatten)]
+    threads: RunThreads,
 }
 
 #[derive(Args, Serialize)]
@@ -347,6 +447,9 @@ struct BenchArgs {
     #[command(flatten)]
     #[serde(flatten)]
     engine: EngineArgs,
+    #[command(flatten)]
+    #[serde(flatten)]
+    threads: RunThreads,
 }
 
 /// The engine models run and are timed in.
@@ -362,11 +465,29 @@ struct EngineArgs {
     /// ONNX Runtime's graph optimisation: disable, basic, extended or all.
     #[arg(long, default_value = "all", value_name = "LEVEL")]
     ort_opt_level: OrtOptLevel,
+}
+
+/// The threads a model runs on, for the commands that only run models.
+#[derive(Args, Serialize)]
+struct RunThreads {
     /// Intra-op threads of ONNX Runtime. This build of tract runs every model on one
     /// thread (its multithreaded matrix products are a cargo feature of tract-linalg,
     /// left off), so with tract only 1 is accepted.
     #[arg(long, default_value_t = 1, value_name = "T")]
     threads: usize,
+}
+
+impl RunThreads {
+    /// The engine `engine` asks for, on these threads.
+    fn engine(&self, engine: &EngineArgs) -> Result<Engine> {
+        if engine.engine == EngineArg::Tract && self.threads != 1 {
+            return Err(Error::Usage(format!(
+                "--threads {}: this build of tract runs models on one thread only (tract-linalg's multithread-mm feature is off)",
+                self.threads
+            )));
+        }
+        engine.engine(self.threads)
+    }
 }
 
 #[derive(Clone, Copy, PartialEq, clap::ValueEnum, Serialize)]
@@ -377,22 +498,17 @@ enum EngineArg {
 }
 
 impl EngineArgs {
-    fn engine(&self) -> Result<Engine> {
-        if self.threads == 0 {
+    /// The engine, ONNX Runtime's sessions on `ort_threads` intra-op threads.
+    fn engine(&self, ort_threads: usize) -> Result<Engine> {
+        if ort_threads == 0 {
             return Err(Error::Usage("--threads 0: expected at least 1".into()));
         }
         if self.engine == EngineArg::Ort {
             return Ok(Engine::OnnxRuntime(OrtOptions {
                 library: self.ort_lib.clone(),
-                threads: self.threads,
+                threads: ort_threads,
                 opt_level: self.ort_opt_level,
             }));
-        }
-        if self.threads != 1 {
-            return Err(Error::Usage(format!(
-                "--threads {}: this build of tract runs models on one thread only (tract-linalg's multithread-mm feature is off)",
-                self.threads
-            )));
         }
         if self.ort_lib.is_some() {
             return Err(Error::Usage("--ort-lib applies to --engine ort".into()));
@@ -423,11 +539,32 @@ fn main() -> ExitCode {
     };
     match outcome {
         Ok(code) => code,
+        Err(err @ Error::Stopped { .. }) => {
+            eprintln!("{err}");
+            ExitCode::from(STOPPED)
+        }
         Err(err) => {
             eprintln!("error: {err}");
             ExitCode::from(2)
         }
     }
+}
+
+/// Exit code of a run that stopped training where --stop-after said, its state saved.
+const STOPPED: u8 = 4;
+
+/// Sizes the pool that training, data reading and batch runs share; by default every core.
+fn use_threads(threads: Option<usize>) -> Result<()> {
+    let Some(threads) = threads else {
+        return Ok(());
+    };
+    if threads == 0 {
+        return Err(Error::Usage("--threads 0: expected at least 1".into()));
+    }
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build_global()
+        .map_err(|e| Error::Usage(format!("--threads {threads}: {e}")))
 }
 
 /// Model files this large take about a second to load: they get a spinner.
@@ -480,6 +617,7 @@ fn optimize(args: &OptimizeArgs, progress: &Progress) -> Result<ExitCode> {
             "--plot draws the selection walk of a learned run: it needs --calib DATA".into(),
         ));
     }
+    use_threads(args.learn.threads)?;
     refuse_overwriting_input(&args.input, &args.output, args.force)?;
     for path in std::iter::once(&args.output)
         .chain(&args.report)
@@ -604,26 +742,32 @@ fn optimize_learned(
     progress: &Progress,
 ) -> Result<ExitCode> {
     let learn = &args.learn;
-    let learn_options = learn.options()?;
-    let dataset = Dataset::load(&learn.spec()?, &original, &options.pinned)?;
-    if dataset.is_synthetic() {
+    let learn_options = learn.options(&args.linearize)?;
+    let (train, held_out) = learn.data(&original, &options.pinned)?;
+    if train.is_synthetic() {
         eprintln!(
             "warning: learning on synthetic standard-normal inputs: the decisions say little about real data"
         );
     }
-    let (train, held_out) = dataset.split(learn.holdout, learn.seed)?;
-    let (train, held_out) = (train.all()?, held_out.all()?);
     println!(
-        "calibration: {} samples from {} ({} to train on{}, {} held out)",
-        dataset.len(),
-        dataset.source(),
-        train.samples(),
-        if learn_options.train.augment {
-            ", randomly cropped and flipped each epoch"
+        "calibration: {} samples from {} to train on{}{}, {} held out{}",
+        train.len(),
+        train.source(),
+        if train.augments() {
+            ", randomly cropped and mirrored"
         } else {
             ""
         },
-        held_out.samples()
+        if train.labels().is_some() {
+            ", labelled"
+        } else {
+            ""
+        },
+        held_out.len(),
+        match learn.holdout_data.is_empty() {
+            true => String::new(),
+            false => format!(" from {}", held_out.source()),
+        }
     );
     let data = LearnData {
         train: &train,
@@ -666,7 +810,7 @@ fn optimize_learned(
         }
     }
     let on_held_out = |outputs: &[compare::OutputComparison]| Comparison {
-        samples: held_out.samples(),
+        samples: held_out.len(),
         inputs: format!("{} (held out)", held_out.source()),
         outputs: outputs.to_vec(),
     };
@@ -711,8 +855,12 @@ fn optimize_options(args: &OptimizeArgs, progress: &Progress) -> Result<Options>
             allow_approx_borders: args.allow_approx_borders,
         },
         cost,
-        engine: args.engine.engine()?,
-        linearize: args.linearize.clone(),
+        engine: args.engine.engine(args.learn.threads.unwrap_or(1))?,
+        // With data, the named activations are removed by learning (and fine-tuned for).
+        linearize: match args.learn.enabled() {
+            true => Vec::new(),
+            false => args.linearize.clone(),
+        },
         progress: progress.clone(),
     })
 }
@@ -881,7 +1029,7 @@ fn refuse_overwriting_input(input: &Path, output: &Path, force: bool) -> Result<
 }
 
 fn verify(args: &VerifyArgs, progress: &Progress) -> Result<ExitCode> {
-    let engine = args.engine.engine()?;
+    let engine = args.threads.engine(&args.engine)?;
     let engine_info = engine.info()?;
     let reference = load(&args.reference, progress)?;
     let candidate = load(&args.candidate, progress)?;
@@ -930,12 +1078,11 @@ fn verification_inputs(reference: &Model, args: &VerifyArgs) -> Result<ModelInpu
     match (&args.inputs, args.held_out) {
         (Some(path), Some(holdout)) => {
             let spec = CalibSpec {
-                path: Some(path.clone()),
+                paths: vec![path.clone()],
                 select,
                 preprocess,
-                synthetic: None,
                 seed: args.seed,
-                augment: false,
+                ..CalibSpec::default()
             };
             let data = Dataset::load(&spec, reference, &args.shapes.pinned()?)?;
             data.split(holdout, args.seed)?.1.all()
@@ -958,7 +1105,7 @@ fn verification_inputs(reference: &Model, args: &VerifyArgs) -> Result<ModelInpu
 }
 
 fn bench(args: &BenchArgs, progress: &Progress) -> Result<ExitCode> {
-    let engine = args.engine.engine()?;
+    let engine = args.threads.engine(&args.engine)?;
     // A library that does not load is refused before any work.
     engine.info()?;
     if let Some(max) = args.max_ratio.filter(|r| !(r.is_finite() && *r > 0.0)) {
@@ -1040,9 +1187,20 @@ impl LearnProgress for LearnBars<'_> {
         }
     }
 
-    fn training_step(&mut self, step: usize, steps: usize, loss: f64, past_threshold: usize) {
+    fn training_step(
+        &mut self,
+        step: usize,
+        steps: usize,
+        loss: f64,
+        past_threshold: usize,
+        agreement: Option<f64>,
+    ) {
         if let Some(task) = &self.current {
-            let label = format!("training gates: loss {loss:.4}, {past_threshold} past threshold");
+            let held_out = agreement.map_or(String::new(), |a| {
+                format!(", held-out agreement {:.1} %", 100.0 * a)
+            });
+            let label =
+                format!("training: loss {loss:.4}, {past_threshold} past threshold{held_out}");
             task.update(step as u64, steps as u64, label);
         }
     }

@@ -23,7 +23,7 @@ fn relu_model(dims: &[i64]) -> Model {
 
 fn digits_spec(data: &Path, key: Option<&str>, index: Option<&str>) -> CalibSpec {
     CalibSpec {
-        path: Some(data.to_path_buf()),
+        paths: vec![data.to_path_buf()],
         select: ArraySelection {
             key: key.map(str::to_string),
             index: index.map(str::to_string),
@@ -104,7 +104,7 @@ fn bad_keys_and_indices_name_the_array_and_list_the_archive() {
     // y holds one label per row: samples of [] do not fit an input of [?,1,8,8].
     let err = load_error(&digits_spec(&data, Some("y"), None), &model);
     assert!(
-        err.contains("array 'y' holds I64 [1797], input 'image' is"),
+        err.contains("array 'y' holds samples of [], input 'image' is"),
         "{err}"
     );
 }
@@ -115,7 +115,7 @@ fn patches_split_by_photo_deterministically_and_augment_only_the_training_part()
         return;
     };
     let spec = CalibSpec {
-        path: Some(data),
+        paths: vec![data],
         preprocess: Some(Preprocess::parse("imagenet").unwrap()),
         augment: true,
         ..CalibSpec::default()
@@ -220,7 +220,7 @@ fn synthetic_data_is_flagged_signed_and_sized_from_the_model() {
     assert!(data.source().contains("synthetic"), "{}", data.source());
 
     let both = CalibSpec {
-        path: Some("x.npz".into()),
+        paths: vec!["x.npz".into()],
         ..spec.clone()
     };
     assert!(load_error(&both, &model).contains("not both"));
@@ -238,7 +238,7 @@ fn write_image(path: &Path, width: u32, height: u32, rgb: [u8; 3]) {
 
 fn folder_spec(folder: &Path, preprocess: &str) -> CalibSpec {
     CalibSpec {
-        path: Some(folder.to_path_buf()),
+        paths: vec![folder.to_path_buf()],
         preprocess: Some(Preprocess::parse(preprocess).unwrap()),
         ..CalibSpec::default()
     }
@@ -293,6 +293,67 @@ fn a_folder_of_png_and_jpeg_images_is_decoded_resized_and_preprocessed() {
     assert_eq!(grey.batch(&[3]).unwrap()[0].shape(), &[1, 1, 16, 16]);
 }
 
+/// A folder of photos larger than a square input needs no more than a preset: images are
+/// height × width × channels whatever the SPEC says of the layout, and are fitted by
+/// torchvision's evaluation recipe (short side to 16 / 0.875 = 18, centre 16×16). Class
+/// sub-folders are labels, numbered by sorted name; training crops are random, drawn from
+/// the seed, the epoch and the sample, and never touch the held-out part.
+#[test]
+fn a_folder_of_larger_photos_is_fitted_labelled_by_class_folder_and_randomly_cropped() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    for (class, files) in [("cat", 3), ("ant", 2)] {
+        std::fs::create_dir(root.join(class)).unwrap();
+        for i in 0..files {
+            let path = root.join(class).join(format!("{i}.png"));
+            let mut image = image::RgbImage::new(48, 32);
+            for (x, _, pixel) in image.enumerate_pixels_mut() {
+                *pixel = image::Rgb([(x * 5) as u8, 40 * i as u8, 0]);
+            }
+            image.save(path).unwrap();
+        }
+    }
+    let model = relu_model(&[-1, 3, 16, 16]);
+    let mut spec = folder_spec(root, "scale=0.00392156862745098,layout=nchw");
+    spec.labels = Some("y".into());
+    let images = Dataset::load(&spec, &model, &Default::default()).unwrap();
+    assert_eq!(images.sample_dims(), [vec![3, 16, 16]]);
+    assert_eq!(images.labels(), Some(vec![0, 0, 1, 1, 1]), "ant before cat");
+    // The centre crop of the resized ramp: its columns rise left to right, red only.
+    let fitted = images.batch(&[0]).unwrap().remove(0);
+    assert!(fitted[[0, 0, 0, 0]] < fitted[[0, 0, 0, 15]]);
+    assert!(fitted[[0, 0, 0, 0]] > 0.1, "the left edge is cropped away");
+
+    let (train, held_out) = images.with_augment(true).unwrap().split(0.4, 1).unwrap();
+    assert!(train.augments() && !held_out.augments());
+    let crops = |epoch| train.training_batch(&[0, 1], epoch).unwrap().remove(0);
+    assert_eq!(crops(0).shape(), &[2, 3, 16, 16]);
+    assert_eq!(crops(0), crops(0), "the seed, epoch and sample fix a crop");
+    assert_ne!(crops(0), crops(1), "each epoch draws new crops");
+    assert_ne!(crops(0), train.batch(&[0, 1]).unwrap().remove(0));
+    let held = held_out.training_batch(&[0], 0).unwrap();
+    assert_eq!(
+        held,
+        held_out.batch(&[0]).unwrap(),
+        "held-out samples are never cropped"
+    );
+
+    let no_labels = Dataset::load(
+        &folder_spec(&root.join("cat"), "imagenet"),
+        &model,
+        &Default::default(),
+    )
+    .unwrap();
+    assert_eq!(no_labels.labels(), None);
+    let mut flat = folder_spec(&root.join("cat"), "imagenet");
+    flat.labels = Some("y".into());
+    let err = load_error(&flat, &model);
+    assert!(
+        err.contains("0.png") && err.contains("class sub-folders"),
+        "{err}"
+    );
+}
+
 #[test]
 fn image_folder_errors_name_the_file_or_what_is_missing() {
     let dir = tempfile::tempdir().unwrap();
@@ -329,7 +390,7 @@ fn image_folder_errors_name_the_file_or_what_is_missing() {
     .unwrap();
     let err = uncropped.all().unwrap_err().to_string();
     assert!(
-        err.contains("b.png") && err.contains("every image must come out the same size"),
+        err.contains("b.png") && err.contains("every sample must come out the same size"),
         "{err}"
     );
 

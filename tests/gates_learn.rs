@@ -16,7 +16,7 @@ use onnx_shallow::{Cost, Model, Options};
 
 fn digits(index: &str, model: &Model) -> Option<Dataset> {
     let spec = CalibSpec {
-        path: Some(common::shared("data/sklearn_digits_split.npz")?),
+        paths: vec![common::shared("data/sklearn_digits_split.npz")?],
         select: ArraySelection {
             key: Some("x".into()),
             index: Some(index.into()),
@@ -28,20 +28,14 @@ fn digits(index: &str, model: &Model) -> Option<Dataset> {
 
 fn learned(original: &Model, data: &Dataset, options: &LearnOptions) -> Learning {
     let (train, held_out) = data.split(0.2, 0).unwrap();
-    learned_on(
-        original,
-        &train.all().unwrap(),
-        &held_out.all().unwrap(),
-        options,
-        &Default::default(),
-    )
+    learned_on(original, &train, &held_out, options, &Default::default())
 }
 
 /// Learns with folds judged by MACs (deterministic), dims pinned as given.
 fn learned_on(
     original: &Model,
-    train: &ModelInputs,
-    held_out: &ModelInputs,
+    train: &Dataset,
+    held_out: &Dataset,
     options: &LearnOptions,
     pinned: &PinnedShapes,
 ) -> Learning {
@@ -52,8 +46,8 @@ fn learned_on(
 fn learned_with(
     cost: Cost,
     original: &Model,
-    train: &ModelInputs,
-    held_out: &ModelInputs,
+    train: &Dataset,
+    held_out: &Dataset,
     options: &LearnOptions,
     pinned: &PinnedShapes,
 ) -> Learning {
@@ -72,9 +66,14 @@ fn learned_with(
     gates::learn(original, &base, &data, &ctx, options, &mut ()).unwrap()
 }
 
-/// The rows of `x` (all arrays of a one-input `.npz`) in `rows`, through `preprocess`.
+/// The rows of `x` (all arrays of a one-input `.npz`) in `rows`.
 fn rows_of(x: &ndarray::ArrayD<f32>, rows: &[usize], source: &str) -> ModelInputs {
     ModelInputs::new(vec![x.select(ndarray::Axis(0), rows)], source).unwrap()
+}
+
+/// [`rows_of`] as a data set for `model`.
+fn data_of(model: &Model, x: &ndarray::ArrayD<f32>, rows: &[usize], source: &str) -> Dataset {
+    Dataset::from_inputs(model, &rows_of(x, rows, source)).unwrap()
 }
 
 /// Top-1 accuracy in percent of output `output` against `labels`.
@@ -150,7 +149,7 @@ fn print(learning: &Learning) {
 fn bundled_digits() -> (Model, Dataset) {
     let original = onnx_shallow::load(&common::testdata("digits_mobilenetish.onnx")).unwrap();
     let spec = CalibSpec {
-        path: Some(common::testdata("digits_test64.npz")),
+        paths: vec![common::testdata("digits_test64.npz")],
         select: ArraySelection {
             key: Some("input".into()),
             index: None,
@@ -168,19 +167,13 @@ fn bundled_digits() -> (Model, Dataset) {
 fn groups_whose_gates_never_cross_are_walked_best_alone_first() {
     let (original, data) = bundled_digits();
     let (train, held_out) = data.split(0.2, 0).unwrap();
-    let held_out = held_out.all().unwrap();
     let mut options = LearnOptions {
         refit: false,
         ..LearnOptions::default()
     };
     options.train.epochs = Some(0);
-    let learning = learned_on(
-        &original,
-        &train.all().unwrap(),
-        &held_out,
-        &options,
-        &Default::default(),
-    );
+    let learning = learned_on(&original, &train, &held_out, &options, &Default::default());
+    let held_out = held_out.all().unwrap();
     assert!(learning.groups.len() >= 2, "{:?}", learning.groups);
     let exact = Options {
         cost: Cost::Macs,
@@ -235,9 +228,8 @@ fn augmentation_trains_on_new_crops_and_flips_that_the_seed_fixes() {
     let losses = |augment: bool, seed: u64| {
         let mut options = LearnOptions::default();
         options.train.epochs = Some(2);
-        options.train.augment = augment;
         options.train.seed = seed;
-        let learning = learned(&original, &data, &options);
+        let learning = learned(&original, &data.with_augment(augment).unwrap(), &options);
         learning.training.unwrap().losses
     };
     let augmented = losses(true, 1);
@@ -428,8 +420,8 @@ fn ppocr_classifier_loses_two_activations_and_keeps_its_agreement() {
     let learning = learned_with(
         Cost::Measured,
         &original,
-        &rows_of(&x, &train_rows, "even"),
-        &rows_of(&x, &held_rows, "even, held out"),
+        &data_of(&original, &x, &train_rows, "even"),
+        &data_of(&original, &x, &held_rows, "even, held out"),
         &options,
         &pinned,
     );
@@ -491,8 +483,8 @@ fn mtcnn_onet_loses_its_trunk_prelu_within_budget() {
     };
     let learning = learned_on(
         &original,
-        &rows_of(&x, &train_rows, "lfw"),
-        &rows_of(&x, &held_rows, "lfw, held out"),
+        &data_of(&original, &x, &train_rows, "lfw"),
+        &data_of(&original, &x, &held_rows, "lfw, held out"),
         &options,
         &Default::default(),
     );

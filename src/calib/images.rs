@@ -4,17 +4,14 @@
 //!
 //! Each image is read as one uint8 NHWC sample, RGB (grey when the model's input has one
 //! channel), exactly like a row of a uint8 image array, so the same preprocessing SPEC
-//! applies to both (`imagenet,resize=256,crop=224` for torchvision models). Files named
-//! other than `.png`, `.jpg` or `.jpeg` are skipped and counted; a file named so that is
-//! not a readable PNG or JPEG is an error naming it.
+//! applies to both. Files named other than `.png`, `.jpg` or `.jpeg` are skipped and
+//! counted; a file named so that is not a readable PNG or JPEG is an error naming it.
 
 use std::path::{Path, PathBuf};
 
 use image::{ImageFormat, ImageReader};
-use ndarray::{ArrayD, Axis, IxDyn};
+use ndarray::{ArrayD, IxDyn};
 
-use crate::calib::npy::Dtype;
-use crate::calib::preprocess::Preprocess;
 use crate::error::{Error, Result};
 use crate::ir::shape::ValueType;
 
@@ -24,21 +21,13 @@ pub(crate) struct ImageFolder {
     root: PathBuf,
     files: Vec<PathBuf>,
     skipped: usize,
-    preprocess: Preprocess,
     grey: bool,
-    /// The dims of one preprocessed sample (without the sample dim), from the first image.
-    dims: Vec<usize>,
 }
 
 impl ImageFolder {
-    /// Lists and checks the images under `root` (subfolders included, in path order) and
-    /// decodes the first one to learn the sample dims; `check` vets them for the model.
-    pub(crate) fn open(
-        root: &Path,
-        preprocess: Preprocess,
-        declared: &ValueType,
-        check: impl FnOnce(&Path, &[usize]) -> Result<()>,
-    ) -> Result<ImageFolder> {
+    /// Lists and checks the images under `root` (subfolders included, in path order);
+    /// `grey` reads them with one channel.
+    pub(crate) fn open(root: &Path, grey: bool) -> Result<ImageFolder> {
         let mut entries = Vec::new();
         list_files(root, &mut entries)?;
         let total = entries.len();
@@ -50,27 +39,20 @@ impl ImageFolder {
             });
         }
         files.iter().try_for_each(|file| check_header(file))?;
-        let mut folder = ImageFolder {
+        Ok(ImageFolder {
             root: root.to_path_buf(),
             skipped: total - files.len(),
             files,
-            preprocess,
-            grey: has_one_channel(declared),
-            dims: Vec::new(),
-        };
-        let first = &folder.files[0];
-        let dims = folder.sample(first)?.shape()[1..].to_vec();
-        check(first, &dims)?;
-        folder.dims = dims;
-        Ok(folder)
+            grey,
+        })
     }
 
     pub(crate) fn len(&self) -> usize {
         self.files.len()
     }
 
-    pub(crate) fn dims(&self) -> &[usize] {
-        &self.dims
+    pub(crate) fn file(&self, row: usize) -> &Path {
+        &self.files[row]
     }
 
     pub(crate) fn describe(&self) -> String {
@@ -85,35 +67,35 @@ impl ImageFolder {
         )
     }
 
-    /// The preprocessed images of the given rows, stacked.
-    pub(crate) fn batch(&self, rows: &[usize]) -> Result<ArrayD<f32>> {
-        let samples = rows
+    /// Each image's class, as torchvision's `ImageFolder` numbers them: the position of
+    /// its first-level sub-folder among the sub-folders, sorted by name.
+    pub(crate) fn classes(&self) -> Result<Vec<i64>> {
+        let folder_of = |file: &PathBuf| -> Option<String> {
+            let relative = file.strip_prefix(&self.root).ok()?;
+            let mut parts = relative.components();
+            let first = parts.next()?.as_os_str().to_string_lossy().into_owned();
+            parts.next().map(|_| first)
+        };
+        let folders: Vec<Option<String>> = self.files.iter().map(folder_of).collect();
+        if let Some(row) = folders.iter().position(Option::is_none) {
+            return Err(Error::Data {
+                path: self.files[row].clone(),
+                reason: "labels come from class sub-folders, and this image is in none".into(),
+            });
+        }
+        let mut names: Vec<&String> = folders.iter().flatten().collect();
+        names.sort();
+        names.dedup();
+        Ok(folders
             .iter()
-            .map(|&row| {
-                let file = &self.files[row];
-                let sample = self.sample(file)?;
-                match sample.shape()[1..] == self.dims[..] {
-                    true => Ok(sample),
-                    false => Err(Error::Data {
-                        path: file.clone(),
-                        reason: format!(
-                            "preprocessed to {:?}, the first image to {:?}: every image must come out the same size (add crop=…)",
-                            &sample.shape()[1..],
-                            self.dims
-                        ),
-                    }),
-                }
-            })
-            .collect::<Result<Vec<_>>>()?;
-        let views: Vec<_> = samples.iter().map(|sample| sample.view()).collect();
-        ndarray::concatenate(Axis(0), &views).map_err(|e| Error::Data {
-            path: self.root.clone(),
-            reason: e.to_string(),
-        })
+            .flatten()
+            .map(|f| names.binary_search(&f).expect("listed above") as i64)
+            .collect())
     }
 
-    /// One image, decoded and preprocessed, with a leading sample dim of 1.
-    fn sample(&self, file: &Path) -> Result<ArrayD<f32>> {
+    /// One image as stored: `[1, height, width, channels]`, RGB or grey, 0–255.
+    pub(crate) fn decode(&self, row: usize) -> Result<ArrayD<f32>> {
+        let file = &self.files[row];
         let error = |reason: String| Error::Data {
             path: file.to_path_buf(),
             reason,
@@ -129,15 +111,11 @@ impl ImageFolder {
             true => (image.into_luma8().into_raw(), 1),
             false => (image.into_rgb8().into_raw(), 3),
         };
-        let nhwc = ArrayD::from_shape_vec(
+        ArrayD::from_shape_vec(
             IxDyn(&[1, height, width, channels]),
             pixels.into_iter().map(f32::from).collect(),
         )
-        .map_err(|e| error(e.to_string()))?;
-        self.preprocess
-            .check_source(Dtype::U8)
-            .and_then(|()| self.preprocess.apply(nhwc))
-            .map_err(|e| error(e.to_string()))
+        .map_err(|e| error(e.to_string()))
     }
 }
 
@@ -185,7 +163,7 @@ fn check_header(file: &Path) -> Result<()> {
 }
 
 /// An NCHW or NHWC image input with one channel: read images as grey.
-fn has_one_channel(declared: &ValueType) -> bool {
+pub(crate) fn has_one_channel(declared: &ValueType) -> bool {
     let channel = |axis| declared.dim(axis) == Some(1);
     declared.rank() == Some(4) && (channel(1) || channel(3))
 }

@@ -15,7 +15,7 @@
 //! # Ok::<(), onnx_shallow::Error>(())
 //! ```
 
-pub(crate) mod augment;
+mod augment;
 mod dataset;
 mod images;
 pub mod npy;
@@ -27,6 +27,7 @@ use std::path::Path;
 
 use ndarray::{ArrayD, Axis, Slice};
 
+pub use augment::CropRange;
 pub use dataset::{CalibSpec, Dataset};
 pub use npy::{Dtype, NpyArray, Npz};
 pub use preprocess::Preprocess;
@@ -208,7 +209,6 @@ pub fn load_selected_inputs(
     preprocess: &Preprocess,
 ) -> Result<ModelInputs> {
     let arrays = read_stored(path, input_names, selection)?
-        .inputs
         .into_iter()
         .map(|(key, stored)| apply_preprocess(path, &key, stored, preprocess))
         .collect::<Result<Vec<_>>>()?;
@@ -234,32 +234,9 @@ fn apply_preprocess(
         .map_err(|e| data_error(path, format!("array '{key}': {e}")))
 }
 
-/// The arrays of a file for a model's inputs, with the rows a selection keeps.
-struct Stored {
-    /// For each input: the key it is stored under, and the array.
-    inputs: Vec<(String, NpyArray)>,
-    /// The archive they came from, with its row count and the selected rows.
-    npz: Option<(Npz, usize, Option<Vec<usize>>)>,
-}
-
-impl Stored {
-    /// One integer per selected row, from the `.npz` array named `group` (which photo a
-    /// crop came from), when there is one.
-    fn groups(&mut self) -> Result<Option<Vec<i64>>> {
-        let Some((npz, rows, index)) = &mut self.npz else {
-            return Ok(None);
-        };
-        if !npz.names().iter().any(|name| name == GROUP_KEY) {
-            return Ok(None);
-        }
-        let stored = npz.array(GROUP_KEY)?;
-        let groups = integers(npz.path(), GROUP_KEY, stored, *rows)?;
-        Ok(Some(match index {
-            Some(index) => index.iter().map(|&row| groups[row]).collect(),
-            None => groups,
-        }))
-    }
-}
+/// The arrays of a file for a model's inputs, with the rows a selection keeps: for each
+/// input, the key it is stored under, and the array.
+type Stored = Vec<(String, NpyArray)>;
 
 const GROUP_KEY: &str = "group";
 
@@ -274,10 +251,7 @@ fn read_stored(path: &Path, input_names: &[String], selection: &ArraySelection) 
             path,
             "a .npy file holds one array: a key or an index array needs an .npz".into(),
         )),
-        (Some("npy"), [name]) => Ok(Stored {
-            inputs: vec![(name.clone(), npy::read_npy(path)?)],
-            npz: None,
-        }),
+        (Some("npy"), [name]) => Ok(vec![(name.clone(), npy::read_npy(path)?)]),
         (Some("npy"), _) => Err(data_error(
             path,
             format!(
@@ -299,21 +273,14 @@ fn read_npz(path: &Path, input_names: &[String], selection: &ArraySelection) -> 
         .collect::<Result<Vec<_>>>()?;
     let rows = sample_count(inputs.iter().map(|(_, stored)| stored.values.shape()))
         .map_err(|reason| data_error(path, reason))?;
-    let index = match &selection.index {
-        Some(key) => {
-            let index = integers(path, key, npz.array(key)?, usize::MAX)?;
-            let index = row_index(path, key, &index, rows)?;
-            for (_, stored) in &mut inputs {
-                stored.values = stored.values.select(Axis(0), &index);
-            }
-            Some(index)
+    if let Some(key) = &selection.index {
+        let index = integers(path, key, npz.array(key)?, usize::MAX)?;
+        let index = row_index(path, key, &index, rows)?;
+        for (_, stored) in &mut inputs {
+            stored.values = stored.values.select(Axis(0), &index);
         }
-        None => None,
-    };
-    Ok(Stored {
-        inputs,
-        npz: Some((npz, rows, index)),
-    })
+    }
+    Ok(inputs)
 }
 
 /// The key of each input's array: the selection's key, else the input's own name, else
@@ -546,7 +513,7 @@ mod tests {
     }
 
     #[test]
-    fn an_index_array_selects_rows_and_the_groups_follow_it() {
+    fn an_index_array_selects_rows_in_its_order() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("grouped.npz");
         write_npz(
@@ -563,9 +530,8 @@ mod tests {
             key: Some(key.into()),
             index: Some(index.into()),
         };
-        let mut stored = read_stored(&path, &names(&["in"]), &select("x", "pick")).unwrap();
-        assert_eq!(stored.groups().unwrap(), Some(vec![2, 0]));
-        assert_eq!(stored.inputs[0].1.values.as_slice().unwrap(), &[13.0, 10.0]);
+        let stored = read_stored(&path, &names(&["in"]), &select("x", "pick")).unwrap();
+        assert_eq!(stored[0].1.values.as_slice().unwrap(), &[13.0, 10.0]);
         let selected = load_selected_inputs(
             &path,
             &names(&["in"]),

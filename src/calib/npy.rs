@@ -4,10 +4,18 @@
 //! Every malformed file is an [`Error::Data`] naming the file (and, in an archive, the
 //! array). The data is read as it arrives, never into a buffer of the size a header
 //! claims, so a lying header cannot make us allocate what the file does not hold.
+//!
+//! Large arrays are read a few rows at a time ([`MappedArray`]): a `.npy` file, or an
+//! `.npz` member stored uncompressed (`np.savez`), is memory-mapped where it lies; a
+//! compressed member (`np.savez_compressed`) is inflated once into an unnamed temporary
+//! file and mapped there. Either way its rows live in the page cache, not on the heap.
 
 use std::fs::File;
-use std::io::{self, BufReader, Read};
+use std::io::{self, BufReader, Read, Seek};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use memmap2::Mmap;
 
 use ndarray::{ArrayD, IxDyn};
 
@@ -139,23 +147,27 @@ impl Npz {
     }
 
     pub fn array(&mut self, name: &str) -> Result<NpyArray> {
+        let index = self.index_of(name)?;
+        let member = self.archive.by_index(index).map_err(|e| e.to_string());
+        member
+            .and_then(read_array)
+            .map_err(|reason| self.error(name, reason))
+    }
+
+    fn index_of(&self, name: &str) -> Result<usize> {
         let found = self
             .archive
             .index_for_name(&format!("{name}.npy"))
             .or_else(|| self.archive.index_for_name(name));
-        let Some(index) = found else {
-            return Err(self.error(
+        found.ok_or_else(|| {
+            self.error(
                 name,
                 format!(
                     "no such array (the archive holds: {})",
                     self.names().join(", ")
                 ),
-            ));
-        };
-        let member = self.archive.by_index(index).map_err(|e| e.to_string());
-        member
-            .and_then(read_array)
-            .map_err(|reason| self.error(name, reason))
+            )
+        })
     }
 
     fn error(&self, array: &str, reason: String) -> Error {
@@ -166,8 +178,135 @@ impl Npz {
     }
 }
 
+impl Npz {
+    /// Array `name`, mapped rather than read (see [`MappedArray`]).
+    pub fn mapped(&mut self, name: &str) -> Result<MappedArray> {
+        let index = self.index_of(name)?;
+        let path = self.path.clone();
+        let mapped = match self.archive.by_index(index) {
+            Err(e) => Err(Error::Data {
+                path: path.clone(),
+                reason: e.to_string(),
+            }),
+            Ok(member) if member.compression() == zip::CompressionMethod::Stored => {
+                let start = member.data_start() as usize;
+                drop(member);
+                File::open(&path)
+                    .map_err(|e| Error::io(&path, e))
+                    .and_then(|file| map_file(&file, &path))
+                    .and_then(|map| MappedArray::at(map, start, &path))
+            }
+            Ok(member) => {
+                inflate_to_temporary(member, &path).and_then(|map| MappedArray::at(map, 0, &path))
+            }
+        };
+        mapped.map_err(|e| match e {
+            Error::Data { reason, .. } => self.error(name, reason),
+            other => other,
+        })
+    }
+}
+
+/// Inflates an archive member into an unnamed temporary file and maps it.
+fn inflate_to_temporary(mut member: impl Read, path: &Path) -> Result<Arc<Mmap>> {
+    let mut file = tempfile::tempfile().map_err(|e| Error::io(std::env::temp_dir(), e))?;
+    io::copy(&mut member, &mut file).map_err(|e| Error::Data {
+        path: path.to_path_buf(),
+        reason: format!("cannot inflate: {e}"),
+    })?;
+    file.rewind().map_err(|e| Error::io(path, e))?;
+    map_file(&file, path)
+}
+
+fn map_file(file: &File, path: &Path) -> Result<Arc<Mmap>> {
+    // SAFETY: the map is only read; a file truncated under us by another process would
+    // fault, as it would for any reader that trusts its input files to stay put.
+    let map = unsafe { Mmap::map(file) }.map_err(|e| Error::io(path, e))?;
+    Ok(Arc::new(map))
+}
+
+/// An array whose rows (slices along its first dim) are read on demand from a mapped
+/// file: a data set larger than memory costs only the rows in use.
+#[derive(Clone)]
+pub struct MappedArray {
+    map: Arc<Mmap>,
+    /// Where the data starts in the map.
+    data: usize,
+    pub dtype: Dtype,
+    pub shape: Vec<usize>,
+}
+
+impl std::fmt::Debug for MappedArray {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "MappedArray({:?} {:?})", self.dtype, self.shape)
+    }
+}
+
+impl MappedArray {
+    /// Maps a `.npy` file.
+    pub fn open_npy(path: &Path) -> Result<MappedArray> {
+        let file = File::open(path).map_err(|e| Error::io(path, e))?;
+        MappedArray::at(map_file(&file, path)?, 0, path)
+    }
+
+    /// The `.npy` stream at `offset` of `map`; its data must be all there.
+    fn at(map: Arc<Mmap>, offset: usize, path: &Path) -> Result<MappedArray> {
+        let error = |reason: String| Error::Data {
+            path: path.to_path_buf(),
+            reason,
+        };
+        let bytes = map.get(offset..).unwrap_or_default();
+        let (header, header_len) = read_header(bytes).map_err(error)?;
+        let needed = header.data_len().map_err(error)?;
+        if header.shape.is_empty() {
+            return Err(error("a scalar has no rows".into()));
+        }
+        if bytes.len() - header_len < needed {
+            return Err(error(format!(
+                "truncated data: shape {:?} of {:?} needs {needed} bytes, the file holds {}",
+                header.shape,
+                header.dtype,
+                bytes.len() - header_len
+            )));
+        }
+        Ok(MappedArray {
+            map,
+            data: offset + header_len,
+            dtype: header.dtype,
+            shape: header.shape,
+        })
+    }
+
+    pub fn rows(&self) -> usize {
+        self.shape[0]
+    }
+
+    fn row_bytes(&self) -> usize {
+        self.shape[1..].iter().product::<usize>() * self.dtype.size()
+    }
+
+    /// Rows `rows`, in that order, stacked and decoded to f32.
+    pub fn read_rows(&self, rows: &[usize]) -> ArrayD<f32> {
+        let row_bytes = self.row_bytes();
+        let mut values = Vec::with_capacity(rows.len() * row_bytes / self.dtype.size());
+        for &row in rows {
+            let start = self.data + row * row_bytes;
+            values.extend(self.dtype.decode(&self.map[start..start + row_bytes]));
+        }
+        let dims = [&[rows.len()], &self.shape[1..]].concat();
+        ArrayD::from_shape_vec(IxDyn(&dims), values).expect("rows of the mapped shape")
+    }
+}
+
 /// Reads one `.npy` stream: magic, version, header, data.
 fn read_array(mut reader: impl Read) -> Result<NpyArray, String> {
+    let (header, _) = read_header(&mut reader)?;
+    let data = read_up_to(&mut reader, header.data_len()?).map_err(|e| e.to_string())?;
+    header.array(&data)
+}
+
+/// Reads magic, version and header; returns the header and the bytes they took.
+fn read_header(mut reader: impl Read) -> Result<(Header, usize), String> {
     let mut preamble = [0u8; 8];
     reader
         .read_exact(&mut preamble)
@@ -194,9 +333,8 @@ fn read_array(mut reader: impl Read) -> Result<NpyArray, String> {
         3 => String::from_utf8(header_bytes).map_err(|_| "header is not UTF-8".to_string())?,
         _ => header_bytes.iter().map(|&b| b as char).collect(),
     };
-    let header = Header::parse(&text)?;
-    let data = read_up_to(&mut reader, header.data_len()?).map_err(|e| e.to_string())?;
-    header.array(&data)
+    let length_bytes = if preamble[6] == 1 { 2 } else { 4 };
+    Ok((Header::parse(&text)?, 8 + length_bytes + header_len))
 }
 
 fn read_bytes<const N: usize>(reader: &mut impl Read) -> Result<[u8; N], String> {
@@ -617,6 +755,33 @@ pub(crate) mod tests {
                 "{err}"
             );
         }
+    }
+
+    #[test]
+    fn mapped_rows_are_the_rows_read_whole_in_npy_and_stored_or_deflated_npz() {
+        let dir = tempfile::tempdir().unwrap();
+        let values: Vec<f32> = (0..12).map(|v| v as f32).collect();
+        let npy = dir.path().join("x.npy");
+        std::fs::write(&npy, f32_npy("(4, 3)", &values)).unwrap();
+        let mut mapped = vec![MappedArray::open_npy(&npy).unwrap()];
+        for deflate in [false, true] {
+            let path = dir.path().join(format!("x_{deflate}.npz"));
+            write_npz(&path, &[("x", f32_npy("(4, 3)", &values))], deflate);
+            mapped.push(Npz::open(&path).unwrap().mapped("x").unwrap());
+        }
+        for array in mapped {
+            assert_eq!((array.rows(), array.dtype), (4, Dtype::F32));
+            let rows = array.read_rows(&[3, 0]);
+            assert_eq!(rows.shape(), &[2, 3]);
+            assert_eq!(rows.as_slice().unwrap(), &[9.0, 10.0, 11.0, 0.0, 1.0, 2.0]);
+        }
+        let short = dir.path().join("short.npy");
+        std::fs::write(&short, f32_npy("(5, 3)", &values)).unwrap();
+        let err = MappedArray::open_npy(&short).unwrap_err().to_string();
+        assert!(
+            err.contains("short.npy") && err.contains("truncated data"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -31,11 +31,14 @@
 
 use ndarray::{ArrayD, Axis, Slice};
 
+use crate::calib::augment::Window;
 use crate::calib::npy::Dtype;
 use crate::error::{Error, Result};
 
 const IMAGENET_MEAN: [f32; 3] = [0.485, 0.456, 0.406];
 const IMAGENET_STD: [f32; 3] = [0.229, 0.224, 0.225];
+/// torchvision's evaluation crop: the centre 224 of an image resized to 256.
+const EVAL_CROP_FRACTION: f64 = 0.875;
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 enum Layout {
@@ -224,15 +227,7 @@ impl Preprocess {
     /// Applies the SPEC to a batch whose leading dim is the sample dim; the result is NCHW
     /// when the SPEC involves images. An error names the step that cannot apply.
     pub fn apply(&self, batch: ArrayD<f32>) -> Result<ArrayD<f32>> {
-        let mut batch = batch;
-        if self.layout == Layout::Nhwc {
-            require_images("layout=nhwc", &batch)?;
-            batch = batch.permuted_axes(vec![0, 3, 1, 2]);
-        }
-        if self.bgr {
-            require_channels("bgr", &batch)?;
-            batch.invert_axis(Axis(1));
-        }
+        let mut batch = self.reorder(batch)?;
         if let Some(side) = self.resize {
             require_images("resize", &batch)?;
             batch = resize_short_side(&batch, side)?;
@@ -241,11 +236,67 @@ impl Preprocess {
             require_images("crop", &batch)?;
             centre_crop(&mut batch, side)?;
         }
+        self.finish(batch)
+    }
+
+    /// Applies the SPEC with a window drawn by `draw` in place of its resize and crop: the window of the
+    /// (reordered) image, resampled to `to` (height, width) and maybe mirrored. For one
+    /// sample, `[1, …]`.
+    pub(crate) fn apply_cropped(
+        &self,
+        sample: ArrayD<f32>,
+        draw: impl FnOnce((usize, usize)) -> Window,
+        to: (usize, usize),
+    ) -> Result<ArrayD<f32>> {
+        let image = self.reorder(sample)?;
+        require_images("a random crop", &image)?;
+        let window = draw((image.len_of(Axis(2)), image.len_of(Axis(3))));
+        self.finish(window.cut(&image, to))
+    }
+
+    /// Layout and channel order: the steps before any resampling.
+    fn reorder(&self, mut batch: ArrayD<f32>) -> Result<ArrayD<f32>> {
+        if self.layout == Layout::Nhwc {
+            require_images("layout=nhwc", &batch)?;
+            batch = batch.permuted_axes(vec![0, 3, 1, 2]);
+        }
+        if self.bgr {
+            require_channels("bgr", &batch)?;
+            batch.invert_axis(Axis(1));
+        }
+        Ok(batch)
+    }
+
+    /// Scale and normalisation, in standard layout.
+    fn finish(&self, mut batch: ArrayD<f32>) -> Result<ArrayD<f32>> {
         self.normalise(&mut batch)?;
         if !batch.is_standard_layout() {
             batch = batch.as_standard_layout().into_owned();
         }
         Ok(batch)
+    }
+
+    /// Reads images as what decoding gives, height × width × channels, whatever the SPEC
+    /// said of the layout (a folder of image files has no other).
+    pub(crate) fn for_image_files(mut self) -> Preprocess {
+        self.layout = Layout::Nhwc;
+        self
+    }
+
+    /// Whether the SPEC resizes or crops: without either, images of another size than
+    /// the model's input are fitted to it (see [`Preprocess::fitted_to`]).
+    pub(crate) fn sizes_images(&self) -> bool {
+        self.resize.is_some() || self.crop.is_some()
+    }
+
+    /// The SPEC with torchvision's evaluation recipe for a square input of `side`: the
+    /// short side resized to side / 0.875 (256 for 224), then the centre side × side.
+    pub(crate) fn fitted_to(&self, side: usize) -> Preprocess {
+        Preprocess {
+            resize: Some((side as f64 / EVAL_CROP_FRACTION).round() as usize),
+            crop: Some(side),
+            ..self.clone()
+        }
     }
 
     /// (x·scale − mean) / std, per channel.

@@ -4,11 +4,23 @@
 use ndarray::ArrayD;
 
 /// SplitMix64: tiny, fast, and the same stream on every platform and version.
+#[derive(Clone, Debug)]
 pub struct Rng(u64);
 
 impl Rng {
     pub fn new(seed: u64) -> Rng {
         Rng(seed)
+    }
+
+    /// A stream of its own for each `parts` (an epoch and a sample, say), so that what a
+    /// sample draws does not depend on what was drawn before it: work can run in any
+    /// order, and a resumed run draws what an uninterrupted one would.
+    pub fn derived(seed: u64, parts: &[u64]) -> Rng {
+        let mut state = Rng::new(seed).next_u64();
+        for &part in parts {
+            state = Rng::new(state ^ part).next_u64();
+        }
+        Rng::new(state)
     }
 
     pub fn next_u64(&mut self) -> u64 {

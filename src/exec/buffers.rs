@@ -3,6 +3,10 @@
 //! step would fault every page in again. Buffers are keyed by element type and length.
 //! A buffer taken from the pool holds stale values: callers overwrite every element (or
 //! zero the buffer first), so results never depend on what the pool held.
+//!
+//! The pool keeps no more buffers of a size than were ever out at once: arrays made
+//! outside the pool are given back too, and a pool keeping them all would grow with every
+//! pass (with the number of samples measured, not with the model).
 
 use std::any::{Any, TypeId};
 use std::collections::HashMap;
@@ -15,8 +19,16 @@ use super::float::Float;
 /// Buffers smaller than this are left to the allocator: pooling them saves nothing.
 const MIN_POOLED: usize = 1 << 12;
 
-/// Free buffers (each a boxed `Vec<T>`) by element type and length.
-type FreeLists = HashMap<(TypeId, usize), Vec<Box<dyn Any + Send>>>;
+/// Buffers of one element type and length: the free ones (each a boxed `Vec<T>`), how many
+/// are out, and the most that ever were.
+#[derive(Default)]
+struct Sized {
+    free: Vec<Box<dyn Any + Send>>,
+    out: usize,
+    most_out: usize,
+}
+
+type FreeLists = HashMap<(TypeId, usize), Sized>;
 
 #[derive(Default)]
 pub(crate) struct BufferPool {
@@ -35,7 +47,10 @@ impl BufferPool {
         let reused = (len >= MIN_POOLED)
             .then(|| {
                 let mut free = self.free.lock().unwrap_or_else(|e| e.into_inner());
-                free.get_mut(&(TypeId::of::<T>(), len))?.pop()
+                let sized = free.entry((TypeId::of::<T>(), len)).or_default();
+                sized.out += 1;
+                sized.most_out = sized.most_out.max(sized.out);
+                sized.free.pop()
             })
             .flatten()
             .and_then(|b| b.downcast::<Vec<T>>().ok());
@@ -54,9 +69,11 @@ impl BufferPool {
             return;
         }
         let mut free = self.free.lock().unwrap_or_else(|e| e.into_inner());
-        free.entry((TypeId::of::<T>(), len))
-            .or_default()
-            .push(Box::new(buffer));
+        let sized = free.entry((TypeId::of::<T>(), len)).or_default();
+        sized.out = sized.out.saturating_sub(1);
+        if sized.free.len() < sized.most_out {
+            sized.free.push(Box::new(buffer));
+        }
     }
 
     /// Returns an array's buffer when the array owns all of it.

@@ -80,6 +80,18 @@ pub fn candidates(graph: &Graph, ctx: &Ctx) -> Result<Vec<GateGroup>> {
     Ok(groups)
 }
 
+/// The activations `linearize` names, as one group: what the user chose to remove, to be
+/// linear from the start of training (their gain is not measured).
+pub fn named(graph: &Graph, linearize: &Linearize) -> Result<Vec<GateGroup>> {
+    let activations = linearize.matching(graph)?;
+    Ok(vec![GateGroup {
+        activations: activations.iter().map(|a| gated(graph, a)).collect(),
+        gain: 0.0,
+        estimate: true,
+        folds: Vec::new(),
+    }])
+}
+
 /// The folds that ran on a copy of the graph with some activations linearised.
 struct Trial {
     folds: Vec<FoldRecord>,

@@ -178,6 +178,26 @@ fn normalised_squared_error(
     (loss, gradient)
 }
 
+/// Mean over the batch of the cross-entropy of softmax(`logits`) against `labels` (class
+/// indices on axis 1), and its gradient with respect to the logits, (softmax − one-hot) / N.
+pub fn cross_entropy(logits: &ArrayD<f32>, labels: &[i64]) -> Result<(f64, ArrayD<f32>)> {
+    let classes = logits.shape().get(1).copied().unwrap_or(0);
+    if let Some(&bad) = labels.iter().find(|&&l| !(0..classes as i64).contains(&l)) {
+        return Err(Error::Usage(format!(
+            "label {bad} is not a class of the model's {classes} (labels count from 0)"
+        )));
+    }
+    let n = labels.len().max(1) as f64;
+    let log_q = log_softmax(logits);
+    let mut gradient = log_q.mapv(|lq| (lq.exp() / n) as f32);
+    let mut loss = 0.0;
+    for (row, &label) in labels.iter().enumerate() {
+        loss -= log_q[[row, label as usize]];
+        gradient[[row, label as usize]] -= (1.0 / n) as f32;
+    }
+    Ok((loss / n, gradient))
+}
+
 /// The variance of all values of `values` (population variance, in f64).
 pub fn variance(values: &ArrayD<f32>) -> f64 {
     let n = values.len().max(1) as f64;

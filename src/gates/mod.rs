@@ -4,6 +4,7 @@
 //! folds.
 
 pub mod candidates;
+mod checkpoint;
 pub mod loss;
 pub mod refit;
 pub mod select;
@@ -12,17 +13,17 @@ pub mod trained;
 
 use serde::Serialize;
 
-use crate::calib::ModelInputs;
+use crate::calib::Dataset;
 use crate::error::{Error, Result};
 use crate::ir::Model;
 use crate::ir::shape::{self, PinnedShapes};
-use crate::passes::Ctx;
+use crate::passes::{self, Ctx};
 use crate::runtime::compare::Expected;
 
 pub use candidates::{GateGroup, GatedActivation, candidates};
 pub use loss::{OutputKind, Target, parse_output_kind, targets};
 pub use select::{Budget, FoldedAlone, Step, Walk};
-pub use train::{GateOutcome, TrainOptions, Training};
+pub use train::{Checkpointing, Evaluation, GateOutcome, TrainOptions, Training};
 
 /// How to learn.
 #[derive(Clone, Debug, Serialize)]
@@ -33,6 +34,9 @@ pub struct LearnOptions {
     pub refit: bool,
     /// Per-output overrides of the loss and the measure: class or regression.
     pub output_kinds: Vec<(String, OutputKind)>,
+    /// Globs naming activations to remove, instead of learning which: they are linear
+    /// from the start, and training (with `finetune`) recovers what removing them costs.
+    pub linearize: Vec<String>,
 }
 
 impl Default for LearnOptions {
@@ -42,6 +46,7 @@ impl Default for LearnOptions {
             budget: Budget::default(),
             refit: true,
             output_kinds: Vec::new(),
+            linearize: Vec::new(),
         }
     }
 }
@@ -96,9 +101,10 @@ impl LearnOptions {
 }
 
 /// The data learning runs on: one part to train (and refit) on, one held out to measure.
+/// Both are read part by part, never whole.
 pub struct LearnData<'a> {
-    pub train: &'a ModelInputs,
-    pub held_out: &'a ModelInputs,
+    pub train: &'a Dataset,
+    pub held_out: &'a Dataset,
 }
 
 /// What learning found and chose.
@@ -114,7 +120,16 @@ pub struct Learning {
 /// Progress of the long stages, for a progress bar or a log.
 pub trait LearnProgress {
     fn candidates_found(&mut self, _groups: &[GateGroup]) {}
-    fn training_step(&mut self, _step: usize, _steps: usize, _loss: f64, _past_threshold: usize) {}
+    /// `agreement`: the last held-out measurement's, when training measures.
+    fn training_step(
+        &mut self,
+        _step: usize,
+        _steps: usize,
+        _loss: f64,
+        _past_threshold: usize,
+        _agreement: Option<f64>,
+    ) {
+    }
     /// `done` of the `of` groups whose gates did not cross the threshold measured folded
     /// alone (0 when that starts).
     fn group_measured(&mut self, _done: usize, _of: usize) {}
@@ -135,19 +150,36 @@ pub fn learn(
     progress: &mut dyn LearnProgress,
 ) -> Result<Learning> {
     options.check()?;
-    let groups = candidates(&base.graph, ctx)?;
+    let named = !options.linearize.is_empty();
+    let groups = match named {
+        true => candidates::named(&base.graph, &passes::Linearize::new(&options.linearize))?,
+        false => candidates(&base.graph, ctx)?,
+    };
     progress.candidates_found(&groups);
     let shapes = shape::infer(&base.graph, &PinnedShapes::default())?;
     let targets = targets(&base.graph, &shapes, &options.output_kinds)?;
-    let training = if groups.is_empty() {
+    let linear: Vec<usize> = match named {
+        true => (0..groups.len()).collect(),
+        false => Vec::new(),
+    };
+    // Named activations are linear from the start: without fine-tuning there is nothing
+    // to train.
+    let training = if groups.is_empty() || (named && !options.train.finetune) {
         None
     } else {
-        let mut on_step = |step, steps, loss, past| progress.training_step(step, steps, loss, past);
+        let mut on_step = |step, steps, loss, past, agreement| {
+            progress.training_step(step, steps, loss, past, agreement)
+        };
+        let data = train::TrainData {
+            train: data.train,
+            held_out: data.held_out,
+        };
         Some(train::train(
             base,
             &groups,
+            &linear,
             &targets,
-            data.train,
+            &data,
             &options.train,
             &mut on_step,
         )?)
@@ -180,9 +212,12 @@ pub fn learn(
         .iter()
         .flat_map(|t| &t.schedule)
         .partition(|o| o.crossed_at.is_some());
-    let crossed: Vec<usize> = crossed.iter().map(|o| o.group).collect();
+    let crossed: Vec<usize> = match (named, &training) {
+        (true, None) => linear.clone(),
+        _ => crossed.iter().map(|o| o.group).collect(),
+    };
     let uncrossed: Vec<usize> = uncrossed.iter().map(|o| o.group).collect();
-    let (schedule, alone): (Vec<Vec<usize>>, FoldedAlone) = if fine_tuned.is_some() {
+    let (schedule, alone): (Vec<Vec<usize>>, FoldedAlone) = if fine_tuned.is_some() || named {
         // The weights fit one configuration, the gates as training left them: the
         // crossed groups fold together, the others stay as trained.
         let all_crossed = (!crossed.is_empty()).then_some(crossed);

@@ -17,7 +17,7 @@ use std::collections::{BTreeSet, HashMap};
 use ndarray::{Array2, ArrayD, Axis, s};
 use serde::Serialize;
 
-use crate::calib::ModelInputs;
+use crate::calib::Dataset;
 use crate::calib::random::{Rng, shuffle};
 use crate::error::{Error, Result};
 use crate::fold::conv::Conv2d;
@@ -30,6 +30,12 @@ use crate::runtime;
 
 /// Rows of one least-squares problem, at most (a seeded sample of the output positions).
 const MAX_ROWS: usize = 32_768;
+/// Samples a refit reads, at most: a dense layer has one row per sample, and this many
+/// fit its weights (shrunk towards the folded ones) while keeping memory independent of
+/// the data set's size.
+const MAX_SAMPLES: usize = 4096;
+/// Samples read and run at once.
+const PART: usize = 64;
 /// Ridge strengths tried, relative to the mean diagonal of the Gram matrix.
 const RIDGES: [f64; 7] = [1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0];
 /// The rows are split in this many parts; the strength is chosen on the squared error of
@@ -70,23 +76,23 @@ struct Layer {
 /// left as they were.
 pub struct OriginalValues<'a> {
     original: &'a Model,
-    inputs: &'a ModelInputs,
+    data: &'a Dataset,
     /// By value name and number of samples (see `fewer_samples`).
     computed: RefCell<HashMap<(String, usize), ArrayD<f32>>>,
 }
 
 impl<'a> OriginalValues<'a> {
-    pub fn new(original: &'a Model, inputs: &'a ModelInputs) -> OriginalValues<'a> {
+    pub fn new(original: &'a Model, data: &'a Dataset) -> OriginalValues<'a> {
         OriginalValues {
             original,
-            inputs,
+            data,
             computed: RefCell::default(),
         }
     }
 
-    /// The values named `names` in the original on `inputs` (`samples` of them).
-    fn values(&self, names: &[&str], inputs: &ModelInputs) -> Result<Vec<ArrayD<f32>>> {
-        let key = |name: &str| (name.to_string(), inputs.samples());
+    /// The values named `names` in the original on `samples`.
+    fn values(&self, names: &[&str], samples: &Dataset) -> Result<Vec<ArrayD<f32>>> {
+        let key = |name: &str| (name.to_string(), samples.len());
         let missing: BTreeSet<&str> = {
             let computed = self.computed.borrow();
             names
@@ -97,8 +103,7 @@ impl<'a> OriginalValues<'a> {
         };
         let missing: Vec<&str> = missing.into_iter().collect();
         if !missing.is_empty() {
-            let values =
-                runtime::run_all(&probe(self.original, &missing)?, inputs, runtime::RUN_BATCH)?;
+            let values = run_on(&probe(self.original, &missing)?, samples)?;
             let mut computed = self.computed.borrow_mut();
             for (name, value) in missing.iter().zip(values) {
                 computed.insert(key(name), value);
@@ -107,6 +112,11 @@ impl<'a> OriginalValues<'a> {
         let computed = self.computed.borrow();
         Ok(names.iter().map(|&n| computed[&key(n)].clone()).collect())
     }
+}
+
+/// `model`'s outputs on every sample of `samples`, read part by part.
+fn run_on(model: &Model, samples: &Dataset) -> Result<Vec<ArrayD<f32>>> {
+    runtime::Runner::new(model, runtime::RUN_BATCH).run_parts(samples.chunks(PART))
 }
 
 /// Refits every layer made by a fold in `folds` that spans linearised activations
@@ -123,13 +133,15 @@ pub fn refit(
         return Ok(Vec::new());
     }
     let target_names: Vec<&str> = layers.iter().map(|l| l.target.as_str()).collect();
-    let fewer = fewer_samples(values.original, &target_names, values.inputs)?;
-    let inputs = fewer.as_ref().unwrap_or(values.inputs);
+    let samples =
+        values
+            .data
+            .subset(&fewer_samples(values.original, &target_names, values.data)?)?;
     let mut rng = Rng::new(seed);
     let mut refitted = Vec::new();
     for (layer, (x, y)) in layers
         .iter()
-        .zip(inputs_and_targets(folded, values, &layers, inputs)?)
+        .zip(inputs_and_targets(folded, values, &layers, &samples)?)
     {
         let y = match &layer.bias_map {
             Some(map) => &y - map,
@@ -143,14 +155,14 @@ pub fn refit(
 }
 
 /// What each layer reads in `folded` and what it should compute (the original's value), on
-/// `inputs`. What a layer reads is the original's value too where everything upstream is
+/// `samples`. What a layer reads is the original's value too where everything upstream is
 /// as in the original; the original runs once for all it provides, and only for what it
 /// has not computed before.
 fn inputs_and_targets(
     folded: &Model,
     values: &OriginalValues,
     layers: &[Layer],
-    inputs: &ModelInputs,
+    samples: &Dataset,
 ) -> Result<Vec<(ArrayD<f32>, ArrayD<f32>)>> {
     let upstream = |model: &Model, name: &str| {
         let graph = &model.graph;
@@ -175,11 +187,11 @@ fn inputs_and_targets(
         .map(|l| l.target.as_str())
         .chain(inputs_where(true))
         .collect();
-    let mut from_original = values.values(&wanted, inputs)?.into_iter();
+    let mut from_original = values.values(&wanted, samples)?.into_iter();
     let targets: Vec<ArrayD<f32>> = from_original.by_ref().take(layers.len()).collect();
     let mut run = match inputs_where(false) {
         names if names.is_empty() => Vec::new(),
-        names => runtime::run_all(&probe(folded, &names)?, inputs, runtime::RUN_BATCH)?,
+        names => run_on(&probe(folded, &names)?, samples)?,
     }
     .into_iter();
     let layer_inputs = as_original
@@ -207,18 +219,16 @@ fn upstream_nodes(graph: &Graph, value: ValueId) -> BTreeSet<String> {
     nodes
 }
 
-/// Samples spread evenly over `inputs`, as many as give every target `MAX_ROWS` output
-/// positions, when that is fewer than all (a conv on a large map needs few samples; a
-/// dense layer, all of them).
-fn fewer_samples(
-    original: &Model,
-    targets: &[&str],
-    inputs: &ModelInputs,
-) -> Result<Option<ModelInputs>> {
-    let pins = crate::calib::input_names(original)
-        .into_iter()
-        .zip(inputs.arrays())
-        .map(|(name, array)| (name, [&[1], &array.shape()[1..]].concat()))
+/// Samples spread evenly over `data`, as many as give every target `MAX_ROWS` output
+/// positions (a conv on a large map needs few samples; a dense layer, all of them), and
+/// at most `MAX_SAMPLES`; their positions in `data`.
+fn fewer_samples(original: &Model, targets: &[&str], data: &Dataset) -> Result<Vec<usize>> {
+    let pins = data
+        .input_names()
+        .iter()
+        .cloned()
+        .zip(data.sample_dims())
+        .map(|(name, dims)| (name, [&[1], &dims[..]].concat()))
         .collect();
     let shapes = shape::infer(&original.graph, &pins)?;
     let positions = |name: &&str| {
@@ -231,22 +241,15 @@ fn fewer_samples(
             .map(|d| d.known())
             .product::<Option<usize>>()
     };
-    let total = inputs.samples();
+    let total = data.len();
     let needed = targets
         .iter()
         .map(|t| positions(t).map_or(total, |p| MAX_ROWS.div_ceil(p.max(1))))
         .max()
-        .unwrap_or(total);
-    if needed >= total {
-        return Ok(None);
-    }
-    let rows: Vec<usize> = (0..needed).map(|i| i * total / needed).collect();
-    let arrays = inputs
-        .arrays()
-        .iter()
-        .map(|a| a.select(Axis(0), &rows))
-        .collect();
-    ModelInputs::new(arrays, inputs.source()).map(Some)
+        .unwrap_or(total)
+        .min(total)
+        .min(MAX_SAMPLES);
+    Ok((0..needed).map(|i| i * total / needed).collect())
 }
 
 /// The layers of `folded` that forced folds made and that a refit can rewrite: a Conv or
@@ -867,7 +870,11 @@ mod tests {
     #[test]
     fn layer_inputs_are_the_original_values_only_where_nothing_upstream_changed() {
         let base = conv_relu_chain();
-        let data = crate::calib::random_inputs(&[vec![3, 4, 4]], 6, 0).unwrap();
+        let spec = crate::calib::CalibSpec {
+            synthetic: Some(6),
+            ..Default::default()
+        };
+        let data = Dataset::load(&spec, &base, &Default::default()).unwrap();
         // Folding c and d: what the folded layer reads (rb) is the original's.
         let (late, late_folds) = folded(&base, &["rc"]);
         // Folding a and b first: what comes after them is computed anew.
@@ -878,9 +885,7 @@ mod tests {
             let layers = refittable(model, &base, folds).unwrap();
             assert_eq!(layers.len(), 1);
             let input = layers[0].input.as_str();
-            let direct =
-                runtime::run_all(&probe(model, &[input]).unwrap(), &data, runtime::RUN_BATCH)
-                    .unwrap();
+            let direct = run_on(&probe(model, &[input]).unwrap(), &data).unwrap();
             let pairs = inputs_and_targets(model, &values, &layers, &data).unwrap();
             assert_eq!(pairs[0].0, direct[0], "{input}");
             let cached = values

@@ -1,70 +1,112 @@
-//! Training the gates by distillation from the original model.
+//! Training the gates (and, with `finetune`, the weights) by distillation from the
+//! original model.
 //!
 //! Every candidate activation becomes y' = (1 − α_g)·act(x) + α_g·x, one α per group. The
-//! loss is the distillation loss against the original model plus λ(t)·Σ_g w_g·(1 − α_g),
+//! loss is the distillation loss against the original model (plus cross-entropy on the
+//! labels, when the data has them and `label_weight` > 0) plus λ(t)·Σ_g w_g·(1 − α_g),
 //! w_g the group's measured gain (normalised), λ rising geometrically over the run: with
 //! frozen weights and α = 0 the distillation gradient is exactly zero, so the push comes
 //! from the regulariser, and a group crosses the threshold once its gain outweighs the
-//! damage it does. The order of the crossings is the gate schedule.
+//! damage it does. The order of the crossings is the gate schedule. Groups given as
+//! `linear` are held at 1 from the start (the user named their activations).
 //!
-//! Only the region downstream of the first gate is executed with gradients; what it reads
-//! from before (and the teacher's values) is computed with tract, once, or once per epoch
-//! on that epoch's augmented images. A group that crosses the threshold is held at 1 from
-//! then on, so later training (and fine-tuned weights) see the function that will be
-//! written.
+//! Data streams: each step reads its batch (randomly cropped when the data augments) and
+//! runs the original on it in tract, for the teacher's targets and for what the trained
+//! region reads from before the first gate; only the region downstream of the first gate
+//! runs with gradients. Memory is the batch's, whatever the size of the data.
+//!
+//! With `finetune`, the weights follow AdamW with a warm-up then cosine learning rate;
+//! the held-out data is measured every `eval_every` steps, and the weights folded are the
+//! best measured since the gates last changed which groups are linear (weights fit one
+//! configuration of the gates). A `checkpoint` keeps the whole state on disk, so a
+//! stopped run resumes where it stopped and ends as an uninterrupted one would.
 
-use ndarray::{ArrayD, Axis};
+use std::path::PathBuf;
+
+use ndarray::ArrayD;
 use serde::Serialize;
 
-use crate::calib::ModelInputs;
-use crate::calib::augment::augment;
-use crate::calib::random::{Rng, shuffle};
+use crate::calib::{Dataset, ModelInputs};
 use crate::error::{Error, Result};
 use crate::exec::{Executor, Gate, Params, Wanted};
 use crate::gates::GateGroup;
+use crate::gates::checkpoint;
 use crate::gates::loss::{self, OutputKind, Target};
 use crate::ir::extract::probe;
 use crate::ir::{Graph, Model};
-use crate::runtime;
+use crate::runtime::{self, Runner};
 
 /// λ at the first and at the last step, relative to the normalised gains.
 const LAMBDA_RANGE: (f64, f64) = (1e-3, 10.0);
 /// Adam's moment decays.
 const BETAS: (f64, f64) = (0.9, 0.999);
-/// Steps a run takes at least when `epochs` is not given.
+/// Steps a run takes at least when neither `epochs` nor `steps` is given.
 const DEFAULT_STEPS: usize = 240;
+/// Held-out measurements over a fine-tuning run when `eval_every` is not given.
+const DEFAULT_EVALUATIONS: usize = 10;
+/// Samples the regression targets' variances are estimated on.
+const VARIANCE_SAMPLES: usize = 256;
 
 #[derive(Clone, Debug, Serialize)]
 pub struct TrainOptions {
     /// Passes over the training data; `None` picks enough for a few hundred steps.
     pub epochs: Option<usize>,
+    /// Steps to take, whatever an epoch's length (instead of `epochs`).
+    pub steps: Option<usize>,
     pub batch: usize,
-    /// Step size of the gates (and of the weights with `finetune`, scaled down).
+    /// Step size of the gates.
     pub lr: f64,
+    /// Peak step size of the weights with `finetune`.
+    pub weight_lr: f64,
+    /// The fraction of the steps the weights' step size warms up over, linearly, before
+    /// its cosine decay to zero.
+    pub warmup: f64,
+    /// Decoupled weight decay (AdamW), per unit of step size.
+    pub weight_decay: f64,
     pub threshold: f64,
     pub finetune: bool,
-    /// Each epoch trains on a new random crop and flip of every (image) sample, the
-    /// teacher's targets computed on it.
-    pub augment: bool,
+    /// Weight of the cross-entropy on labels, when the data has labels.
+    pub label_weight: f64,
+    /// Measure the held-out data every this many steps (with `finetune`).
+    pub eval_every: Option<usize>,
     pub seed: u64,
+    /// Where the training state is kept, and how often.
+    #[serde(skip)]
+    pub checkpoint: Option<Checkpointing>,
 }
 
 impl Default for TrainOptions {
     fn default() -> Self {
         TrainOptions {
             epochs: None,
+            steps: None,
             batch: 16,
             lr: 0.05,
+            weight_lr: 5e-5,
+            warmup: 0.05,
+            weight_decay: 0.0,
             threshold: 0.9,
             finetune: false,
-            augment: false,
+            label_weight: 1.0,
+            eval_every: None,
             seed: 0,
+            checkpoint: None,
         }
     }
 }
 
+/// A training state kept on disk.
+#[derive(Clone, Debug)]
+pub struct Checkpointing {
+    pub dir: PathBuf,
+    /// Save every this many steps (and at the end).
+    pub every: usize,
+    /// Save and stop after this many steps (to be resumed by running again).
+    pub stop_after: Option<usize>,
+}
+
 /// Where one group ended.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, serde::Deserialize, PartialEq)]
 pub struct GateOutcome {
     pub group: usize,
     /// The step at which α crossed the threshold, if it did.
@@ -72,93 +114,328 @@ pub struct GateOutcome {
     pub alpha: f64,
 }
 
+/// One measurement of the student on the held-out data.
+#[derive(Clone, Debug, Serialize, serde::Deserialize, PartialEq)]
+pub struct Evaluation {
+    pub step: usize,
+    /// The lowest top-1 agreement with the original over class outputs.
+    pub agreement: Option<f64>,
+    /// The distillation loss.
+    pub loss: f64,
+    /// Top-1 accuracy against the labels, when the data has them.
+    pub accuracy: Option<f64>,
+    /// Groups linear at this step.
+    pub linear: usize,
+}
+
 /// What training found: the groups in schedule order (safest first), and the loss curve.
 #[derive(Clone, Debug, Serialize)]
 pub struct Training {
     pub schedule: Vec<GateOutcome>,
     pub steps: usize,
-    /// Mean distillation loss per epoch.
+    /// Mean distillation loss per epoch (the last one may be partial).
     pub losses: Vec<f64>,
+    /// The held-out measurements, with `finetune`.
+    pub evaluations: Vec<Evaluation>,
+    /// The step whose weights are kept, with `finetune`.
+    pub best_step: Option<usize>,
+    /// Training samples read, with repeats.
+    pub samples_seen: usize,
     /// The fine-tuned weights, with `finetune`.
     #[serde(skip)]
     pub weights: Option<Params<f32>>,
 }
 
-/// Progress of a run, for a progress bar: (step, steps, loss, gates past the threshold).
-pub type OnStep<'a> = dyn FnMut(usize, usize, f64, usize) + 'a;
+/// Progress of a run: (step, steps, loss, gates past the threshold, last held-out
+/// agreement).
+pub type OnStep<'a> = dyn FnMut(usize, usize, f64, usize, Option<f64>) + 'a;
+
+/// The data training reads.
+pub struct TrainData<'a> {
+    pub train: &'a Dataset,
+    pub held_out: &'a Dataset,
+}
 
 /// Trains one gate per group of `groups` on `model` (canonical, exact folds applied) to
-/// reproduce `model` itself on `inputs`.
+/// reproduce `model` itself on the data; the groups in `linear` are linear throughout.
 pub fn train(
     model: &Model,
     groups: &[GateGroup],
+    linear: &[usize],
     targets: &[Target],
-    inputs: &ModelInputs,
+    data: &TrainData,
     options: &TrainOptions,
     on_step: &mut OnStep,
 ) -> Result<Training> {
     let region = Region::of(&model.graph, groups, targets)?;
-    let data = region.data(model, inputs)?;
+    let teacher_model = region.teacher(model)?;
+    let teacher = Runner::new(&teacher_model, runtime::RUN_BATCH);
     let executor = Executor::new(
         &model.graph,
         &region.feeds,
         &region.outputs,
         region.gates.clone(),
     )?;
-    let mut params = Params::<f32>::new(&executor, &model.graph)?;
-    for (g, group) in groups.iter().enumerate() {
-        params.alpha[g] = initial_alpha(group) as f32;
-    }
-    let gains = normalised_gains(groups);
-    let samples = inputs.samples();
+    let samples = data.train.len();
     let batch = options.batch.clamp(1, samples.max(1));
     let per_epoch = samples.div_ceil(batch);
-    let epochs = options
-        .epochs
-        .unwrap_or_else(|| DEFAULT_STEPS.div_ceil(per_epoch).clamp(1, 50));
-    let steps = epochs * per_epoch;
-    let mut state = State::new(groups.len(), &params, options);
-    let mut rng = Rng::new(options.seed);
-    let mut losses = Vec::with_capacity(epochs);
-    for _ in 0..epochs {
-        let augmented = if options.augment {
-            Some(region.data(model, &augmented(inputs, &mut rng)?)?)
-        } else {
-            None
-        };
-        let epoch_data = augmented.as_ref().unwrap_or(&data);
-        let mut epoch_loss = 0.0;
-        for rows in shuffled_batches(samples, batch, &mut rng) {
-            let (feeds, teacher) = epoch_data.rows(&rows);
-            let forward = executor.forward(&feeds, &params, true)?;
-            let distillation =
-                loss::distillation(&region.targets, &teacher, &forward.outputs, &data.variances);
-            let wanted = Wanted {
-                weights: options.finetune,
-                inputs: false,
-            };
-            let gradients =
-                executor.backward(&forward, &distillation.gradients, &params, wanted)?;
-            let lambda = lambda_at(state.step, steps);
-            state.update(&mut params, &gradients, &gains, lambda, options);
-            epoch_loss += distillation.loss * rows.len() as f64;
-            on_step(state.step, steps, distillation.loss, state.crossed());
+    let steps = options.steps.unwrap_or_else(|| {
+        let epochs = options
+            .epochs
+            .unwrap_or_else(|| DEFAULT_STEPS.div_ceil(per_epoch).clamp(1, 50));
+        epochs * per_epoch
+    });
+    let eval_every = options
+        .eval_every
+        .or(options
+            .finetune
+            .then(|| steps.div_ceil(DEFAULT_EVALUATIONS)))
+        .map(|every| every.max(1));
+    let labels = match options.label_weight > 0.0 {
+        true => data.train.labels(),
+        false => None,
+    };
+    let fingerprint = checkpoint::fingerprint(model, groups, linear, data, options, steps);
+    let resumed = match &options.checkpoint {
+        Some(c) => checkpoint::load(&c.dir, &fingerprint)?,
+        None => None,
+    };
+    let mut run = match resumed {
+        Some(state) => state,
+        None => {
+            let variances = region.variances(&teacher, data.train, batch)?;
+            State::start(&executor, model, groups, linear, variances, options)?
         }
-        losses.push(epoch_loss / samples as f64);
-    }
-    Ok(Training {
-        schedule: state.schedule(&params),
+    };
+    let trainer = Trainer {
+        region: &region,
+        teacher: &teacher,
+        executor: &executor,
+        data,
+        options,
+        labels: labels.as_deref(),
         steps,
-        losses,
-        weights: options.finetune.then_some(params),
-    })
+        batch,
+    };
+    let mut order = (usize::MAX, Vec::new());
+    while run.step < steps {
+        let epoch = run.step / per_epoch;
+        if order.0 != epoch {
+            order = (epoch, data.train.epoch_order(options.seed, epoch as u64));
+        }
+        let within = run.step % per_epoch;
+        let positions = &order.1[within * batch..((within + 1) * batch).min(samples)];
+        let loss = trainer.step(&mut run, positions, epoch)?;
+        if eval_every.is_some_and(|every| run.step % every == 0 || run.step == steps) {
+            let evaluation = trainer.evaluate(&run.params, run.step, run.crossed())?;
+            run.record(evaluation);
+        }
+        on_step(
+            run.step,
+            steps,
+            loss,
+            run.crossed(),
+            run.evaluations.last().and_then(|e| e.agreement),
+        );
+        if let Some(c) = &options.checkpoint {
+            let stop = c.stop_after.is_some_and(|k| run.step >= k) && run.step < steps;
+            if stop || run.step % c.every.max(1) == 0 || run.step == steps {
+                checkpoint::save(&c.dir, &fingerprint, &run)?;
+            }
+            if stop {
+                return Err(Error::Stopped {
+                    step: run.step,
+                    checkpoint: c.dir.clone(),
+                });
+            }
+        }
+    }
+    Ok(run.finish(options, samples, steps))
 }
 
-/// Every sample of `inputs` (images), randomly cropped and flipped.
-fn augmented(inputs: &ModelInputs, rng: &mut Rng) -> Result<ModelInputs> {
-    let mut arrays = inputs.arrays().to_vec();
-    augment(&mut arrays, rng);
-    ModelInputs::new(arrays, format!("{} (augmented)", inputs.source()))
+/// What every step reads, besides the state it changes.
+struct Trainer<'a> {
+    region: &'a Region,
+    teacher: &'a Runner<'a>,
+    executor: &'a Executor,
+    data: &'a TrainData<'a>,
+    options: &'a TrainOptions,
+    labels: Option<&'a [i64]>,
+    steps: usize,
+    batch: usize,
+}
+
+impl Trainer<'_> {
+    /// One step on the samples at `positions` of the training data; the batch's
+    /// distillation loss.
+    fn step(&self, run: &mut State, positions: &[usize], epoch: usize) -> Result<f64> {
+        let inputs = self.data.train.training_batch(positions, epoch as u64)?;
+        let Taught {
+            feeds,
+            targets: teacher,
+        } = self.region.teach(self.teacher, inputs, self.data.train)?;
+        let forward = self.executor.forward(&feeds, &run.params, true)?;
+        let mut distillation = loss::distillation(
+            &self.region.targets,
+            &teacher,
+            &forward.outputs,
+            &run.variances,
+        );
+        if let Some(labels) = self.labels {
+            let rows: Vec<i64> = positions.iter().map(|&p| labels[p]).collect();
+            self.add_cross_entropy(&mut distillation.gradients, &forward.outputs, &rows)?;
+        }
+        let wanted = Wanted {
+            weights: self.options.finetune,
+            inputs: false,
+        };
+        let gradients =
+            self.executor
+                .backward(&forward, &distillation.gradients, &run.params, wanted)?;
+        let schedule = Schedule {
+            lambda: lambda_at(run.step, self.steps),
+            weight_lr: self.weight_lr_at(run.step),
+        };
+        run.update(&gradients, &schedule, self.options);
+        run.epoch_loss(epoch, distillation.loss, positions.len());
+        Ok(distillation.loss)
+    }
+
+    /// Adds `label_weight` × the cross-entropy's gradient to the first class target's.
+    fn add_cross_entropy(
+        &self,
+        gradients: &mut [ArrayD<f32>],
+        student: &[ArrayD<f32>],
+        labels: &[i64],
+    ) -> Result<()> {
+        let Some(t) = self
+            .region
+            .targets
+            .iter()
+            .position(|t| t.kind == OutputKind::Class)
+        else {
+            return Err(Error::Usage(
+                "labels need a class output (an [N, C] output or a Softmax's input) to train on"
+                    .into(),
+            ));
+        };
+        let (_, gradient) = loss::cross_entropy(&student[t], labels)?;
+        gradients[t].scaled_add(self.options.label_weight as f32, &gradient);
+        Ok(())
+    }
+
+    /// Linear warm-up over the first `warmup` of the steps, then cosine decay to zero.
+    fn weight_lr_at(&self, step: usize) -> f64 {
+        let warmup = (self.options.warmup * self.steps as f64).round() as usize;
+        let peak = self.options.weight_lr;
+        if step < warmup {
+            return peak * (step + 1) as f64 / warmup as f64;
+        }
+        let t = (step - warmup) as f64 / (self.steps - warmup).max(1) as f64;
+        peak * 0.5 * (1.0 + (std::f64::consts::PI * t).cos())
+    }
+
+    /// The student as `params` stand, against the original on the held-out data, read
+    /// part by part.
+    fn evaluate(&self, params: &Params<f32>, step: usize, linear: usize) -> Result<Evaluation> {
+        let held_out = self.data.held_out;
+        let labels = held_out.labels();
+        let mut tally = Tally::new(self.region.targets.len());
+        let mut start = 0;
+        for part in held_out.chunks(self.batch) {
+            let part = part?;
+            let size = part.samples();
+            let Taught {
+                feeds,
+                targets: teacher,
+            } = self
+                .region
+                .teach(self.teacher, part.arrays().to_vec(), held_out)?;
+            let student = self.executor.forward(&feeds, params, false)?.outputs;
+            let loss = loss::distillation(
+                &self.region.targets,
+                &teacher,
+                &student,
+                &vec![1.0; teacher.len()],
+            )
+            .loss;
+            let rows = labels.as_ref().map(|l| &l[start..start + size]);
+            tally.add(&self.region.targets, &teacher, &student, rows, loss, size);
+            start += size;
+        }
+        Ok(tally.evaluation(step, linear))
+    }
+}
+
+/// Sums of a held-out measurement over its parts.
+struct Tally {
+    agreeing: Vec<usize>,
+    /// Samples whose label the student's top-1 matches, when there are labels.
+    correct: Option<usize>,
+    loss: f64,
+    samples: usize,
+}
+
+impl Tally {
+    fn new(targets: usize) -> Tally {
+        Tally {
+            agreeing: vec![0; targets],
+            correct: None,
+            loss: 0.0,
+            samples: 0,
+        }
+    }
+
+    fn add(
+        &mut self,
+        targets: &[Target],
+        teacher: &[ArrayD<f32>],
+        student: &[ArrayD<f32>],
+        labels: Option<&[i64]>,
+        loss: f64,
+        size: usize,
+    ) {
+        let first_class = targets.iter().position(|t| t.kind == OutputKind::Class);
+        for (t, target) in targets.iter().enumerate() {
+            if target.kind == OutputKind::Class {
+                let same = top1(&teacher[t])
+                    .zip(top1(&student[t]))
+                    .filter(|(a, b)| a == b);
+                self.agreeing[t] += same.count();
+            }
+        }
+        if let (Some(labels), Some(t)) = (labels, first_class) {
+            let right = top1(&student[t])
+                .zip(labels)
+                .filter(|(p, l)| *p as i64 == **l);
+            *self.correct.get_or_insert(0) += right.count();
+        }
+        self.loss += loss * size as f64;
+        self.samples += size;
+    }
+
+    fn evaluation(&self, step: usize, linear: usize) -> Evaluation {
+        let n = self.samples.max(1) as f64;
+        Evaluation {
+            step,
+            agreement: self.agreeing.iter().map(|&a| a as f64 / n).reduce(f64::min),
+            loss: self.loss / n,
+            accuracy: self.correct.map(|c| c as f64 / n),
+            linear,
+        }
+    }
+}
+
+/// Each row's argmax, classes on axis 1.
+fn top1(values: &ArrayD<f32>) -> impl Iterator<Item = usize> + '_ {
+    values.outer_iter().map(|row| {
+        row.iter()
+            .enumerate()
+            .fold((0, f32::NEG_INFINITY), |best, (i, &v)| {
+                if v > best.1 { (i, v) } else { best }
+            })
+            .0
+    })
 }
 
 /// A LeakyRelu or PRelu whose slopes are all ≥ 0.9 (a network trained for folding
@@ -197,12 +474,6 @@ fn normalised_gains(groups: &[GateGroup]) -> Vec<f64> {
 fn lambda_at(step: usize, steps: usize) -> f64 {
     let t = step as f64 / steps.max(1) as f64;
     LAMBDA_RANGE.0 * (LAMBDA_RANGE.1 / LAMBDA_RANGE.0).powf(t)
-}
-
-fn shuffled_batches(samples: usize, batch: usize, rng: &mut Rng) -> Vec<Vec<usize>> {
-    let mut order: Vec<usize> = (0..samples).collect();
-    shuffle(&mut order, rng);
-    order.chunks(batch).map(<[usize]>::to_vec).collect()
 }
 
 /// The part of the graph training executes: from the values it reads (computed before
@@ -261,31 +532,60 @@ impl Region {
         })
     }
 
-    /// The region's feeds and the teacher's targets on every sample, computed with tract.
-    fn data(&self, model: &Model, inputs: &ModelInputs) -> Result<RegionData> {
+    /// The original with the region's feeds and targets as outputs.
+    fn teacher(&self, model: &Model) -> Result<Model> {
         let names: Vec<&str> = self
             .feeds
             .iter()
             .chain(&self.outputs)
             .map(String::as_str)
             .collect();
-        let mut values = runtime::run_all(&probe(model, &names)?, inputs, runtime::RUN_BATCH)?;
-        let teacher = values.split_off(self.feeds.len());
-        let variances = self
+        probe(model, &names)
+    }
+
+    /// The region's feeds and the teacher's targets on `inputs`, computed in tract.
+    fn teach(&self, teacher: &Runner, inputs: Vec<ArrayD<f32>>, data: &Dataset) -> Result<Taught> {
+        let mut feeds = teacher.run(&ModelInputs::new(inputs, data.source())?)?;
+        let targets = feeds.split_off(self.feeds.len());
+        Ok(Taught { feeds, targets })
+    }
+
+    /// The teacher's variance of each regression target over the first samples of the
+    /// training data (unaugmented, read `batch` at a time); 1 for class targets.
+    fn variances(&self, teacher: &Runner, data: &Dataset, batch: usize) -> Result<Vec<f64>> {
+        let regression = |t: &Target| t.kind == OutputKind::Regression;
+        let mut moments = vec![(0.0, 0.0, 0usize); self.targets.len()];
+        if self.targets.iter().any(regression) {
+            let first = data.subset(&(0..data.len().min(VARIANCE_SAMPLES)).collect::<Vec<_>>())?;
+            for part in first.chunks(batch) {
+                let values = self.teach(teacher, part?.arrays().to_vec(), data)?.targets;
+                for (moment, values) in moments.iter_mut().zip(&values) {
+                    for &v in values {
+                        let v = v as f64;
+                        *moment = (moment.0 + v, moment.1 + v * v, moment.2 + 1);
+                    }
+                }
+            }
+        }
+        Ok(self
             .targets
             .iter()
-            .zip(&teacher)
-            .map(|(t, values)| match t.kind {
-                OutputKind::Regression => loss::variance(values),
-                OutputKind::Class => 1.0,
+            .zip(moments)
+            .map(|(t, (sum, squares, n))| match regression(t) {
+                true => {
+                    let n = n.max(1) as f64;
+                    (squares / n - (sum / n).powi(2)).max(0.0)
+                }
+                false => 1.0,
             })
-            .collect();
-        Ok(RegionData {
-            feeds: values,
-            teacher,
-            variances,
-        })
+            .collect())
     }
+}
+
+/// What the teacher computes on a batch: what the region reads, and the targets.
+struct Taught {
+    feeds: Vec<ArrayD<f32>>,
+    targets: Vec<ArrayD<f32>>,
 }
 
 /// Which nodes are downstream of a gate (read a gated activation's input, or what such
@@ -307,99 +607,172 @@ fn downstream_nodes(graph: &Graph, gates: &[Gate]) -> Vec<bool> {
     inside
 }
 
-/// What training reads, over all samples.
-struct RegionData {
-    feeds: Vec<ArrayD<f32>>,
-    teacher: Vec<ArrayD<f32>>,
-    variances: Vec<f64>,
+/// What a step changes: the parameters and the optimiser's state, and what the run has
+/// measured so far. All of it is saved in a checkpoint.
+pub(crate) struct State {
+    pub(crate) step: usize,
+    pub(crate) params: Params<f32>,
+    pub(crate) crossed_at: Vec<Option<usize>>,
+    pub(crate) alpha_moments: Vec<(f64, f64)>,
+    /// Per weight, in `params.weights` order: Adam's first and second moments.
+    pub(crate) weight_moments: Vec<(ArrayD<f32>, ArrayD<f32>)>,
+    pub(crate) gains: Vec<f64>,
+    pub(crate) variances: Vec<f64>,
+    /// Per epoch: the summed loss and the samples it is over.
+    pub(crate) epoch_losses: Vec<(f64, usize)>,
+    pub(crate) evaluations: Vec<Evaluation>,
+    /// The best weights since the linear groups last changed, and the evaluation.
+    pub(crate) best: Option<(Evaluation, Params<f32>)>,
 }
 
-impl RegionData {
-    fn rows(&self, rows: &[usize]) -> (Vec<ArrayD<f32>>, Vec<ArrayD<f32>>) {
-        let pick =
-            |arrays: &[ArrayD<f32>]| arrays.iter().map(|a| a.select(Axis(0), rows)).collect();
-        (pick(&self.feeds), pick(&self.teacher))
-    }
-}
-
-/// The optimiser's state: Adam on the gates (held in [0, 1]) and on the weights.
-struct State {
-    step: usize,
-    crossed_at: Vec<Option<usize>>,
-    alpha_moments: Vec<(f64, f64)>,
-    weight_moments: Vec<(ArrayD<f32>, ArrayD<f32>)>,
+/// A step's step sizes and penalty.
+struct Schedule {
+    lambda: f64,
+    weight_lr: f64,
 }
 
 impl State {
-    fn new(groups: usize, params: &Params<f32>, options: &TrainOptions) -> State {
-        let zeros = |w: &ArrayD<f32>| ArrayD::zeros(w.raw_dim());
-        State {
-            step: 0,
-            crossed_at: vec![None; groups],
-            alpha_moments: vec![(0.0, 0.0); groups],
-            weight_moments: if options.finetune {
-                params
-                    .weights
-                    .values()
-                    .map(|w| (zeros(w), zeros(w)))
-                    .collect()
-            } else {
-                Vec::new()
-            },
+    fn start(
+        executor: &Executor,
+        model: &Model,
+        groups: &[GateGroup],
+        linear: &[usize],
+        variances: Vec<f64>,
+        options: &TrainOptions,
+    ) -> Result<State> {
+        let mut params = Params::<f32>::new(executor, &model.graph)?;
+        let mut crossed_at = vec![None; groups.len()];
+        for (g, group) in groups.iter().enumerate() {
+            params.alpha[g] = initial_alpha(group) as f32;
         }
+        for &g in linear {
+            params.alpha[g] = 1.0;
+            crossed_at[g] = Some(0);
+        }
+        let zeros = |w: &ArrayD<f32>| ArrayD::zeros(w.raw_dim());
+        let weight_moments = match options.finetune {
+            true => params
+                .weights
+                .values()
+                .map(|w| (zeros(w), zeros(w)))
+                .collect(),
+            false => Vec::new(),
+        };
+        Ok(State {
+            step: 0,
+            crossed_at,
+            alpha_moments: vec![(0.0, 0.0); groups.len()],
+            weight_moments,
+            gains: normalised_gains(groups),
+            variances,
+            epoch_losses: Vec::new(),
+            evaluations: Vec::new(),
+            best: None,
+            params,
+        })
     }
 
     fn update(
         &mut self,
-        params: &mut Params<f32>,
         gradients: &crate::exec::Gradients<f32>,
-        gains: &[f64],
-        lambda: f64,
+        schedule: &Schedule,
         options: &TrainOptions,
     ) {
         self.step += 1;
         let t = self.step as i32;
         let correction = (1.0 - BETAS.0.powi(t), 1.0 - BETAS.1.powi(t));
-        for (g, &gain) in gains.iter().enumerate() {
+        for (g, &gain) in self.gains.iter().enumerate() {
             if self.crossed_at[g].is_some() {
-                params.alpha[g] = 1.0;
+                self.params.alpha[g] = 1.0;
                 continue;
             }
             // ∂/∂α of λ·w·(1 − α) is −λ·w.
-            let grad = gradients.alpha[g] - lambda * gain;
+            let grad = gradients.alpha[g] - schedule.lambda * gain;
             let (m, v) = &mut self.alpha_moments[g];
             *m = BETAS.0 * *m + (1.0 - BETAS.0) * grad;
             *v = BETAS.1 * *v + (1.0 - BETAS.1) * grad * grad;
             let step = options.lr * (*m / correction.0) / ((*v / correction.1).sqrt() + 1e-12);
-            let alpha = (params.alpha[g] as f64 - step).clamp(0.0, 1.0);
-            params.alpha[g] = alpha as f32;
+            let alpha = (self.params.alpha[g] as f64 - step).clamp(0.0, 1.0);
+            self.params.alpha[g] = alpha as f32;
             if alpha >= options.threshold {
                 self.crossed_at[g] = Some(self.step);
-                params.alpha[g] = 1.0;
+                self.params.alpha[g] = 1.0;
             }
         }
-        let lr = options.lr * 1e-3;
-        for ((weight, gradient), (m, v)) in params
+        let decay = 1.0 - schedule.weight_lr * options.weight_decay;
+        for ((weight, gradient), (m, v)) in self
+            .params
             .weights
             .values_mut()
             .zip(gradients.weights.values())
             .zip(&mut self.weight_moments)
         {
-            adam_step(weight, gradient, m, v, lr, correction);
+            if decay != 1.0 {
+                weight.mapv_inplace(|w| w * decay as f32);
+            }
+            adam_step(weight, gradient, m, v, schedule.weight_lr, correction);
         }
+    }
+
+    fn epoch_loss(&mut self, epoch: usize, loss: f64, samples: usize) {
+        if self.epoch_losses.len() <= epoch {
+            self.epoch_losses.resize(epoch + 1, (0.0, 0));
+        }
+        let (sum, count) = &mut self.epoch_losses[epoch];
+        *sum += loss * samples as f64;
+        *count += samples;
     }
 
     fn crossed(&self) -> usize {
         self.crossed_at.iter().flatten().count()
     }
 
+    /// Keeps `evaluation`, and the weights when they are the best since the linear
+    /// groups last changed: the most agreement, then the least loss.
+    fn record(&mut self, evaluation: Evaluation) {
+        let better = match &self.best {
+            None => true,
+            Some((best, _)) if best.linear != evaluation.linear => true,
+            Some((best, _)) => {
+                let key = |e: &Evaluation| (e.agreement.unwrap_or(0.0), -e.loss);
+                key(&evaluation) > key(best)
+            }
+        };
+        if better {
+            self.best = Some((evaluation.clone(), self.params.clone()));
+        }
+        self.evaluations.push(evaluation);
+    }
+
+    fn finish(self, options: &TrainOptions, samples: usize, steps: usize) -> Training {
+        let schedule = self.schedule();
+        let (best_step, weights) = match (options.finetune, self.best) {
+            (false, _) => (None, None),
+            (true, Some((evaluation, params))) => (Some(evaluation.step), Some(params)),
+            (true, None) => (Some(steps), Some(self.params)),
+        };
+        Training {
+            schedule,
+            steps,
+            losses: self
+                .epoch_losses
+                .iter()
+                .map(|&(sum, count)| sum / count.max(1) as f64)
+                .collect(),
+            evaluations: self.evaluations,
+            best_step,
+            samples_seen: steps * options.batch.clamp(1, samples.max(1)),
+            weights,
+        }
+    }
+
     /// Crossed groups by when they crossed, then the rest by how far they got.
-    fn schedule(&self, params: &Params<f32>) -> Vec<GateOutcome> {
+    fn schedule(&self) -> Vec<GateOutcome> {
         let mut outcomes: Vec<GateOutcome> = (0..self.crossed_at.len())
             .map(|g| GateOutcome {
                 group: g,
                 crossed_at: self.crossed_at[g],
-                alpha: params.alpha[g] as f64,
+                alpha: self.params.alpha[g] as f64,
             })
             .collect();
         outcomes.sort_by(|a, b| match (a.crossed_at, b.crossed_at) {

@@ -67,6 +67,17 @@ impl Linearize {
         Linearize { patterns }
     }
 
+    /// The activations of `graph` it replaces, in graph order; an error when a pattern
+    /// names none.
+    pub(crate) fn matching(&self, graph: &Graph) -> Result<Vec<Activation>> {
+        self.check_every_pattern_names_one(graph)?;
+        let found = recognise_all(graph)?;
+        Ok(found
+            .into_iter()
+            .filter(|a| self.patterns.iter().any(|p| p.names(graph, a)))
+            .collect())
+    }
+
     /// Each pattern must name an activation: a typo would otherwise linearise nothing,
     /// silently.
     fn check_every_pattern_names_one(&self, graph: &Graph) -> Result<()> {

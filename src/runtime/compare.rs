@@ -16,7 +16,7 @@
 use ndarray::{ArrayD, Axis};
 use serde::Serialize;
 
-use crate::calib::ModelInputs;
+use crate::calib::{Dataset, ModelInputs};
 use crate::error::{Error, Result};
 use crate::ir::Model;
 use crate::ir::shape::{self, ValueType};
@@ -157,27 +157,40 @@ pub fn compare_in(
     })
 }
 
-/// A reference model's outputs on some inputs, computed once to compare many candidates
-/// with (the steps of a selection walk), in the batches `compare` would use.
+/// Samples a held-out comparison reads and runs at once: the memory it takes is this many
+/// samples', whatever the size of the data.
+const PART: usize = 16;
+
+/// A reference model's outputs on a data set, computed once to compare many candidates
+/// with (the steps of a selection walk). The data is read part by part for each
+/// candidate; only the reference's outputs are kept.
 pub struct Expected<'a> {
     names: Vec<String>,
     outputs: Vec<ArrayD<f32>>,
-    inputs: &'a ModelInputs,
+    data: &'a Dataset,
+    /// Samples per run: the batch size the reference fixes, or one.
     batch: usize,
 }
 
 impl<'a> Expected<'a> {
-    pub fn of(reference: &Model, inputs: &'a ModelInputs) -> Result<Expected<'a>> {
-        let batch = batch_size(reference, reference, inputs)?;
+    pub fn of(reference: &Model, data: &'a Dataset) -> Result<Expected<'a>> {
+        let first = data.chunks(PART).next().expect("a data set has samples")?;
+        let batch = batch_size(reference, reference, &first)?;
+        let runner = runtime::Runner::new(reference, batch);
         Ok(Expected {
             names: output_names(reference),
-            outputs: runtime::run_all(reference, inputs, batch)?,
-            inputs,
+            outputs: runner.run_parts(data.chunks(PART))?,
+            data,
             batch,
         })
     }
 
-    /// `compare(reference, candidate, inputs)`, the reference's outputs reused.
+    /// The data the outputs were computed on.
+    pub fn data(&self) -> &Dataset {
+        self.data
+    }
+
+    /// `compare(reference, candidate, data)`, the reference's outputs reused.
     pub fn compare(&self, candidate: &Model) -> Result<Comparison> {
         if output_names(candidate) != self.names {
             return Err(Error::Usage(format!(
@@ -187,29 +200,38 @@ impl<'a> Expected<'a> {
             )));
         }
         let batch = self.batch;
-        let actual = runtime::run_all(candidate, self.inputs, batch)?;
-        let samples = self.inputs.samples();
+        let runner = runtime::Runner::new(candidate, batch);
         let mut stats: Vec<OutputStats> =
             self.names.iter().map(|_| OutputStats::default()).collect();
-        for start in (0..samples).step_by(batch) {
-            let size = batch.min(samples - start);
-            let rows = ndarray::Slice::from(start..start + size);
+        for (i, part) in self.data.chunks(PART).enumerate() {
+            let part = part?;
+            let size = part.samples();
+            if i == 0 {
+                batch_size(candidate, candidate, &part)?;
+            }
+            let actual = runner.run(&part)?;
+            let rows = ndarray::Slice::from(i * PART..i * PART + size);
             for (((stats, name), expected), actual) in stats
                 .iter_mut()
                 .zip(&self.names)
                 .zip(&self.outputs)
                 .zip(&actual)
             {
-                let (expected, actual) = (
-                    expected.slice_axis(Axis(0), rows).to_owned(),
-                    actual.slice_axis(Axis(0), rows).to_owned(),
-                );
-                stats.add(name, &expected, &actual, size)?;
+                let expected = expected.slice_axis(Axis(0), rows).to_owned();
+                for start in (0..size).step_by(batch) {
+                    let within = ndarray::Slice::from(start..(start + batch).min(size));
+                    stats.add(
+                        name,
+                        &expected.slice_axis(Axis(0), within).to_owned(),
+                        &actual.slice_axis(Axis(0), within).to_owned(),
+                        batch.min(size - start),
+                    )?;
+                }
             }
         }
         Ok(Comparison {
-            samples,
-            inputs: self.inputs.source().to_string(),
+            samples: self.data.len(),
+            inputs: self.data.source().to_string(),
             outputs: stats
                 .into_iter()
                 .zip(&self.names)

@@ -12,7 +12,7 @@ mod onnxruntime;
 mod preflight;
 
 use std::ops::Range;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use rayon::prelude::*;
 
@@ -95,34 +95,77 @@ impl Session {
 pub const RUN_BATCH: usize = 1;
 
 /// Runs `model` on every sample of `inputs`, `batch` samples at a time (the last batch
-/// may be smaller), and returns each output over all samples. tract runs a model on one
-/// thread: batches run in parallel, one per core, on sessions they share.
+/// may be smaller), and returns each output over all samples.
 pub fn run_all(model: &Model, inputs: &ModelInputs, batch: usize) -> Result<Vec<ArrayD<f32>>> {
-    let samples = inputs.samples();
-    let batch = batch.clamp(1, samples.max(1));
-    let ranges: Vec<Range<usize>> = (0..samples)
-        .step_by(batch)
-        .map(|start| start..(start + batch).min(samples))
-        .collect();
-    let mut sizes: Vec<usize> = ranges.iter().map(Range::len).collect();
-    sizes.sort_unstable();
-    sizes.dedup();
-    let sessions: Vec<Session> = sizes
-        .par_iter()
-        .map(|&size| {
-            let dims: Vec<Vec<usize>> = (inputs.arrays().iter())
-                .map(|a| [&[size], &a.shape()[1..]].concat())
-                .collect();
-            Session::new(model, &dims)
-        })
-        .collect::<Result<_>>()?;
-    let batches: Vec<Vec<ArrayD<f32>>> = ranges
-        .into_par_iter()
-        .map(|range| {
-            let session = &sessions[sizes.binary_search(&range.len()).expect("sized above")];
-            session.run(&inputs.batch(range))
-        })
-        .collect::<Result<_>>()?;
+    Runner::new(model, batch).run(inputs)
+}
+
+/// A model run on batch after batch: its sessions (one per batch size, built when first
+/// needed) are kept and shared by the threads that run batches. tract runs a model on one
+/// thread, so batches run in parallel, one per core.
+pub struct Runner<'m> {
+    model: &'m Model,
+    batch: usize,
+    sessions: Mutex<Vec<SessionAt>>,
+}
+
+/// A session and the dims of the inputs it runs at.
+type SessionAt = (Vec<Vec<usize>>, Arc<Session>);
+
+impl<'m> Runner<'m> {
+    pub fn new(model: &'m Model, batch: usize) -> Runner<'m> {
+        Runner {
+            model,
+            batch: batch.max(1),
+            sessions: Mutex::default(),
+        }
+    }
+
+    /// Every output over all samples of `inputs`, `batch` samples at a time.
+    pub fn run(&self, inputs: &ModelInputs) -> Result<Vec<ArrayD<f32>>> {
+        let samples = inputs.samples();
+        let ranges: Vec<Range<usize>> = (0..samples)
+            .step_by(self.batch)
+            .map(|start| start..(start + self.batch).min(samples))
+            .collect();
+        let batches: Vec<Vec<ArrayD<f32>>> = ranges
+            .into_par_iter()
+            .map(|range| {
+                let batch = inputs.batch(range);
+                self.session(&batch)?.run(&batch)
+            })
+            .collect::<Result<_>>()?;
+        concatenate_batches(&batches)
+    }
+
+    /// [`Runner::run`] over inputs that come in parts (a data set read part by part), the
+    /// outputs concatenated.
+    pub fn run_parts(
+        &self,
+        parts: impl Iterator<Item = Result<ModelInputs>>,
+    ) -> Result<Vec<ArrayD<f32>>> {
+        let outputs = parts
+            .map(|part| self.run(&part?))
+            .collect::<Result<Vec<_>>>()?;
+        concatenate_batches(&outputs)
+    }
+
+    /// The session for batches of the dims of `batch`; the first thread to need it
+    /// builds it while the others wait for it.
+    fn session(&self, batch: &[ArrayD<f32>]) -> Result<Arc<Session>> {
+        let dims: Vec<Vec<usize>> = batch.iter().map(|a| a.shape().to_vec()).collect();
+        let mut sessions = self.sessions.lock().expect("no thread panics holding it");
+        if let Some((_, session)) = sessions.iter().find(|(d, _)| *d == dims) {
+            return Ok(session.clone());
+        }
+        let session = Arc::new(Session::new(self.model, &dims)?);
+        sessions.push((dims, session.clone()));
+        Ok(session)
+    }
+}
+
+/// Each output over all batches.
+fn concatenate_batches(batches: &[Vec<ArrayD<f32>>]) -> Result<Vec<ArrayD<f32>>> {
     let outputs = batches.first().map_or(0, Vec::len);
     (0..outputs)
         .map(|i| {
