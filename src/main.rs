@@ -20,9 +20,10 @@ use onnx_shallow::report::plot;
 use onnx_shallow::report::stats::{self, ModelStats};
 use onnx_shallow::report::verify::Verification;
 use onnx_shallow::report::walk::{nothing_fits, walk_table};
-use onnx_shallow::runtime::bench::{self, BenchOptions, PairTiming, Plan};
+use onnx_shallow::runtime::bench::{self, BenchOptions, Benchmark, Plan};
 use onnx_shallow::runtime::compare::{self, Comparison, Tolerance};
 use onnx_shallow::runtime::memory::CountingAllocator;
+use onnx_shallow::runtime::{Engine, OrtOptLevel, OrtOptions};
 use onnx_shallow::{Cost, Error, Model, Options, Report, Result, SaveOptions};
 use serde::Serialize;
 
@@ -147,6 +148,9 @@ struct OptimizeArgs {
     shapes: ShapeArgs,
     #[command(flatten)]
     #[serde(flatten)]
+    engine: EngineArgs,
+    #[command(flatten)]
+    #[serde(flatten)]
     learn: LearnArgs,
 }
 
@@ -249,7 +253,8 @@ struct LearnArgs {
     #[arg(long, value_name = "MIN,MAX", value_delimiter = ',', default_values_t = [0.75, 4.0 / 3.0], requires = "augment")]
     crop_ratio: Vec<f64>,
     /// Threads for training, reading data and running batches (default: every core; tract
-    /// runs each model run on one thread).
+    /// runs each model run on one thread); with --engine ort, also ONNX Runtime's intra-op
+    /// threads for timing (default 1).
     #[arg(long, value_name = "T")]
     threads: Option<usize>,
     /// Keep the training state in this folder; the same command run again resumes from it.
@@ -422,6 +427,10 @@ struct VerifyArgs {
     json: bool,
     #[command(flatten)]
     shapes: ShapeArgs,
+    #[command(flatten)]
+    engine: EngineArgs,
+    #[command(flatten)]
+    threads: RunThreads,
 }
 
 #[derive(Args, Serialize)]
@@ -436,11 +445,6 @@ struct BenchArgs {
     /// Untimed runs before them.
     #[arg(long, default_value_t = 5, value_name = "W")]
     warmup: u64,
-    /// Threads tract may use. This build of tract runs every model on one thread (its
-    /// multithreaded matrix products are a cargo feature of tract-linalg, left off), so
-    /// only 1 is accepted.
-    #[arg(long, default_value_t = 1, value_name = "T")]
-    threads: usize,
     /// Exit 1 when the median of the per-pair ratios OTHER / MODEL is above R.
     #[arg(long, value_name = "R", requires = "other")]
     max_ratio: Option<f64>,
@@ -450,6 +454,77 @@ struct BenchArgs {
     #[command(flatten)]
     #[serde(flatten)]
     shapes: ShapeArgs,
+    #[command(flatten)]
+    #[serde(flatten)]
+    engine: EngineArgs,
+    #[command(flatten)]
+    #[serde(flatten)]
+    threads: RunThreads,
+}
+
+/// The engine models run and are timed in.
+#[derive(Args, Serialize)]
+struct EngineArgs {
+    /// `tract`, or `ort`: ONNX Runtime (in a build with `--features ort`), the model's
+    /// latency and outputs as where it is deployed.
+    #[arg(long, value_enum, default_value_t = EngineArg::Tract)]
+    engine: EngineArg,
+    /// ONNX Runtime's shared library (default: $ORT_DYLIB_PATH).
+    #[arg(long, value_name = "PATH")]
+    ort_lib: Option<PathBuf>,
+    /// ONNX Runtime's graph optimisation: disable, basic, extended or all.
+    #[arg(long, default_value = "all", value_name = "LEVEL")]
+    ort_opt_level: OrtOptLevel,
+}
+
+/// The threads a model runs on, for the commands that only run models.
+#[derive(Args, Serialize)]
+struct RunThreads {
+    /// Intra-op threads of ONNX Runtime. This build of tract runs every model on one
+    /// thread (its multithreaded matrix products are a cargo feature of tract-linalg,
+    /// left off), so with tract only 1 is accepted.
+    #[arg(long, default_value_t = 1, value_name = "T")]
+    threads: usize,
+}
+
+impl RunThreads {
+    /// The engine `engine` asks for, on these threads.
+    fn engine(&self, engine: &EngineArgs) -> Result<Engine> {
+        if engine.engine == EngineArg::Tract && self.threads != 1 {
+            return Err(Error::Usage(format!(
+                "--threads {}: this build of tract runs models on one thread only (tract-linalg's multithread-mm feature is off)",
+                self.threads
+            )));
+        }
+        engine.engine(self.threads)
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+enum EngineArg {
+    Tract,
+    Ort,
+}
+
+impl EngineArgs {
+    /// The engine, ONNX Runtime's sessions on `ort_threads` intra-op threads.
+    fn engine(&self, ort_threads: usize) -> Result<Engine> {
+        if ort_threads == 0 {
+            return Err(Error::Usage("--threads 0: expected at least 1".into()));
+        }
+        if self.engine == EngineArg::Ort {
+            return Ok(Engine::OnnxRuntime(OrtOptions {
+                library: self.ort_lib.clone(),
+                threads: ort_threads,
+                opt_level: self.ort_opt_level,
+            }));
+        }
+        if self.ort_lib.is_some() {
+            return Err(Error::Usage("--ort-lib applies to --engine ort".into()));
+        }
+        Ok(Engine::Tract)
+    }
 }
 
 #[derive(Clone, Copy, clap::ValueEnum, Serialize)]
@@ -560,8 +635,10 @@ fn optimize(args: &OptimizeArgs, progress: &Progress) -> Result<ExitCode> {
     {
         ensure_file_can_go(path)?;
     }
-    let original = load(&args.input, progress)?;
     let options = optimize_options(args, progress)?;
+    // A library that does not load is refused before any work.
+    options.engine.info()?;
+    let original = load(&args.input, progress)?;
     if args.learn.enabled() {
         return optimize_learned(args, original, &options, progress);
     }
@@ -581,6 +658,9 @@ fn optimize(args: &OptimizeArgs, progress: &Progress) -> Result<ExitCode> {
         report: &report,
         checked: &checked,
     };
+    if !written.holds_in(&options.engine, args, &inputs, progress)? {
+        return Ok(ExitCode::from(1));
+    }
     written.save(args, &options, progress)?;
     Ok(ExitCode::SUCCESS)
 }
@@ -597,8 +677,7 @@ impl Written<'_> {
     /// Times both models, writes the output (and the JSON report), and prints what
     /// changed, ending with the before/after table.
     fn save(&self, args: &OptimizeArgs, options: &Options, progress: &Progress) -> Result<()> {
-        let latency =
-            whole_model_latency(self.original, self.optimized, &options.pinned, progress)?;
+        let latency = whole_model_latency(self.original, self.optimized, options, progress)?;
         let save = SaveOptions {
             external_data: args.external_data,
             ..SaveOptions::default()
@@ -616,6 +695,50 @@ impl Written<'_> {
             stats::before_after_table(before, after, Some(&latency), fidelity)
         );
         Ok(())
+    }
+
+    /// The folds reproduce the model they started from in `engine` too, as they do in
+    /// tract (where every output is verified): engines differ in how they run the folded
+    /// layers. Prints the comparison; approximate border folds never fail it.
+    fn holds_in(
+        &self,
+        engine: &Engine,
+        args: &OptimizeArgs,
+        inputs: &ModelInputs,
+        progress: &Progress,
+    ) -> Result<bool> {
+        if *engine == Engine::Tract {
+            return Ok(true);
+        }
+        let reference = self.report.fold_reference.as_ref();
+        let comparison = {
+            let _task = progress.spinner(&format!("verifying the output in {}", engine.name()));
+            compare::compare_in(
+                engine,
+                reference.unwrap_or(self.original),
+                self.optimized,
+                inputs,
+            )?
+        };
+        let tolerance = Tolerance::default();
+        let verification = Verification {
+            reference: &args.input,
+            candidate: &args.output,
+            comparison: &comparison,
+            tolerance: &tolerance,
+        };
+        println!("in {}:", engine.info()?);
+        print!("{}", verification.table());
+        let exact = self.report.folds.iter().all(|f| f.exact);
+        if exact && !verification.passed() {
+            eprintln!(
+                "error: the rewritten model does not match within {} in {}; nothing was written",
+                tolerance.rtol,
+                engine.name()
+            );
+            return Ok(false);
+        }
+        Ok(true)
     }
 }
 
@@ -660,7 +783,7 @@ fn optimize_learned(
         train: &train,
         held_out: &held_out,
     };
-    let mut bars = LearnBars::new(progress);
+    let mut bars = LearnBars::new(progress, options.engine.name());
     let (optimized, report) = onnx_shallow::optimize_learned(
         original.clone(),
         options,
@@ -713,7 +836,10 @@ fn optimize_learned(
     };
     written.save(args, options, progress)?;
     if let Some(path) = &args.plot {
-        onnx_shallow::onnx::write_atomically(path, plot::walk_svg(walk).as_bytes())?;
+        onnx_shallow::onnx::write_atomically(
+            path,
+            plot::walk_svg(walk, options.engine.name()).as_bytes(),
+        )?;
         println!("wrote {}", path.display());
     }
     Ok(if walk.chosen == 0 && learn.require_speedup {
@@ -739,6 +865,7 @@ fn optimize_options(args: &OptimizeArgs, progress: &Progress) -> Result<Options>
             allow_approx_borders: args.allow_approx_borders,
         },
         cost,
+        engine: args.engine.engine(args.learn.threads.unwrap_or(1))?,
         // With data, the named activations are removed by learning (and fine-tuned for).
         linearize: match args.learn.enabled() {
             true => Vec::new(),
@@ -840,7 +967,7 @@ fn write_report(
     args: &OptimizeArgs,
     report: &Report,
     checked: &Checked,
-    latency: &PairTiming,
+    latency: &Benchmark,
 ) -> Result<()> {
     let tolerance = Tolerance::default();
     let run = OptimizeRun {
@@ -866,20 +993,23 @@ fn write_report(
     onnx_shallow::onnx::write_atomically(path, text.as_bytes())
 }
 
-/// Both models timed in tract at batch 1, interleaved.
+/// Both models timed in the run's engine at batch 1, interleaved.
 fn whole_model_latency(
     original: &Model,
     optimized: &Model,
-    pinned: &PinnedShapes,
+    options: &Options,
     progress: &Progress,
-) -> Result<PairTiming> {
-    let dims = bench::runtime_input_dims(original, pinned)?;
+) -> Result<Benchmark> {
+    let dims = bench::runtime_input_dims(original, &options.pinned)?;
+    let engine = &options.engine;
     let plans = {
-        let _task = progress.spinner("loading both models in tract");
-        [Plan::load(original, &dims)?, Plan::load(optimized, &dims)?]
+        let _task = progress.spinner(&format!("loading both models in {}", engine.name()));
+        [
+            Plan::load(engine, original, &dims)?,
+            Plan::load(engine, optimized, &dims)?,
+        ]
     };
-    let benchmark = bench::benchmark(&plans, BenchOptions::default(), progress)?;
-    Ok(benchmark.pair().expect("two models were timed"))
+    bench::benchmark(&plans, BenchOptions::default(), progress)
 }
 
 /// Refused before any work: an output file goes into an existing folder, not over one.
@@ -909,12 +1039,14 @@ fn refuse_overwriting_input(input: &Path, output: &Path, force: bool) -> Result<
 }
 
 fn verify(args: &VerifyArgs, progress: &Progress) -> Result<ExitCode> {
+    let engine = args.threads.engine(&args.engine)?;
+    let engine_info = engine.info()?;
     let reference = load(&args.reference, progress)?;
     let candidate = load(&args.candidate, progress)?;
     let inputs = verification_inputs(&reference, args)?;
     let comparison = {
-        let _task = progress.spinner("running both models in tract");
-        compare::compare(&reference, &candidate, &inputs)?
+        let _task = progress.spinner(&format!("running both models in {}", engine.name()));
+        compare::compare_in(&engine, &reference, &candidate, &inputs)?
     };
     let tolerance = Tolerance {
         rtol: args.rtol,
@@ -928,9 +1060,12 @@ fn verify(args: &VerifyArgs, progress: &Progress) -> Result<ExitCode> {
         tolerance: &tolerance,
     };
     if args.json {
-        print_json(&verification.to_json());
+        let mut doc = verification.to_json();
+        doc["engine"] = serde_json::json!(engine_info);
+        print_json(&doc);
     } else {
         print!("{}", verification.table());
+        println!("run in {engine_info}");
         println!("{}", verification.verdict());
     }
     Ok(if verification.passed() {
@@ -980,12 +1115,9 @@ fn verification_inputs(reference: &Model, args: &VerifyArgs) -> Result<ModelInpu
 }
 
 fn bench(args: &BenchArgs, progress: &Progress) -> Result<ExitCode> {
-    if args.threads != 1 {
-        return Err(Error::Usage(format!(
-            "--threads {}: this build of tract runs models on one thread only (tract-linalg's multithread-mm feature is off)",
-            args.threads
-        )));
-    }
+    let engine = args.threads.engine(&args.engine)?;
+    // A library that does not load is refused before any work.
+    engine.info()?;
     if let Some(max) = args.max_ratio.filter(|r| !(r.is_finite() && *r > 0.0)) {
         return Err(Error::Usage(format!(
             "--max-ratio {max}: expected a positive number"
@@ -1000,9 +1132,10 @@ fn bench(args: &BenchArgs, progress: &Progress) -> Result<ExitCode> {
         .iter()
         .map(|path| {
             let model = load(path, progress)?;
-            let _task = progress.spinner(&format!("loading {} in tract", path.display()));
+            let _task =
+                progress.spinner(&format!("loading {} in {}", path.display(), engine.name()));
             bench::runtime_input_dims(&model, &pinned)
-                .and_then(|dims| Plan::load(&model, &dims))
+                .and_then(|dims| Plan::load(&engine, &model, &dims))
                 .map_err(|e| Error::Usage(format!("{}: {e}", path.display())))
         })
         .collect::<Result<Vec<_>>>()?;
@@ -1036,13 +1169,18 @@ fn bench(args: &BenchArgs, progress: &Progress) -> Result<ExitCode> {
 struct LearnBars<'p> {
     progress: &'p Progress,
     current: Option<Task>,
+    /// Where the folds and the walk are timed.
+    engine: &'static str,
 }
 
 impl<'p> LearnBars<'p> {
-    fn new(progress: &'p Progress) -> LearnBars<'p> {
+    fn new(progress: &'p Progress, engine: &'static str) -> LearnBars<'p> {
         LearnBars {
             progress,
-            current: Some(progress.spinner("finding gate candidates (timing folds in tract)")),
+            current: Some(progress.spinner(&format!(
+                "finding gate candidates (timing folds in {engine})"
+            ))),
+            engine,
         }
     }
 
@@ -1090,7 +1228,8 @@ impl LearnProgress for LearnBars<'_> {
 
     fn walk_step(&mut self, step: &Step, of: usize) {
         if step.groups == 0 {
-            self.stage("measuring the schedule (held-out data, tract)", of);
+            let label = format!("measuring the schedule (held-out data, {})", self.engine);
+            self.stage(&label, of);
         }
         if let Some(task) = &self.current {
             task.inc();

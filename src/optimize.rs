@@ -13,6 +13,7 @@ use crate::ir::{Graph, Model};
 use crate::passes::{self, Ctx, FoldOptions, FoldRecord, Linearize, Pass, PassStats};
 use crate::progress::Progress;
 use crate::runtime;
+use crate::runtime::Engine;
 use crate::runtime::cost::{CostCache, CostModel};
 
 /// What to run.
@@ -28,6 +29,8 @@ pub struct Options {
     pub max_patches: Option<usize>,
     pub folding: FoldOptions,
     pub cost: Cost,
+    /// Where measured costs (fold decisions, the selection walk's latency) are timed.
+    pub engine: Engine,
     /// Globs of activation node names to replace by identity before folding.
     pub linearize: Vec<String>,
     /// Where long work (the cost model's measurements) shows its progress.
@@ -37,7 +40,7 @@ pub struct Options {
 /// How folds are judged.
 #[derive(Clone, Debug, Default)]
 pub enum Cost {
-    /// Timed in tract; measurements kept in the file when one is given.
+    /// Timed in the run's engine; measurements kept in the file when one is given.
     #[default]
     Measured,
     MeasuredWithCache(PathBuf),
@@ -46,10 +49,12 @@ pub enum Cost {
 }
 
 impl Cost {
-    fn model(&self) -> Result<CostModel> {
+    fn model(&self, engine: &Engine) -> Result<CostModel> {
         Ok(match self {
-            Cost::Measured => CostModel::measured(CostCache::default()),
-            Cost::MeasuredWithCache(path) => CostModel::measured(CostCache::open(path)?),
+            Cost::Measured => CostModel::measured(CostCache::default(), engine.clone()),
+            Cost::MeasuredWithCache(path) => {
+                CostModel::measured(CostCache::open(path)?, engine.clone())
+            }
             Cost::Macs => CostModel::Macs,
         })
     }
@@ -152,7 +157,7 @@ fn removed_by_gates(base: &Model, learning: &Learning) -> Result<Vec<RemovedActi
 fn context(options: &Options) -> Result<Ctx> {
     let mut ctx = Ctx::new(options.pinned.clone(), options.max_patches);
     ctx.folding = options.folding.clone();
-    ctx.cost = options.cost.model()?.into();
+    ctx.cost = options.cost.model(&options.engine)?.into();
     Ok(ctx)
 }
 
@@ -185,9 +190,9 @@ fn run_exact(mut model: Model, options: &Options, ctx: &Ctx) -> Result<(Model, R
         activations_removed = gone(present, &model.graph)?;
         Some(model.clone())
     };
-    let folding = options.progress.spinner(match options.cost {
-        Cost::Macs => "folding",
-        _ => "folding (timing candidates in tract)",
+    let folding = options.progress.spinner(&match options.cost {
+        Cost::Macs => "folding".to_string(),
+        _ => format!("folding (timing candidates in {})", options.engine.name()),
     });
     stats.extend(passes::run_pipeline(
         &select_passes(passes::folding(), options)?,

@@ -28,7 +28,6 @@ use crate::ir::stats::ModelStats;
 use crate::passes::{self, Ctx, FoldRecord, Linearize, Pass};
 use crate::runtime::bench::{self, BenchOptions};
 use crate::runtime::compare::{Expected, OutputComparison};
-use crate::runtime::cost::CostModel;
 
 /// Interleaved pairs a step within budget is timed over, and one over budget.
 const CHOICE_RUNS: usize = 90;
@@ -339,13 +338,13 @@ impl Walker<'_> {
             within_budget: false,
         };
         self.judge(&mut step);
-        if !matches!(*ctx.cost.borrow(), CostModel::Macs) {
+        if let Some(engine) = ctx.cost.borrow().engine() {
             let runs = match step.within_budget {
                 true => CHOICE_RUNS,
                 false => REPORT_RUNS,
             };
             let options = BenchOptions { warmup: 2, runs };
-            let timing = bench::time_models(self.original, model, self.dims, options)?;
+            let timing = bench::time_models(engine, self.original, model, self.dims, options)?;
             step.latency_ratio = Some(timing.ratio.median);
             step.latency_noise = Some(timing.ratio_standard_error());
         }

@@ -60,8 +60,9 @@ impl BenchRun<'_> {
             None => format!("{} runs", self.benchmark.rounds),
         };
         format!(
-            "{}tract, {rounds}, inputs {}\n",
+            "{}{}, {rounds}, inputs {}\n",
             aligned(&rows, 1),
+            self.benchmark.engine,
             self.shapes()
         )
     }
@@ -106,6 +107,7 @@ impl BenchRun<'_> {
             "bench",
             json!({
                 "seed": INPUT_SEED,
+                "engine": self.benchmark.engine,
                 "options": self.options,
                 "models": models,
                 "ratio": self.benchmark.ratio,
@@ -119,6 +121,7 @@ impl BenchRun<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::runtime::Engine;
     use crate::runtime::bench::{InputDims, ModelLatency, Timing};
 
     fn run_with(ratio: f64, max_ratio: Option<f64>, check: impl FnOnce(&BenchRun)) {
@@ -136,6 +139,7 @@ mod tests {
             }],
         };
         let benchmark = Benchmark {
+            engine: Engine::Tract.info().unwrap(),
             models: vec![model(0.002), model(0.002 * ratio)],
             ratio: Some(timing(ratio)),
             rounds: 50,
@@ -176,7 +180,10 @@ mod tests {
             assert_eq!(lines.len(), 5, "{table}");
             assert!(lines[1].starts_with("a.onnx") && lines[1].contains("2.000 ms"));
             assert!(lines[3].starts_with("ratio second / first") && lines[3].contains("0.500×"));
-            assert_eq!(lines[4], "tract, 50 interleaved pairs, inputs x:[1, 3]");
+            assert_eq!(
+                lines[4],
+                "tract 0.23, 1 thread, 50 interleaved pairs, inputs x:[1, 3]"
+            );
         });
     }
 }

@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use crate::Report;
 use crate::report::json;
 use crate::report::verify::Verification;
-use crate::runtime::bench::PairTiming;
+use crate::runtime::bench::Benchmark;
 use crate::runtime::compare::Comparison;
 
 /// One `optimize` run, for its JSON report.
@@ -26,12 +26,14 @@ pub struct OptimizeRun<'a> {
     pub verification: &'a Verification<'a>,
     /// The output against the original, on the same inputs.
     pub fidelity: &'a Comparison,
-    pub latency: &'a PairTiming,
+    /// Both models timed against each other.
+    pub latency: &'a Benchmark,
 }
 
 impl OptimizeRun<'_> {
     /// The `optimize` document (see `docs/report.schema.json`).
     pub fn to_json(&self) -> Value {
+        let latency = self.latency.pair().expect("both models were timed");
         let mut verification = self.verification.summary();
         verification["against"] = json!(match self.report.fold_reference {
             Some(_) => "linearised",
@@ -48,10 +50,11 @@ impl OptimizeRun<'_> {
             (
                 "latency",
                 json!({
-                    "before": self.latency.a,
-                    "after": self.latency.b,
-                    "ratio": self.latency.ratio,
-                    "pairs": self.latency.pairs,
+                    "before": latency.a,
+                    "after": latency.b,
+                    "ratio": latency.ratio,
+                    "pairs": latency.pairs,
+                    "engine": self.latency.engine,
                 }),
             ),
         ];

@@ -29,8 +29,8 @@ const ERROR: Fidelity = Fidelity {
     of: |s| s.max_error,
 };
 
-/// A standalone SVG document of `walk`.
-pub fn walk_svg(walk: &Walk) -> String {
+/// A standalone SVG document of `walk`, its latency measured in `engine`.
+pub fn walk_svg(walk: &Walk, engine: &str) -> String {
     let fidelity = if walk.steps.iter().any(|s| s.agreement.is_some()) {
         AGREEMENT
     } else {
@@ -38,9 +38,9 @@ pub fn walk_svg(walk: &Walk) -> String {
     };
     let measured = walk.steps.iter().all(|s| s.latency_ratio.is_some());
     let x_label = if measured {
-        "latency ratio to the original (tract, median of pairs)"
+        format!("latency ratio to the original ({engine}, median of pairs)")
     } else {
-        "MAC ratio to the original (an estimate: latency not measured)"
+        "MAC ratio to the original (an estimate: latency not measured)".to_string()
     };
     let points: Vec<(f64, f64)> = walk
         .steps
@@ -58,7 +58,7 @@ pub fn walk_svg(walk: &Walk) -> String {
 "#,
         WIDTH / 2.0
     );
-    draw_axes(&mut svg, &x, &y, x_label, fidelity.label);
+    draw_axes(&mut svg, &x, &y, &x_label, fidelity.label);
     let path: Vec<String> = points
         .iter()
         .map(|&p| {

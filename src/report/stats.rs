@@ -4,15 +4,16 @@ use std::collections::BTreeMap;
 
 pub use crate::ir::stats::{ModelStats, TensorInfo};
 use crate::passes::FoldRecord;
-use crate::runtime::bench::PairTiming;
+use crate::runtime::bench::Benchmark;
 use crate::runtime::compare::Comparison;
 
-/// A compact before/after table for the terminal, with tract latency when measured and
-/// the output's fidelity to the original when compared.
+/// A compact before/after table for the terminal, with the latency of both models timed
+/// against each other when measured (their medians and the median ratio) and the
+/// output's fidelity to the original when compared.
 pub fn before_after_table(
     before: &ModelStats,
     after: &ModelStats,
-    latency: Option<&PairTiming>,
+    latency: Option<&Benchmark>,
     fidelity: Option<&Comparison>,
 ) -> String {
     let ops = |s: &ModelStats| s.ops.values().sum::<usize>();
@@ -52,11 +53,11 @@ pub fn before_after_table(
         };
         table += &format!("{label:<22} {:>12} {:>12} {ratio:>8}\n", human(b), human(a));
     }
-    if let Some(t) = latency {
+    if let Some((t, engine)) = latency.and_then(|b| Some((b.pair()?, &b.engine.name))) {
         let ms = |s: f64| format!("{:.3} ms", s * 1e3);
         table += &format!(
             "{:<22} {:>12} {:>12} {:>8.3}\n",
-            "latency (tract, median)",
+            format!("latency ({engine})"),
             ms(t.a.median),
             ms(t.b.median),
             t.ratio.median

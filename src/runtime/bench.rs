@@ -1,4 +1,4 @@
-//! Latency in tract. Two models are timed interleaved — A B, B A, A B … — so that
+//! Latency in an engine. Two models are timed interleaved — A B, B A, A B … — so that
 //! whatever the machine is doing meanwhile (another process, frequency scaling, a noisy
 //! neighbour) falls on both alike, and neither always runs first (on caches the other
 //! warmed); their ratio is the median of the per-pair ratios, which a few slow outliers
@@ -15,8 +15,8 @@ use crate::ir::Model;
 use crate::ir::shape::{self, PinnedShapes};
 use crate::ir::stats::ModelStats;
 use crate::progress::{Progress, Task};
+use crate::runtime::engine::{Engine, EngineInfo, EngineInputs, EngineSession};
 use crate::runtime::memory::{HeapGrowth, heap_growth};
-use crate::runtime::{Prepared, Session};
 
 /// The seed of the standard-normal inputs every benchmark runs on.
 pub const INPUT_SEED: u64 = 0;
@@ -109,23 +109,25 @@ fn ratios(a: &[f64], b: &[f64]) -> Vec<f64> {
         .collect()
 }
 
-/// Loads both models in tract at `dims` (one per input) and times them interleaved on the
-/// same seeded standard-normal inputs.
+/// Loads both models in `engine` at `dims` (one per input) and times them interleaved on
+/// the same seeded standard-normal inputs.
 pub fn time_models(
+    engine: &Engine,
     a: &Model,
     b: &Model,
     dims: &[Vec<usize>],
     options: BenchOptions,
 ) -> Result<PairTiming> {
-    let plans = [Plan::load(a, dims)?, Plan::load(b, dims)?];
+    let plans = [Plan::load(engine, a, dims)?, Plan::load(engine, b, dims)?];
     let timing = benchmark(&plans, options, &Progress::hidden())?;
     Ok(timing.pair().expect("two models were timed"))
 }
 
-/// A model's plan in tract with seeded standard-normal inputs, run once already.
+/// A model loaded in an engine with seeded standard-normal inputs, run once already.
 pub struct Plan {
-    session: Session,
-    inputs: Prepared,
+    session: EngineSession,
+    inputs: EngineInputs,
+    engine: EngineInfo,
     /// Each runtime input's name and dims.
     dims: Vec<InputDims>,
     /// What building the plan and running it once took.
@@ -140,13 +142,14 @@ pub struct InputDims {
 }
 
 impl Plan {
-    /// Builds the plan for inputs of `dims` (one per runtime input, in order) and runs it
-    /// once, counting the heap that takes.
-    pub fn load(model: &Model, dims: &[Vec<usize>]) -> Result<Plan> {
+    /// Loads `model` in `engine` for inputs of `dims` (one per runtime input, in order)
+    /// and runs it once, counting the heap that takes.
+    pub fn load(engine: &Engine, model: &Model, dims: &[Vec<usize>]) -> Result<Plan> {
         let mut rng = Rng::new(INPUT_SEED);
         let arrays: Vec<ArrayD<f32>> = dims.iter().map(|d| normal_array(d, &mut rng)).collect();
-        let (loaded, heap) = heap_growth(|| -> Result<(Session, Prepared)> {
-            let session = Session::new(model, dims)?;
+        let info = engine.info()?;
+        let (loaded, heap) = heap_growth(|| -> Result<(EngineSession, EngineInputs)> {
+            let session = engine.load(model, dims)?;
             let inputs = session.prepare(&arrays)?;
             session.run_prepared(&inputs)?;
             Ok((session, inputs))
@@ -159,6 +162,7 @@ impl Plan {
         Ok(Plan {
             session,
             inputs,
+            engine: info,
             dims: names
                 .zip(dims)
                 .map(|(name, dims)| InputDims {
@@ -171,7 +175,7 @@ impl Plan {
     }
 
     fn run(&self) -> Result<()> {
-        self.session.run_prepared(&self.inputs).map(drop)
+        self.session.run_prepared(&self.inputs)
     }
 }
 
@@ -213,6 +217,8 @@ pub struct ModelLatency {
 /// One or two models timed; with two, interleaved.
 #[derive(Clone, Debug, Serialize, PartialEq)]
 pub struct Benchmark {
+    /// What they were timed in.
+    pub engine: EngineInfo,
     pub models: Vec<ModelLatency>,
     /// Per-round ratio second / first (with two models).
     pub ratio: Option<Timing>,
@@ -235,14 +241,22 @@ impl Benchmark {
     }
 }
 
-/// Times the plans (one or two) interleaved, showing the rounds on `progress`.
+/// Times the plans (one or two, loaded in the same engine) interleaved, showing the
+/// rounds on `progress`.
 pub fn benchmark(plans: &[Plan], options: BenchOptions, progress: &Progress) -> Result<Benchmark> {
-    if plans.is_empty() {
+    let Some(engine) = plans.first().map(|plan| plan.engine.clone()) else {
         return Err(Error::Usage("no model to time".into()));
+    };
+    if plans.iter().any(|plan| plan.engine != engine) {
+        return Err(Error::Usage(
+            "models timed against each other must run in the same engine".into(),
+        ));
     }
-    let task = progress.bar("timing in tract", options.runs.max(1) as u64);
+    let label = format!("timing in {}", engine.name);
+    let task = progress.bar(&label, options.runs.max(1) as u64);
     let samples = time_interleaved(plans, options, &task)?;
     Ok(Benchmark {
+        engine,
         ratio: (samples.len() == 2).then(|| Timing::of(ratios(&samples[0], &samples[1]))),
         rounds: samples[0].len(),
         models: samples

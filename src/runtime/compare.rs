@@ -20,7 +20,7 @@ use crate::calib::{Dataset, ModelInputs};
 use crate::error::{Error, Result};
 use crate::ir::Model;
 use crate::ir::shape::{self, ValueType};
-use crate::runtime::{self, Session};
+use crate::runtime::{self, Engine};
 
 /// How one output of the candidate compares with the reference's.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -95,10 +95,20 @@ impl Comparison {
     }
 }
 
-/// Runs both models in tract (shapes pinned, optimised) on `inputs`, in batches of at
-/// most 16 samples (or the models' fixed batch size), and compares their outputs, which
-/// must agree in number and names.
+/// Runs both models in tract (shapes pinned, optimised) on `inputs`, in batches of
+/// [`runtime::RUN_BATCH`] samples (or the models' fixed batch size), and compares their
+/// outputs, which must agree in number and names.
 pub fn compare(reference: &Model, candidate: &Model, inputs: &ModelInputs) -> Result<Comparison> {
+    compare_in(&Engine::Tract, reference, candidate, inputs)
+}
+
+/// [`compare`], both models run in `engine`.
+pub fn compare_in(
+    engine: &Engine,
+    reference: &Model,
+    candidate: &Model,
+    inputs: &ModelInputs,
+) -> Result<Comparison> {
     let names = output_names(reference);
     if output_names(candidate) != names {
         return Err(Error::Usage(format!(
@@ -122,8 +132,8 @@ pub fn compare(reference: &Model, candidate: &Model, inputs: &ModelInputs) -> Re
             .map(|array| [&[size], &array.shape()[1..]].concat())
             .collect();
         let (reference, candidate) = (
-            Session::new(reference, &dims)?,
-            Session::new(candidate, &dims)?,
+            engine.load(reference, &dims)?,
+            engine.load(candidate, &dims)?,
         );
         for start in range.step_by(size) {
             let chunk = inputs.batch(start..start + size);
@@ -488,6 +498,7 @@ mod tests {
     use crate::calib::{ModelInputs, random_inputs};
     use crate::ir::builder::ModelBuilder;
     use crate::ir::{Attributes, Tensor};
+    use crate::runtime::Session;
 
     /// x [batch, 6] → Gemm → (Relu) → Gemm → `output` [batch, 5], with fixed random weights.
     fn mlp(batch: i64, relu: bool, output: &str) -> Model {

@@ -1,6 +1,7 @@
 //! The cost model: is a folded layer faster than the layers it replaces, *on the
 //! runtime*? Both are cut out as small models at their real shapes (batch 1) and timed
-//! in tract, interleaved, median of the pairwise ratios. Measurements are cached by a
+//! in the engine the model will run in, interleaved, median of the pairwise ratios.
+//! Measurements are cached by the engine (name, version, threads, settings) and a
 //! signature of operators, attributes and shapes (not weight values, which do not change
 //! the time), so repeated layers are measured once; the cache can be kept in a file
 //! between runs. `Macs` counts multiply-accumulates instead — quick, and only an estimate.
@@ -15,6 +16,7 @@ use crate::error::{Error, Result};
 use crate::ir::Model;
 use crate::ir::stats::ModelStats;
 use crate::runtime::bench::{BenchOptions, time_models};
+use crate::runtime::engine::Engine;
 
 /// Latency (or its estimate) of the original layers and of their fold.
 #[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq)]
@@ -43,10 +45,11 @@ pub type CostFunction = Box<dyn FnMut(&Model, &Model) -> Verdict>;
 
 /// Judges a fold by its cost.
 pub enum CostModel {
-    /// Timed in tract; `cache` holds what was measured (and what a cache file held).
+    /// Timed in `engine`; `cache` holds what was measured (and what a cache file held).
     Measured {
         cache: CostCache,
         options: BenchOptions,
+        engine: Engine,
     },
     /// Multiply-accumulates: an estimate.
     Macs,
@@ -56,7 +59,7 @@ pub enum CostModel {
 
 impl Default for CostModel {
     fn default() -> Self {
-        CostModel::measured(CostCache::default())
+        CostModel::measured(CostCache::default(), Engine::Tract)
     }
 }
 
@@ -73,10 +76,20 @@ impl std::fmt::Debug for CostModel {
 }
 
 impl CostModel {
-    pub fn measured(cache: CostCache) -> CostModel {
+    pub fn measured(cache: CostCache, engine: Engine) -> CostModel {
         CostModel::Measured {
             cache,
             options: BenchOptions::default(),
+            engine,
+        }
+    }
+
+    /// The engine latency is measured in; `None` when it is estimated (MACs).
+    pub fn engine(&self) -> Option<&Engine> {
+        match self {
+            CostModel::Measured { engine, .. } => Some(engine),
+            CostModel::Macs => None,
+            CostModel::Fixed(_) => Some(&Engine::Tract),
         }
     }
 
@@ -88,12 +101,21 @@ impl CostModel {
         input_dims: &[usize],
     ) -> Result<Verdict> {
         match self {
-            CostModel::Measured { cache, options } => {
-                let key = signature(original, input_dims) + "=>" + &signature(folded, input_dims);
+            CostModel::Measured {
+                cache,
+                options,
+                engine,
+            } => {
+                let key = format!(
+                    "{}|{}=>{}",
+                    engine.info()?,
+                    signature(original, input_dims),
+                    signature(folded, input_dims)
+                );
                 if let Some(verdict) = cache.entries.get(&key) {
                     return Ok(*verdict);
                 }
-                let verdict = measure(original, folded, input_dims, *options)?;
+                let verdict = measure(engine, original, folded, input_dims, *options)?;
                 cache.entries.insert(key, verdict);
                 Ok(verdict)
             }
@@ -120,12 +142,13 @@ impl CostModel {
 }
 
 fn measure(
+    engine: &Engine,
     original: &Model,
     folded: &Model,
     input_dims: &[usize],
     options: BenchOptions,
 ) -> Result<Verdict> {
-    let timing = time_models(original, folded, &[input_dims.to_vec()], options)?;
+    let timing = time_models(engine, original, folded, &[input_dims.to_vec()], options)?;
     // The ratio's median is the robust figure; the folded time is expressed through it.
     Ok(Verdict {
         original: timing.a.median,
@@ -171,7 +194,7 @@ fn fnv1a(bytes: &[u8]) -> u64 {
     })
 }
 
-/// Measured verdicts by signature; kept in a JSON file between runs when asked.
+/// Measured verdicts by engine and signature; kept in a JSON file between runs when asked.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 pub struct CostCache {
     pub entries: BTreeMap<String, Verdict>,

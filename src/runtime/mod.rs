@@ -1,11 +1,14 @@
-//! tract, the runtime that will run the models: running a model, comparing two, and
-//! timing them.
+//! The runtimes that will run the models (tract, and ONNX Runtime with the `ort`
+//! feature): running a model, comparing two, and timing them.
 
 pub mod bench;
 pub mod compare;
 pub mod cost;
+pub mod engine;
 pub(crate) mod eval;
 pub mod memory;
+#[cfg(feature = "ort")]
+mod onnxruntime;
 mod preflight;
 
 use std::ops::Range;
@@ -21,6 +24,7 @@ use crate::error::{Error, Result};
 use crate::ir::shape::{self, PinnedShapes};
 use crate::ir::{DataType, Model};
 
+pub use engine::{Engine, EngineInfo, EngineSession, OrtOptLevel, OrtOptions};
 pub use preflight::{MAX_VALUE_ELEMENTS, check_runnable};
 
 /// A model loaded in tract with every input's dims pinned, optimised and ready to run.
@@ -36,20 +40,8 @@ impl Session {
         let mut inference = tract_onnx::onnx()
             .model_for_read(&mut &bytes[..])
             .map_err(Error::runtime)?;
+        check_runnable_at(model, input_dims)?;
         let inputs: Vec<_> = model.graph.runtime_inputs().collect();
-        if inputs.len() != input_dims.len() {
-            return Err(Error::Usage(format!(
-                "the model has {} inputs, {} shapes were given",
-                inputs.len(),
-                input_dims.len()
-            )));
-        }
-        let pinned: PinnedShapes = inputs
-            .iter()
-            .map(|&v| model.graph.value(v).name.clone())
-            .zip(input_dims.iter().cloned())
-            .collect();
-        check_runnable(model, &pinned)?;
         let shapes = shape::infer(&model.graph, &PinnedShapes::default())?;
         let mut input_types = Vec::with_capacity(inputs.len());
         for (i, (&input, dims)) in inputs.iter().zip(input_dims).enumerate() {
@@ -182,6 +174,25 @@ fn concatenate_batches(batches: &[Vec<ArrayD<f32>>]) -> Result<Vec<ArrayD<f32>>>
                 .map_err(|e| Error::graph(format!("outputs do not stack over batches: {e}")))
         })
         .collect()
+}
+
+/// [`check_runnable`] with `input_dims` pinned, one per runtime input, in order: before
+/// any engine builds what the file claims.
+pub(crate) fn check_runnable_at(model: &Model, input_dims: &[Vec<usize>]) -> Result<()> {
+    let inputs: Vec<_> = model.graph.runtime_inputs().collect();
+    if inputs.len() != input_dims.len() {
+        return Err(Error::Usage(format!(
+            "the model has {} inputs, {} shapes were given",
+            inputs.len(),
+            input_dims.len()
+        )));
+    }
+    let pinned: PinnedShapes = inputs
+        .iter()
+        .map(|&v| model.graph.value(v).name.clone())
+        .zip(input_dims.iter().cloned())
+        .collect();
+    check_runnable(model, &pinned)
 }
 
 /// Inputs already converted to the runtime's types, to run many times (benchmarks).

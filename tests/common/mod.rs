@@ -29,6 +29,25 @@ pub fn shared(relative: &str) -> Option<PathBuf> {
     Some(path)
 }
 
+/// Set by `.ci/run`: tests that need ONNX Runtime's library must fail, not skip, when
+/// `ORT_DYLIB_PATH` does not name one.
+pub const REQUIRE_ORT: &str = "ONNX_SHALLOW_REQUIRE_ORT";
+
+/// The ONNX Runtime library `ORT_DYLIB_PATH` names, or `None` (with a message) when it
+/// is unset and not required.
+pub fn ort_library() -> Option<PathBuf> {
+    match std::env::var_os("ORT_DYLIB_PATH").filter(|p| !p.is_empty()) {
+        Some(path) => Some(PathBuf::from(path)),
+        None if std::env::var_os(REQUIRE_ORT).is_some() => {
+            panic!("ORT_DYLIB_PATH is required ({REQUIRE_ORT} is set) but unset")
+        }
+        None => {
+            eprintln!("skipping: ORT_DYLIB_PATH does not name an ONNX Runtime library");
+            None
+        }
+    }
+}
+
 /// Every shared model file (empty when `../shared/` is absent and not required).
 pub fn shared_models() -> Vec<PathBuf> {
     let Some(dir) = shared("models") else {
