@@ -17,9 +17,10 @@ use onnx_shallow::report::optimize::OptimizeRun;
 use onnx_shallow::report::plot;
 use onnx_shallow::report::stats::{self, ModelStats};
 use onnx_shallow::report::verify::Verification;
-use onnx_shallow::report::walk::{nothing_fits, walk_table};
+use onnx_shallow::report::walk::{basis, few_groups_warning, nothing_fits, walk_table};
 use onnx_shallow::runtime::bench::{self, BenchOptions, PairTiming, Plan};
 use onnx_shallow::runtime::compare::{self, Comparison, Tolerance};
+use onnx_shallow::runtime::interval::Resampling;
 use onnx_shallow::runtime::memory::CountingAllocator;
 use onnx_shallow::{Cost, Error, Model, Options, Report, Result, SaveOptions};
 use serde::Serialize;
@@ -215,6 +216,15 @@ struct LearnArgs {
     /// Stop at the first step within budget at least this much faster.
     #[arg(long, value_name = "X", allow_negative_numbers = true)]
     target_speedup: Option<f64>,
+    /// Confidence of the intervals of the held-out figures; a step fits the budget only
+    /// at their worst end.
+    #[arg(
+        long,
+        default_value_t = 0.95,
+        value_name = "C",
+        allow_negative_numbers = true
+    )]
+    confidence: f64,
     /// Exit 3 when nothing fits the budget (the exact-only model is still written).
     #[arg(long)]
     require_speedup: bool,
@@ -244,6 +254,7 @@ impl LearnArgs {
                 max_drop: self.max_drop,
                 max_error: self.max_error,
                 target_speedup: self.target_speedup,
+                confidence: self.confidence,
             },
             refit: !self.no_refit,
             output_kinds: self
@@ -310,6 +321,15 @@ struct VerifyArgs {
     /// And, for [N, C] outputs, top-1 agreement at least this (0–1).
     #[arg(long, value_name = "F")]
     min_agreement: Option<f64>,
+    /// Confidence of the intervals shown for --inputs data (their groups resampled
+    /// whole when the data has a `group` array).
+    #[arg(
+        long,
+        default_value_t = 0.95,
+        value_name = "C",
+        allow_negative_numbers = true
+    )]
+    confidence: f64,
     /// Print JSON instead of a table.
     #[arg(long)]
     json: bool,
@@ -543,6 +563,10 @@ fn optimize_learned(
         println!("no activation is worth a gate: removing none lets a fold pay");
     }
     print!("{}", walk_table(walk));
+    print!("{}", basis(walk));
+    if let Some(warning) = few_groups_warning(walk) {
+        eprintln!("warning: {warning}");
+    }
     let step0 = &walk.steps[0];
     if step0
         .fidelity
@@ -564,6 +588,8 @@ fn optimize_learned(
     let on_held_out = |outputs: &[compare::OutputComparison]| Comparison {
         samples: held_out.samples(),
         inputs: format!("{} (held out)", held_out.source()),
+        groups: walk.held_out.groups,
+        confidence: Some(walk.held_out.confidence),
         outputs: outputs.to_vec(),
     };
     let checked = Checked {
@@ -772,11 +798,24 @@ fn refuse_overwriting_input(input: &Path, output: &Path, force: bool) -> Result<
 fn verify(args: &VerifyArgs, progress: &Progress) -> Result<ExitCode> {
     let reference = load(&args.reference, progress)?;
     let candidate = load(&args.candidate, progress)?;
+    if !(args.confidence > 0.0 && args.confidence < 1.0) {
+        return Err(Error::Usage(format!(
+            "--confidence {}: expected a level in (0, 1), such as 0.95",
+            args.confidence
+        )));
+    }
     let inputs = verification_inputs(&reference, args)?;
-    let comparison = {
+    let mut comparison = {
         let _task = progress.spinner("running both models in tract");
         compare::compare(&reference, &candidate, &inputs)?
     };
+    if args.inputs.is_some() {
+        let resampling = Resampling {
+            confidence: args.confidence,
+            seed: args.seed,
+        };
+        comparison.estimate_intervals(inputs.groups(), &resampling);
+    }
     let tolerance = Tolerance {
         rtol: args.rtol,
         atol: args.atol,
@@ -792,6 +831,9 @@ fn verify(args: &VerifyArgs, progress: &Progress) -> Result<ExitCode> {
         print_json(&verification.to_json());
     } else {
         print!("{}", verification.table());
+        if let Some(basis) = verification.intervals_basis() {
+            println!("{basis}");
+        }
         println!("{}", verification.verdict());
     }
     Ok(if verification.passed() {

@@ -285,10 +285,14 @@ impl Dataset {
         }))
     }
 
-    /// Every sample, unaugmented, for verification with tract.
+    /// Every sample, unaugmented and with its group, for verification with tract.
     pub fn all(&self) -> Result<ModelInputs> {
         let rows: Vec<usize> = (0..self.len()).collect();
-        ModelInputs::new(self.batch(&rows)?, self.source.clone())
+        let inputs = ModelInputs::new(self.batch(&rows)?, self.source.clone())?;
+        match self.groups() {
+            Some(groups) => inputs.with_groups(groups),
+            None => Ok(inputs),
+        }
     }
 }
 

@@ -42,6 +42,8 @@ pub struct ModelInputs {
     arrays: Vec<ArrayD<f32>>,
     samples: usize,
     source: String,
+    /// Which group (photo, clip) each sample came from, when the data says.
+    groups: Option<Vec<i64>>,
 }
 
 impl ModelInputs {
@@ -55,7 +57,29 @@ impl ModelInputs {
             arrays,
             samples,
             source,
+            groups: None,
         })
+    }
+
+    /// The same samples, each in the group `groups` gives (one id per sample).
+    pub fn with_groups(self, groups: Vec<i64>) -> Result<ModelInputs> {
+        if groups.len() != self.samples {
+            return Err(Error::Usage(format!(
+                "inputs from {}: {} group ids for {} samples",
+                self.source,
+                groups.len(),
+                self.samples
+            )));
+        }
+        Ok(ModelInputs {
+            groups: Some(groups),
+            ..self
+        })
+    }
+
+    /// Which group each sample came from, when the data says.
+    pub fn groups(&self) -> Option<&[i64]> {
+        self.groups.as_deref()
     }
 
     pub fn arrays(&self) -> &[ArrayD<f32>] {
@@ -207,7 +231,9 @@ pub fn load_selected_inputs(
     selection: &ArraySelection,
     preprocess: &Preprocess,
 ) -> Result<ModelInputs> {
-    let arrays = read_stored(path, input_names, selection)?
+    let mut stored = read_stored(path, input_names, selection)?;
+    let groups = stored.groups()?;
+    let arrays = stored
         .inputs
         .into_iter()
         .map(|(key, stored)| apply_preprocess(path, &key, stored, preprocess))
@@ -218,6 +244,7 @@ pub fn load_selected_inputs(
         arrays,
         samples,
         source: path.display().to_string(),
+        groups,
     })
 }
 

@@ -21,7 +21,7 @@ use crate::runtime::compare::Expected;
 
 pub use candidates::{GateGroup, GatedActivation, candidates};
 pub use loss::{OutputKind, Target, parse_output_kind, targets};
-pub use select::{Budget, FoldedAlone, Step, Walk};
+pub use select::{Budget, FoldedAlone, HeldOut, Step, Walk};
 pub use train::{GateOutcome, TrainOptions, Training};
 
 /// How to learn.
@@ -76,6 +76,13 @@ impl LearnOptions {
                 format!(
                     "max-error {}: expected a relative error, 0 or more",
                     budget.max_error
+                ),
+            ),
+            (
+                !(budget.confidence > 0.0 && budget.confidence < 1.0),
+                format!(
+                    "confidence {}: expected a level in (0, 1), such as 0.95",
+                    budget.confidence
                 ),
             ),
             (

@@ -5,6 +5,7 @@ pub mod bench;
 pub mod compare;
 pub mod cost;
 pub(crate) mod eval;
+pub mod interval;
 pub mod memory;
 mod preflight;
 
