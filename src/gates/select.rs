@@ -33,7 +33,7 @@ use crate::passes::{self, Ctx, FoldRecord, Linearize, Pass};
 use crate::runtime::bench::{self, BenchOptions};
 use crate::runtime::compare::{Expected, FidelityIntervals, OutputComparison};
 use crate::runtime::cost::CostModel;
-use crate::runtime::interval::{Clusters, Interval, Resampling};
+use crate::runtime::interval::{Interval, Resampling, distinct_groups};
 
 /// Interleaved pairs a step within budget is timed over, and one over budget.
 const CHOICE_RUNS: usize = 90;
@@ -406,10 +406,9 @@ impl Walker<'_> {
     }
 
     fn held_out_basis(&self) -> HeldOut {
-        let groups = self.held_out.groups();
         HeldOut {
             samples: self.held_out.samples(),
-            groups: groups.map(|g| Clusters::of(g.len(), Some(g)).len()),
+            groups: self.held_out.groups().map(distinct_groups),
             confidence: self.budget.confidence,
         }
     }

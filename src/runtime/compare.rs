@@ -20,7 +20,7 @@ use crate::calib::ModelInputs;
 use crate::error::{Error, Result};
 use crate::ir::Model;
 use crate::ir::shape::{self, ValueType};
-use crate::runtime::interval::{Clusters, Interval, Resampling, bootstrap};
+use crate::runtime::interval::{Clusters, Interval, Resampling, bootstrap, distinct_groups};
 use crate::runtime::{self, Session};
 
 /// How one output of the candidate compares with the reference's.
@@ -180,7 +180,7 @@ pub fn compare(reference: &Model, candidate: &Model, inputs: &ModelInputs) -> Re
     Ok(Comparison {
         samples,
         inputs: inputs.source().to_string(),
-        groups: group_count(inputs),
+        groups: inputs.groups().map(distinct_groups),
         confidence: None,
         outputs,
     })
@@ -248,7 +248,7 @@ impl<'a> Expected<'a> {
         Ok(Comparison {
             samples,
             inputs: self.inputs.source().to_string(),
-            groups: group_count(self.inputs),
+            groups: self.inputs.groups().map(distinct_groups),
             confidence: None,
             outputs: stats
                 .into_iter()
@@ -275,11 +275,6 @@ pub fn max_relative_error_on_random(
         .iter()
         .map(|o| o.max_rel_error)
         .fold(0.0, nan_max))
-}
-
-fn group_count(inputs: &ModelInputs) -> Option<usize> {
-    let groups = inputs.groups()?;
-    Some(Clusters::of(groups.len(), Some(groups)).len())
 }
 
 fn output_names(model: &Model) -> Vec<String> {
@@ -826,5 +821,54 @@ mod tests {
         let output = stats.finish("y".into());
         assert_eq!(output.agreement, Some(0.0));
         assert_eq!(output.pairwise_flips, Some(1.0));
+    }
+
+    #[test]
+    fn intervals_hold_each_figure_and_follow_the_groups_samples_flip_in() {
+        // 8 samples of 2 classes: the candidate flips the last 4, which form one group.
+        let reference = ArrayD::from_shape_vec(vec![8, 2], [1.0, 0.0].repeat(8)).unwrap();
+        let flipped = [[1.0, 0.0].repeat(4), [0.0, 1.0].repeat(4)].concat();
+        let candidate = ArrayD::from_shape_vec(vec![8, 2], flipped).unwrap();
+        let mut stats = OutputStats::default();
+        stats.add("y", &reference, &candidate, 8).unwrap();
+        let mut comparison = Comparison {
+            samples: 8,
+            inputs: "test".into(),
+            groups: None,
+            confidence: None,
+            outputs: vec![stats.finish("y".into())],
+        };
+        let resampling = Resampling::default();
+        comparison.estimate_intervals(None, &resampling);
+        let output = &comparison.outputs[0];
+        let by_sample = output.intervals.clone().unwrap();
+        let agreement = by_sample.agreement.unwrap();
+        assert_eq!((output.agreement, output.max_rel_error), (Some(0.5), 1.0));
+        assert!(
+            0.0 < agreement.low
+                && agreement.low < 0.5
+                && 0.5 < agreement.high
+                && agreement.high < 1.0
+        );
+        assert!(by_sample.pairwise_flips.unwrap().high > 0.5);
+        assert_eq!(by_sample.max_rel_error.unwrap().high, 1.0);
+        // Two groups, one kept and one flipped whole: a resample may hold either alone.
+        comparison.estimate_intervals(Some(&[0, 0, 0, 0, 1, 1, 1, 1]), &resampling);
+        let by_group = comparison.outputs[0].intervals.clone().unwrap();
+        assert_eq!(
+            by_group.agreement,
+            Some(Interval {
+                low: 0.0,
+                high: 1.0
+            })
+        );
+        assert_eq!(
+            by_group.max_rel_error,
+            Some(Interval {
+                low: 0.0,
+                high: 1.0
+            })
+        );
+        assert_eq!(comparison.confidence, Some(0.95));
     }
 }

@@ -104,6 +104,11 @@ impl Clusters {
     }
 }
 
+/// How many distinct groups `groups` (one id per sample) holds.
+pub fn distinct_groups(groups: &[i64]) -> usize {
+    Clusters::of(groups.len(), Some(groups)).len()
+}
+
 /// The percentile interval of `statistic` (given the rows of one resample, repeats
 /// included) over resamples of `clusters`; NaN at both ends without samples.
 pub fn bootstrap(
