@@ -494,14 +494,16 @@ impl SampleOutcomes {
         resampling: &Resampling,
     ) -> FidelityIntervals {
         let decided = self.decisions.as_ref().is_some_and(|d| d.len() == samples);
-        let of = |figure: fn(&SampleOutcomes, &[usize]) -> f64, known: bool| {
-            known.then(|| bootstrap(clusters, resampling, |rows| figure(self, rows)))
+        let of = |figure: fn(&SampleOutcomes, &[usize]) -> f64, range, known: bool| {
+            known.then(|| bootstrap(clusters, resampling, range, |rows| figure(self, rows)))
         };
+        let share = 0.0..=1.0;
         FidelityIntervals {
-            agreement: of(SampleOutcomes::agreement, decided),
-            pairwise_flips: of(SampleOutcomes::pairwise_flips, decided),
+            agreement: of(SampleOutcomes::agreement, share.clone(), decided),
+            pairwise_flips: of(SampleOutcomes::pairwise_flips, share, decided),
             max_rel_error: of(
                 SampleOutcomes::max_rel_error,
+                0.0..=f64::INFINITY,
                 samples > 0 && self.errors.len() == samples,
             ),
         }
