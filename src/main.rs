@@ -20,7 +20,7 @@ use onnx_shallow::report::verify::Verification;
 use onnx_shallow::report::walk::{basis, few_groups_warning, nothing_fits, walk_table};
 use onnx_shallow::runtime::bench::{self, BenchOptions, PairTiming, Plan};
 use onnx_shallow::runtime::compare::{self, Comparison, Tolerance};
-use onnx_shallow::runtime::interval::Resampling;
+use onnx_shallow::runtime::interval::{Resampling, confidence_problem};
 use onnx_shallow::runtime::memory::CountingAllocator;
 use onnx_shallow::{Cost, Error, Model, Options, Report, Result, SaveOptions};
 use serde::Serialize;
@@ -798,11 +798,8 @@ fn refuse_overwriting_input(input: &Path, output: &Path, force: bool) -> Result<
 fn verify(args: &VerifyArgs, progress: &Progress) -> Result<ExitCode> {
     let reference = load(&args.reference, progress)?;
     let candidate = load(&args.candidate, progress)?;
-    if !(args.confidence > 0.0 && args.confidence < 1.0) {
-        return Err(Error::Usage(format!(
-            "--confidence {}: expected a level in (0, 1), such as 0.95",
-            args.confidence
-        )));
+    if let Some(problem) = confidence_problem(args.confidence) {
+        return Err(Error::Usage(problem));
     }
     let inputs = verification_inputs(&reference, args)?;
     let mut comparison = {

@@ -179,6 +179,10 @@ fn options_no_run_can_honour_are_refused_naming_them_and_write_nothing() {
         (["--max-drop", "-1"], "max-drop -1"),
         (["--max-error", "NaN"], "max-error NaN"),
         (["--target-speedup", "0.8"], "target-speedup 0.8"),
+        (
+            ["--confidence", "1"],
+            "confidence 1: expected a level in (0, 1)",
+        ),
     ];
     for ([flag, value], named) in cases {
         let run = cli(&[

@@ -18,6 +18,7 @@ use crate::ir::Model;
 use crate::ir::shape::{self, PinnedShapes};
 use crate::passes::Ctx;
 use crate::runtime::compare::Expected;
+use crate::runtime::interval::confidence_problem;
 
 pub use candidates::{GateGroup, GatedActivation, candidates};
 pub use loss::{OutputKind, Target, parse_output_kind, targets};
@@ -79,13 +80,6 @@ impl LearnOptions {
                 ),
             ),
             (
-                !(budget.confidence > 0.0 && budget.confidence < 1.0),
-                format!(
-                    "confidence {}: expected a level in (0, 1), such as 0.95",
-                    budget.confidence
-                ),
-            ),
-            (
                 budget
                     .target_speedup
                     .is_some_and(|s| !(positive(s) && s > 1.0)),
@@ -95,8 +89,9 @@ impl LearnOptions {
                 ),
             ),
         ];
-        match problems.into_iter().find(|(bad, _)| *bad) {
-            Some((_, problem)) => Err(Error::Usage(problem)),
+        let found = problems.into_iter().find(|(bad, _)| *bad).map(|(_, p)| p);
+        match found.or_else(|| confidence_problem(budget.confidence)) {
+            Some(problem) => Err(Error::Usage(problem)),
             None => Ok(()),
         }
     }

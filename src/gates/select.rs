@@ -433,9 +433,13 @@ impl Fidelity {
         lost.max(self.pairwise_flips.map_or(0.0, |f| f.interval.high))
     }
 
-    /// How much is lost, over both kinds of outputs: what orders groups and misses.
+    /// How much is lost as measured, over both kinds of outputs: what orders groups and
+    /// misses (at the intervals' worst ends, few held-out groups would make every step
+    /// tie at a total loss).
     fn shortfall(&self) -> f64 {
-        self.drop() + self.max_error.map_or(0.0, |e| e.interval.high)
+        let lost = self.agreement.map_or(0.0, |a| 1.0 - a.value);
+        let drop = lost.max(self.pairwise_flips.map_or(0.0, |f| f.value));
+        drop + self.max_error.map_or(0.0, |e| e.value)
     }
 }
 
@@ -628,6 +632,19 @@ mod tests {
         };
         assert!(budget.holds(&regression(0.02, 0.04)));
         assert!(!budget.holds(&regression(0.02, 0.07)));
+    }
+
+    #[test]
+    fn groups_and_misses_are_ordered_by_what_was_measured_not_by_the_worst_ends() {
+        let fidelity = |agreement: f64, low: f64| Fidelity {
+            agreement: estimate(agreement, low, 1.0),
+            pairwise_flips: None,
+            max_error: None,
+        };
+        // Both may have lost everything; the first lost less on the data.
+        let (better, worse) = (fidelity(0.9, 0.0), fidelity(0.6, 0.0));
+        assert_eq!(better.drop(), worse.drop());
+        assert!(better.shortfall() < worse.shortfall());
     }
 
     #[test]

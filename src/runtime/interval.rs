@@ -81,6 +81,12 @@ impl Default for Resampling {
     }
 }
 
+/// Why `confidence` cannot be an interval's, when it cannot: it must lie in (0, 1).
+pub fn confidence_problem(confidence: f64) -> Option<String> {
+    let valid = confidence > 0.0 && confidence < 1.0;
+    (!valid).then(|| format!("confidence {confidence}: expected a level in (0, 1), such as 0.95"))
+}
+
 /// The units a bootstrap draws: the samples of each group, or each sample alone.
 pub struct Clusters(Vec<Vec<usize>>);
 
