@@ -19,9 +19,10 @@ use onnx_shallow::report::optimize::OptimizeRun;
 use onnx_shallow::report::plot;
 use onnx_shallow::report::stats::{self, ModelStats};
 use onnx_shallow::report::verify::Verification;
-use onnx_shallow::report::walk::{nothing_fits, walk_table};
+use onnx_shallow::report::walk::{basis, few_groups_warning, nothing_fits, walk_table};
 use onnx_shallow::runtime::bench::{self, BenchOptions, Benchmark, Plan};
 use onnx_shallow::runtime::compare::{self, Comparison, Tolerance};
+use onnx_shallow::runtime::interval::{Resampling, confidence_problem};
 use onnx_shallow::runtime::memory::CountingAllocator;
 use onnx_shallow::runtime::{Engine, OrtOptLevel, OrtOptions};
 use onnx_shallow::{Cost, Error, Model, Options, Report, Result, SaveOptions};
@@ -291,6 +292,15 @@ struct LearnArgs {
     /// Stop at the first step within budget at least this much faster.
     #[arg(long, value_name = "X", allow_negative_numbers = true)]
     target_speedup: Option<f64>,
+    /// Confidence of the intervals of the held-out figures; a step fits the budget only
+    /// at their worst end.
+    #[arg(
+        long,
+        default_value_t = 0.95,
+        value_name = "C",
+        allow_negative_numbers = true
+    )]
+    confidence: f64,
     /// Exit 3 when nothing fits the budget (the exact-only model is still written).
     #[arg(long)]
     require_speedup: bool,
@@ -330,6 +340,7 @@ impl LearnArgs {
                 max_drop: self.max_drop,
                 max_error: self.max_error,
                 target_speedup: self.target_speedup,
+                confidence: self.confidence,
             },
             refit: !self.no_refit,
             output_kinds: self
@@ -422,6 +433,15 @@ struct VerifyArgs {
     /// And, for [N, C] outputs, top-1 agreement at least this (0–1).
     #[arg(long, value_name = "F")]
     min_agreement: Option<f64>,
+    /// Confidence of the intervals shown for --inputs data (their groups resampled
+    /// whole when the data has a `group` array).
+    #[arg(
+        long,
+        default_value_t = 0.95,
+        value_name = "C",
+        allow_negative_numbers = true
+    )]
+    confidence: f64,
     /// Print JSON instead of a table.
     #[arg(long)]
     json: bool,
@@ -801,6 +821,10 @@ fn optimize_learned(
         println!("no activation is worth a gate: removing none lets a fold pay");
     }
     print!("{}", walk_table(walk));
+    print!("{}", basis(walk));
+    if let Some(warning) = few_groups_warning(walk) {
+        eprintln!("warning: {warning}");
+    }
     let step0 = &walk.steps[0];
     if step0
         .fidelity
@@ -822,6 +846,8 @@ fn optimize_learned(
     let on_held_out = |outputs: &[compare::OutputComparison]| Comparison {
         samples: held_out.len(),
         inputs: format!("{} (held out)", held_out.source()),
+        groups: walk.held_out.groups,
+        confidence: Some(walk.held_out.confidence),
         outputs: outputs.to_vec(),
     };
     let checked = Checked {
@@ -1043,11 +1069,21 @@ fn verify(args: &VerifyArgs, progress: &Progress) -> Result<ExitCode> {
     let engine_info = engine.info()?;
     let reference = load(&args.reference, progress)?;
     let candidate = load(&args.candidate, progress)?;
+    if let Some(problem) = confidence_problem(args.confidence) {
+        return Err(Error::Usage(problem));
+    }
     let inputs = verification_inputs(&reference, args)?;
-    let comparison = {
+    let mut comparison = {
         let _task = progress.spinner(&format!("running both models in {}", engine.name()));
         compare::compare_in(&engine, &reference, &candidate, &inputs)?
     };
+    if args.inputs.is_some() {
+        let resampling = Resampling {
+            confidence: args.confidence,
+            seed: args.seed,
+        };
+        comparison.estimate_intervals(inputs.groups(), &resampling);
+    }
     let tolerance = Tolerance {
         rtol: args.rtol,
         atol: args.atol,
@@ -1065,6 +1101,9 @@ fn verify(args: &VerifyArgs, progress: &Progress) -> Result<ExitCode> {
         print_json(&doc);
     } else {
         print!("{}", verification.table());
+        if let Some(basis) = verification.intervals_basis() {
+            println!("{basis}");
+        }
         println!("run in {engine_info}");
         println!("{}", verification.verdict());
     }

@@ -43,6 +43,31 @@ fn learns_writes_the_chosen_step_and_reports_the_walk() {
     assert!(steps.len() >= 2, "every candidate group is measured");
     assert_eq!(steps[0]["groups"], 0);
     assert_eq!(steps[chosen]["within_budget"], true);
+    // Judged at the worst end of each interval, which holds the figure.
+    assert_eq!(
+        walk["held_out"],
+        serde_json::json!({ "samples": 13, "groups": null, "confidence": 0.95 })
+    );
+    let intervals = &steps[chosen]["intervals"];
+    let (low, high) = (
+        &intervals["agreement"]["low"],
+        &intervals["agreement"]["high"],
+    );
+    let agreement = steps[chosen]["agreement"].as_f64().unwrap();
+    assert!(low.as_f64().unwrap() <= agreement && agreement <= high.as_f64().unwrap());
+    let flips = intervals["pairwise_flips"]["high"].as_f64().unwrap();
+    let drop = (1.0 - low.as_f64().unwrap()).max(flips);
+    assert!(
+        100.0 * drop <= 5.0,
+        "--max-drop 5 holds the worst end: {drop}"
+    );
+    assert!(
+        run.stdout.contains(
+            "each step judged at the worst end of its 95 % intervals: 13 held-out samples resampled one by one (the data has no groups)"
+        ),
+        "{}",
+        run.stdout
+    );
     // The written model is what the chosen step measured.
     let written = onnx_shallow::load(&out).unwrap();
     let activations = onnx_shallow::passes::activations(&written.graph).unwrap();
@@ -102,6 +127,7 @@ fn assert_plots_the_walk(svg: &str, steps: usize) {
     let points = line.split('"').next().unwrap();
     assert_eq!(points.split(' ').count(), steps);
     assert!(svg.contains("top-1 agreement"));
+    assert_eq!(svg.matches("class=\"interval\"").count(), steps);
     assert!(
         svg.contains("MAC ratio"),
         "--cost macs: the estimate is labelled"
@@ -160,6 +186,10 @@ fn options_no_run_can_honour_are_refused_naming_them_and_write_nothing() {
         (["--threads", "0"], "threads 0"),
         (["--crop-scale", "0.5,0.2"], "--augment"),
         (["--crop-ratio", "2"], "--augment"),
+        (
+            ["--confidence", "1"],
+            "confidence 1: expected a level in (0, 1)",
+        ),
     ];
     for ([flag, value], named) in cases {
         let run = cli(&[
@@ -215,5 +245,112 @@ fn a_target_speedup_the_exact_only_model_reaches_ends_the_walk_and_says_so() {
         !walked.stdout.contains("reaches the target speedup"),
         "{}",
         walked.stdout
+    );
+}
+
+/// `digits_test64.npz`'s inputs with a `group` array: 8 groups of 8 consecutive samples.
+fn grouped_digits(path: &std::path::Path) {
+    use std::io::{Read, Write};
+    let mut input = Vec::new();
+    let mut digits =
+        zip::ZipArchive::new(std::fs::File::open(testdata("digits_test64.npz")).unwrap()).unwrap();
+    digits
+        .by_name("input.npy")
+        .unwrap()
+        .read_to_end(&mut input)
+        .unwrap();
+    let header = "{'descr': '<i8', 'fortran_order': False, 'shape': (64,), }";
+    let padded = format!("{header:<117}\n");
+    let mut group = b"\x93NUMPY\x01\x00".to_vec();
+    group.extend((padded.len() as u16).to_le_bytes());
+    group.extend(padded.as_bytes());
+    group.extend((0..64i64).flat_map(|i| (i / 8).to_le_bytes()));
+    let mut npz = zip::ZipWriter::new(std::fs::File::create(path).unwrap());
+    for (name, bytes) in [("input.npy", input), ("group.npy", group)] {
+        npz.start_file(name, zip::write::SimpleFileOptions::default())
+            .unwrap();
+        npz.write_all(&bytes).unwrap();
+    }
+    npz.finish().unwrap();
+}
+
+#[test]
+fn grouped_data_is_resampled_by_group_and_few_held_out_groups_are_warned_of() {
+    let dir = tempfile::tempdir().unwrap();
+    let (data, out, report) = (
+        dir.path().join("grouped.npz"),
+        dir.path().join("out.onnx"),
+        dir.path().join("report.json"),
+    );
+    grouped_digits(&data);
+    let model = testdata("digits_mobilenetish.onnx");
+    let args: Vec<&OsStr> = vec![
+        "optimize".as_ref(),
+        model.as_os_str(),
+        out.as_os_str(),
+        "--calib".as_ref(),
+        data.as_os_str(),
+        "--calib-key".as_ref(),
+        "input".as_ref(),
+        "--cost".as_ref(),
+        "macs".as_ref(),
+        "--max-drop".as_ref(),
+        "5".as_ref(),
+        "--report".as_ref(),
+        report.as_os_str(),
+    ];
+    let run = cli(&args);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(
+        run.stdout
+            .contains("16 held-out samples from 2 groups, resampled whole"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stderr
+            .contains("warning: agreement estimated from 2 held-out groups of samples: its 95 % interval is up to ±"),
+        "{}",
+        run.stderr
+    );
+    let doc = valid_report(&std::fs::read_to_string(&report).unwrap());
+    assert_eq!(doc["learning"]["walk"]["held_out"]["groups"], 2);
+    assert_eq!(doc["fidelity"]["groups"], 2);
+    // `verify` on the same held-out groups gives the same intervals.
+    let verify = cli(&[
+        "verify".as_ref(),
+        model.as_os_str(),
+        out.as_os_str(),
+        "--inputs".as_ref(),
+        data.as_os_str(),
+        "--inputs-key".as_ref(),
+        "input".as_ref(),
+        "--held-out".as_ref(),
+        "0.2".as_ref(),
+    ]);
+    assert!(
+        verify
+            .stdout
+            .contains("intervals at 95 %: 16 samples from 2 groups, resampled whole"),
+        "{}",
+        verify.stdout
+    );
+    let json = cli(&[
+        "verify".as_ref(),
+        model.as_os_str(),
+        out.as_os_str(),
+        "--inputs".as_ref(),
+        data.as_os_str(),
+        "--inputs-key".as_ref(),
+        "input".as_ref(),
+        "--held-out".as_ref(),
+        "0.2".as_ref(),
+        "--json".as_ref(),
+    ]);
+    let verified = valid_report(&json.stdout);
+    assert_eq!(verified["groups"], 2);
+    assert_eq!(
+        verified["outputs"][0]["intervals"],
+        doc["fidelity"]["outputs"][0]["intervals"]
     );
 }

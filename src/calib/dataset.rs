@@ -502,6 +502,17 @@ impl Dataset {
             .map(move |positions| self.training_batch(&positions, seed)))
     }
 
+    /// Every sample, unaugmented and with its group, in memory: for small data (verification
+    /// with tract).
+    pub fn all(&self) -> Result<ModelInputs> {
+        let rows: Vec<usize> = (0..self.len()).collect();
+        let inputs = ModelInputs::new(self.batch(&rows)?, self.source.clone())?;
+        match self.groups() {
+            Some(groups) => inputs.with_groups(groups),
+            None => Ok(inputs),
+        }
+    }
+
     /// The samples in order, `size` at a time, never augmented: for measuring on data
     /// of any size.
     pub fn chunks(&self, size: usize) -> impl Iterator<Item = Result<ModelInputs>> + '_ {
@@ -510,12 +521,6 @@ impl Dataset {
             let positions: Vec<usize> = (start..(start + size).min(self.len())).collect();
             ModelInputs::new(self.batch(&positions)?, self.source.clone())
         })
-    }
-
-    /// Every sample, unaugmented, in memory: for small data (verification with tract).
-    pub fn all(&self) -> Result<ModelInputs> {
-        let positions: Vec<usize> = (0..self.len()).collect();
-        ModelInputs::new(self.batch(&positions)?, self.source.clone())
     }
 }
 

@@ -43,6 +43,8 @@ pub struct ModelInputs {
     arrays: Vec<ArrayD<f32>>,
     samples: usize,
     source: String,
+    /// Which group (photo, clip) each sample came from, when the data says.
+    groups: Option<Vec<i64>>,
 }
 
 impl ModelInputs {
@@ -56,7 +58,29 @@ impl ModelInputs {
             arrays,
             samples,
             source,
+            groups: None,
         })
+    }
+
+    /// The same samples, each in the group `groups` gives (one id per sample).
+    pub fn with_groups(self, groups: Vec<i64>) -> Result<ModelInputs> {
+        if groups.len() != self.samples {
+            return Err(Error::Usage(format!(
+                "inputs from {}: {} group ids for {} samples",
+                self.source,
+                groups.len(),
+                self.samples
+            )));
+        }
+        Ok(ModelInputs {
+            groups: Some(groups),
+            ..self
+        })
+    }
+
+    /// Which group each sample came from, when the data says.
+    pub fn groups(&self) -> Option<&[i64]> {
+        self.groups.as_deref()
     }
 
     pub fn arrays(&self) -> &[ArrayD<f32>] {
@@ -218,7 +242,45 @@ pub fn load_selected_inputs(
         arrays,
         samples,
         source: path.display().to_string(),
+        groups: selected_groups(path, selection, samples)?,
     })
+}
+
+/// One integer per selected row, from the `.npz` array named `group` (which photo a crop
+/// came from), when there is one.
+fn selected_groups(
+    path: &Path,
+    selection: &ArraySelection,
+    samples: usize,
+) -> Result<Option<Vec<i64>>> {
+    if !path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("npz"))
+    {
+        return Ok(None);
+    }
+    let mut npz = Npz::open(path)?;
+    if !npz.names().iter().any(|name| name == GROUP_KEY) {
+        return Ok(None);
+    }
+    let groups = integers(path, GROUP_KEY, npz.array(GROUP_KEY)?, usize::MAX)?;
+    let rows = match &selection.index {
+        Some(key) => {
+            let index = integers(path, key, npz.array(key)?, usize::MAX)?;
+            row_index(path, key, &index, groups.len())?
+        }
+        None => (0..groups.len()).collect(),
+    };
+    if rows.len() != samples {
+        return Err(data_error(
+            path,
+            format!(
+                "array '{GROUP_KEY}' has {} values, one per row of the {samples} rows expected",
+                groups.len()
+            ),
+        ));
+    }
+    Ok(Some(rows.into_iter().map(|row| groups[row]).collect()))
 }
 
 /// Preprocesses the array stored under `key`; an error names the file and the array.

@@ -19,10 +19,11 @@ use crate::ir::Model;
 use crate::ir::shape::{self, PinnedShapes};
 use crate::passes::{self, Ctx};
 use crate::runtime::compare::Expected;
+use crate::runtime::interval::confidence_problem;
 
 pub use candidates::{GateGroup, GatedActivation, candidates};
 pub use loss::{OutputKind, Target, parse_output_kind, targets};
-pub use select::{Budget, FoldedAlone, Step, Walk};
+pub use select::{Budget, FoldedAlone, HeldOut, Step, Walk};
 pub use train::{Checkpointing, Evaluation, GateOutcome, TrainOptions, Training};
 
 /// How to learn.
@@ -123,8 +124,9 @@ impl LearnOptions {
                 ),
             ),
         ];
-        match problems.into_iter().find(|(bad, _)| *bad) {
-            Some((_, problem)) => Err(Error::Usage(problem)),
+        let found = problems.into_iter().find(|(bad, _)| *bad).map(|(_, p)| p);
+        match found.or_else(|| confidence_problem(budget.confidence)) {
+            Some(problem) => Err(Error::Usage(problem)),
             None => Ok(()),
         }
     }

@@ -10,6 +10,10 @@
 //! every group is measured on its own. Every step is measured (unless a target speedup is
 //! reached first), so the walk shows where fidelity breaks, not only where it stopped.
 //!
+//! Each figure comes with a confidence interval over the held-out samples (their groups
+//! resampled whole when they have groups), and a step fits the budget only if the
+//! pessimistic end of each interval does: a drop the data cannot rule out is a drop.
+//!
 //! The step chosen is the fastest within budget, unless a step within budget with more
 //! groups folded is as fast within the timing's noise: between latencies the measurement
 //! cannot tell apart, the shallower network is the tool's purpose, and the step that
@@ -27,7 +31,8 @@ use crate::ir::Model;
 use crate::ir::stats::ModelStats;
 use crate::passes::{self, Ctx, FoldRecord, Linearize, Pass};
 use crate::runtime::bench::{self, BenchOptions};
-use crate::runtime::compare::{Expected, OutputComparison};
+use crate::runtime::compare::{Expected, FidelityIntervals, OutputComparison};
+use crate::runtime::interval::{Interval, Resampling, distinct_groups};
 
 /// Interleaved pairs a step within budget is timed over, and one over budget.
 const CHOICE_RUNS: usize = 90;
@@ -42,13 +47,19 @@ pub struct Budget {
     pub max_error: f64,
     /// Stop at the first step within budget at least this much faster.
     pub target_speedup: Option<f64>,
+    /// The confidence of the intervals the budget is judged on, in (0, 1).
+    pub confidence: f64,
 }
 
 impl Budget {
-    /// The fidelity fits: its drop within `max_drop` points, its error within `max_error`.
+    /// The fidelity fits at the pessimistic end of its intervals: its drop within
+    /// `max_drop` points, its error within `max_error`.
     fn holds(&self, fidelity: &Fidelity) -> bool {
         let drop_fits = fidelity.drop() * 100.0 <= self.max_drop + 1e-9;
-        drop_fits && fidelity.max_error.is_none_or(|e| e <= self.max_error)
+        drop_fits
+            && fidelity
+                .max_error
+                .is_none_or(|e| e.interval.high <= self.max_error)
     }
 
     /// `step` ends the walk: within budget and at least the target speedup.
@@ -66,6 +77,7 @@ impl Default for Budget {
             max_drop: 1.0,
             max_error: 0.05,
             target_speedup: None,
+            confidence: 0.95,
         }
     }
 }
@@ -89,6 +101,9 @@ pub struct Step {
     pub pairwise_flips: Option<f64>,
     /// The largest relative error over regression outputs.
     pub max_error: Option<f64>,
+    /// The intervals of the three figures above (`max_rel_error` holds `max_error`'s),
+    /// each end taken over the outputs as the figure is.
+    pub intervals: Option<FidelityIntervals>,
     /// MACs against the original's.
     pub mac_ratio: f64,
     /// Latency against the original's, median of interleaved pairs in tract (90 within
@@ -102,10 +117,12 @@ pub struct Step {
 
 impl Step {
     fn fidelity(&self) -> Fidelity {
+        let interval =
+            |of: fn(&FidelityIntervals) -> Option<Interval>| self.intervals.as_ref().and_then(of);
         Fidelity {
-            agreement: self.agreement,
-            pairwise_flips: self.pairwise_flips,
-            max_error: self.max_error,
+            agreement: Estimate::of(self.agreement, interval(|i| i.agreement)),
+            pairwise_flips: Estimate::of(self.pairwise_flips, interval(|i| i.pairwise_flips)),
+            max_error: Estimate::of(self.max_error, interval(|i| i.max_rel_error)),
         }
     }
 
@@ -142,6 +159,7 @@ fn choose(steps: &[Step]) -> usize {
 pub struct Walk {
     pub steps: Vec<Step>,
     pub chosen: usize,
+    pub held_out: HeldOut,
     #[serde(skip)]
     pub model: Model,
 }
@@ -156,6 +174,16 @@ impl Walk {
                 .total_cmp(&b.fidelity().shortfall())
         })
     }
+}
+
+/// What the walk's figures rest on.
+#[derive(Clone, Debug, Serialize)]
+pub struct HeldOut {
+    pub samples: usize,
+    /// How many groups the samples came from, when the data has groups: the units the
+    /// intervals resample.
+    pub groups: Option<usize>,
+    pub confidence: f64,
 }
 
 /// What the walk needs besides the schedule.
@@ -225,6 +253,7 @@ impl Walker<'_> {
         Ok(Walk {
             steps,
             chosen,
+            held_out: self.held_out_basis(),
             model,
         })
     }
@@ -276,7 +305,9 @@ impl Walker<'_> {
                 (model, done)
             }
         };
-        let fidelity = self.held_out.compare(&model)?.outputs;
+        let mut comparison = self.held_out.compare(&model)?;
+        comparison.estimate_intervals(self.held_out.groups(), &self.resampling());
+        let fidelity = comparison.outputs;
         Ok(Folded {
             model,
             done,
@@ -331,6 +362,7 @@ impl Walker<'_> {
             agreement: None,
             pairwise_flips: None,
             max_error: None,
+            intervals: None,
             fidelity,
             mac_ratio: macs(model, ctx)? / original_macs,
             latency_ratio: None,
@@ -355,33 +387,86 @@ impl Walker<'_> {
     fn judge(&self, step: &mut Step) {
         let fidelity = self.summary(&step.fidelity);
         step.within_budget = self.budget.holds(&fidelity);
-        step.agreement = fidelity.agreement;
-        step.pairwise_flips = fidelity.pairwise_flips;
-        step.max_error = fidelity.max_error;
+        step.agreement = fidelity.agreement.map(|e| e.value);
+        step.pairwise_flips = fidelity.pairwise_flips.map(|e| e.value);
+        step.max_error = fidelity.max_error.map(|e| e.value);
+        step.intervals = Some(FidelityIntervals {
+            agreement: fidelity.agreement.map(|e| e.interval),
+            pairwise_flips: fidelity.pairwise_flips.map(|e| e.interval),
+            max_rel_error: fidelity.max_error.map(|e| e.interval),
+        });
+    }
+
+    fn resampling(&self) -> Resampling {
+        Resampling {
+            confidence: self.budget.confidence,
+            seed: self.seed,
+        }
+    }
+
+    fn held_out_basis(&self) -> HeldOut {
+        HeldOut {
+            samples: self.held_out.samples(),
+            groups: self.held_out.groups().map(distinct_groups),
+            confidence: self.budget.confidence,
+        }
     }
 }
 
 /// A model's fidelity summed up over its outputs of each kind.
 struct Fidelity {
     /// The lowest top-1 agreement over class outputs.
-    agreement: Option<f64>,
+    agreement: Option<Estimate>,
     /// The largest pairwise flip rate over class outputs.
-    pairwise_flips: Option<f64>,
+    pairwise_flips: Option<Estimate>,
     /// The largest relative error over regression outputs.
-    max_error: Option<f64>,
+    max_error: Option<Estimate>,
 }
 
 impl Fidelity {
-    /// What the budget's `max_drop` holds: the agreement lost, or the pairwise flip rate
-    /// when larger (on a few dozen samples, no flip seen does not mean none to come).
+    /// What the budget's `max_drop` holds, at the pessimistic end of the intervals: the
+    /// agreement lost, or the pairwise flip rate when larger (on a few dozen samples, no
+    /// flip seen does not mean none to come).
     fn drop(&self) -> f64 {
-        let lost = self.agreement.map_or(0.0, |a| 1.0 - a);
-        lost.max(self.pairwise_flips.unwrap_or(0.0))
+        let lost = self.agreement.map_or(0.0, |a| 1.0 - a.interval.low);
+        lost.max(self.pairwise_flips.map_or(0.0, |f| f.interval.high))
     }
 
-    /// How much is lost, over both kinds of outputs: what orders groups and misses.
+    /// How much is lost as measured, over both kinds of outputs: what orders groups and
+    /// misses (at the intervals' worst ends, few held-out groups would make every step
+    /// tie at a total loss).
     fn shortfall(&self) -> f64 {
-        self.drop() + self.max_error.unwrap_or(0.0)
+        let lost = self.agreement.map_or(0.0, |a| 1.0 - a.value);
+        let drop = lost.max(self.pairwise_flips.map_or(0.0, |f| f.value));
+        drop + self.max_error.map_or(0.0, |e| e.value)
+    }
+}
+
+/// A figure and its interval.
+#[derive(Clone, Copy)]
+struct Estimate {
+    value: f64,
+    interval: Interval,
+}
+
+impl Estimate {
+    /// `value` with `interval`, or with none: `value` at both ends.
+    fn of(value: Option<f64>, interval: Option<Interval>) -> Option<Estimate> {
+        value.map(|value| Estimate {
+            value,
+            interval: interval.unwrap_or(Interval::point(value)),
+        })
+    }
+
+    /// The figure over two outputs, `pick` (min or max) at the value and at each end.
+    fn over(self, other: Estimate, pick: fn(f64, f64) -> f64) -> Estimate {
+        Estimate {
+            value: pick(self.value, other.value),
+            interval: Interval {
+                low: pick(self.interval.low, other.interval.low),
+                high: pick(self.interval.high, other.interval.high),
+            },
+        }
     }
 }
 
@@ -391,16 +476,21 @@ impl Walker<'_> {
             let targets = self.targets.iter().filter(move |t| t.kind == kind);
             targets.filter_map(|t| fidelity.iter().find(|f| f.name == t.output))
         };
+        let interval = |f: &OutputComparison, of: fn(&FidelityIntervals) -> Option<Interval>| {
+            f.intervals.as_ref().and_then(of)
+        };
         Fidelity {
             agreement: of_kind(OutputKind::Class)
-                .filter_map(|f| f.agreement)
-                .reduce(f64::min),
+                .filter_map(|f| Estimate::of(f.agreement, interval(f, |i| i.agreement)))
+                .reduce(|a, b| a.over(b, f64::min)),
             pairwise_flips: of_kind(OutputKind::Class)
-                .filter_map(|f| f.pairwise_flips)
-                .reduce(f64::max),
+                .filter_map(|f| Estimate::of(f.pairwise_flips, interval(f, |i| i.pairwise_flips)))
+                .reduce(|a, b| a.over(b, f64::max)),
             max_error: of_kind(OutputKind::Regression)
-                .map(|f| f.max_rel_error)
-                .reduce(f64::max),
+                .filter_map(|f| {
+                    Estimate::of(Some(f.max_rel_error), interval(f, |i| i.max_rel_error))
+                })
+                .reduce(|a, b| a.over(b, f64::max)),
         }
     }
 }
@@ -433,7 +523,8 @@ fn macs(model: &Model, ctx: &Ctx) -> Result<f64> {
 
 #[cfg(test)]
 mod tests {
-    use super::{Budget, Fidelity, Step, choose};
+    use super::{Budget, Estimate, Fidelity, Step, choose};
+    use crate::runtime::interval::Interval;
 
     /// A step of `groups` groups at `latency` ± `noise` (standard error).
     fn step(groups: usize, latency: f64, noise: f64, within_budget: bool) -> Step {
@@ -446,6 +537,7 @@ mod tests {
             agreement: None,
             pairwise_flips: None,
             max_error: None,
+            intervals: None,
             mac_ratio: 1.0,
             latency_ratio: Some(latency),
             latency_noise: Some(noise),
@@ -494,11 +586,15 @@ mod tests {
         assert!(!budget(None).reached(&fast));
     }
 
+    fn estimate(value: f64, low: f64, high: f64) -> Option<Estimate> {
+        Estimate::of(Some(value), Some(Interval { low, high }))
+    }
+
     #[test]
     fn the_budget_holds_the_larger_of_the_agreement_lost_and_the_pairwise_flips() {
         let fidelity = |agreement, pairwise_flips| Fidelity {
-            agreement: Some(agreement),
-            pairwise_flips: Some(pairwise_flips),
+            agreement: Estimate::of(Some(agreement), None),
+            pairwise_flips: Estimate::of(Some(pairwise_flips), None),
             max_error: None,
         };
         assert_eq!(fidelity(1.0, 0.02).drop(), 0.02);
@@ -506,8 +602,64 @@ mod tests {
         let regression_only = Fidelity {
             agreement: None,
             pairwise_flips: None,
-            max_error: Some(0.1),
+            max_error: Estimate::of(Some(0.1), None),
         };
         assert_eq!(regression_only.drop(), 0.0);
+    }
+
+    #[test]
+    fn the_budget_is_judged_on_the_pessimistic_end_of_each_interval() {
+        let budget = Budget {
+            max_drop: 5.0,
+            max_error: 0.05,
+            ..Budget::default()
+        };
+        let class = |agreement, pairwise_flips| Fidelity {
+            agreement,
+            pairwise_flips,
+            max_error: None,
+        };
+        // 98 % agreement fits a 5-point budget, unless it may be as low as 90 %.
+        assert!(budget.holds(&class(estimate(0.98, 0.96, 1.0), estimate(0.01, 0.0, 0.03))));
+        assert!(!budget.holds(&class(estimate(0.98, 0.90, 1.0), estimate(0.01, 0.0, 0.03))));
+        // Likewise the pairwise flips at their upper end, and the error at its.
+        assert!(!budget.holds(&class(estimate(0.98, 0.96, 1.0), estimate(0.01, 0.0, 0.06))));
+        let regression = |low, high| Fidelity {
+            agreement: None,
+            pairwise_flips: None,
+            max_error: estimate(0.03, low, high),
+        };
+        assert!(budget.holds(&regression(0.02, 0.04)));
+        assert!(!budget.holds(&regression(0.02, 0.07)));
+    }
+
+    #[test]
+    fn groups_and_misses_are_ordered_by_what_was_measured_not_by_the_worst_ends() {
+        let fidelity = |agreement: f64, low: f64| Fidelity {
+            agreement: estimate(agreement, low, 1.0),
+            pairwise_flips: None,
+            max_error: None,
+        };
+        // Both may have lost everything; the first lost less on the data.
+        let (better, worse) = (fidelity(0.9, 0.0), fidelity(0.6, 0.0));
+        assert_eq!(better.drop(), worse.drop());
+        assert!(better.shortfall() < worse.shortfall());
+    }
+
+    #[test]
+    fn a_figure_over_outputs_takes_the_worst_output_at_each_end() {
+        let a = estimate(0.9, 0.8, 0.95).unwrap();
+        let b = estimate(0.85, 0.84, 0.86).unwrap();
+        let lowest = a.over(b, f64::min);
+        assert_eq!(
+            (lowest.value, lowest.interval),
+            (
+                0.85,
+                Interval {
+                    low: 0.8,
+                    high: 0.86
+                }
+            )
+        );
     }
 }

@@ -1,4 +1,7 @@
 //! What users read: terminal tables and JSON.
+
+use crate::runtime::interval::Interval;
+
 pub mod bench;
 pub mod json;
 pub mod optimize;
@@ -35,4 +38,22 @@ pub(crate) fn aligned(rows: &[Vec<String>], left: usize) -> String {
         cells.join("  ") + "\n"
     };
     rows.iter().map(line).collect()
+}
+
+/// `92.31 % [84.62, 100.00]`.
+pub(crate) fn percent(value: f64, interval: Option<Interval>) -> String {
+    let mut text = format!("{:.2} %", 100.0 * value);
+    if let Some(i) = interval {
+        text += &format!(" [{:.2}, {:.2}]", 100.0 * i.low, 100.0 * i.high);
+    }
+    text
+}
+
+/// `1.20e-2 [8.00e-3, 1.50e-2]`.
+pub(crate) fn scientific(value: f64, interval: Option<Interval>) -> String {
+    let mut text = format!("{value:.2e}");
+    if let Some(i) = interval {
+        text += &format!(" [{:.2e}, {:.2e}]", i.low, i.high);
+    }
+    text
 }

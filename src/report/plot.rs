@@ -4,6 +4,7 @@
 use std::fmt::Write;
 
 use crate::gates::{Step, Walk};
+use crate::runtime::interval::Interval;
 
 const WIDTH: f64 = 640.0;
 const HEIGHT: f64 = 420.0;
@@ -18,15 +19,24 @@ const TICKS: usize = 5;
 struct Fidelity {
     label: &'static str,
     of: fn(&Step) -> Option<f64>,
+    interval: fn(&Step) -> Option<Interval>,
 }
 
 const AGREEMENT: Fidelity = Fidelity {
     label: "top-1 agreement with the original, held out (%)",
     of: |s| s.agreement.map(|a| 100.0 * a),
+    interval: |s| {
+        let interval = s.intervals.as_ref()?.agreement?;
+        Some(Interval {
+            low: 100.0 * interval.low,
+            high: 100.0 * interval.high,
+        })
+    },
 };
 const ERROR: Fidelity = Fidelity {
     label: "max relative error, held out",
     of: |s| s.max_error,
+    interval: |s| s.intervals.as_ref()?.max_rel_error,
 };
 
 /// A standalone SVG document of `walk`, its latency measured in `engine`.
@@ -47,8 +57,10 @@ pub fn walk_svg(walk: &Walk, engine: &str) -> String {
         .iter()
         .map(|s| (s.cost_ratio(), (fidelity.of)(s).unwrap_or(0.0)))
         .collect();
+    let intervals: Vec<Option<Interval>> = walk.steps.iter().map(fidelity.interval).collect();
     let x = Axis::spanning(points.iter().map(|p| p.0).chain([1.0]));
-    let y = Axis::spanning(points.iter().map(|p| p.1));
+    let ends = intervals.iter().flatten().flat_map(|i| [i.low, i.high]);
+    let y = Axis::spanning(points.iter().map(|p| p.1).chain(ends));
     let at = |(px, py): (f64, f64)| (x.to(px, LEFT, RIGHT), y.to(py, BOTTOM, TOP));
 
     let mut svg = format!(
@@ -71,6 +83,18 @@ pub fn walk_svg(walk: &Walk, engine: &str) -> String {
         r##"<polyline class="walk" points="{}" fill="none" stroke="#4477aa" stroke-width="1.5"/>"##,
         path.join(" ")
     );
+    for (&(px, _), interval) in points.iter().zip(&intervals) {
+        let Some(interval) = interval else { continue };
+        let (px, low, high) = (
+            at((px, 0.0)).0,
+            y.to(interval.low, BOTTOM, TOP),
+            y.to(interval.high, BOTTOM, TOP),
+        );
+        let _ = writeln!(
+            svg,
+            r##"<line class="interval" x1="{px:.1}" y1="{low:.1}" x2="{px:.1}" y2="{high:.1}" stroke="#228833" stroke-opacity="0.5" stroke-width="2"/>"##
+        );
+    }
     for (step, &p) in walk.steps.iter().zip(&points) {
         let (px, py) = at(p);
         let (fill, verdict) = if step.within_budget {
@@ -100,14 +124,15 @@ pub fn walk_svg(walk: &Walk, engine: &str) -> String {
         svg,
         r##"<circle class="chosen" cx="{cx:.1}" cy="{cy:.1}" r="9" fill="none" stroke="#cc3311" stroke-width="2"/>
 <text x="{label_x:.1}" y="{label_y:.1}" text-anchor="{anchor}" fill="#cc3311">chosen: {} folded</text>
-<text x="{LEFT}" y="{}" fill="#555">filled: within budget; hollow: over budget</text>
+<text x="{LEFT}" y="{}" fill="#555">bars: {} % intervals; filled: within budget at their worst end; hollow: over budget</text>
 </svg>
 "##,
         match walk.steps[walk.chosen].groups {
             1 => "1 group".to_string(),
             n => format!("{n} groups"),
         },
-        TOP - 16.0
+        TOP - 16.0,
+        100.0 * walk.held_out.confidence
     );
     svg
 }

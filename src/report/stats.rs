@@ -266,11 +266,15 @@ mod tests {
             cosine: 1.0,
             agreement,
             pairwise_flips: None,
+            intervals: None,
+            outcomes: Default::default(),
         };
         let last_row = |outputs| {
             let comparison = Comparison {
                 samples: 8,
                 inputs: "random 8 seed 0".into(),
+                groups: None,
+                confidence: None,
                 outputs,
             };
             let table = before_after_table(&stats, &stats, None, Some(&comparison));

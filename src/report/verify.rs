@@ -12,8 +12,16 @@
 //!     cosine: 1.0,
 //!     agreement: Some(1.0),
 //!     pairwise_flips: Some(0.0),
+//!     intervals: None,
+//!     outcomes: Default::default(),
 //! };
-//! let comparison = Comparison { samples: 4, inputs: "random 4 seed 0".into(), outputs: vec![output] };
+//! let comparison = Comparison {
+//!     samples: 4,
+//!     inputs: "random 4 seed 0".into(),
+//!     groups: None,
+//!     confidence: None,
+//!     outputs: vec![output],
+//! };
 //! let verification = Verification {
 //!     reference: "a.onnx".as_ref(),
 //!     candidate: "b.onnx".as_ref(),
@@ -28,7 +36,7 @@ use std::path::Path;
 
 use serde_json::{Value, json};
 
-use crate::report::{aligned, json};
+use crate::report::{aligned, json, percent};
 use crate::runtime::compare::{Comparison, OutputComparison, Tolerance};
 
 /// A comparison of two model files, judged against a tolerance.
@@ -77,7 +85,8 @@ impl Verification<'_> {
             format!("{:.3e}", output.max_rel_error),
             format!("{:.6}", output.cosine),
             output.agreement.map_or("-".into(), |agreement| {
-                format!("{:.2} %", 100.0 * agreement)
+                let interval = output.intervals.as_ref().and_then(|i| i.agreement);
+                percent(agreement, interval)
             }),
             if output.within(self.tolerance) {
                 "pass"
@@ -112,6 +121,20 @@ impl Verification<'_> {
         }
     }
 
+    /// What the intervals in the table rest on, when they were estimated.
+    pub fn intervals_basis(&self) -> Option<String> {
+        let confidence = self.comparison.confidence?;
+        let resampled = match self.comparison.groups {
+            Some(groups) => format!("from {groups} groups, resampled whole"),
+            None => "resampled one by one (the inputs have no groups)".to_string(),
+        };
+        Some(format!(
+            "intervals at {} %: {} samples {resampled}",
+            100.0 * confidence,
+            self.comparison.samples
+        ))
+    }
+
     /// The `verify` document: [`json::document`]'s header and [`Verification::summary`].
     pub fn to_json(&self) -> Value {
         json::document("verify", self.summary())
@@ -136,6 +159,8 @@ impl Verification<'_> {
             "candidate": self.candidate.display().to_string(),
             "inputs": self.comparison.inputs,
             "samples": self.comparison.samples,
+            "groups": self.comparison.groups,
+            "confidence": self.comparison.confidence,
             "tolerance": self.tolerance,
             "outputs": outputs,
             "pass": self.passed(),
@@ -172,6 +197,8 @@ mod tests {
             cosine: 0.99,
             agreement,
             pairwise_flips: None,
+            intervals: None,
+            outcomes: Default::default(),
         }
     }
 
@@ -183,6 +210,8 @@ mod tests {
         let comparison = Comparison {
             samples: 8,
             inputs: "random 8 seed 1".into(),
+            groups: None,
+            confidence: None,
             outputs,
         };
         check(&Verification {

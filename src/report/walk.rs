@@ -1,11 +1,18 @@
 //! The selection walk for the terminal: a table with one row per step of the gate
-//! schedule, and what came closest when no step fits the budget.
+//! schedule, what the judgement rests on, and what came closest when no step fits the
+//! budget.
 
 use crate::gates::{Budget, Step, Walk};
-use crate::report::aligned;
+use crate::report::{aligned, percent, scientific};
+use crate::runtime::compare::FidelityIntervals;
+use crate::runtime::interval::Interval;
 
-/// `groups  removed  agreement  pairwise flips  error  MACs  latency  budget`, the latency
-/// with its standard error, the chosen step marked with `*`.
+/// Below this many held-out groups, intervals are too coarse to trust without a warning.
+const FEW_GROUPS: usize = 5;
+
+/// `groups  removed  agreement  pairwise flips  error  MACs  latency  budget`, each
+/// fidelity figure with its interval, the latency with its standard error, the chosen step
+/// marked with `*`.
 pub fn walk_table(walk: &Walk) -> String {
     let mut rows = vec![
         [
@@ -40,15 +47,16 @@ pub fn nothing_fits(walk: &Walk, budget: &Budget) -> String {
         let mut lost = Vec::new();
         if let (Some(agreement), Some(flips)) = (step.agreement, step.pairwise_flips) {
             lost.push(format!(
-                "agreement {:.2} %, pairwise flips {:.2} % (--max-drop {})",
-                100.0 * agreement,
-                100.0 * flips,
+                "agreement {}, pairwise flips {} (--max-drop {})",
+                percent(agreement, interval(step, |i| i.agreement)),
+                percent(flips, interval(step, |i| i.pairwise_flips)),
                 budget.max_drop
             ));
         }
         if let Some(error) = step.max_error {
             lost.push(format!(
-                "max rel error {error:.2e} (--max-error {})",
+                "max rel error {} (--max-error {})",
+                scientific(error, interval(step, |i| i.max_rel_error)),
                 budget.max_error
             ));
         }
@@ -66,6 +74,48 @@ pub fn nothing_fits(walk: &Walk, budget: &Budget) -> String {
     text
 }
 
+/// What the judgement rests on: the held-out samples and groups, and the confidence.
+pub fn basis(walk: &Walk) -> String {
+    let held_out = &walk.held_out;
+    let resampled = match held_out.groups {
+        Some(groups) => format!("from {groups} groups, resampled whole"),
+        None => "resampled one by one (the data has no groups)".to_string(),
+    };
+    format!(
+        "each step judged at the worst end of its {} % intervals: {} held-out samples {resampled}\n",
+        100.0 * held_out.confidence,
+        held_out.samples
+    )
+}
+
+/// A warning when the held-out samples come from so few groups that the intervals, and
+/// the judgement on them, are coarse: how wide the agreement's interval got.
+pub fn few_groups_warning(walk: &Walk) -> Option<String> {
+    let groups = walk.held_out.groups.filter(|&g| g < FEW_GROUPS)?;
+    let widest = walk
+        .steps
+        .iter()
+        .filter_map(|s| interval(s, |i| i.agreement))
+        .map(|i| i.half_width())
+        .reduce(f64::max);
+    let effect = match widest {
+        Some(half) => format!(
+            "its {} % interval is up to ±{:.1} points",
+            100.0 * walk.held_out.confidence,
+            100.0 * half
+        ),
+        None => "the intervals are as coarse".to_string(),
+    };
+    let plural = if groups == 1 { "" } else { "s" };
+    Some(format!(
+        "agreement estimated from {groups} held-out group{plural} of samples: {effect}; give more varied data (more groups)"
+    ))
+}
+
+fn interval(step: &Step, of: fn(&FidelityIntervals) -> Option<Interval>) -> Option<Interval> {
+    step.intervals.as_ref().and_then(of)
+}
+
 fn row(chosen: bool, step: &Step) -> Vec<String> {
     let removed = match step.removed.as_slice() {
         [] => "none (exact only)".to_string(),
@@ -76,10 +126,13 @@ fn row(chosen: bool, step: &Step) -> Vec<String> {
         step.groups.to_string(),
         removed,
         step.agreement
-            .map_or("-".into(), |a| format!("{:.2} %", 100.0 * a)),
-        step.pairwise_flips
-            .map_or("-".into(), |f| format!("{:.2} %", 100.0 * f)),
-        step.max_error.map_or("-".into(), |e| format!("{e:.2e}")),
+            .map_or("-".into(), |a| percent(a, interval(step, |i| i.agreement))),
+        step.pairwise_flips.map_or("-".into(), |f| {
+            percent(f, interval(step, |i| i.pairwise_flips))
+        }),
+        step.max_error.map_or("-".into(), |e| {
+            scientific(e, interval(step, |i| i.max_rel_error))
+        }),
         format!("{:.3}×", step.mac_ratio),
         step.latency_ratio
             .zip(step.latency_noise)
@@ -102,8 +155,13 @@ fn short(name: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::gates::HeldOut;
 
     fn step(removed: &[&str], agreement: f64, flips: f64, within_budget: bool) -> Step {
+        let around = |value: f64| Interval {
+            low: (value - 0.05).max(0.0),
+            high: (value + 0.05).min(1.0),
+        };
         Step {
             groups: removed.len(),
             removed: removed.iter().map(|r| r.to_string()).collect(),
@@ -113,6 +171,11 @@ mod tests {
             agreement: Some(agreement),
             pairwise_flips: Some(flips),
             max_error: None,
+            intervals: Some(FidelityIntervals {
+                agreement: Some(around(agreement)),
+                pairwise_flips: Some(around(flips)),
+                max_rel_error: None,
+            }),
             mac_ratio: 1.0,
             latency_ratio: None,
             latency_noise: None,
@@ -120,25 +183,53 @@ mod tests {
         }
     }
 
-    #[test]
-    fn when_nothing_fits_the_step_that_lost_the_least_is_named_with_its_budget() {
-        let walk = Walk {
+    fn walk(groups: Option<usize>) -> Walk {
+        Walk {
             steps: vec![
                 step(&[], 1.0, 0.0, true),
                 step(&["a"], 0.90, 0.05, false),
                 step(&["a", "b"], 0.95, 0.02, false),
             ],
             chosen: 0,
+            held_out: HeldOut {
+                samples: 102,
+                groups,
+                confidence: 0.95,
+            },
             model: crate::ir::Model::from_proto(crate::ir::builder::ModelBuilder::new(13).build())
                 .unwrap(),
-        };
-        let text = nothing_fits(&walk, &Budget::default());
+        }
+    }
+
+    #[test]
+    fn when_nothing_fits_the_step_that_lost_the_least_is_named_with_its_budget_and_intervals() {
+        let text = nothing_fits(&walk(None), &Budget::default());
         assert_eq!(
             text.lines().collect::<Vec<_>>(),
             [
                 "no step of the schedule fits the budget: writing the exact-only model",
-                "closest: 2 activations removed (last: b): agreement 95.00 %, pairwise flips 2.00 % (--max-drop 1)",
+                "closest: 2 activations removed (last: b): agreement 95.00 % [90.00, 100.00], pairwise flips 2.00 % [0.00, 7.00] (--max-drop 1)",
             ]
         );
+    }
+
+    #[test]
+    fn the_basis_names_the_samples_and_groups_and_few_groups_are_warned_of() {
+        assert_eq!(
+            basis(&walk(Some(2))),
+            "each step judged at the worst end of its 95 % intervals: 102 held-out samples from 2 groups, resampled whole\n"
+        );
+        assert_eq!(
+            basis(&walk(None)),
+            "each step judged at the worst end of its 95 % intervals: 102 held-out samples resampled one by one (the data has no groups)\n"
+        );
+        assert_eq!(
+            few_groups_warning(&walk(Some(2))).as_deref(),
+            Some(
+                "agreement estimated from 2 held-out groups of samples: its 95 % interval is up to ±5.0 points; give more varied data (more groups)"
+            )
+        );
+        assert_eq!(few_groups_warning(&walk(Some(5))), None);
+        assert_eq!(few_groups_warning(&walk(None)), None);
     }
 }

@@ -13,13 +13,14 @@
 //! # Ok::<(), onnx_shallow::Error>(())
 //! ```
 
-use ndarray::{ArrayD, Axis};
+use ndarray::{ArrayD, ArrayViewD, Axis};
 use serde::Serialize;
 
 use crate::calib::{Dataset, ModelInputs};
 use crate::error::{Error, Result};
 use crate::ir::Model;
 use crate::ir::shape::{self, ValueType};
+use crate::runtime::interval::{Clusters, Interval, Resampling, bootstrap, distinct_groups};
 use crate::runtime::{self, Engine};
 
 /// How one output of the candidate compares with the reference's.
@@ -40,6 +41,22 @@ pub struct OutputComparison {
     /// points (a few dozen samples), it tells changes close to flipping a decision from
     /// changes far from it.
     pub pairwise_flips: Option<f64>,
+    /// Confidence intervals of the figures above, once estimated (see
+    /// [`Comparison::estimate_intervals`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub intervals: Option<FidelityIntervals>,
+    /// What each sample showed, which the intervals are estimated from.
+    #[serde(skip)]
+    pub outcomes: SampleOutcomes,
+}
+
+/// The confidence intervals of an output's figures (`None` for a figure it does not
+/// have, or cannot resample: errors of an output whose first dim is not the sample dim).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct FidelityIntervals {
+    pub agreement: Option<Interval>,
+    pub pairwise_flips: Option<Interval>,
+    pub max_rel_error: Option<Interval>,
 }
 
 /// Every output compared, in the models' output order.
@@ -48,6 +65,13 @@ pub struct Comparison {
     pub samples: usize,
     /// Where the inputs came from (see [`ModelInputs::source`]).
     pub inputs: String,
+    /// How many groups the samples came from, when the inputs say (see
+    /// [`ModelInputs::groups`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub groups: Option<usize>,
+    /// The confidence of the outputs' intervals, once estimated.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub confidence: Option<f64>,
     pub outputs: Vec<OutputComparison>,
 }
 
@@ -92,6 +116,19 @@ impl Comparison {
     /// Every output is within the tolerance.
     pub fn within(&self, tolerance: &Tolerance) -> bool {
         self.outputs.iter().all(|output| output.within(tolerance))
+    }
+
+    /// Estimates every output's intervals, resampling whole groups when the samples
+    /// carry them (`groups`, one id per sample), the samples otherwise.
+    pub fn estimate_intervals(&mut self, groups: Option<&[i64]>, resampling: &Resampling) {
+        let clusters = Clusters::of(self.samples, groups);
+        for output in &mut self.outputs {
+            let intervals = output
+                .outcomes
+                .intervals(self.samples, &clusters, resampling);
+            output.intervals = Some(intervals);
+        }
+        self.confidence = Some(resampling.confidence);
     }
 }
 
@@ -153,6 +190,8 @@ pub fn compare_in(
     Ok(Comparison {
         samples,
         inputs: inputs.source().to_string(),
+        groups: inputs.groups().map(distinct_groups),
+        confidence: None,
         outputs,
     })
 }
@@ -168,6 +207,8 @@ pub struct Expected<'a> {
     names: Vec<String>,
     outputs: Vec<ArrayD<f32>>,
     data: &'a Dataset,
+    /// Each sample's group, when the data has groups.
+    groups: Option<Vec<i64>>,
     /// Samples per run: the batch size the reference fixes, or one.
     batch: usize,
 }
@@ -181,13 +222,18 @@ impl<'a> Expected<'a> {
             names: output_names(reference),
             outputs: runner.run_parts(data.chunks(PART))?,
             data,
+            groups: data.groups(),
             batch,
         })
     }
 
-    /// The data the outputs were computed on.
-    pub fn data(&self) -> &Dataset {
-        self.data
+    pub fn samples(&self) -> usize {
+        self.data.len()
+    }
+
+    /// Which group each sample came from, when the data says.
+    pub fn groups(&self) -> Option<&[i64]> {
+        self.groups.as_deref()
     }
 
     /// `compare(reference, candidate, data)`, the reference's outputs reused.
@@ -232,6 +278,8 @@ impl<'a> Expected<'a> {
         Ok(Comparison {
             samples: self.data.len(),
             inputs: self.data.source().to_string(),
+            groups: self.groups().map(distinct_groups),
+            confidence: None,
             outputs: stats
                 .into_iter()
                 .zip(&self.names)
@@ -345,10 +393,10 @@ struct OutputStats {
     dot: f64,
     reference_sq: f64,
     candidate_sq: f64,
-    /// (samples with the same argmax, samples), for [N, C] outputs.
-    top1: Option<(usize, usize)>,
-    /// Each sample's reference margin and its change in the candidate, for [N, C] outputs.
-    margins: Vec<MarginChange>,
+    /// Each sample's top-1 decision, for [N, C] outputs.
+    decisions: Option<Vec<Decision>>,
+    /// Each sample's errors, while the output's first dim is the sample dim.
+    errors: Vec<SampleError>,
 }
 
 impl OutputStats {
@@ -375,23 +423,17 @@ impl OutputStats {
             self.reference_sq += r * r;
             self.candidate_sq += c * c;
         }
-        if let [rows, classes] = reference.shape()
-            && *rows == batch
+        let rows = || reference.outer_iter().zip(candidate.outer_iter());
+        if reference.shape().first() == Some(&batch) {
+            self.errors
+                .extend(rows().map(|(r, c)| SampleError::of(r, c)));
+        }
+        if let [rows_in_batch, classes] = reference.shape()
+            && *rows_in_batch == batch
             && *classes >= 2
         {
-            let same = reference
-                .outer_iter()
-                .zip(candidate.outer_iter())
-                .filter(|(r, c)| argmax(r.iter()) == argmax(c.iter()))
-                .count();
-            let (agreeing, total) = self.top1.unwrap_or_default();
-            self.top1 = Some((agreeing + same, total + rows));
-            self.margins.extend(
-                reference
-                    .outer_iter()
-                    .zip(candidate.outer_iter())
-                    .filter_map(|(r, c)| MarginChange::of(r.as_slice()?, c.as_slice()?)),
-            );
+            let decisions = self.decisions.get_or_insert_with(Vec::new);
+            decisions.extend(rows().filter_map(|(r, c)| Decision::of(r, c)));
         }
         Ok(())
     }
@@ -406,31 +448,149 @@ impl OutputStats {
     }
 
     fn finish(self, name: String) -> OutputComparison {
-        let max_rel_error = match self.max_abs_error {
-            0.0 => 0.0,
-            error => error / self.max_abs_reference,
-        };
+        let max_rel_error = relative_error(self.max_abs_error, self.max_abs_reference);
         let cosine = match (self.reference_sq == 0.0, self.candidate_sq == 0.0) {
             (true, true) => 1.0,
             (true, false) | (false, true) => 0.0,
             (false, false) => self.dot / (self.reference_sq.sqrt() * self.candidate_sq.sqrt()),
         };
-        let agreement = self
-            .top1
-            .map(|(agreeing, total)| agreeing as f64 / total as f64);
+        let samples = self.shape.first().copied().unwrap_or(0);
+        let outcomes = SampleOutcomes {
+            errors: match self.errors.len() == samples {
+                true => self.errors,
+                false => Vec::new(),
+            },
+            decisions: self.decisions,
+        };
+        let every: Vec<usize> = (0..samples).collect();
         OutputComparison {
             name,
             shape: self.shape,
             max_abs_error: self.max_abs_error,
             max_rel_error,
             cosine,
-            agreement,
-            pairwise_flips: self.top1.map(|_| pairwise_flips(&self.margins)),
+            agreement: outcomes
+                .decisions
+                .as_ref()
+                .map(|_| outcomes.agreement(&every)),
+            pairwise_flips: outcomes
+                .decisions
+                .as_ref()
+                .map(|_| outcomes.pairwise_flips(&every)),
+            intervals: None,
+            outcomes,
         }
     }
 }
 
+/// What each sample of an output showed: its top-1 decision (for `[N, C]` outputs) and
+/// its errors (when the output's first dim is the sample dim).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct SampleOutcomes {
+    decisions: Option<Vec<Decision>>,
+    errors: Vec<SampleError>,
+}
+
+impl SampleOutcomes {
+    /// The share of `rows` (sample indices, repeats counted) that keep their decision.
+    fn agreement(&self, rows: &[usize]) -> f64 {
+        let decisions = self.decisions.as_deref().unwrap_or_default();
+        let same = rows.iter().filter(|&&i| decisions[i].same).count();
+        same as f64 / rows.len() as f64
+    }
+
+    fn pairwise_flips(&self, rows: &[usize]) -> f64 {
+        let decisions = self.decisions.as_deref().unwrap_or_default();
+        let margins: Vec<MarginChange> = rows.iter().map(|&i| decisions[i].margin).collect();
+        pairwise_flips(&margins)
+    }
+
+    fn max_rel_error(&self, rows: &[usize]) -> f64 {
+        let (error, reference) = rows.iter().fold((0.0, 0.0), |(e, r), &i| {
+            let sample = &self.errors[i];
+            (
+                nan_max(e, sample.max_abs_error),
+                nan_max(r, sample.max_abs_reference),
+            )
+        });
+        relative_error(error, reference)
+    }
+
+    /// The intervals of the figures the outcomes of all `samples` samples hold.
+    fn intervals(
+        &self,
+        samples: usize,
+        clusters: &Clusters,
+        resampling: &Resampling,
+    ) -> FidelityIntervals {
+        let decided = self.decisions.as_ref().is_some_and(|d| d.len() == samples);
+        let of = |figure: fn(&SampleOutcomes, &[usize]) -> f64, range, known: bool| {
+            known.then(|| bootstrap(clusters, resampling, range, |rows| figure(self, rows)))
+        };
+        let share = 0.0..=1.0;
+        FidelityIntervals {
+            agreement: of(SampleOutcomes::agreement, share.clone(), decided),
+            pairwise_flips: of(SampleOutcomes::pairwise_flips, share, decided),
+            max_rel_error: of(
+                SampleOutcomes::max_rel_error,
+                0.0..=f64::INFINITY,
+                samples > 0 && self.errors.len() == samples,
+            ),
+        }
+    }
+}
+
+/// A sample's largest |candidate − reference| and largest |reference|.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct SampleError {
+    max_abs_error: f64,
+    max_abs_reference: f64,
+}
+
+impl SampleError {
+    fn of(reference: ArrayViewD<f32>, candidate: ArrayViewD<f32>) -> SampleError {
+        let mut error = SampleError {
+            max_abs_error: 0.0,
+            max_abs_reference: 0.0,
+        };
+        for (&r, &c) in reference.iter().zip(&candidate) {
+            error.max_abs_error = nan_max(error.max_abs_error, (c as f64 - r as f64).abs());
+            error.max_abs_reference = nan_max(error.max_abs_reference, (r as f64).abs());
+        }
+        error
+    }
+}
+
+/// A sample's top-1 decision: kept by the candidate or not, and how its margin moved.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Decision {
+    same: bool,
+    margin: MarginChange,
+}
+
+impl Decision {
+    fn of(reference: ArrayViewD<f32>, candidate: ArrayViewD<f32>) -> Option<Decision> {
+        let (reference, candidate): (Vec<f32>, Vec<f32>) = (
+            reference.iter().copied().collect(),
+            candidate.iter().copied().collect(),
+        );
+        Some(Decision {
+            same: argmax(reference.iter()) == argmax(candidate.iter()),
+            margin: MarginChange::of(&reference, &candidate)?,
+        })
+    }
+}
+
+/// max|candidate − reference| / max|reference|, 0 when the two are equal.
+fn relative_error(max_abs_error: f64, max_abs_reference: f64) -> f64 {
+    match max_abs_error {
+        0.0 => 0.0,
+        error => error / max_abs_reference,
+    }
+}
+
 /// A sample's top-1 decision in the reference, and what the candidate did to it.
+#[derive(Clone, Copy, Debug, PartialEq)]
 struct MarginChange {
     /// The reference's top-1 value minus its runner-up's.
     margin: f64,
@@ -636,6 +796,8 @@ mod tests {
             cosine: 1.0,
             agreement: Some(0.75),
             pairwise_flips: Some(0.0),
+            intervals: None,
+            outcomes: SampleOutcomes::default(),
         };
         let tolerance = |rtol, atol, min_agreement| Tolerance {
             rtol,
@@ -692,5 +854,54 @@ mod tests {
         let output = stats.finish("y".into());
         assert_eq!(output.agreement, Some(0.0));
         assert_eq!(output.pairwise_flips, Some(1.0));
+    }
+
+    #[test]
+    fn intervals_hold_each_figure_and_follow_the_groups_samples_flip_in() {
+        // 8 samples of 2 classes: the candidate flips the last 4, which form one group.
+        let reference = ArrayD::from_shape_vec(vec![8, 2], [1.0, 0.0].repeat(8)).unwrap();
+        let flipped = [[1.0, 0.0].repeat(4), [0.0, 1.0].repeat(4)].concat();
+        let candidate = ArrayD::from_shape_vec(vec![8, 2], flipped).unwrap();
+        let mut stats = OutputStats::default();
+        stats.add("y", &reference, &candidate, 8).unwrap();
+        let mut comparison = Comparison {
+            samples: 8,
+            inputs: "test".into(),
+            groups: None,
+            confidence: None,
+            outputs: vec![stats.finish("y".into())],
+        };
+        let resampling = Resampling::default();
+        comparison.estimate_intervals(None, &resampling);
+        let output = &comparison.outputs[0];
+        let by_sample = output.intervals.clone().unwrap();
+        let agreement = by_sample.agreement.unwrap();
+        assert_eq!((output.agreement, output.max_rel_error), (Some(0.5), 1.0));
+        assert!(
+            0.0 < agreement.low
+                && agreement.low < 0.5
+                && 0.5 < agreement.high
+                && agreement.high < 1.0
+        );
+        assert!(by_sample.pairwise_flips.unwrap().high > 0.5);
+        assert_eq!(by_sample.max_rel_error.unwrap().high, 1.0);
+        // Two groups, one kept and one flipped whole: a resample may hold either alone.
+        comparison.estimate_intervals(Some(&[0, 0, 0, 0, 1, 1, 1, 1]), &resampling);
+        let by_group = comparison.outputs[0].intervals.clone().unwrap();
+        assert_eq!(
+            by_group.agreement,
+            Some(Interval {
+                low: 0.0,
+                high: 1.0
+            })
+        );
+        assert_eq!(
+            by_group.max_rel_error,
+            Some(Interval {
+                low: 0.0,
+                high: 1.0
+            })
+        );
+        assert_eq!(comparison.confidence, Some(0.95));
     }
 }

@@ -6,6 +6,7 @@ pub mod compare;
 pub mod cost;
 pub mod engine;
 pub(crate) mod eval;
+pub mod interval;
 pub mod memory;
 #[cfg(feature = "ort")]
 mod onnxruntime;
