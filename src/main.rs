@@ -264,7 +264,8 @@ struct LearnArgs {
     /// Save the training state every N steps (and at the end).
     #[arg(long, default_value_t = 100, value_name = "N", requires = "checkpoint")]
     checkpoint_every: usize,
-    /// Save the training state and stop after N steps (exit 4), to resume later.
+    /// Save the training state and stop after N steps of this run (exit 4); the same
+    /// command again goes on from there.
     #[arg(long, value_name = "N", requires = "checkpoint")]
     stop_after: Option<usize>,
     /// A gate past this value counts as linear; the order of crossings is the schedule.

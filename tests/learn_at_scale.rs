@@ -92,8 +92,8 @@ fn os(args: &[&str]) -> Vec<std::ffi::OsString> {
     args.iter().map(Into::into).collect()
 }
 
-/// A run stopped after 5 of its 12 steps and run again writes the very bytes an
-/// uninterrupted run writes; a state saved by another run is refused, nothing written.
+/// A run stopped after 5 of its 12 steps, then 5 more, and run again writes the very bytes
+/// an uninterrupted run writes; a state saved by another run is refused, nothing written.
 #[test]
 fn a_stopped_run_resumes_to_the_same_output_and_a_foreign_state_is_refused() {
     let dir = tempfile::tempdir().unwrap();
@@ -120,6 +120,16 @@ fn a_stopped_run_resumes_to_the_same_output_and_a_foreign_state_is_refused() {
         stopped.stderr
     );
     assert!(!resumed.exists(), "nothing is written before training ends");
+    // The same command again takes 5 more steps; without a stop, the rest.
+    let again = run(
+        &resumed,
+        &[&checkpointed[..], &["--stop-after", "5"]].concat(),
+    );
+    assert!(
+        again.stderr.contains("stopped after step 10"),
+        "{}",
+        again.stderr
+    );
     let finished = run(&resumed, &checkpointed);
     assert_eq!(finished.code, 0, "{}", finished.stderr);
     assert_eq!(

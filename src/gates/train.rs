@@ -101,7 +101,7 @@ pub struct Checkpointing {
     pub dir: PathBuf,
     /// Save every this many steps (and at the end).
     pub every: usize,
-    /// Save and stop after this many steps (to be resumed by running again).
+    /// Save and stop after this many steps of this call (to be resumed by calling again).
     pub stop_after: Option<usize>,
 }
 
@@ -218,6 +218,7 @@ pub fn train(
         batch,
     };
     let mut order = (usize::MAX, Vec::new());
+    let first_step = run.step;
     while run.step < steps {
         let epoch = run.step / per_epoch;
         if order.0 != epoch {
@@ -238,7 +239,8 @@ pub fn train(
             run.evaluations.last().and_then(|e| e.agreement),
         );
         if let Some(c) = &options.checkpoint {
-            let stop = c.stop_after.is_some_and(|k| run.step >= k) && run.step < steps;
+            let taken = run.step - first_step;
+            let stop = c.stop_after.is_some_and(|k| taken >= k) && run.step < steps;
             if stop || run.step % c.every.max(1) == 0 || run.step == steps {
                 checkpoint::save(&c.dir, &fingerprint, &run)?;
             }
