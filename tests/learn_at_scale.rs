@@ -16,12 +16,20 @@ use onnx_shallow::{Cost, Options};
 #[global_allocator]
 static HEAP: CountingAllocator = CountingAllocator;
 
-/// An `.npy` file of f32 values.
-fn npy_bytes(shape: &[usize], values: impl Iterator<Item = f32>) -> Vec<u8> {
-    let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
+/// The heap counter counts every thread's allocations: the tests of this binary run one
+/// at a time, so that none counts into another's window.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// An `.npy` file of `descr` elements (`<f4`, `<i8`) of `shape`, their bytes `data`.
+fn npy(descr: &str, shape: &[usize], data: Vec<u8>) -> Vec<u8> {
+    let dims: Vec<String> = shape.iter().map(|d| format!("{d},")).collect();
     let mut header = format!(
-        "{{'descr': '<f4', 'fortran_order': False, 'shape': ({},), }}",
-        dims.join(", ")
+        "{{'descr': '{descr}', 'fortran_order': False, 'shape': ({}), }}",
+        dims.join(" ")
     );
     while (10 + header.len() + 1) % 64 != 0 {
         header.push(' ');
@@ -30,8 +38,12 @@ fn npy_bytes(shape: &[usize], values: impl Iterator<Item = f32>) -> Vec<u8> {
     let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
     bytes.extend((header.len() as u16).to_le_bytes());
     bytes.extend(header.as_bytes());
-    bytes.extend(values.flat_map(f32::to_le_bytes));
+    bytes.extend(data);
     bytes
+}
+
+fn npy_bytes(shape: &[usize], values: impl Iterator<Item = f32>) -> Vec<u8> {
+    npy("<f4", shape, values.flat_map(f32::to_le_bytes).collect())
 }
 
 /// A learned run of the PP-OCR classifier on `samples` noise samples (a fifth held out),
@@ -78,6 +90,7 @@ fn peak_heap_of_a_learned_run(dir: &Path, samples: usize) -> u64 {
 /// holding every sample's input would need 10× the 5.6 MB of inputs on top).
 #[test]
 fn the_peak_heap_does_not_grow_with_the_number_of_samples() {
+    let _serial = one_at_a_time();
     let dir = tempfile::tempdir().unwrap();
     let few = peak_heap_of_a_learned_run(dir.path(), 40);
     let many = peak_heap_of_a_learned_run(dir.path(), 400);
@@ -96,6 +109,7 @@ fn os(args: &[&str]) -> Vec<std::ffi::OsString> {
 /// an uninterrupted run writes; a state saved by another run is refused, nothing written.
 #[test]
 fn a_stopped_run_resumes_to_the_same_output_and_a_foreign_state_is_refused() {
+    let _serial = one_at_a_time();
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state");
     let training = ["--finetune", "--steps", "12", "--batch", "8", "--seed", "3"];
@@ -177,15 +191,11 @@ fn digits_labelled(dir: &Path, label: Option<i64>) -> std::path::PathBuf {
 }
 
 fn npy_i64(values: &[f32]) -> Vec<u8> {
-    let header = format!(
-        "{{'descr': '<i8', 'fortran_order': False, 'shape': ({},), }}\n",
-        values.len()
-    );
-    let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
-    bytes.extend((header.len() as u16).to_le_bytes());
-    bytes.extend(header.as_bytes());
-    bytes.extend(values.iter().flat_map(|&v| (v as i64).to_le_bytes()));
-    bytes
+    let data = values
+        .iter()
+        .flat_map(|&v| (v as i64).to_le_bytes())
+        .collect();
+    npy("<i8", &[values.len()], data)
 }
 
 fn fine_tuned_on(path: &Path, label_weight: f64, weight_lr: f64) -> Learning {
@@ -225,6 +235,7 @@ fn fine_tuned_on(path: &Path, label_weight: f64, weight_lr: f64) -> Learning {
 /// accuracy against the labels is measured on the held-out samples and reported.
 #[test]
 fn labels_add_cross_entropy_and_accuracy_is_reported() {
+    let _serial = one_at_a_time();
     let dir = tempfile::tempdir().unwrap();
     let threes = digits_labelled(dir.path(), Some(3));
     let accuracy = |learning: &Learning| {

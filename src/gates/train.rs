@@ -419,14 +419,9 @@ impl Tally {
 
 /// Each row's argmax, classes on axis 1.
 fn top1(values: &ArrayD<f32>) -> impl Iterator<Item = usize> + '_ {
-    values.outer_iter().map(|row| {
-        row.iter()
-            .enumerate()
-            .fold((0, f32::NEG_INFINITY), |best, (i, &v)| {
-                if v > best.1 { (i, v) } else { best }
-            })
-            .0
-    })
+    values
+        .outer_iter()
+        .map(|row| crate::runtime::compare::argmax(row.iter()).unwrap_or(0))
 }
 
 /// A LeakyRelu or PRelu whose slopes are all ≥ 0.9 (a network trained for folding

@@ -641,7 +641,8 @@ fn nan_max(a: f64, b: f64) -> f64 {
 }
 
 /// The index of the largest value (the first one on ties).
-fn argmax<'a>(values: impl Iterator<Item = &'a f32>) -> Option<usize> {
+/// The position of the largest value (the first of equals).
+pub(crate) fn argmax<'a>(values: impl Iterator<Item = &'a f32>) -> Option<usize> {
     values
         .enumerate()
         .fold(None, |best: Option<(usize, f32)>, (i, &v)| match best {
