@@ -44,7 +44,8 @@ pub use error::{Error, Result};
 pub use ir::Model;
 pub use onnx::SaveOptions;
 pub use optimize::{
-    Cost, Options, RemovedActivation, Report, optimize, optimize_learned, parse_input_shape,
+    Cost, GATED_RTOL, Gated, Options, RemovedActivation, Report, gate, optimize,
+    optimize_from_gates, optimize_learned, parse_input_shape,
 };
 
 /// Loads a model file (with its external data) into the IR.

@@ -5,15 +5,16 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 use onnx_shallow::calib::{self, CalibSpec, CropRange, Dataset, ModelInputs, Preprocess};
+use onnx_shallow::gates::{self, GateGroup, LearnProgress, Step};
 use onnx_shallow::gates::{
     Budget, Checkpointing, LearnData, LearnOptions, TrainOptions, parse_output_kind,
 };
-use onnx_shallow::gates::{GateGroup, LearnProgress, Step};
 use onnx_shallow::ir::shape::PinnedShapes;
 use onnx_shallow::passes::FoldOptions;
 use onnx_shallow::progress::Progress;
 use onnx_shallow::progress::Task;
 use onnx_shallow::report::bench::BenchRun;
+use onnx_shallow::report::gated::gates_table;
 use onnx_shallow::report::json;
 use onnx_shallow::report::optimize::OptimizeRun;
 use onnx_shallow::report::plot;
@@ -53,6 +54,14 @@ enum Command {
         after_help = "Example:\n  onnx-shallow optimize model.onnx model.shallow.onnx --exact"
     )]
     Optimize(Box<OptimizeArgs>),
+    /// Gates the activations worth removing, for training in another engine (PyTorch):
+    /// y = act(x) + α·(x − act(x)), α = 0. Fold the trained model with `optimize --from-gates`.
+    #[command(
+        after_help = "Example:\n  onnx-shallow gate model.onnx model.gated.onnx --manifest gates.json\n  \
+                      (train model.gated.onnx, e.g. with examples/train_gated.py)\n  \
+                      onnx-shallow optimize trained.onnx model.shallow.onnx --from-gates"
+    )]
+    Gate(Box<GateArgs>),
     /// Runs two models on the same inputs with tract and compares their outputs.
     #[command(
         after_help = "Example:\n  onnx-shallow verify model.onnx model.shallow.onnx --inputs images.npz --preprocess imagenet\n\n\
@@ -120,6 +129,38 @@ struct OptimizeArgs {
     /// the layers around them (repeatable; `*` matches any run of characters, `/` too).
     #[arg(long, value_name = "PATTERN")]
     linearize: Vec<String>,
+    /// Read a model trained with gates (written by `gate`, trained elsewhere): remove the
+    /// activations whose gate is at or past --threshold, fold, and keep the others as
+    /// trained; with --calib, the result must hold --max-drop / --max-error against it.
+    #[arg(long, conflicts_with_all = ["exact", "linearize", "synthetic", "finetune"])]
+    from_gates: bool,
+    /// Random standard-normal samples used to verify the output.
+    #[arg(long, default_value_t = 8, value_name = "N")]
+    verify_samples: usize,
+    /// Write a JSON report of the run (see docs/report.schema.json).
+    #[arg(long, value_name = "FILE.json")]
+    report: Option<PathBuf>,
+    /// Draw the selection walk (fidelity against latency, the choice marked) as SVG;
+    /// needs --calib.
+    #[arg(long, value_name = "FILE.svg")]
+    plot: Option<PathBuf>,
+    #[command(flatten)]
+    #[serde(flatten)]
+    fold: FoldArgs,
+    #[command(flatten)]
+    #[serde(flatten)]
+    shapes: ShapeArgs,
+    #[command(flatten)]
+    #[serde(flatten)]
+    engine: EngineArgs,
+    #[command(flatten)]
+    #[serde(flatten)]
+    learn: LearnArgs,
+}
+
+/// How folds are judged, for the commands that fold.
+#[derive(Args, Serialize)]
+struct FoldArgs {
     /// Also fold padded layers after mixing ones, exact only away from the border (the
     /// measured error is reported).
     #[arg(long)]
@@ -134,25 +175,51 @@ struct OptimizeArgs {
     /// A fold must save at least this fraction of the latency of what it replaces.
     #[arg(long, default_value_t = 0.02, value_name = "F")]
     min_gain: f64,
-    /// Random standard-normal samples used to verify the output.
-    #[arg(long, default_value_t = 8, value_name = "N")]
-    verify_samples: usize,
-    /// Write a JSON report of the run (see docs/report.schema.json).
+}
+
+impl FoldArgs {
+    fn cost(&self) -> Cost {
+        match (self.cost, &self.cost_cache) {
+            (CostArg::Macs, _) => Cost::Macs,
+            (CostArg::Measured, Some(path)) => Cost::MeasuredWithCache(path.clone()),
+            (CostArg::Measured, None) => Cost::Measured,
+        }
+    }
+
+    fn options(&self) -> FoldOptions {
+        FoldOptions {
+            min_gain: self.min_gain,
+            allow_approx_borders: self.allow_approx_borders,
+        }
+    }
+}
+
+#[derive(Args, Serialize)]
+struct GateArgs {
+    input: PathBuf,
+    output: PathBuf,
+    /// Also write the manifest (each gate, its activations, its gain, the penalty) here.
     #[arg(long, value_name = "FILE.json")]
-    report: Option<PathBuf>,
-    /// Draw the selection walk (fidelity against latency, the choice marked) as SVG;
-    /// needs --calib.
-    #[arg(long, value_name = "FILE.svg")]
-    plot: Option<PathBuf>,
+    manifest: Option<PathBuf>,
+    /// The gate value past which training counts an activation as removed (recorded in
+    /// the manifest).
+    #[arg(long, default_value_t = 0.9, allow_negative_numbers = true)]
+    threshold: f64,
+    /// Allow the output path to be the input file.
+    #[arg(long)]
+    force: bool,
+    /// Store tensors in `<output>.data` beside the model.
+    #[arg(long)]
+    external_data: bool,
+    #[command(flatten)]
+    #[serde(flatten)]
+    fold: FoldArgs,
     #[command(flatten)]
     #[serde(flatten)]
     shapes: ShapeArgs,
     #[command(flatten)]
     #[serde(flatten)]
     engine: EngineArgs,
-    #[command(flatten)]
-    #[serde(flatten)]
-    learn: LearnArgs,
 }
 
 /// Learning which activations can go (`optimize IN OUT --calib DATA`, the main job).
@@ -565,6 +632,7 @@ fn main() -> ExitCode {
     let outcome = match cli.command {
         Command::Inspect(args) => inspect(&args, &progress),
         Command::Optimize(args) => optimize(&args, &progress),
+        Command::Gate(args) => gate(&args, &progress),
         Command::Verify(args) => verify(&args, &progress),
         Command::Bench(args) => bench(&args, &progress),
     };
@@ -636,7 +704,7 @@ fn inspect(args: &InspectArgs, progress: &Progress) -> Result<ExitCode> {
 const VERIFY_SEED: u64 = 0;
 
 fn optimize(args: &OptimizeArgs, progress: &Progress) -> Result<ExitCode> {
-    if !args.exact && args.linearize.is_empty() && !args.learn.enabled() {
+    if !args.exact && args.linearize.is_empty() && !args.learn.enabled() && !args.from_gates {
         return Err(Error::Usage(
             "optimize needs calibration data to learn from (--calib DATA, or --synthetic N), \
              or --exact for the exact rewrites only, or --linearize PATTERN"
@@ -660,6 +728,9 @@ fn optimize(args: &OptimizeArgs, progress: &Progress) -> Result<ExitCode> {
     // A library that does not load is refused before any work.
     options.engine.info()?;
     let original = load(&args.input, progress)?;
+    if args.from_gates {
+        return optimize_from_gates(args, original, &options, progress);
+    }
     if args.learn.enabled() {
         return optimize_learned(args, original, &options, progress);
     }
@@ -876,25 +947,144 @@ fn optimize_learned(
     })
 }
 
-fn optimize_options(args: &OptimizeArgs, progress: &Progress) -> Result<Options> {
-    let cost = match (args.cost, &args.cost_cache) {
-        (CostArg::Macs, _) => Cost::Macs,
-        (CostArg::Measured, Some(path)) => Cost::MeasuredWithCache(path.clone()),
-        (CostArg::Measured, None) => Cost::Measured,
+fn gate(args: &GateArgs, progress: &Progress) -> Result<ExitCode> {
+    if !(args.threshold > 0.0 && args.threshold <= 1.0) {
+        return Err(Error::Usage(format!(
+            "--threshold {}: expected a gate value in (0, 1]",
+            args.threshold
+        )));
+    }
+    refuse_overwriting_input(&args.input, &args.output, args.force)?;
+    for path in std::iter::once(&args.output).chain(&args.manifest) {
+        ensure_file_can_go(path)?;
+    }
+    let options = Options {
+        pinned: args.shapes.pinned()?,
+        folding: args.fold.options(),
+        cost: args.fold.cost(),
+        engine: args.engine.engine(1)?,
+        progress: progress.clone(),
+        ..Options::default()
     };
+    options.engine.info()?;
+    let original = load(&args.input, progress)?;
+    let gated = {
+        let _task = progress.spinner(&format!(
+            "finding the activations worth a gate (timing folds in {})",
+            options.engine.name()
+        ));
+        onnx_shallow::gate(original, &options, args.threshold)?
+    };
+    print!("{}", gates_table(&gated.manifest));
+    let tolerance = Tolerance {
+        rtol: onnx_shallow::GATED_RTOL,
+        ..Tolerance::default()
+    };
+    let verification = Verification {
+        reference: &args.input,
+        candidate: &args.output,
+        comparison: &gated.verification,
+        tolerance: &tolerance,
+    };
+    println!("gated at α = 0 vs original:");
+    print!("{}", verification.table());
+    let save = SaveOptions {
+        external_data: args.external_data,
+        ..SaveOptions::default()
+    };
+    onnx_shallow::save(&gated.model, &args.output, &save)?;
+    println!("wrote {}", args.output.display());
+    if let Some(path) = &args.manifest {
+        let text = serde_json::to_string_pretty(&gated.manifest).expect("JSON serialises");
+        onnx_shallow::onnx::write_atomically(path, text.as_bytes())?;
+        println!("wrote {}", path.display());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Folds a model trained with gates; with --calib, the result must hold the budget
+/// against the trained model on that data.
+fn optimize_from_gates(
+    args: &OptimizeArgs,
+    trained: Model,
+    options: &Options,
+    progress: &Progress,
+) -> Result<ExitCode> {
+    let learn = &args.learn;
+    let learn_options = learn.options(&[])?;
+    let threshold = learn_options.train.threshold;
+    let (optimized, report) =
+        onnx_shallow::optimize_from_gates(trained.clone(), options, threshold)?;
+    let kept = report.gates.iter().filter(|g| g.alpha < threshold).count();
+    println!(
+        "gates: {} read, {} at or past the threshold {threshold} (removed and folded), {kept} kept as trained",
+        report.gates.len(),
+        report.gates.len() - kept,
+    );
+    let inputs = calib::random_inputs(
+        &calib::sample_dims(&trained, &options.pinned)?,
+        args.verify_samples,
+        VERIFY_SEED,
+    )?;
+    let Some(mut checked) = check_folds(args, &trained, &optimized, &report, &inputs, progress)?
+    else {
+        return Ok(ExitCode::from(1));
+    };
+    if learn.enabled() {
+        let data = Dataset::load(&learn.spec(&learn.calib)?, &trained, &options.pinned)?;
+        let (comparison, fits) = {
+            let _task = progress.spinner("measuring the output against the trained model");
+            gates::judge(
+                &trained,
+                &optimized,
+                &data,
+                &learn_options.budget,
+                &learn_options.output_kinds,
+                learn.seed,
+            )?
+        };
+        let tolerance = Tolerance::default();
+        let verification = Verification {
+            reference: &args.input,
+            candidate: &args.output,
+            comparison: &comparison,
+            tolerance: &tolerance,
+        };
+        println!("output vs trained model, on {}:", data.source());
+        print!("{}", verification.table());
+        if !fits {
+            eprintln!(
+                "error: removing the gates below 1 costs more than --max-drop {} points / --max-error {} against the trained model; nothing was written",
+                learn.max_drop, learn.max_error
+            );
+            return Ok(ExitCode::from(1));
+        }
+        checked.fidelity = comparison;
+    }
+    let written = Written {
+        original: &trained,
+        optimized: &optimized,
+        report: &report,
+        checked: &checked,
+    };
+    if !written.holds_in(&options.engine, args, &inputs, progress)? {
+        return Ok(ExitCode::from(1));
+    }
+    written.save(args, options, progress)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn optimize_options(args: &OptimizeArgs, progress: &Progress) -> Result<Options> {
     Ok(Options {
         pinned: args.shapes.pinned()?,
         passes: args.passes.clone(),
         skip_passes: args.skip_passes.clone(),
         max_patches: args.max_patches,
-        folding: FoldOptions {
-            min_gain: args.min_gain,
-            allow_approx_borders: args.allow_approx_borders,
-        },
-        cost,
+        folding: args.fold.options(),
+        cost: args.fold.cost(),
         engine: args.engine.engine(args.learn.threads.unwrap_or(1))?,
         // With data, the named activations are removed by learning (and fine-tuned for).
-        linearize: match args.learn.enabled() {
+        linearize: match args.learn.enabled() || args.from_gates {
             true => Vec::new(),
             false => args.linearize.clone(),
         },

@@ -5,8 +5,10 @@ use serde::Serialize;
 use std::collections::HashSet;
 use std::path::PathBuf;
 
+use crate::calib;
 use crate::error::{Error, Result};
-use crate::gates::{self, LearnData, LearnOptions, LearnProgress, Learning};
+use crate::gates::gated::{self, Manifest};
+use crate::gates::{self, GateGroup, LearnData, LearnOptions, LearnProgress, Learning};
 use crate::ir::shape::{self, PinnedShapes};
 use crate::ir::stats::ModelStats;
 use crate::ir::{Graph, Model};
@@ -14,6 +16,7 @@ use crate::passes::{self, Ctx, FoldOptions, FoldRecord, Linearize, Pass, PassSta
 use crate::progress::Progress;
 use crate::runtime;
 use crate::runtime::Engine;
+use crate::runtime::compare::{self, Comparison, Tolerance};
 use crate::runtime::cost::{CostCache, CostModel};
 
 /// What to run.
@@ -72,6 +75,9 @@ pub struct Report {
     pub notes: Vec<String>,
     /// What learning found and chose, in a learned run.
     pub learning: Option<Learning>,
+    /// The gates read from a model trained with gates (`optimize_from_gates`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub gates: Vec<gated::Gate>,
     /// The model after linearisation and before folding, when activations were
     /// linearised: the folds must reproduce it (the original is no longer the reference).
     #[serde(skip)]
@@ -92,7 +98,7 @@ pub struct RemovedActivation {
 /// Runs the exact canonical rewrites, then the folds the cost model accepts.
 pub fn optimize(model: Model, options: &Options) -> Result<(Model, Report)> {
     let ctx = context(options)?;
-    let result = run_exact(model, options, &ctx)?;
+    let result = run_exact(model, options, &ctx, &Linearize::new(&options.linearize))?;
     persist(&ctx)?;
     Ok(result)
 }
@@ -109,7 +115,7 @@ pub fn optimize_learned(
     progress: &mut dyn LearnProgress,
 ) -> Result<(Model, Report)> {
     let ctx = context(options)?;
-    let (base, mut report) = run_exact(model.clone(), options, &ctx)?;
+    let (base, mut report) = run_exact(model.clone(), options, &ctx, &Linearize::none())?;
     let learning = gates::learn(&model, &base, data, &ctx, learn, progress)?;
     persist(&ctx)?;
     let mut chosen = learning.walk.model.clone();
@@ -125,6 +131,103 @@ pub fn optimize_learned(
     }
     report.learning = Some(learning);
     Ok((chosen, report))
+}
+
+/// A model gated for another engine to train (see [`gates::gated`]), verified.
+#[derive(Clone, Debug)]
+pub struct Gated {
+    /// The gated model, every α at 0.
+    pub model: Model,
+    pub manifest: Manifest,
+    /// What the gates were written into: the original after the exact rewrites and folds.
+    pub base: Model,
+    pub groups: Vec<GateGroup>,
+    /// The gated model against the original in tract, on standard-normal inputs.
+    pub verification: Comparison,
+}
+
+/// The largest relative error the gated model at α = 0 may show against the original.
+pub const GATED_RTOL: f64 = 1e-5;
+
+/// Standard-normal samples the gated model is verified on.
+const GATED_SAMPLES: usize = 8;
+
+/// Gates the activations whose removal lets a fold pay (the candidates of a learned
+/// run), in standard operators, α = 0: an error unless the result reproduces `model`
+/// within [`GATED_RTOL`] in tract. `threshold` goes into the manifest.
+pub fn gate(model: Model, options: &Options, threshold: f64) -> Result<Gated> {
+    let ctx = context(options)?;
+    let (base, _) = run_exact(model.clone(), options, &ctx, &Linearize::none())?;
+    let groups = gates::candidates(&base.graph, &ctx)?;
+    persist(&ctx)?;
+    if groups.is_empty() {
+        return Err(Error::graph(
+            "no activation is worth a gate: removing none lets a fold pay",
+        ));
+    }
+    let (gated_model, manifest) = gated::write_gates(&base, &groups, threshold)?;
+    let dims = calib::sample_dims(&model, &options.pinned)?;
+    let inputs = calib::random_inputs(&dims, GATED_SAMPLES, 0)?;
+    let verification = compare::compare(&model, &gated_model, &inputs)?;
+    let tolerance = Tolerance {
+        rtol: GATED_RTOL,
+        ..Tolerance::default()
+    };
+    if let Some(output) = verification.outputs.iter().find(|o| !o.within(&tolerance)) {
+        return Err(Error::graph(format!(
+            "the gated model at α = 0 differs from the original on output '{}' by {:.2e} \
+             relative, more than {GATED_RTOL:e}",
+            output.name, output.max_rel_error
+        )));
+    }
+    Ok(Gated {
+        model: gated_model,
+        manifest,
+        base,
+        groups,
+        verification,
+    })
+}
+
+/// Folds a model trained with gates (see [`gates::gated`]; the gates are found by their
+/// structure): the activations whose α is at or past `threshold` go and the layers
+/// around them fold; the others stay as trained, y = (1 − α)·act(x) + α·x. The report's
+/// `fold_reference` is what the folds must reproduce; `trained` is what the result
+/// approximates where a removed gate's α was below 1.
+pub fn optimize_from_gates(
+    trained: Model,
+    options: &Options,
+    threshold: f64,
+) -> Result<(Model, Report)> {
+    let ungated = gated::ungate(&trained, threshold)?;
+    let ctx = context(options)?;
+    let linearize = Linearize::nodes(&ungated.crossed);
+    let (mut model, mut report) = run_exact(ungated.model, options, &ctx, &linearize)?;
+    persist(&ctx)?;
+    model.remove_metadata(gated::MANIFEST_KEY);
+    report.before = ModelStats::of(&trained.graph, &options.pinned)?;
+    report.activations_removed = ungated
+        .gates
+        .iter()
+        .filter(|g| g.alpha >= threshold)
+        .map(|g| RemovedActivation {
+            name: g.node.clone(),
+            op: g.op.clone(),
+            gate: Some(g.alpha),
+        })
+        .collect();
+    report.notes.extend(ungated.notes);
+    let trained_below = |g: &&gated::Gate| g.alpha > 0.0 && g.alpha < threshold;
+    report
+        .notes
+        .extend(ungated.gates.iter().filter(trained_below).map(|g| {
+            format!(
+                "'{}' ({}) kept as trained: its gate α = {:.3} is below the threshold {threshold}",
+                g.node, g.op, g.alpha
+            )
+        }));
+    report.gates = ungated.gates;
+    Ok((model, report))
 }
 
 /// The activations the chosen step removed, with the gate value training left them at.
@@ -169,8 +272,13 @@ fn persist(ctx: &Ctx) -> Result<()> {
     Ok(())
 }
 
-/// The canonical rewrites, the user's linearisations and the folds, judged in `ctx`.
-fn run_exact(mut model: Model, options: &Options, ctx: &Ctx) -> Result<(Model, Report)> {
+/// The canonical rewrites, the linearisations and the folds, judged in `ctx`.
+fn run_exact(
+    mut model: Model,
+    options: &Options,
+    ctx: &Ctx,
+    linearize: &Linearize,
+) -> Result<(Model, Report)> {
     let before = ModelStats::of(&model.graph, &options.pinned)?;
     // Before any pass builds something the size the file claims.
     let declared = shape::infer(&model.graph, &Default::default())?;
@@ -182,11 +290,11 @@ fn run_exact(mut model: Model, options: &Options, ctx: &Ctx) -> Result<(Model, R
         ctx,
     )?;
     let mut activations_removed = Vec::new();
-    let fold_reference = if options.linearize.is_empty() {
+    let fold_reference = if linearize.is_empty() {
         None
     } else {
         let present = passes::activations(&model.graph)?;
-        stats.push(Linearize::new(&options.linearize).run(&mut model.graph, ctx)?);
+        stats.push(linearize.run(&mut model.graph, ctx)?);
         activations_removed = gone(present, &model.graph)?;
         Some(model.clone())
     };
@@ -230,6 +338,7 @@ fn run_exact(mut model: Model, options: &Options, ctx: &Ctx) -> Result<(Model, R
             notes,
             fold_reference,
             learning: None,
+            gates: Vec::new(),
         },
     ))
 }

@@ -5,6 +5,7 @@
 
 pub mod candidates;
 mod checkpoint;
+pub mod gated;
 pub mod loss;
 pub mod refit;
 pub mod select;
@@ -18,8 +19,8 @@ use crate::error::{Error, Result};
 use crate::ir::Model;
 use crate::ir::shape::{self, PinnedShapes};
 use crate::passes::{self, Ctx};
-use crate::runtime::compare::Expected;
-use crate::runtime::interval::confidence_problem;
+use crate::runtime::compare::{Comparison, Expected};
+use crate::runtime::interval::{Resampling, confidence_problem};
 
 pub use candidates::{GateGroup, GatedActivation, candidates};
 pub use loss::{OutputKind, Target, parse_output_kind, targets};
@@ -275,6 +276,30 @@ pub fn learn(
         training,
         walk,
     })
+}
+
+/// `candidate` against `reference` on `data` (intervals at the budget's confidence, the
+/// data's groups resampled whole), and whether that fits `budget` over the outputs'
+/// kinds: how a model that approximates another is judged.
+pub fn judge(
+    reference: &Model,
+    candidate: &Model,
+    data: &Dataset,
+    budget: &Budget,
+    output_kinds: &[(String, OutputKind)],
+    seed: u64,
+) -> Result<(Comparison, bool)> {
+    let expected = Expected::of(reference, data)?;
+    let mut comparison = expected.compare(candidate)?;
+    let resampling = Resampling {
+        confidence: budget.confidence,
+        seed,
+    };
+    comparison.estimate_intervals(expected.groups(), &resampling);
+    let shapes = shape::infer(&reference.graph, &PinnedShapes::default())?;
+    let targets = targets(&reference.graph, &shapes, output_kinds)?;
+    let fits = budget.admits(&targets, &comparison.outputs);
+    Ok((comparison, fits))
 }
 
 /// Every input's dims at batch 1.

@@ -62,6 +62,12 @@ impl Budget {
                 .is_none_or(|e| e.interval.high <= self.max_error)
     }
 
+    /// `fidelity`, compared on held-out data (with intervals where estimated), fits over
+    /// the outputs of `targets`.
+    pub fn admits(&self, targets: &[Target], fidelity: &[OutputComparison]) -> bool {
+        self.holds(&summary(targets, fidelity))
+    }
+
     /// `step` ends the walk: within budget and at least the target speedup.
     pub fn reached(&self, step: &Step) -> bool {
         step.within_budget
@@ -274,8 +280,8 @@ impl Walker<'_> {
         for (i, &g) in groups.iter().enumerate() {
             let start = (self.start.clone(), Done::default());
             let folded = self.step_model(Some(&[g]), &start, &mut FoldedAlone::default(), ctx)?;
-            let summary = self.summary(&folded.fidelity);
-            scored.push((-summary.shortfall(), g));
+            let shortfall = summary(self.targets, &folded.fidelity).shortfall();
+            scored.push((-shortfall, g));
             alone.0.insert(g, folded);
             on_measured(i + 1, groups.len());
         }
@@ -385,7 +391,7 @@ impl Walker<'_> {
 
     /// Sums up the step's fidelity per kind of output and checks it against the budget.
     fn judge(&self, step: &mut Step) {
-        let fidelity = self.summary(&step.fidelity);
+        let fidelity = summary(self.targets, &step.fidelity);
         step.within_budget = self.budget.holds(&fidelity);
         step.agreement = fidelity.agreement.map(|e| e.value);
         step.pairwise_flips = fidelity.pairwise_flips.map(|e| e.value);
@@ -470,28 +476,25 @@ impl Estimate {
     }
 }
 
-impl Walker<'_> {
-    fn summary(&self, fidelity: &[OutputComparison]) -> Fidelity {
-        let of_kind = |kind: OutputKind| {
-            let targets = self.targets.iter().filter(move |t| t.kind == kind);
-            targets.filter_map(|t| fidelity.iter().find(|f| f.name == t.output))
-        };
-        let interval = |f: &OutputComparison, of: fn(&FidelityIntervals) -> Option<Interval>| {
-            f.intervals.as_ref().and_then(of)
-        };
-        Fidelity {
-            agreement: of_kind(OutputKind::Class)
-                .filter_map(|f| Estimate::of(f.agreement, interval(f, |i| i.agreement)))
-                .reduce(|a, b| a.over(b, f64::min)),
-            pairwise_flips: of_kind(OutputKind::Class)
-                .filter_map(|f| Estimate::of(f.pairwise_flips, interval(f, |i| i.pairwise_flips)))
-                .reduce(|a, b| a.over(b, f64::max)),
-            max_error: of_kind(OutputKind::Regression)
-                .filter_map(|f| {
-                    Estimate::of(Some(f.max_rel_error), interval(f, |i| i.max_rel_error))
-                })
-                .reduce(|a, b| a.over(b, f64::max)),
-        }
+/// The figures the budget holds over `targets`' outputs in `fidelity`.
+fn summary(targets: &[Target], fidelity: &[OutputComparison]) -> Fidelity {
+    let of_kind = |kind: OutputKind| {
+        let targets = targets.iter().filter(move |t| t.kind == kind);
+        targets.filter_map(|t| fidelity.iter().find(|f| f.name == t.output))
+    };
+    let interval = |f: &OutputComparison, of: fn(&FidelityIntervals) -> Option<Interval>| {
+        f.intervals.as_ref().and_then(of)
+    };
+    Fidelity {
+        agreement: of_kind(OutputKind::Class)
+            .filter_map(|f| Estimate::of(f.agreement, interval(f, |i| i.agreement)))
+            .reduce(|a, b| a.over(b, f64::min)),
+        pairwise_flips: of_kind(OutputKind::Class)
+            .filter_map(|f| Estimate::of(f.pairwise_flips, interval(f, |i| i.pairwise_flips)))
+            .reduce(|a, b| a.over(b, f64::max)),
+        max_error: of_kind(OutputKind::Regression)
+            .filter_map(|f| Estimate::of(Some(f.max_rel_error), interval(f, |i| i.max_rel_error)))
+            .reduce(|a, b| a.over(b, f64::max)),
     }
 }
 

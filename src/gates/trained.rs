@@ -34,7 +34,7 @@ pub fn write_trained(
 }
 
 /// Every weight of `weights` replaces the initializer of its name, in its dims and type.
-fn set_weights(graph: &mut Graph, weights: &Params<f32>) -> Result<()> {
+pub(crate) fn set_weights(graph: &mut Graph, weights: &Params<f32>) -> Result<()> {
     let mut patch = Patch::new("fine-tuned weights");
     for (name, values) in &weights.weights {
         let value = graph.value_by_name(name);
@@ -51,7 +51,7 @@ fn set_weights(graph: &mut Graph, weights: &Params<f32>) -> Result<()> {
 }
 
 /// The activation rooted at the node `root` becomes (1 − α)·act(x) + α·x.
-fn blend_with_identity(graph: &mut Graph, root: &str, alpha: f32) -> Result<()> {
+pub(crate) fn blend_with_identity(graph: &mut Graph, root: &str, alpha: f32) -> Result<()> {
     let not_found = || Error::graph(format!("gated activation '{root}' is not in the model"));
     let id = graph.node_by_name(root).ok_or_else(not_found)?;
     let activation = recognise(graph, id)?.ok_or_else(not_found)?;

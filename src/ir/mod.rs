@@ -64,4 +64,9 @@ impl Model {
             }),
         }
     }
+
+    /// Removes the `metadata_props` entry with this key, if any.
+    pub fn remove_metadata(&mut self, key: &str) {
+        self.proto.metadata_props.retain(|p| p.key() != key);
+    }
 }

@@ -67,6 +67,17 @@ impl Linearize {
         Linearize { patterns }
     }
 
+    /// Replaces nothing.
+    pub fn none() -> Linearize {
+        Linearize {
+            patterns: Vec::new(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.patterns.is_empty()
+    }
+
     /// The activations of `graph` it replaces, in graph order; an error when a pattern
     /// names none.
     pub(crate) fn matching(&self, graph: &Graph) -> Result<Vec<Activation>> {

@@ -26,7 +26,7 @@ use crate::runtime::cost::{CostModel, Verdict};
 
 pub(crate) mod activation;
 mod commute_global_pool;
-mod constant_to_initializer;
+pub(crate) mod constant_to_initializer;
 mod eliminate_dead_code;
 mod fold_affine;
 mod fold_batchnorm;

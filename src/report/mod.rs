@@ -3,6 +3,7 @@
 use crate::runtime::interval::Interval;
 
 pub mod bench;
+pub mod gated;
 pub mod json;
 pub mod optimize;
 pub mod plot;
