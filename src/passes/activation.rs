@@ -7,7 +7,9 @@
 //!   (from opset 11); ReLU6 is Clip(0, 6);
 //! - HardSwish: the native node (opset 14+); `x · HardSigmoid(x; α = 1/6, β = 1/2)`
 //!   (PyTorch before opset 14); and written out as `x · Clip(x + 3, 0, 6) / 6`
-//!   (PaddlePaddle), the Mul and the Div in either order, the /6 possibly a Mul by 1/6.
+//!   (PaddlePaddle), the Mul and the Div in either order, the /6 possibly a Mul by 1/6;
+//!   and as `x · Clip(x / 6 + 1/2, 0, 1)` (HardSigmoid written out, as PyTorch exports
+//!   the modules onnx2torch makes).
 //!
 //! A multi-node form is recognised at its root, the node producing its output, and only
 //! when nothing outside the form reads its other nodes — so replacing the form removes
@@ -140,7 +142,10 @@ pub(crate) fn recognise(graph: &Graph, root: NodeId) -> Result<Option<Activation
 pub(crate) fn written_out_hardswish(graph: &Graph, root: NodeId) -> Result<Option<Activation>> {
     let parts = match product_then_sixth(graph, root)? {
         Some(parts) => Some(parts),
-        None => sixth_then_product(graph, root)?,
+        None => match sixth_then_product(graph, root)? {
+            Some(parts) => Some(parts),
+            None => x_times_clipped_line(graph, root)?,
+        },
     };
     Ok(parts.and_then(|parts| hardswish(graph, root, parts)))
 }
@@ -213,6 +218,31 @@ fn sixth_then_product(graph: &Graph, root: NodeId) -> Result<Option<Parts>> {
     })
 }
 
+/// `x · Clip(x / 6 + 1/2, 0, 1)`, the /6 possibly a Mul by 1/6.
+fn x_times_clipped_line(graph: &Graph, root: NodeId) -> Result<Option<Parts>> {
+    let node = graph.node(root);
+    if node.kind != OpKind::Mul {
+        return Ok(None);
+    }
+    either_order(node, |x, gate| {
+        let Some(clip) = producer_of_kind(graph, gate, OpKind::Clip) else {
+            return Ok(None);
+        };
+        let sum = graph.node(clip).input(0);
+        let Some(add) = sum.and_then(|sum| producer_of_kind(graph, sum, OpKind::Add)) else {
+            return Ok(None);
+        };
+        let scaled = operand_orders(graph.node(add))
+            .into_iter()
+            .flatten()
+            .find(|&(_, c)| scalar_constant(graph, c) == Some(0.5))
+            .and_then(|(scaled, _)| single_use_producer(graph, scaled));
+        let of_x = scaled.is_some_and(|scale| sixth_of(graph, graph.node(scale)) == Some(x));
+        let clipped_to_one = clip_bounds(graph, graph.node(clip))? == Some((0.0, 1.0));
+        Ok((of_x && clipped_to_one).then(|| vec![scaled.expect("checked"), add, clip]))
+    })
+}
+
 /// The first order of the binary `node`'s operands `(x, other)` for which `find` finds
 /// a form, with x.
 fn either_order<T>(
@@ -265,18 +295,21 @@ fn relu6_of_x_plus_3(graph: &Graph, value: ValueId, x: ValueId) -> Result<Option
     Ok((adds_3_to_x && is_relu6).then_some([add, clip]))
 }
 
-/// The Clip `clip` is the one of a written-out HardSwish, whose root reads it through
-/// one node.
+/// The Clip `clip` is the one of a written-out HardSwish, whose root reads it directly
+/// or through one node.
 fn belongs_to_hardswish(graph: &Graph, clip: NodeId) -> Result<bool> {
     let reader = |id: NodeId| {
         let output = graph.node(id).output(0)?;
         sole_reader(graph, output)
     };
-    let Some(root) = reader(clip).and_then(reader) else {
-        return Ok(false);
-    };
-    let hardswish = written_out_hardswish(graph, root)?;
-    Ok(hardswish.is_some_and(|hardswish| hardswish.nodes.contains(&clip)))
+    let next = reader(clip);
+    for root in [next, next.and_then(reader)].into_iter().flatten() {
+        let hardswish = written_out_hardswish(graph, root)?;
+        if hardswish.is_some_and(|hardswish| hardswish.nodes.contains(&clip)) {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }
 
 /// HardSigmoid(x; α = 1/6, β = 1/2) = Clip(x + 3, 0, 6) / 6: the gate of a HardSwish.
@@ -352,11 +385,13 @@ pub(crate) mod forms {
         WrittenOutDivThenMul,
         /// `(1/6) · (Clip(h + 3, 0, 6) · h)`.
         WrittenOutTimesSixth,
+        /// `h · Clip(h · (1/6) + 1/2, 0, 1)`.
+        WrittenOutHardSigmoid,
         /// `a = h`: what linearising any of the others leaves.
         Identity,
     }
 
-    pub(crate) const ACTIVATIONS: [Form; 10] = [
+    pub(crate) const ACTIVATIONS: [Form; 11] = [
         Form::Relu,
         Form::Relu6,
         Form::Relu6Attributes,
@@ -367,12 +402,14 @@ pub(crate) mod forms {
         Form::WrittenOutMulThenDiv,
         Form::WrittenOutDivThenMul,
         Form::WrittenOutTimesSixth,
+        Form::WrittenOutHardSigmoid,
     ];
 
-    pub(crate) const WRITTEN_OUT: [Form; 3] = [
+    pub(crate) const WRITTEN_OUT: [Form; 4] = [
         Form::WrittenOutMulThenDiv,
         Form::WrittenOutDivThenMul,
         Form::WrittenOutTimesSixth,
+        Form::WrittenOutHardSigmoid,
     ];
 
     /// Channels of `h`.
@@ -432,15 +469,23 @@ pub(crate) mod forms {
                 Form::WrittenOutTimesSixth => relu6_of_h_plus_3(b, &["h", "three"])
                     .node("Mul", &["c", "h"], &["m"], none())
                     .node("Mul", &["sixth", "m"], &["a"], none()),
+                Form::WrittenOutHardSigmoid => with_constants(b)
+                    .node("Mul", &["h", "sixth"], &["m"], none())
+                    .node("Add", &["m", "half"], &["s"], none())
+                    .node("Clip", &["s", "zero", "one"], &["c"], none())
+                    .node("Mul", &["h", "c"], &["a"], none()),
                 Form::Identity => b.node("Identity", &["h"], &["a"], none()),
             }
         }
     }
 
-    /// The written-out forms' constants: `zero`, `three` (of dims [1]), `six`, `sixth`.
+    /// The written-out forms' constants: `zero`, `three` (of dims [1]), `six`, `sixth`,
+    /// `half`, `one`.
     pub(crate) fn with_constants(b: ModelBuilder) -> ModelBuilder {
         let scalar = |v: f32| Tensor::from_f32(vec![], &[v]);
         b.initializer("zero", scalar(0.0))
+            .initializer("half", scalar(0.5))
+            .initializer("one", scalar(1.0))
             .initializer("three", Tensor::from_f32(vec![1], &[3.0]))
             .initializer("six", scalar(6.0))
             .initializer("sixth", scalar(1.0 / 6.0))
