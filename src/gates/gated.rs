@@ -19,7 +19,9 @@ use crate::gates::GateGroup;
 use crate::gates::trained::{blend_with_identity, set_weights};
 use crate::ir::{Attributes, Graph, Model, NodeId, OpKind, Patch, Tensor, ValueId, Wire};
 use crate::passes::activation::recognise;
-use crate::passes::{Ctx, Pass, constant_to_initializer::ConstantToInitializer};
+use crate::passes::constant_to_initializer::ConstantToInitializer;
+use crate::passes::remove_identity::RemoveIdentity;
+use crate::passes::{Ctx, Pass};
 
 /// The `metadata_props` key holding the [`Manifest`] as JSON.
 pub const MANIFEST_KEY: &str = "onnx_shallow.gates";
@@ -217,9 +219,9 @@ fn read_gates(graph: &Graph) -> Result<(Vec<Gate>, Vec<String>)> {
             continue;
         };
         match arithmetic.gate(graph)? {
-            Some(gate) => gates.push(gate),
-            None => notes.push(format!(
-                "node '{}' computes y + α·(x − y) but y is not an activation of x: kept as it is",
+            Ok(gate) => gates.push(gate),
+            Err(unread) => notes.push(format!(
+                "node '{}' computes y + α·(x − y) but {unread}: kept as it is",
                 graph.node(id).name
             )),
         }
@@ -227,7 +229,7 @@ fn read_gates(graph: &Graph) -> Result<(Vec<Gate>, Vec<String>)> {
     Ok((gates, notes))
 }
 
-/// `Add(y, Mul(α, Sub(x, y)))` at an Add node, α a one-element constant.
+/// `Add(y, Mul(α, Sub(x, y)))` at an Add node.
 struct GateArithmetic {
     sum: NodeId,
     x: ValueId,
@@ -253,9 +255,8 @@ impl GateArithmetic {
                 .into_iter()
                 .find_map(|(alpha, difference)| {
                     let sub = graph.node(graph.producer(difference)?);
-                    let one_element = graph.constant(alpha).is_some_and(|t| t.numel() == 1);
                     match (sub.op(), &sub.inputs[..]) {
-                        ("Sub", &[Some(x), Some(minus)]) if minus == y && one_element => {
+                        ("Sub", &[Some(x), Some(minus)]) if minus == y => {
                             Some(GateArithmetic { sum, x, y, alpha })
                         }
                         _ => None,
@@ -264,20 +265,26 @@ impl GateArithmetic {
         })
     }
 
-    /// The gate, when y is a recognised activation of x.
-    fn gate(&self, graph: &Graph) -> Result<Option<Gate>> {
-        let Some(producer) = graph.producer(self.y) else {
-            return Ok(None);
+    /// The gate, when y is a recognised activation of x and α a one-element constant;
+    /// otherwise what is not.
+    fn gate(&self, graph: &Graph) -> Result<std::result::Result<Gate, String>> {
+        let parameter = &graph.value(self.alpha).name;
+        let Some(constant) = graph.constant(self.alpha).filter(|t| t.numel() == 1) else {
+            return Ok(Err(format!(
+                "α ('{parameter}') is not a one-element constant"
+            )));
         };
-        let activation = recognise(graph, producer)?;
-        let Some(activation) = activation.filter(|a| a.input == self.x && a.output == self.y)
+        let activation = match graph.producer(self.y) {
+            Some(producer) => recognise(graph, producer)?.map(|a| (producer, a)),
+            None => None,
+        };
+        let Some((producer, activation)) =
+            activation.filter(|(_, a)| a.input == self.x && a.output == self.y)
         else {
-            return Ok(None);
+            return Ok(Err("y is not an activation of x".to_string()));
         };
         let node = &graph.node(self.sum).name;
-        let parameter = &graph.value(self.alpha).name;
-        let alpha = graph
-            .constant(self.alpha)
+        let alpha = Some(constant)
             .and_then(|t| t.to_f64())
             .and_then(|values| values.first().copied())
             .ok_or_else(|| {
@@ -291,7 +298,7 @@ impl GateArithmetic {
                 ),
             ));
         }
-        Ok(Some(Gate {
+        Ok(Ok(Gate {
             node: node.clone(),
             activation: graph.node(producer).name.clone(),
             op: activation.kind.name().to_string(),
@@ -317,8 +324,10 @@ pub struct Ungated {
 /// Resolves the gates of `trained`; an error when it has none.
 pub fn ungate(trained: &Model, threshold: f64) -> Result<Ungated> {
     let mut model = trained.clone();
-    // A re-export may hold α and the Clip bounds in Constant nodes.
+    // A re-export may hold α and the Clip bounds in Constant nodes, and read an α equal
+    // to another through an Identity.
     ConstantToInitializer.run(&mut model.graph, &Ctx::default())?;
+    RemoveIdentity.run(&mut model.graph, &Ctx::default())?;
     let (gates, mut notes) = read_gates(&model.graph)?;
     if gates.is_empty() {
         let seen = notes.iter().map(|n| format!("; {n}")).collect::<String>();
@@ -502,7 +511,25 @@ mod tests {
         // Sub reads y − y: the gate's shape, but not around an activation of its input.
         let error = ungate(&reexported(0.5, "r"), 0.9).unwrap_err().to_string();
         assert!(
-            error.contains("no gates found") && error.contains("'Add_4'"),
+            error.contains("no gates found")
+                && error.contains("'Add_4'")
+                && error.contains("y is not an activation of x"),
+            "{error}"
+        );
+        let proto = ModelBuilder::new(13)
+            .input("x", &[2, 4])
+            .input("alpha", &[1])
+            .node("Relu", &["x"], &["r"], Attributes::default())
+            .node("Sub", &["x", "r"], &["d"], Attributes::default())
+            .node("Mul", &["alpha", "d"], &["m"], Attributes::default())
+            .node("Add", &["r", "m"], &["y"], Attributes::default())
+            .output("y")
+            .build();
+        let error = ungate(&Model::from_proto(proto).unwrap(), 0.9).unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .contains("α ('alpha') is not a one-element constant"),
             "{error}"
         );
     }

@@ -41,7 +41,7 @@ mod fuse_hardswish;
 mod linearize;
 mod matching;
 mod matmul_add_to_gemm;
-mod remove_identity;
+pub(crate) mod remove_identity;
 mod resolve_auto_pad;
 mod resolve_reshape_shapes;
 mod segments;
