@@ -38,7 +38,7 @@ def parse_args():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("gated", help="the model `onnx-shallow gate` wrote")
     p.add_argument("output", help="where to write the trained gated model")
-    p.add_argument("--data", required=True, help=".npz holding the inputs (and labels)")
+    p.add_argument("--data", help=".npz holding the inputs (and labels); without it, --epochs 0 only exports")
     p.add_argument("--inputs", default="x", help="the array of inputs in --data")
     p.add_argument("--labels", help="the array of integer labels in --data (adds cross-entropy)")
     p.add_argument("--train-index", help="an integer array in --data: the rows to train on")
@@ -125,6 +125,13 @@ def main():
     for p in teacher.parameters():
         p.requires_grad_(False)
 
+    if args.data is None:
+        if args.epochs != 0:
+            raise SystemExit("--data is needed to train (or --epochs 0 to convert and export only)")
+        if rank == 0:
+            export(student, example_input(gated), input_name, output_names, gated.opset_import[0].version, args.output)
+            print(f"wrote {args.output}")
+        return
     data = np.load(args.data)
     x = torch.from_numpy(np.asarray(data[args.inputs], dtype=np.float32))
     y = torch.from_numpy(np.asarray(data[args.labels], dtype=np.int64)) if args.labels else torch.zeros(len(x), dtype=torch.int64)
@@ -139,7 +146,7 @@ def main():
         [{"params": weight_params, "lr": args.lr}, {"params": list(student.alphas), "lr": args.gate_lr, "weight_decay": 0.0}]
     )
     steps = args.epochs * len(loader)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=[args.lr, args.gate_lr], total_steps=steps, pct_start=0.05)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=[args.lr, args.gate_lr], total_steps=max(1, steps), pct_start=0.05)
     crossed = torch.zeros(len(manifest["groups"]), dtype=torch.bool, device=device)
     for epoch in range(args.epochs):
         if sampler is not None:
@@ -165,7 +172,7 @@ def main():
                     if crossed[g]:
                         alpha.fill_(1.0)
         if rank == 0:
-            values = " ".join(f"{float(a):.2f}" for a in student.alphas)
+            values = " ".join(f"{a.item():.2f}" for a in student.alphas)
             print(f"epoch {epoch + 1}/{args.epochs}: loss {loss.item():.4f}, gates {values}", flush=True)
 
     if rank == 0:
@@ -175,6 +182,12 @@ def main():
         print(f"wrote {args.output}")
     if distributed:
         dist.destroy_process_group()
+
+
+def example_input(model):
+    """Zeros of the model's input dims, batch 1 where the dims are symbolic."""
+    dims = [d.dim_value or 1 for d in model.graph.input[0].type.tensor_type.shape.dim]
+    return torch.zeros(dims)
 
 
 @torch.no_grad()

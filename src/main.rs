@@ -142,7 +142,7 @@ struct OptimizeArgs {
     report: Option<PathBuf>,
     /// Draw the selection walk (fidelity against latency, the choice marked) as SVG;
     /// needs --calib.
-    #[arg(long, value_name = "FILE.svg")]
+    #[arg(long, value_name = "FILE.svg", conflicts_with = "from_gates")]
     plot: Option<PathBuf>,
     #[command(flatten)]
     #[serde(flatten)]
@@ -707,7 +707,8 @@ fn optimize(args: &OptimizeArgs, progress: &Progress) -> Result<ExitCode> {
     if !args.exact && args.linearize.is_empty() && !args.learn.enabled() && !args.from_gates {
         return Err(Error::Usage(
             "optimize needs calibration data to learn from (--calib DATA, or --synthetic N), \
-             or --exact for the exact rewrites only, or --linearize PATTERN"
+             or --exact for the exact rewrites only, or --linearize PATTERN, or --from-gates \
+             for a model trained with gates"
                 .into(),
         ));
     }
