@@ -262,6 +262,42 @@ fn the_cli_gates_then_folds_back_and_refuses_what_it_cannot_read() {
             .all(|g| g["alpha"] == 1.0)
     );
 
+    // Gates at 0.1 removed with --threshold 0.05: far from what was trained, which the
+    // budget judges on --calib data.
+    let far = write_training(&model, &vec![0.1; listed.groups.len()], None).unwrap();
+    onnx_shallow::save(&far, &trained, &Default::default()).unwrap();
+    let data = common::testdata("digits_test64.npz");
+    let judged = |max_drop: &str| {
+        common::cli(&[
+            "optimize".as_ref(),
+            trained.as_os_str(),
+            out.as_os_str(),
+            "--from-gates".as_ref(),
+            "--threshold".as_ref(),
+            "0.05".as_ref(),
+            "--calib".as_ref(),
+            data.as_os_str(),
+            "--calib-key".as_ref(),
+            "input".as_ref(),
+            "--cost".as_ref(),
+            "macs".as_ref(),
+            "--max-drop".as_ref(),
+            max_drop.as_ref(),
+        ])
+    };
+    std::fs::remove_file(&out).unwrap();
+    let run = judged("0");
+    assert_eq!(run.code, 1, "{}{}", run.stdout, run.stderr);
+    assert!(run.stderr.contains("--max-drop 0"), "{}", run.stderr);
+    assert!(!out.exists());
+    let run = judged("100");
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(
+        run.stdout.contains("output vs trained model, on"),
+        "{}",
+        run.stdout
+    );
+
     // The original has no gates; a gate's α of 1.5 or NaN cannot be read as trained.
     std::fs::remove_file(&out).unwrap();
     let run = fold(&input);
