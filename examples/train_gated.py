@@ -13,7 +13,8 @@ The loss is Layer Folding's: distillation from the original model (the gated mod
 latency gain, as a share). α is clipped to [0, 1] after every step; a gate that reaches
 the threshold is fixed at 1 from then on, so the weights learn to do without it.
 
-Tested with Python 3.11, torch 2.15.0, onnx2torch 1.5.15, onnx 1.23.2 (CPU).
+Tested with Python 3.11, torch 2.15.0, onnx2torch 1.5.15, onnx 1.23.2 (CPU); the pins are
+in examples/requirements.txt (`pip install -r examples/requirements.txt`).
 """
 
 import argparse
