@@ -32,6 +32,14 @@ pub enum Error {
     Runtime(String),
     #[error("{0}")]
     Usage(String),
+    /// An output whose folds do not reproduce the model they started from: it must not be
+    /// used. The comparisons say where it differs.
+    #[error(
+        "the rewritten model does not reproduce the {} model within {}",
+        .0.against,
+        .0.tolerance.rtol
+    )]
+    NotReproduced(Box<crate::optimize::Verified>),
     /// Training stopped where asked, its state saved: the same run again resumes it.
     #[error(
         "training stopped after step {step}; its state is in {}: run the same command again to resume",

@@ -2,23 +2,48 @@
 //! can go and folds the linear layers around them into single layers, and verifies the
 //! result with tract.
 //!
-//! The library is the tool without its command line: load a model, run the passes you
-//! choose, save it.
+//! The library is the tool without its command line, under the same rules: what
+//! [`optimize`] (exact rewrites and folds), [`optimize_learned`] (learning which
+//! activations can go) and [`optimize_from_gates`] return has been verified in tract (and
+//! in the run's engine): a result whose folds do not reproduce what they started from is
+//! an [`Error::NotReproduced`], never a model. The check is in the report.
 //!
 //! ```
-//! use onnx_shallow::passes::{self, Ctx};
-//! # let input = concat!(env!("CARGO_MANIFEST_DIR"), "/testdata/ppocr_textline_cls.onnx");
+//! use onnx_shallow::calib::{CalibSpec, Dataset};
+//! use onnx_shallow::gates::{LearnData, LearnOptions};
+//! use onnx_shallow::{Cost, Options};
 //! # let dir = tempfile::tempdir().unwrap();
+//! # let testdata = concat!(env!("CARGO_MANIFEST_DIR"), "/testdata");
+//! # let input = format!("{testdata}/ppocr_textline_cls.onnx");
 //! # let output = dir.path().join("ppocr.shallow.onnx");
-//! let mut model = onnx_shallow::load(input.as_ref())?;
-//! let stats = passes::run_pipeline(&passes::canonical(), &mut model.graph, &Ctx::default())?;
-//! for s in stats.iter().filter(|s| s.patches > 0) {
-//!     println!("{}: {} rewrites, {} nodes fewer", s.pass, s.patches, s.nodes_removed);
-//! }
-//! assert!(model.graph.nodes().all(|(_, node)| node.op() != "BatchNormalization"));
-//! onnx_shallow::save(&model, &output, &Default::default())?;
+//! let options = Options { cost: Cost::Macs, ..Options::default() };
+//!
+//! // The exact rewrites and folds (the text-line classifier's dims pinned to verify it).
+//! let model = onnx_shallow::load(input.as_ref())?;
+//! let pinned = [onnx_shallow::parse_input_shape("x:1,3,48,192")?].into_iter().collect();
+//! let exact = Options { pinned, ..options.clone() };
+//! let (shallow, report) = onnx_shallow::optimize(model, &exact)?;
+//! let verified = report.verified.as_ref().expect("verified before it is returned");
+//! assert!(verified.reproduces());
+//! assert!(shallow.graph.nodes().all(|(_, node)| node.op() != "BatchNormalization"));
+//! onnx_shallow::save(&shallow, &output, &Default::default())?;
+//!
+//! // Learned: which activations can go, judged on held-out data.
+//! # let input = format!("{testdata}/digits_mobilenetish.onnx");
+//! # let samples = format!("{testdata}/digits_test64.npz").into();
+//! let model = onnx_shallow::load(input.as_ref())?;
+//! let spec = CalibSpec { paths: vec![samples], ..CalibSpec::default() };
+//! let (train, held_out) = Dataset::load(&spec, &model, &options.pinned)?.split(0.25, 0)?;
+//! let data = LearnData { train: &train, held_out: &held_out };
+//! let (shallow, report) =
+//!     onnx_shallow::optimize_learned(model, &options, &data, &LearnOptions::default(), &mut ())?;
+//! let verified = report.verified.as_ref().unwrap();
+//! println!("held-out agreement: {:?}", verified.against_original().outputs[0].agreement);
+//! onnx_shallow::save(&shallow, &output, &Default::default())?;
 //! # Ok::<(), onnx_shallow::Error>(())
 //! ```
+//!
+//! Passes can also be run one by one (see [`passes`]).
 
 pub mod calib;
 pub mod error;
@@ -44,8 +69,8 @@ pub use error::{Error, Result};
 pub use ir::Model;
 pub use onnx::SaveOptions;
 pub use optimize::{
-    Cost, GATED_RTOL, Gated, Options, RemovedActivation, Report, gate, optimize,
-    optimize_from_gates, optimize_learned, parse_input_shape,
+    Cost, GATED_RTOL, Gated, Options, RemovedActivation, Report, VERIFY_SEED, Verified, gate,
+    optimize, optimize_from_gates, optimize_learned, parse_input_shape,
 };
 
 /// Loads a model file (with its external data) into the IR.

@@ -26,7 +26,7 @@ use onnx_shallow::runtime::compare::{self, Comparison, Tolerance};
 use onnx_shallow::runtime::interval::{Resampling, confidence_problem};
 use onnx_shallow::runtime::memory::CountingAllocator;
 use onnx_shallow::runtime::{Engine, OrtOptLevel, OrtOptions};
-use onnx_shallow::{Cost, Error, Model, Options, Report, Result, SaveOptions};
+use onnx_shallow::{Cost, Error, Model, Options, Report, Result, SaveOptions, Verified};
 use serde::Serialize;
 
 /// Counts heap use, for the peak memory `bench` reports.
@@ -700,9 +700,6 @@ fn inspect(args: &InspectArgs, progress: &Progress) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Seed of the random inputs `optimize` verifies its output on.
-const VERIFY_SEED: u64 = 0;
-
 fn optimize(args: &OptimizeArgs, progress: &Progress) -> Result<ExitCode> {
     if !args.exact && args.linearize.is_empty() && !args.learn.enabled() && !args.from_gates {
         return Err(Error::Usage(
@@ -735,27 +732,74 @@ fn optimize(args: &OptimizeArgs, progress: &Progress) -> Result<ExitCode> {
     if args.learn.enabled() {
         return optimize_learned(args, original, &options, progress);
     }
-    let (optimized, report) = onnx_shallow::optimize(original.clone(), &options)?;
-    let inputs = calib::random_inputs(
-        &calib::sample_dims(&original, &options.pinned)?,
-        args.verify_samples,
-        VERIFY_SEED,
-    )?;
-    let Some(checked) = check_folds(args, &original, &optimized, &report, &inputs, progress)?
-    else {
-        return Ok(ExitCode::from(1));
+    let (optimized, report) = match onnx_shallow::optimize(original.clone(), &options) {
+        Err(Error::NotReproduced(verified)) => return Ok(refuse(args, &options, &verified)),
+        outcome => outcome?,
     };
+    let verified = verified(&report);
+    print_verified(args, &options, verified);
     let written = Written {
         original: &original,
         optimized: &optimized,
         report: &report,
-        checked: &checked,
+        checked: &Checked::of(verified),
     };
-    if !written.holds_in(&options.engine, args, &inputs, progress)? {
-        return Ok(ExitCode::from(1));
-    }
     written.save(args, &options, progress)?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// What the library verified of an output it returned.
+fn verified(report: &Report) -> &Verified {
+    report
+        .verified
+        .as_ref()
+        .expect("the library verifies what it returns")
+}
+
+/// Prints why an output was refused: exit 1, nothing written.
+fn refuse(args: &OptimizeArgs, options: &Options, verified: &Verified) -> ExitCode {
+    print_verified(args, options, verified);
+    eprintln!(
+        "error: {}; nothing was written",
+        Error::NotReproduced(Box::new(verified.clone()))
+    );
+    ExitCode::from(1)
+}
+
+/// The output against the model its folds started from, in tract and in the run's
+/// engine, and against the original when that is another model.
+fn print_verified(args: &OptimizeArgs, options: &Options, verified: &Verified) {
+    let table = |comparison: &Comparison| {
+        let verification = Verification {
+            reference: &args.input,
+            candidate: &args.output,
+            comparison,
+            tolerance: &verified.tolerance,
+        };
+        verification.table()
+    };
+    if verified.fidelity.is_some() {
+        println!("folded vs {} (the folds alone):", verified.against);
+    }
+    print!("{}", table(&verified.folds));
+    if let Some(in_engine) = &verified.in_engine {
+        match options.engine.info() {
+            Ok(info) => println!("in {info}:"),
+            Err(_) => println!("in {}:", options.engine.name()),
+        }
+        print!("{}", table(in_engine));
+    }
+    if verified.approximate {
+        println!(
+            "approximate border folds: the error above is their measured effect (not a failure)"
+        );
+    }
+    if let Some(fidelity) = &verified.fidelity {
+        println!(
+            "output vs input model (what removing activations cost, on random inputs; information, not a check):"
+        );
+        print!("{}", table(fidelity));
+    }
 }
 
 /// A verified output and what a run says about it.
@@ -788,50 +832,6 @@ impl Written<'_> {
             stats::before_after_table(before, after, Some(&latency), fidelity)
         );
         Ok(())
-    }
-
-    /// The folds reproduce the model they started from in `engine` too, as they do in
-    /// tract (where every output is verified): engines differ in how they run the folded
-    /// layers. Prints the comparison; approximate border folds never fail it.
-    fn holds_in(
-        &self,
-        engine: &Engine,
-        args: &OptimizeArgs,
-        inputs: &ModelInputs,
-        progress: &Progress,
-    ) -> Result<bool> {
-        if *engine == Engine::Tract {
-            return Ok(true);
-        }
-        let reference = self.report.fold_reference.as_ref();
-        let comparison = {
-            let _task = progress.spinner(&format!("verifying the output in {}", engine.name()));
-            compare::compare_in(
-                engine,
-                reference.unwrap_or(self.original),
-                self.optimized,
-                inputs,
-            )?
-        };
-        let tolerance = Tolerance::default();
-        let verification = Verification {
-            reference: &args.input,
-            candidate: &args.output,
-            comparison: &comparison,
-            tolerance: &tolerance,
-        };
-        println!("in {}:", engine.info()?);
-        print!("{}", verification.table());
-        let exact = self.report.folds.iter().all(|f| f.exact);
-        if exact && !verification.passed() {
-            eprintln!(
-                "error: the rewritten model does not match within {} in {}; nothing was written",
-                tolerance.rtol,
-                engine.name()
-            );
-            return Ok(false);
-        }
-        Ok(true)
     }
 }
 
@@ -877,14 +877,13 @@ fn optimize_learned(
         held_out: &held_out,
     };
     let mut bars = LearnBars::new(progress, options.engine.name());
-    let (optimized, report) = onnx_shallow::optimize_learned(
-        original.clone(),
-        options,
-        &data,
-        &learn_options,
-        &mut bars,
-    )?;
+    let outcome =
+        onnx_shallow::optimize_learned(original.clone(), options, &data, &learn_options, &mut bars);
     drop(bars);
+    let (optimized, report) = match outcome {
+        Err(Error::NotReproduced(verified)) => return Ok(refuse(args, options, &verified)),
+        outcome => outcome?,
+    };
     let learning = report
         .learning
         .as_ref()
@@ -898,35 +897,14 @@ fn optimize_learned(
     if let Some(warning) = few_groups_warning(walk) {
         eprintln!("warning: {warning}");
     }
-    let step0 = &walk.steps[0];
-    if step0
-        .fidelity
-        .iter()
-        .any(|o| !o.within(&Tolerance::default()))
-    {
-        eprintln!(
-            "error: the exact rewrites do not reproduce the original on the held-out data; nothing was written"
-        );
-        return Ok(ExitCode::from(1));
-    }
     if walk.chosen == 0 && !learning.groups.is_empty() {
-        if learn_options.budget.reached(step0) {
+        if learn_options.budget.reached(&walk.steps[0]) {
             println!("the exact-only model reaches the target speedup: writing it");
         } else {
             print!("{}", nothing_fits(walk, &learn_options.budget));
         }
     }
-    let on_held_out = |outputs: &[compare::OutputComparison]| Comparison {
-        samples: held_out.len(),
-        inputs: format!("{} (held out)", held_out.source()),
-        groups: walk.held_out.groups,
-        confidence: Some(walk.held_out.confidence),
-        outputs: outputs.to_vec(),
-    };
-    let checked = Checked {
-        folds: on_held_out(&step0.fidelity),
-        fidelity: on_held_out(&walk.steps[walk.chosen].fidelity),
-    };
+    let checked = Checked::of(verified(&report));
     let written = Written {
         original: &original,
         optimized: &optimized,
@@ -1014,23 +992,20 @@ fn optimize_from_gates(
     let learn = &args.learn;
     let learn_options = learn.options(&[])?;
     let threshold = learn_options.train.threshold;
-    let (optimized, report) =
-        onnx_shallow::optimize_from_gates(trained.clone(), options, threshold)?;
+    let outcome = onnx_shallow::optimize_from_gates(trained.clone(), options, threshold);
+    let (optimized, report) = match outcome {
+        Err(Error::NotReproduced(verified)) => return Ok(refuse(args, options, &verified)),
+        outcome => outcome?,
+    };
     let kept = report.gates.iter().filter(|g| g.alpha < threshold).count();
     println!(
         "gates: {} read, {} at or past the threshold {threshold} (removed and folded), {kept} kept as trained",
         report.gates.len(),
         report.gates.len() - kept,
     );
-    let inputs = calib::random_inputs(
-        &calib::sample_dims(&trained, &options.pinned)?,
-        args.verify_samples,
-        VERIFY_SEED,
-    )?;
-    let Some(mut checked) = check_folds(args, &trained, &optimized, &report, &inputs, progress)?
-    else {
-        return Ok(ExitCode::from(1));
-    };
+    let verified = verified(&report);
+    print_verified(args, options, verified);
+    let mut checked = Checked::of(verified);
     if learn.enabled() {
         let data = Dataset::load(&learn.spec(&learn.calib)?, &trained, &options.pinned)?;
         let (comparison, fits) = {
@@ -1068,9 +1043,6 @@ fn optimize_from_gates(
         report: &report,
         checked: &checked,
     };
-    if !written.holds_in(&options.engine, args, &inputs, progress)? {
-        return Ok(ExitCode::from(1));
-    }
     written.save(args, options, progress)?;
     Ok(ExitCode::SUCCESS)
 }
@@ -1090,72 +1062,24 @@ fn optimize_options(args: &OptimizeArgs, progress: &Progress) -> Result<Options>
             false => args.linearize.clone(),
         },
         progress: progress.clone(),
+        verify_samples: args.verify_samples,
     })
 }
 
-/// The output compared in tract with the model its folds started from, and with the
-/// original.
+/// The comparisons a run's report and summary show: the output against the model its
+/// folds started from, and against the original.
 struct Checked {
     folds: Comparison,
     fidelity: Comparison,
 }
 
-/// Prints the comparisons; `None` when the folds do not reproduce their reference (the
-/// output must not be written).
-fn check_folds(
-    args: &OptimizeArgs,
-    original: &Model,
-    optimized: &Model,
-    report: &Report,
-    inputs: &ModelInputs,
-    progress: &Progress,
-) -> Result<Option<Checked>> {
-    let task = progress.spinner("verifying the output in tract");
-    // The folds must reproduce the model they started from: the original, or the
-    // original with the named activations linearised.
-    let folds = compare::compare(
-        report.fold_reference.as_ref().unwrap_or(original),
-        optimized,
-        inputs,
-    )?;
-    let fidelity = match report.fold_reference {
-        Some(_) => compare::compare(original, optimized, inputs)?,
-        None => folds.clone(),
-    };
-    drop(task);
-    let tolerance = Tolerance::default();
-    let verification = Verification {
-        reference: &args.input,
-        candidate: &args.output,
-        comparison: &folds,
-        tolerance: &tolerance,
-    };
-    if report.fold_reference.is_some() {
-        println!("folded vs linearised (the folds alone):");
+impl Checked {
+    fn of(verified: &Verified) -> Checked {
+        Checked {
+            folds: verified.folds.clone(),
+            fidelity: verified.against_original().clone(),
+        }
     }
-    print!("{}", verification.table());
-    if report.folds.iter().any(|f| !f.exact) {
-        println!(
-            "approximate border folds: the error above is their measured effect (not a failure)"
-        );
-    } else if !verification.passed() {
-        eprintln!(
-            "error: the rewritten model does not match within {}; nothing was written",
-            tolerance.rtol
-        );
-        return Ok(None);
-    }
-    if report.fold_reference.is_some() {
-        let against_original = Verification {
-            comparison: &fidelity,
-            ..verification
-        };
-        println!(
-            "output vs original (what linearising cost, on random inputs; information, not a check):"
-        );
-        print!("{}", against_original.table());
-    }
-    Ok(Some(Checked { folds, fidelity }))
 }
 
 /// What each pass did and each fold, with a warning for forced folds that are slower.
@@ -1195,7 +1119,7 @@ fn write_report(
         // A learned run's choices follow its own seed; an exact run's, the verification's.
         seed: match args.learn.enabled() {
             true => args.learn.seed,
-            false => VERIFY_SEED,
+            false => onnx_shallow::VERIFY_SEED,
         },
         report,
         verification: &Verification {

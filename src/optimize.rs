@@ -5,10 +5,10 @@ use serde::Serialize;
 use std::collections::HashSet;
 use std::path::PathBuf;
 
-use crate::calib;
+use crate::calib::{self, Dataset};
 use crate::error::{Error, Result};
 use crate::gates::gated::{self, Manifest};
-use crate::gates::{self, GateGroup, LearnData, LearnOptions, LearnProgress, Learning};
+use crate::gates::{self, GateGroup, LearnData, LearnOptions, LearnProgress, Learning, Step, Walk};
 use crate::ir::shape::{self, PinnedShapes};
 use crate::ir::stats::ModelStats;
 use crate::ir::{Graph, Model};
@@ -20,7 +20,7 @@ use crate::runtime::compare::{self, Comparison, Tolerance};
 use crate::runtime::cost::{CostCache, CostModel};
 
 /// What to run.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct Options {
     /// Input dims pinned for analysis (the output keeps the declared dims).
     pub pinned: PinnedShapes,
@@ -38,7 +38,29 @@ pub struct Options {
     pub linearize: Vec<String>,
     /// Where long work (the cost model's measurements) shows its progress.
     pub progress: Progress,
+    /// Standard-normal samples (seed [`VERIFY_SEED`]) the output is verified on.
+    pub verify_samples: usize,
 }
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            pinned: PinnedShapes::default(),
+            passes: None,
+            skip_passes: Vec::new(),
+            max_patches: None,
+            folding: FoldOptions::default(),
+            cost: Cost::default(),
+            engine: Engine::default(),
+            linearize: Vec::new(),
+            progress: Progress::default(),
+            verify_samples: 8,
+        }
+    }
+}
+
+/// Seed of the standard-normal samples outputs are verified on.
+pub const VERIFY_SEED: u64 = 0;
 
 /// How folds are judged.
 #[derive(Clone, Debug, Default)]
@@ -75,6 +97,9 @@ pub struct Report {
     pub notes: Vec<String>,
     /// What learning found and chose, in a learned run.
     pub learning: Option<Learning>,
+    /// How the output was verified before it was returned.
+    #[serde(skip)]
+    pub verified: Option<Verified>,
     /// The gates read from a model trained with gates (`optimize_from_gates`).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub gates: Vec<gated::Gate>,
@@ -96,11 +121,93 @@ pub struct RemovedActivation {
 }
 
 /// Runs the exact canonical rewrites, then the folds the cost model accepts.
+///
+/// The output is verified before it is returned (see [`Verified`]): an
+/// [`Error::NotReproduced`] when its folds do not reproduce what they started from.
 pub fn optimize(model: Model, options: &Options) -> Result<(Model, Report)> {
     let ctx = context(options)?;
-    let result = run_exact(model, options, &ctx, &Linearize::new(&options.linearize))?;
+    let linearize = Linearize::new(&options.linearize);
+    let (optimized, mut report) = run_exact(model.clone(), options, &ctx, &linearize)?;
     persist(&ctx)?;
-    Ok(result)
+    report.verified = Some(verify(&model, &optimized, &report, options)?);
+    Ok((optimized, report))
+}
+
+/// What the library checked of an output before returning it.
+#[derive(Clone, Debug, Serialize)]
+pub struct Verified {
+    /// What the folds must reproduce: `original`, or `linearised` (the input with the
+    /// activations the run removed replaced by identity).
+    pub against: &'static str,
+    /// The output against that reference, in tract.
+    pub folds: Comparison,
+    /// The same in the run's engine, when it is not tract: engines differ in how they run
+    /// the folded layers.
+    pub in_engine: Option<Comparison>,
+    /// The output against the original (not a check: what removing activations cost on
+    /// these inputs), when the reference is not the original.
+    pub fidelity: Option<Comparison>,
+    pub tolerance: Tolerance,
+    /// Some fold is exact only away from the border: the comparisons measure its error
+    /// instead of checking it.
+    pub approximate: bool,
+}
+
+impl Verified {
+    /// The comparisons of the output with the model the folds started from hold.
+    pub fn reproduces(&self) -> bool {
+        let within = |c: &Comparison| c.within(&self.tolerance);
+        self.approximate || (within(&self.folds) && self.in_engine.iter().all(within))
+    }
+
+    /// The output against the original: `fidelity`, or `folds` when that is the original.
+    pub fn against_original(&self) -> &Comparison {
+        self.fidelity.as_ref().unwrap_or(&self.folds)
+    }
+}
+
+/// Runs `optimized` and the model its folds started from on standard-normal inputs, in
+/// tract and in the run's engine; an error unless they match (or a fold is approximate).
+fn verify(
+    original: &Model,
+    optimized: &Model,
+    report: &Report,
+    options: &Options,
+) -> Result<Verified> {
+    let dims = calib::sample_dims(original, &options.pinned)?;
+    let inputs = calib::random_inputs(&dims, options.verify_samples, VERIFY_SEED)?;
+    let reference = report.fold_reference.as_ref().unwrap_or(original);
+    let task = options.progress.spinner("verifying the output in tract");
+    let folds = compare::compare(reference, optimized, &inputs)?;
+    let fidelity = match report.fold_reference {
+        Some(_) => Some(compare::compare(original, optimized, &inputs)?),
+        None => None,
+    };
+    drop(task);
+    let in_engine = match &options.engine {
+        Engine::Tract => None,
+        engine => {
+            let _task = options
+                .progress
+                .spinner(&format!("verifying the output in {}", engine.name()));
+            Some(compare::compare_in(engine, reference, optimized, &inputs)?)
+        }
+    };
+    let verified = Verified {
+        against: match report.fold_reference {
+            Some(_) => "linearised",
+            None => "original",
+        },
+        folds,
+        in_engine,
+        fidelity,
+        tolerance: Tolerance::default(),
+        approximate: report.folds.iter().any(|f| !f.exact),
+    };
+    match verified.reproduces() {
+        true => Ok(verified),
+        false => Err(Error::NotReproduced(Box::new(verified))),
+    }
 }
 
 /// Learns which activations can go from calibration data, then folds them: the exact
@@ -129,8 +236,33 @@ pub fn optimize_learned(
             serde_json::to_string(&report.folds).expect("folds serialise"),
         );
     }
+    let verified = verified_on_held_out(&learning.walk, data.held_out);
+    if !verified.reproduces() {
+        return Err(Error::NotReproduced(Box::new(verified)));
+    }
+    report.verified = Some(verified);
     report.learning = Some(learning);
     Ok((chosen, report))
+}
+
+/// A learned run's check, on the held-out data: the exact rewrites (the walk's first
+/// step) against the original; the chosen step is the fidelity.
+fn verified_on_held_out(walk: &Walk, held_out: &Dataset) -> Verified {
+    let on_held_out = |step: &Step| Comparison {
+        samples: held_out.len(),
+        inputs: format!("{} (held out)", held_out.source()),
+        groups: walk.held_out.groups,
+        confidence: Some(walk.held_out.confidence),
+        outputs: step.fidelity.clone(),
+    };
+    Verified {
+        against: "original",
+        folds: on_held_out(&walk.steps[0]),
+        in_engine: None,
+        fidelity: Some(on_held_out(&walk.steps[walk.chosen])),
+        tolerance: Tolerance::default(),
+        approximate: false,
+    }
 }
 
 /// A model gated for another engine to train (see [`gates::gated`]), verified.
@@ -227,6 +359,7 @@ pub fn optimize_from_gates(
             )
         }));
     report.gates = ungated.gates;
+    report.verified = Some(verify(&trained, &model, &report, options)?);
     Ok((model, report))
 }
 
@@ -338,6 +471,7 @@ fn run_exact(
             notes,
             fold_reference,
             learning: None,
+            verified: None,
             gates: Vec::new(),
         },
     ))

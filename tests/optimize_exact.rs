@@ -222,3 +222,34 @@ fn the_same_cost_cache_and_options_give_byte_identical_output() {
         "outputs differ between runs with the same cost cache"
     );
 }
+
+/// The library refuses an output its folds do not reproduce, as the command does: here a
+/// model that draws random numbers, so that no two runs agree.
+#[test]
+fn the_library_returns_no_model_whose_verification_fails() {
+    use onnx_shallow::ir::{Attributes, builder::ModelBuilder};
+    let proto = ModelBuilder::new(13)
+        .input("x", &[1, 4])
+        .node(
+            "RandomNormal",
+            &[],
+            &["r"],
+            Attributes::default().with_ints("shape", &[1, 4]),
+        )
+        .node("Add", &["x", "r"], &["y"], Attributes::default())
+        .output("y")
+        .build();
+    let model = onnx_shallow::Model::from_proto(proto).unwrap();
+    let options = onnx_shallow::Options {
+        cost: onnx_shallow::Cost::Macs,
+        ..Default::default()
+    };
+    match onnx_shallow::optimize(model, &options) {
+        Err(onnx_shallow::Error::NotReproduced(verified)) => {
+            assert_eq!(verified.against, "original");
+            assert!(!verified.reproduces());
+            assert!(verified.folds.outputs[0].max_rel_error > 1e-4);
+        }
+        other => panic!("expected a refusal, got {:?}", other.map(|(_, r)| r.passes)),
+    }
+}
