@@ -3,24 +3,20 @@
 use crate::calib::random::{Rng, normal_array};
 use crate::ir::Model;
 use crate::runtime::Session;
+use crate::runtime::compare;
 
-/// Relative error of `candidate` against `reference`: max|c − r| / max|r|.
+/// Relative error of `candidate` against `reference` (`runtime::compare::relative_error`),
+/// their shapes checked first.
 pub(crate) fn relative_error(
     reference: &ndarray::ArrayD<f32>,
     candidate: &ndarray::ArrayD<f32>,
 ) -> f64 {
     assert_eq!(reference.shape(), candidate.shape(), "output shapes differ");
-    let diff = reference
-        .iter()
-        .zip(candidate)
-        .map(|(r, c)| (r - c).abs() as f64)
-        .fold(0.0, f64::max);
-    let scale = reference.iter().map(|r| r.abs() as f64).fold(0.0, f64::max);
-    diff / scale.max(f64::MIN_POSITIVE)
+    compare::relative_error(reference.view(), candidate.view())
 }
 
 /// Runs both models in tract on the same signed random inputs of the given dims and
-/// returns the largest relative error over their outputs.
+/// returns the largest relative error over their outputs (NaN when one is NaN).
 pub(crate) fn max_relative_error(
     reference: &Model,
     candidate: &Model,
@@ -44,5 +40,5 @@ pub(crate) fn max_relative_error(
         .iter()
         .zip(&actual)
         .map(|(r, c)| relative_error(r, c))
-        .fold(0.0, f64::max)
+        .fold(0.0, |max, e| if e.is_nan() || e > max { e } else { max })
 }

@@ -3,6 +3,8 @@
 
 mod common;
 
+use common::count;
+
 use onnx_shallow::Model;
 use onnx_shallow::passes::{self, Ctx, PassStats};
 
@@ -18,10 +20,6 @@ fn canonicalized(model: &Model) -> (Model, Vec<PassStats>) {
     let stats =
         passes::run_pipeline(&passes::canonical(), &mut after.graph, &Ctx::default()).unwrap();
     (after, stats)
-}
-
-fn count(model: &Model, op: &str) -> usize {
-    model.graph.nodes().filter(|(_, n)| n.op() == op).count()
 }
 
 /// The constant target shape of the model's only Reshape.
@@ -47,28 +45,6 @@ fn patches(stats: &[PassStats], pass: &str) -> usize {
         .sum()
 }
 
-/// max|after − before| / max|before| over every output, on the same random inputs.
-fn relative_error(before: &Model, after: &Model, dims: &[Vec<usize>]) -> f64 {
-    let (expected, actual) = (
-        common::run_random(before, dims, 3),
-        common::run_random(after, dims, 3),
-    );
-    expected
-        .iter()
-        .zip(&actual)
-        .map(|(e, a)| {
-            assert_eq!(e.shape(), a.shape(), "output shapes differ");
-            let diff = e
-                .iter()
-                .zip(a)
-                .map(|(x, y)| (x - y).abs())
-                .fold(0.0f32, f32::max);
-            let scale = e.iter().map(|x| x.abs()).fold(0.0f32, f32::max);
-            f64::from(diff) / f64::from(scale).max(f64::MIN_POSITIVE)
-        })
-        .fold(0.0, f64::max)
-}
-
 fn load(relative: &str) -> Option<Model> {
     common::shared(relative).map(|path| onnx_shallow::load(&path).unwrap())
 }
@@ -79,7 +55,7 @@ fn every_shared_model_keeps_its_outputs() {
         let model = onnx_shallow::load(&path).unwrap();
         let (after, _) = canonicalized(&model);
         let dims = common::input_dims(&model, 2);
-        let error = relative_error(&model, &after, &dims);
+        let error = common::max_relative_error(&model, &after, &dims, 3);
         assert!(
             error <= EXACT,
             "{}: relative error {error:e}",
@@ -122,7 +98,7 @@ fn mtcnn_flatten_becomes_batch_agnostic() {
     assert_eq!(reshape_target(&after), [0, -1]);
     for batch in [1, 5] {
         let dims = common::input_dims(&model, batch);
-        let error = relative_error(&model, &after, &dims);
+        let error = common::max_relative_error(&model, &after, &dims, 3);
         assert!(error <= EXACT, "batch {batch}: relative error {error:e}");
     }
 }

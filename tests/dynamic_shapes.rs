@@ -46,9 +46,8 @@ fn assert_same_outputs(a: &Model, b: &Model, dims: &[Vec<usize>]) {
         );
         for (x, y) in x.iter().zip(&y) {
             assert_eq!(x.shape(), y.shape(), "at {d:?}");
-            let scale = x.iter().fold(0f32, |m, v| m.max(v.abs()));
-            let error = x.iter().zip(y).fold(0f32, |m, (p, q)| m.max((p - q).abs()));
-            assert!(error <= 1e-4 * scale, "at {d:?}: {error} against {scale}");
+            let error = common::relative_error(x.view(), y.view());
+            assert!(error <= 1e-4, "at {d:?}: relative error {error:e}");
         }
     }
 }

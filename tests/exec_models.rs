@@ -3,7 +3,6 @@
 
 mod common;
 
-use ndarray::ArrayD;
 use onnx_shallow::calib::random::{Rng, normal_array};
 use onnx_shallow::exec::{Executor, Gate, Params, Wanted};
 use onnx_shallow::passes::{self, Ctx};
@@ -34,11 +33,6 @@ fn gate_every_activation(graph: &Graph) -> Vec<Gate> {
         .collect()
 }
 
-fn relative_error(got: &ArrayD<f32>, want: &ArrayD<f32>) -> f32 {
-    let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
-    (got - want).iter().fold(0f32, |m, v| m.max(v.abs())) / scale
-}
-
 #[test]
 fn forward_matches_tract_on_every_shared_model() {
     let models = common::shared_models();
@@ -59,7 +53,7 @@ fn forward_matches_tract_on_every_shared_model() {
         let params = Params::new(&exec, graph).unwrap();
         let got = exec.forward(&inputs, &params, false).unwrap().outputs;
         for (k, (got, want)) in got.iter().zip(&want).enumerate() {
-            let err = relative_error(got, want);
+            let err = common::relative_error(want.view(), got.view());
             assert!(
                 err <= 1e-4,
                 "{} output {k}: relative error {err}",

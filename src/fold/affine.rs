@@ -1,5 +1,5 @@
 //! Per-channel affine maps y[c] = s[c]·x[c] + t[c], and how a linear layer absorbs one
-//! (DESIGN rule 5).
+//! (`docs/ARCHITECTURE.md`, folding rule 6, per-channel affine).
 //!
 //! A layer computes y[o] = α·Σ_e W[e]·x[in(e)] + β·b[o] over the weight elements e of
 //! output channel o, where in(e) is the input channel element e reads.

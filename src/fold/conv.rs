@@ -1,4 +1,5 @@
-//! Composition of two 2-D convolutions into one (DESIGN rule 1 and 2).
+//! Composition of two 2-D convolutions into one (`docs/ARCHITECTURE.md`, folding rules 1,
+//! Conv∘Conv, and 2, groups).
 //!
 //! conv1 (k1, s1, d1, p1, groups g1) then conv2 (k2, s2, d2, p2, g2). Along each spatial
 //! axis conv2 reads conv1's output at s2·Y + d2·u − p2, which reads the input at
@@ -436,11 +437,12 @@ impl Conv2d {
     }
 }
 
-/// The single convolution equal to `a(x) + b(x)` (DESIGN rule 7), when both read the
-/// same input with the same stride and produce the same output size for every input
-/// size (equal d·(k − 1) − p_begin − p_end on each axis). Their taps are placed on a
-/// common grid: begin pad P = max(p_a, p_b), dilation the gcd of both dilations and
-/// both shifts P − p, so a 1×1 identity lands on the centre tap of a same-padded k×k.
+/// The single convolution equal to `a(x) + b(x)` (folding rule 8, parallel branches),
+/// when both read the same input with the same stride and produce the same output size
+/// for every input size (equal d·(k − 1) − p_begin − p_end on each axis). Their taps are
+/// placed on a common grid: begin pad P = max(p_a, p_b), dilation the gcd of both
+/// dilations and both shifts P − p, so a 1×1 identity lands on the centre tap of a
+/// same-padded k×k.
 pub fn sum(a: &Conv2d, b: &Conv2d) -> Option<Conv2d> {
     let same_io =
         a.in_channels == b.in_channels && a.out_channels == b.out_channels && a.stride == b.stride;

@@ -5,11 +5,12 @@
 //! near the border once zero padding has met a bias. It is kept as a per-position bias
 //! map when it does (needs static spatial dims), and as a plain bias when it does not.
 //!
-//! An average pool that leaves its padding out of the count (`count_include_pad = 0`,
-//! DESIGN rule 6) divides each window by the number of taps inside the input, k² only
-//! in the interior: it is the pool that counts its padding (a convolution of weights
-//! 1/k²) followed by a per-position scale k²/n(y, x), the same for every channel. The
-//! scale is exact (static spatial dims) but no convolution, so it ends a fold.
+//! An average pool that leaves its padding out of the count (`count_include_pad = 0`;
+//! `docs/ARCHITECTURE.md`, folding rule 7, pools) divides each window by the number of
+//! taps inside the input, k² only in the interior: it is the pool that counts its
+//! padding (a convolution of weights 1/k²) followed by a per-position scale k²/n(y, x),
+//! the same for every channel. The scale is exact (static spatial dims) but no
+//! convolution, so it ends a fold.
 
 use crate::error::{Error, Result};
 use crate::fold::conv::{self, Border, Conv2d, FeatureMap};

@@ -1,5 +1,5 @@
 //! Dense affine maps y = W·x + b on the rows of a 2-D activation, and their composition
-//! (DESIGN rule 4).
+//! (`docs/ARCHITECTURE.md`, folding rule 4, dense chains).
 //!
 //! A Gemm with `transA = 0` computes Y = α·X·B' + β·C, B' = B or Bᵀ (`transB`), C one row
 //! broadcast down the batch: per row, y = W·x + b with `W[o][i] = α·B'[i][o]` and
@@ -9,8 +9,9 @@
 //! written back in the weight's own element type.
 //!
 //! A convolution on a map of fixed size is such a map too, between the flattened input
-//! and output (DESIGN rule 8): each output value is a weighted sum of input values plus
-//! its channel's bias, so its matrix is exact — zero padding only leaves taps out.
+//! and output (folding rule 5, convolution into a dense layer): each output value is a
+//! weighted sum of input values plus its channel's bias, so its matrix is exact — zero
+//! padding only leaves taps out.
 
 use crate::error::Result;
 use crate::fold::conv::Conv2d;

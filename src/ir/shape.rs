@@ -11,6 +11,7 @@ use crate::ir::graph::{Graph, Node, ValueId};
 use crate::ir::op::OpKind;
 use crate::ir::symbolic::{self, Element};
 use crate::ir::tensor::{DataType, checked_numel};
+use crate::ir::window::{AutoPad, Window};
 use crate::onnx::pb;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -517,90 +518,44 @@ fn window_output(node: &Node, inputs: &[ValueType]) -> Option<Vec<Dim>> {
     let x = inputs.first()?.dims.clone()?;
     let spatial = x.len().checked_sub(2)?;
     let weight = inputs.get(1).and_then(|w| w.static_dims());
-    let kernel: Vec<usize> = match node.ints("kernel_shape").ok().flatten() {
-        Some(k) => k
-            .iter()
-            .map(|&k| usize::try_from(k).ok())
-            .collect::<Option<_>>()?,
-        None => weight.as_ref()?.get(2..)?.to_vec(),
-    };
-    let ones = vec![1i64; spatial];
-    let strides = node
-        .ints("strides")
-        .ok()
-        .flatten()
-        .unwrap_or_else(|| ones.clone());
-    let dilations = node.ints("dilations").ok().flatten().unwrap_or(ones);
-    let pads = node
-        .ints("pads")
-        .ok()
-        .flatten()
-        .unwrap_or_else(|| vec![0; 2 * spatial]);
-    let auto_pad = node.string("auto_pad").ok().flatten().unwrap_or_default();
-    let ceil = node.int("ceil_mode").ok().flatten().unwrap_or(0) != 0;
-    if kernel.len() != spatial
-        || strides.len() != spatial
-        || dilations.len() != spatial
-        || pads.len() != 2 * spatial
-    {
+    let window = Window::of(node, weight.as_deref()).ok()?;
+    let axes = window.axes(None).ok()?;
+    if axes.len() != spatial {
         return None;
     }
     let channels = match node.kind {
         OpKind::Conv => Dim::Known(*weight.as_ref()?.first()?),
-        OpKind::ConvTranspose => {
-            let group = usize::try_from(node.int("group").ok().flatten().unwrap_or(1)).ok()?;
-            Dim::Known(weight.as_ref()?.get(1)?.checked_mul(group)?)
-        }
+        OpKind::ConvTranspose => Dim::Known(weight.as_ref()?.get(1)?.checked_mul(window.group)?),
         _ => x[1].clone(),
     };
     let transpose = node.kind == OpKind::ConvTranspose;
     let output_shape = node.ints("output_shape").ok().flatten();
-    let output_padding = node
-        .ints("output_padding")
-        .ok()
-        .flatten()
-        .unwrap_or_else(|| vec![0; spatial]);
     let mut out = vec![x[0].clone(), channels];
-    for i in 0..spatial {
+    for (i, axis) in axes.iter().enumerate() {
         let Dim::Known(size) = x[i + 2] else {
             out.push(Dim::Unknown);
             continue;
         };
-        if strides[i] < 1 || dilations[i] < 1 {
-            out.push(Dim::Unknown);
+        if !transpose {
+            let placed = axis.place(size, window.auto_pad, window.ceil_mode);
+            out.push(placed.map_or(Dim::Unknown, |p| Dim::Known(p.output)));
             continue;
         }
-        // i128 holds every sum of products of i64 attributes below: hostile values give
-        // a dim out of range (unknown), not an overflow.
-        let (s, d, k) = (strides[i] as i128, dilations[i] as i128, kernel[i] as i128);
-        let (pad_begin, pad_end) = (pads[i] as i128, pads[i + spatial] as i128);
-        let extent = d * (k - 1) + 1;
+        // i128 holds every sum of products of the attributes: hostile values give a dim
+        // out of range (unknown), not an overflow.
+        let (s, d, k) = (
+            axis.stride as i128,
+            axis.dilation as i128,
+            axis.kernel as i128,
+        );
         let size = size as i128;
-        let dim = if transpose {
-            match (&output_shape, auto_pad.as_str()) {
-                (Some(shape), _) => *shape.get(i)? as i128,
-                (None, "SAME_UPPER" | "SAME_LOWER") => size * s,
-                _ => {
-                    s * (size - 1) + *output_padding.get(i)? as i128 + extent - pad_begin - pad_end
-                }
-            }
-        } else {
-            match auto_pad.as_str() {
-                "SAME_UPPER" | "SAME_LOWER" => (size + s - 1) / s,
-                "VALID" => (size - extent) / s + 1,
-                _ => {
-                    let span = size + pad_begin + pad_end - extent;
-                    if ceil {
-                        let mut n = (span + s - 1).div_euclid(s) + 1;
-                        // A last window that would start inside the end padding is dropped.
-                        if (n - 1) * s >= size + pad_begin {
-                            n -= 1;
-                        }
-                        n
-                    } else {
-                        span.div_euclid(s) + 1
-                    }
-                }
+        let dim = match (&output_shape, window.auto_pad) {
+            (Some(shape), _) => *shape.get(i)? as i128,
+            (None, AutoPad::SameUpper | AutoPad::SameLower) => size * s,
+            _ => {
+                s * (size - 1) + window.output_padding(i) as i128 + d * (k - 1) + 1
+                    - axis.pad_begin as i128
+                    - axis.pad_end as i128
             }
         };
         out.push(known_dim(dim));

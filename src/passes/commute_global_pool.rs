@@ -1,6 +1,6 @@
 //! `commute_global_pool`: a pointwise convolution before a GlobalAveragePool moves after
-//! it, where it runs on one position instead of H×W (DESIGN rule 6, last sentence;
-//! issue 3, rule 5).
+//! it, where it runs on one position instead of H×W (`docs/ARCHITECTURE.md`, folding
+//! rule 7, pools).
 //!
 //! Pattern: x → Conv 1×1 (stride 1, unpadded, any groups, bias or not) → y → GAP → g,
 //! y read only by the GAP → x → GAP → Conv 1×1 (the same weights) → g.

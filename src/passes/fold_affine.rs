@@ -26,7 +26,7 @@ use crate::error::Result;
 use crate::fold::affine::{ChannelAffine, Folded, Layer, absorb_following, absorb_preceding};
 use crate::ir::shape::Shapes;
 use crate::ir::{Attributes, Graph, Node, NodeId, OpKind, Patch, Tensor, ValueId, Wire};
-use crate::passes::matching::{constant_input, is_row_bias, is_unpadded, sole_reader};
+use crate::passes::matching::{constant_input, is_row_bias, is_unpadded, sole_reader, window};
 use crate::passes::{Ctx, Rule, patch};
 
 pub(crate) struct FoldAffine;
@@ -193,7 +193,7 @@ fn fold_into_following(
     let Some(map) = affine.along(1, layer.inputs) else {
         return Ok(None);
     };
-    if map.has_shift() && !is_unpadded(node)? {
+    if map.has_shift() && !is_unpadded(graph, node)? {
         return Ok(None);
     }
     let Some(folded) = absorb_preceding(layer.kind, layer.weight, layer.bias, &map) else {
@@ -234,7 +234,7 @@ impl<'g> LinearLayer<'g> {
         ) else {
             return Ok(None);
         };
-        let Some((kind, output_axis)) = layer_kind(node, shapes.get(output).rank())? else {
+        let Some((kind, output_axis)) = layer_kind(graph, node, shapes.get(output).rank())? else {
             return Ok(None);
         };
         let Some((outputs, inputs)) = kind.channels(weight.dims()) else {
@@ -326,12 +326,15 @@ fn optional_constant<'g>(graph: &'g Graph, node: &Node, slot: usize) -> Option<O
 
 /// The layer kind and its output channel axis (the last one for a MatMul, whose output
 /// rank must be known).
-fn layer_kind(node: &Node, output_rank: Option<usize>) -> Result<Option<(Layer, usize)>> {
-    let group =
-        || -> Result<Option<usize>> { Ok(usize::try_from(node.int("group")?.unwrap_or(1)).ok()) };
+fn layer_kind(
+    graph: &Graph,
+    node: &Node,
+    output_rank: Option<usize>,
+) -> Result<Option<(Layer, usize)>> {
+    let group = || -> Result<usize> { Ok(window(graph, node)?.map_or(1, |w| w.group)) };
     Ok(match node.kind {
-        OpKind::Conv => group()?.map(|group| (Layer::Conv { group }, 1)),
-        OpKind::ConvTranspose => group()?.map(|group| (Layer::ConvTranspose { group }, 1)),
+        OpKind::Conv => Some((Layer::Conv { group: group()? }, 1)),
+        OpKind::ConvTranspose => Some((Layer::ConvTranspose { group: group()? }, 1)),
         OpKind::Gemm => {
             let trans_b = node.int("transB")?.unwrap_or(0) != 0;
             let alpha = node.float("alpha")?.unwrap_or(1.0) as f64;

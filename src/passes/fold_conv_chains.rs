@@ -38,12 +38,13 @@ use crate::error::Result;
 use crate::fold::conv::{Border, Conv2d};
 use crate::fold::conv_map::ConvMap;
 use crate::ir::shape::{Shapes, ValueType};
+use crate::ir::window::AutoPad;
 use crate::ir::{Attributes, DataType, Graph, NodeId, OpKind, Patch, Tensor, ValueId, Wire};
 use crate::passes::segments::{
     self, ChainElement, ChainShapes, Replaced, Segment, apply_fold, best_partition, judge_fold,
     run_chain_folds,
 };
-use crate::passes::{Ctx, FoldRecord, Pass, PassStats};
+use crate::passes::{Ctx, FoldRecord, Pass, PassStats, matching};
 
 pub(crate) struct FoldConvChains;
 
@@ -110,38 +111,27 @@ pub(super) fn as_conv(graph: &Graph, node: NodeId, shapes: &Shapes) -> Option<Co
 /// convolution; the pool's divisor may leave its padding out.
 pub(super) fn windowed(graph: &Graph, node: NodeId, shapes: &Shapes) -> Option<Windowed> {
     let n = graph.node(node);
-    let ints = |name: &str, default: Vec<i64>| n.ints(name).ok().flatten().unwrap_or(default);
-    let pair = |v: Vec<i64>| -> Option<[usize; 2]> {
-        Some([
-            usize::try_from(*v.first()?).ok()?,
-            usize::try_from(*v.get(1)?).ok()?,
-        ])
+    // A graph's windows were checked when its nodes entered it.
+    let window = matching::window(graph, n).ok()??;
+    let axes = window.axes(None).ok()?;
+    let [h, w] = axes[..] else {
+        return None;
     };
-    let explicit = n
-        .string("auto_pad")
-        .ok()
-        .flatten()
-        .is_none_or(|p| p == "NOTSET");
-    let pads = ints("pads", vec![0; 4]);
-    if !explicit || pads.len() != 4 || pads.iter().any(|&p| p < 0) {
+    if window.auto_pad != AutoPad::NotSet {
         return None;
     }
-    let pads = [
-        pads[0] as usize,
-        pads[1] as usize,
-        pads[2] as usize,
-        pads[3] as usize,
-    ];
-    let stride = pair(ints("strides", vec![1, 1]))?;
-    let dilation = pair(ints("dilations", vec![1, 1]))?;
+    let pads = [h.pad_begin, w.pad_begin, h.pad_end, w.pad_end];
+    let stride = [h.stride, w.stride];
+    let dilation = [h.dilation, w.dilation];
+    let kernel = [h.kernel, w.kernel];
     match n.kind {
         OpKind::Conv => {
             let weight = graph.constant(n.input(1)?)?;
             let dims = weight.dims();
-            if dims.len() != 4 || !weight.dtype().is_float() {
+            if !weight.dtype().is_float() {
                 return None;
             }
-            let group = usize::try_from(n.int("group").ok().flatten().unwrap_or(1)).ok()?;
+            let group = window.group;
             let bias = match n.input(2) {
                 Some(b) => graph.constant(b)?.to_f64()?,
                 None => vec![0.0; dims[0]],
@@ -152,18 +142,16 @@ pub(super) fn windowed(graph: &Graph, node: NodeId, shapes: &Shapes) -> Option<W
                 out_channels: dims[0],
                 in_channels: dims[1] * group,
                 group,
-                kernel: [dims[2], dims[3]],
+                kernel,
                 stride,
                 dilation,
                 pads,
             }))
         }
         OpKind::AveragePool => {
-            let counts_pads = n.int("count_include_pad").ok().flatten().unwrap_or(0) != 0;
-            if n.int("ceil_mode").ok().flatten().unwrap_or(0) != 0 {
+            if window.ceil_mode {
                 return None;
             }
-            let kernel = pair(ints("kernel_shape", vec![]))?;
             // A larger window never folds; building its taps would cost what the file claims.
             if kernel.iter().any(|&k| k > MAX_KERNEL) {
                 return None;
@@ -181,7 +169,7 @@ pub(super) fn windowed(graph: &Graph, node: NodeId, shapes: &Shapes) -> Option<W
                 dilation,
                 pads,
             };
-            Some(if counts_pads || !pool.is_padded() {
+            Some(if window.count_include_pad || !pool.is_padded() {
                 Windowed::Conv(pool)
             } else {
                 Windowed::PoolExcludingPads(pool)

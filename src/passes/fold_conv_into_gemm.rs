@@ -1,5 +1,6 @@
 //! `fold_conv_into_gemm`: a convolution whose output is flattened straight into a dense
-//! layer folds into that layer, the convolution written as its matrix (issue 3, rule 8).
+//! layer folds into that layer, the convolution written as its matrix
+//! (`docs/ARCHITECTURE.md`, folding rule 5, convolution into a dense layer).
 //!
 //! Pattern: x[N, C, H, W] → Conv (or AveragePool) → y → (Transpose keeping the batch axis
 //! first) → Flatten (axis 1) or Reshape to [0, -1] → Gemm or MatMul by a constant → z,

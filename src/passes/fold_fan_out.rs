@@ -1,6 +1,6 @@
 //! `fold_fan_out`: a linear layer whose output feeds several linear layers, and nothing
-//! else, folds into each of them — when that is cheaper in total (DESIGN rule 8; issue
-//! 3, rule 9).
+//! else, folds into each of them — when that is cheaper in total (`docs/ARCHITECTURE.md`,
+//! folding rule 9, fan-out).
 //!
 //! Pattern: x → P → y → {C_1 → z_1, …, C_k → z_k}, k ≥ 2, every reader of y one of the
 //! C_i reading it as its data input, y no graph output; P and the C_i all dense layers

@@ -1,5 +1,6 @@
 //! `fold_gemm_chains`: a chain of dense layers with nothing non-linear between them
-//! becomes fewer dense layers — where that is faster on the runtime (DESIGN rule 4).
+//! becomes fewer dense layers — where that is faster on the runtime (`docs/ARCHITECTURE.md`,
+//! folding rule 4, dense chains).
 //!
 //! Pattern: x → L1 → L2 → … → Lm on 2-D activations, each Lk a Gemm (`transA = 0`,
 //! constant B, bias C absent or one constant row) or a MatMul by a constant 2-D B, or a

@@ -21,10 +21,9 @@
 
 use crate::error::Result;
 use crate::ir::shape::Shapes;
+use crate::ir::window::{AutoPad, Window};
 use crate::ir::{Graph, Node, NodeId, OpKind, Patch, Wire};
-use crate::passes::matching::{
-    auto_pad, constant_input, explicit_pads, ints_attribute_or_input, sole_reader,
-};
+use crate::passes::matching::{constant_input, ints_attribute_or_input, sole_reader, window};
 use crate::passes::{Ctx, Rule, patch};
 
 pub(crate) struct FoldPadIntoConv;
@@ -47,13 +46,20 @@ impl Rule for FoldPadIntoConv {
         let Some(added) = zero_spatial_pads(graph, node)? else {
             return Ok(None);
         };
-        if layer.input(0) != Some(padded) || !absorbs_zero_padding(layer)? {
-            return Ok(None);
-        }
-        let Some(pads) = explicit_pads(layer, added.len() / 2)? else {
+        let Some(window) = window(graph, layer)? else {
             return Ok(None);
         };
-        let summed: Vec<i64> = pads.iter().zip(&added).map(|(p, a)| p + a).collect();
+        if layer.input(0) != Some(padded) || !absorbs_zero_padding(layer, &window) {
+            return Ok(None);
+        }
+        let Some(pads) = window.pads(added.len() / 2) else {
+            return Ok(None);
+        };
+        let summed: Vec<i64> = pads
+            .iter()
+            .zip(&added)
+            .map(|(&p, a)| p as i64 + a)
+            .collect();
         let mut inputs: Vec<Option<Wire>> =
             layer.inputs.iter().map(|v| v.map(Wire::from)).collect();
         inputs[0] = Some(data.into());
@@ -91,17 +97,13 @@ fn zero_spatial_pads(graph: &Graph, pad: &Node) -> Result<Option<Vec<i64>>> {
 }
 
 /// Whether the layer's own padding is zeros that count like input zeros.
-fn absorbs_zero_padding(layer: &Node) -> Result<bool> {
-    let explicit = auto_pad(layer)? == "NOTSET";
-    Ok(explicit
+fn absorbs_zero_padding(layer: &Node, window: &Window) -> bool {
+    window.auto_pad == AutoPad::NotSet
         && match layer.kind {
             OpKind::Conv => true,
-            OpKind::AveragePool => {
-                layer.int("count_include_pad")?.unwrap_or(0) != 0
-                    && layer.int("ceil_mode")?.unwrap_or(0) == 0
-            }
+            OpKind::AveragePool => window.count_include_pad && !window.ceil_mode,
             _ => false,
-        })
+        }
 }
 
 #[cfg(test)]

@@ -1,6 +1,6 @@
 //! `fold_parallel_convs`: two convolutions of the same input summed by an Add become one
-//! convolution (DESIGN rule 7, the RepVGG re-parameterisation) — where that is faster on
-//! the runtime.
+//! convolution (`docs/ARCHITECTURE.md`, folding rule 8, parallel branches: the RepVGG
+//! re-parameterisation) — where that is faster on the runtime.
 //!
 //! Pattern: `Add(A(x), B(x))`, A and B Convs with constant weights (or AveragePools, which
 //! are convolutions) that read the same x and whose outputs only the Add reads; or

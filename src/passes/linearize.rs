@@ -1,5 +1,5 @@
 //! `linearize`: the activations the user names become identity, so the layers on either
-//! side can fold (issue 3, "Linearising by hand").
+//! side can fold (`docs/ARCHITECTURE.md`, folding rule 10, activations).
 //!
 //! - **Pattern**: an activation `activation` recognises (Relu, Clip, LeakyRelu, PRelu,
 //!   HardSwish in any of its forms) with a node whose name matches one of the user's

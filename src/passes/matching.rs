@@ -2,7 +2,8 @@
 //! input forms, window geometry.
 
 use crate::error::Result;
-use crate::ir::{Graph, Node, NodeId, Tensor, ValueId};
+use crate::ir::window::Window;
+use crate::ir::{Graph, Node, NodeId, OpKind, Tensor, ValueId};
 
 /// The constant (initializer) read at input `slot` of `node`.
 pub(super) fn constant_input<'g>(graph: &'g Graph, node: &Node, slot: usize) -> Option<&'g Tensor> {
@@ -28,24 +29,23 @@ pub(super) fn ints_attribute_or_input(
     Ok(constant_input(graph, node, slot).and_then(Tensor::to_i64))
 }
 
-/// The `auto_pad` of a windowed operator; `NOTSET` when absent.
-pub(super) fn auto_pad(node: &Node) -> Result<String> {
-    Ok(node
-        .string("auto_pad")?
-        .unwrap_or_else(|| "NOTSET".to_string()))
+/// The window of a windowed `node` (Conv, ConvTranspose, pools), with its weight's dims
+/// when they are constant; `None` for other operators.
+pub(super) fn window(graph: &Graph, node: &Node) -> Result<Option<Window>> {
+    if !Window::applies_to(&node.kind) {
+        return Ok(None);
+    }
+    let weight = match node.kind {
+        OpKind::Conv | OpKind::ConvTranspose => constant_input(graph, node, 1).map(Tensor::dims),
+        _ => None,
+    };
+    Window::of(node, weight).map(Some)
 }
 
-/// The explicit `pads` of a windowed operator with `spatial` spatial axes (zeros when
-/// absent), or `None` when their count is wrong.
-pub(super) fn explicit_pads(node: &Node, spatial: usize) -> Result<Option<Vec<i64>>> {
-    let pads = node.ints("pads")?.unwrap_or_else(|| vec![0; 2 * spatial]);
-    Ok((pads.len() == 2 * spatial).then_some(pads))
-}
-
-/// The node reads no padding: no `pads` beyond zeros and no `SAME_*` auto-padding.
-pub(super) fn is_unpadded(node: &Node) -> Result<bool> {
-    let explicit_zero = node.ints("pads")?.is_none_or(|p| p.iter().all(|&p| p == 0));
-    Ok(explicit_zero && matches!(auto_pad(node)?.as_str(), "NOTSET" | "VALID"))
+/// The node reads no padding: it has no window, or one without pads beyond zeros and
+/// without SAME padding.
+pub(super) fn is_unpadded(graph: &Graph, node: &Node) -> Result<bool> {
+    Ok(window(graph, node)?.is_none_or(|w| w.is_unpadded()))
 }
 
 /// A Gemm bias that is one row broadcast down the output ([], [1], [N] or [1, N]); a

@@ -19,8 +19,9 @@
 
 use crate::error::Result;
 use crate::ir::shape::Shapes;
+use crate::ir::window::{AutoPad, Window};
 use crate::ir::{Graph, Node, NodeId, OpKind, Patch, Wire};
-use crate::passes::matching::auto_pad;
+use crate::passes::matching::window;
 use crate::passes::{Ctx, Rule, patch};
 
 pub(crate) struct ResolveAutoPad;
@@ -38,29 +39,25 @@ impl Rule for ResolveAutoPad {
         _: &Ctx,
     ) -> Result<Option<Patch>> {
         let node = graph.node(id);
-        if !matches!(
-            node.kind,
-            OpKind::Conv | OpKind::ConvTranspose | OpKind::AveragePool | OpKind::MaxPool
-        ) {
+        let Some(window) = window(graph, node)? else {
+            return Ok(None);
+        };
+        if window.ceil_mode {
             return Ok(None);
         }
-        let mode = auto_pad(node)?;
-        if node.int("ceil_mode")?.unwrap_or(0) != 0 {
-            return Ok(None);
-        }
-        let pads = match mode.as_str() {
-            "NOTSET" => None,
-            "VALID" if node.ints("output_shape")?.is_none() => {
+        let pads = match window.auto_pad {
+            AutoPad::NotSet => None,
+            AutoPad::Valid if node.ints("output_shape")?.is_none() => {
                 spatial_rank(node, shapes).map(|n| vec![0; 2 * n])
             }
-            "SAME_UPPER" | "SAME_LOWER" => same_pads(node, shapes, mode == "SAME_UPPER")?,
-            _ => None,
+            AutoPad::Valid => None,
+            AutoPad::SameUpper | AutoPad::SameLower => same_pads(node, &window, shapes),
         };
         let Some(pads) = pads else { return Ok(None) };
         let mut attributes = node.attributes.clone();
         attributes.remove("auto_pad");
         let inputs: Vec<Option<Wire>> = node.inputs.iter().map(|v| v.map(Wire::from)).collect();
-        let mut patch = patch(self.name(), &mode.to_lowercase(), node);
+        let mut patch = patch(self.name(), &window.auto_pad.name().to_lowercase(), node);
         patch.redefine(
             id,
             node.kind.clone(),
@@ -76,44 +73,27 @@ fn spatial_rank(node: &Node, shapes: &Shapes) -> Option<usize> {
 }
 
 /// The explicit pads that SAME padding amounts to at the input's static dims.
-fn same_pads(node: &Node, shapes: &Shapes, upper: bool) -> Result<Option<Vec<i64>>> {
+fn same_pads(node: &Node, window: &Window, shapes: &Shapes) -> Option<Vec<i64>> {
     let input = node
         .input(0)
         .and_then(|x| shapes.get(x).static_dims())
-        .filter(|dims| dims.len() > 2);
-    let (Some(input), false) = (input, node.kind == OpKind::ConvTranspose) else {
-        return Ok(None);
-    };
-    let spatial = &input[2..];
-    let kernel = match node.ints("kernel_shape")? {
-        Some(kernel) => kernel,
-        None => match node.input(1).and_then(|w| shapes.get(w).static_dims()) {
-            Some(weight) if weight.len() == input.len() => {
-                weight[2..].iter().map(|&k| k as i64).collect()
-            }
-            _ => return Ok(None),
-        },
-    };
-    let ones = vec![1; spatial.len()];
-    let strides = node.ints("strides")?.unwrap_or_else(|| ones.clone());
-    let dilations = node.ints("dilations")?.unwrap_or(ones);
-    if [kernel.len(), strides.len(), dilations.len()]
-        .iter()
-        .any(|&n| n != spatial.len())
-        || strides.contains(&0)
-    {
-        return Ok(None);
+        .filter(|dims| dims.len() > 2)?;
+    if node.kind == OpKind::ConvTranspose {
+        return None;
     }
+    let weight = node.input(1).and_then(|w| shapes.get(w).static_dims());
+    let axes = window
+        .axes(weight.as_ref().and_then(|w| w.get(2..)))
+        .ok()
+        .filter(|axes| axes.len() == input.len() - 2)?;
+    let upper = window.auto_pad == AutoPad::SameUpper;
     let (mut begin, mut end) = (Vec::new(), Vec::new());
-    for (((&n, &k), &s), &d) in spatial.iter().zip(&kernel).zip(&strides).zip(&dilations) {
-        let n = n as i64;
-        let outputs = (n + s - 1) / s;
-        let total = ((outputs - 1) * s + d * (k - 1) + 1 - n).max(0);
-        let (small, large) = (total / 2, total - total / 2);
-        begin.push(if upper { small } else { large });
-        end.push(if upper { large } else { small });
+    for (axis, &n) in axes.iter().zip(&input[2..]) {
+        let (b, e) = axis.same_pads(n, upper)?;
+        begin.push(i64::try_from(b).ok()?);
+        end.push(i64::try_from(e).ok()?);
     }
-    Ok(Some([begin, end].concat()))
+    Some([begin, end].concat())
 }
 
 #[cfg(test)]

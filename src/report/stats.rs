@@ -51,7 +51,19 @@ pub fn before_after_table(
         } else {
             "-".into()
         };
-        table += &format!("{label:<22} {:>12} {:>12} {ratio:>8}\n", human(b), human(a));
+        // A partial count of nothing is no figure: no layer's dims were known.
+        let cell = |stats: &ModelStats, figure: f64| {
+            if label.starts_with("MACs") && nothing_counted(stats) {
+                "none counted".to_string()
+            } else {
+                human(figure)
+            }
+        };
+        table += &format!(
+            "{label:<22} {:>12} {:>12} {ratio:>8}\n",
+            cell(before, b),
+            cell(after, a)
+        );
     }
     if let Some((t, engine)) = latency.and_then(|b| Some((b.pair()?, &b.engine.name))) {
         let ms = |s: f64| format!("{:.3} ms", s * 1e3);
@@ -116,6 +128,11 @@ pub fn folds_table(folds: &[FoldRecord]) -> String {
         .collect()
 }
 
+/// Some dims are unknown and no layer's MACs could be counted: a 0 would be no figure.
+fn nothing_counted(stats: &ModelStats) -> bool {
+    !stats.macs_complete && stats.macs == 0
+}
+
 /// 3.5M, 300.8M, 12.0k, or the plain number below a thousand.
 pub fn human(x: f64) -> String {
     match x.abs() {
@@ -168,10 +185,12 @@ pub fn render(stats: &ModelStats) -> String {
         .map(|(k, v)| format!("{k} {}", human(*v as f64)))
         .collect::<Vec<_>>()
         .join(", ");
-    let counted = match (by_op.is_empty(), stats.macs_complete) {
-        (true, true) => "0".to_string(),
-        (true, false) => "none counted".to_string(),
-        (false, _) => format!("{} ({by_op})", human(stats.macs as f64)),
+    let counted = if nothing_counted(stats) {
+        "none counted".to_string()
+    } else if by_op.is_empty() {
+        "0".to_string()
+    } else {
+        format!("{} ({by_op})", human(stats.macs as f64))
     };
     let partial = if stats.macs_complete {
         ""
@@ -252,6 +271,28 @@ mod tests {
         assert_eq!(macs_row(&less, &more), "MACs 1000 1500 1.500");
         assert_eq!(macs_row(&partial, &more), "MACs (partial) 1000 1500 -");
         assert_eq!(macs_row(&more, &partial), "MACs (partial) 1500 1000 -");
+    }
+
+    #[test]
+    fn the_table_says_none_counted_where_no_layer_could_be_counted() {
+        let mut nothing =
+            ModelStats::of(&crate::ir::Graph::default(), &Default::default()).unwrap();
+        nothing.macs_complete = false;
+        let mut counted = nothing.clone();
+        counted.macs = 1500;
+        counted.macs_complete = true;
+        let table = before_after_table(&nothing, &counted, None, None);
+        let row = table.lines().find(|l| l.starts_with("MACs")).unwrap();
+        let row = row.split_whitespace().collect::<Vec<_>>().join(" ");
+        assert_eq!(row, "MACs (partial) none counted 1500 -");
+        let complete_zero =
+            ModelStats::of(&crate::ir::Graph::default(), &Default::default()).unwrap();
+        let table = before_after_table(&complete_zero, &complete_zero, None, None);
+        assert!(
+            table
+                .lines()
+                .any(|l| l.split_whitespace().collect::<Vec<_>>() == ["MACs", "0", "0", "-"])
+        );
     }
 
     #[test]

@@ -448,7 +448,7 @@ impl OutputStats {
     }
 
     fn finish(self, name: String) -> OutputComparison {
-        let max_rel_error = relative_error(self.max_abs_error, self.max_abs_reference);
+        let max_rel_error = error_ratio(self.max_abs_error, self.max_abs_reference);
         let cosine = match (self.reference_sq == 0.0, self.candidate_sq == 0.0) {
             (true, true) => 1.0,
             (true, false) | (false, true) => 0.0,
@@ -513,7 +513,7 @@ impl SampleOutcomes {
                 nan_max(r, sample.max_abs_reference),
             )
         });
-        relative_error(error, reference)
+        error_ratio(error, reference)
     }
 
     /// The intervals of the figures the outcomes of all `samples` samples hold.
@@ -581,8 +581,19 @@ impl Decision {
     }
 }
 
+/// The relative error of one output, as every comparison reports it:
+/// max|candidate − reference| / max|reference|, 0 when the two are equal; NaN when a
+/// value is NaN or the shapes differ.
+pub fn relative_error(reference: ArrayViewD<f32>, candidate: ArrayViewD<f32>) -> f64 {
+    if reference.shape() != candidate.shape() {
+        return f64::NAN;
+    }
+    let error = SampleError::of(reference, candidate);
+    error_ratio(error.max_abs_error, error.max_abs_reference)
+}
+
 /// max|candidate − reference| / max|reference|, 0 when the two are equal.
-fn relative_error(max_abs_error: f64, max_abs_reference: f64) -> f64 {
+fn error_ratio(max_abs_error: f64, max_abs_reference: f64) -> f64 {
     match max_abs_error {
         0.0 => 0.0,
         error => error / max_abs_reference,
@@ -729,7 +740,7 @@ mod tests {
             .unwrap()
             .run(inputs.arrays())
             .unwrap();
-        let whole = crate::testing::relative_error(&expected[0], &actual[0]);
+        let whole = relative_error(expected[0].view(), actual[0].view());
         assert!(
             (output.max_rel_error - whole).abs() <= 1e-6 * whole,
             "{} vs {whole}",

@@ -4,6 +4,7 @@
 
 use crate::error::{Error, Result};
 use crate::ir::shape::{self, Dim, PinnedShapes, Shapes};
+use crate::ir::window::{AutoPad, Window};
 use crate::ir::{Graph, Model, OpKind};
 
 /// Most elements one value may hold when a model runs: far above any activation a real
@@ -105,28 +106,23 @@ fn check_windows(graph: &Graph, shapes: &Shapes) -> Result<()> {
         let Some(input) = node.input(0).and_then(|x| shapes.get(x).dims.as_ref()) else {
             continue;
         };
-        let explicit = node.string("auto_pad")?.is_none_or(|p| p == "NOTSET");
+        let weight = node.input(1).and_then(|w| shapes.get(w).static_dims());
+        let window = Window::of(node, weight.as_deref())?;
+        let explicit = window.auto_pad == AutoPad::NotSet;
         if !explicit && node.kind == OpKind::Conv {
             continue;
         }
-        let kernel = match node.ints("kernel_shape")? {
-            Some(kernel) => kernel,
-            None => match node.input(1).and_then(|w| shapes.get(w).static_dims()) {
-                Some(w) => w.iter().skip(2).map(|&k| k as i64).collect(),
-                None => continue,
-            },
+        let Ok(axes) = window.axes(None) else {
+            continue;
         };
-        let pads = node.ints("pads")?.unwrap_or_default();
-        let dilations = node.ints("dilations")?.unwrap_or_default();
-        let at = |v: &[i64], i: usize, default: i64| v.get(i).copied().unwrap_or(default) as i128;
-        for (axis, &k) in kernel.iter().enumerate() {
+        for (axis, a) in axes.iter().enumerate() {
             let Some(size) = input.get(axis + 2).and_then(Dim::known) else {
                 continue;
             };
-            let size = size as i128;
-            let extent = at(&dilations, axis, 1) * (k as i128 - 1) + 1;
+            let size = size as u128;
+            let extent = a.dilation as u128 * (a.kernel as u128 - 1) + 1;
             let padded = if explicit {
-                size + at(&pads, axis, 0) + at(&pads, axis + kernel.len(), 0)
+                size + a.pad_begin as u128 + a.pad_end as u128
             } else {
                 2 * size + 1
             };

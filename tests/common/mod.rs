@@ -102,6 +102,31 @@ pub fn run_random(
         .unwrap()
 }
 
+/// The relative error of one output against its reference, as the tool reports it.
+pub use onnx_shallow::runtime::compare::relative_error;
+
+/// Runs both models in tract on the same seeded standard-normal inputs of `dims` and
+/// returns the largest relative error over their outputs (NaN when one is NaN).
+pub fn max_relative_error(
+    reference: &onnx_shallow::Model,
+    candidate: &onnx_shallow::Model,
+    dims: &[Vec<usize>],
+    seed: u64,
+) -> f64 {
+    let expected = run_random(reference, dims, seed);
+    let actual = run_random(candidate, dims, seed);
+    expected
+        .iter()
+        .zip(&actual)
+        .map(|(r, c)| relative_error(r.view(), c.view()))
+        .fold(0.0, |max, e| if e.is_nan() || e > max { e } else { max })
+}
+
+/// How many nodes of operator `op` the model has.
+pub fn count(model: &onnx_shallow::Model, op: &str) -> usize {
+    model.graph.nodes().filter(|(_, n)| n.op() == op).count()
+}
+
 /// Output of one run of the command-line tool.
 pub struct Run {
     pub code: i32,

@@ -6,9 +6,10 @@
 use ndarray::{ArrayD, IxDyn};
 use rayon::prelude::*;
 
-use super::window::{Span, Window};
+use super::window::{Span, spans};
 use crate::exec::buffers::BufferPool;
 use crate::exec::float::{Float, LANES, Mat, MatMut, dot, gemm, sum};
+use crate::ir::window::Window;
 
 /// Samples whose weight gradients one parallel task sums.
 const SAMPLES_PER_TASK: usize = 4;
@@ -16,7 +17,6 @@ const SAMPLES_PER_TASK: usize = 4;
 #[derive(Clone, Debug)]
 pub(crate) struct Conv {
     pub window: Window,
-    pub group: usize,
 }
 
 /// A conv resolved against its input and weight dims (1-D convs as 2-D with height 1).
@@ -180,14 +180,14 @@ impl Conv {
                 "only 1-D and 2-D convs: input {x:?}, weights {w:?}"
             ));
         }
-        let spans = self.window.resolve(&x[2..], Some(&w[2..]))?;
+        let spans = spans(&self.window, &x[2..], Some(&w[2..]))?;
         let (h, w_span) = match spans[..] {
             [w] => (Span::UNIT, w),
             [h, w] => (h, w),
             _ => unreachable!("rank checked"),
         };
         let (channels, outputs) = (x[1], w[0]);
-        let group = self.group;
+        let group = self.window.group;
         if group == 0 || channels % group != 0 || outputs % group != 0 || w[1] * group != channels {
             return Err(format!(
                 "input {x:?} and weights {w:?} do not fit group {group}"

@@ -19,6 +19,7 @@ pub(crate) use elementwise::{add_assign, map, zip_map, zip_map_sum, zip_sum};
 use crate::error::{Error, Result};
 use crate::exec::buffers::BufferPool;
 use crate::exec::float::Float;
+use crate::ir::window::Window;
 use crate::ir::{Node, OpKind, Tensor};
 use activation::Softmax;
 use elementwise::Binary;
@@ -135,11 +136,17 @@ impl Reader<'_> {
         })
     }
 
-    fn pool(&self, kind: PoolKind) -> Result<Op> {
+    fn pool(&self) -> Result<Op> {
         if self.node.int("storage_order")?.unwrap_or(0) != 0 {
             return Err(self.error("only storage_order 0 is supported"));
         }
-        let window = window::Window::from_node(self.node, self.flag("ceil_mode", false)?)?;
+        let window = Window::of(self.node, None)?;
+        let kind = match self.node.kind {
+            OpKind::MaxPool => PoolKind::Max,
+            _ => PoolKind::Average {
+                count_pad: window.count_include_pad,
+            },
+        };
         Ok(Op::Pool(Pool { kind, window }))
     }
 
@@ -179,9 +186,7 @@ impl Reader<'_> {
         let node = self.node;
         let op = match &node.kind {
             K::Conv => Op::Conv(conv::Conv {
-                window: window::Window::from_node(node, false)?,
-                group: usize::try_from(node.int("group")?.unwrap_or(1))
-                    .map_err(|_| self.error("negative group"))?,
+                window: Window::of(node, None)?,
             }),
             K::Gemm => Op::Gemm(gemm::Gemm {
                 alpha: self.float_attr("alpha", 1.0)?,
@@ -221,10 +226,7 @@ impl Reader<'_> {
                     .unwrap_or(if self.opset < 13 { 1 } else { -1 }),
                 flatten: self.opset < 13,
             }),
-            K::MaxPool => self.pool(PoolKind::Max)?,
-            K::AveragePool => self.pool(PoolKind::Average {
-                count_pad: self.flag("count_include_pad", false)?,
-            })?,
+            K::MaxPool | K::AveragePool => self.pool()?,
             K::GlobalAveragePool => Op::Mean(ReduceMean {
                 axes: MeanAxes::Spatial,
                 keepdims: true,

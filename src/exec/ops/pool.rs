@@ -6,8 +6,9 @@ use ndarray::{ArrayD, Axis, IxDyn};
 use rayon::prelude::*;
 
 use super::normalize_axis;
-use super::window::{Span, Window};
+use super::window::{Span, spans};
 use crate::exec::float::Float;
+use crate::ir::window::Window;
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub(crate) enum PoolKind {
@@ -89,7 +90,7 @@ impl Pool {
         if !(3..=5).contains(&shape.len()) {
             return Err(format!("pools take 1-D to 3-D inputs, not {shape:?}"));
         }
-        let spans = self.window.resolve(&shape[2..], None)?;
+        let spans = spans(&self.window, &shape[2..], None)?;
         let count_pad = matches!(self.kind, PoolKind::Average { count_pad: true });
         Ok(Taps::new(&spans, count_pad))
     }
