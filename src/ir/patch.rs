@@ -119,8 +119,19 @@ impl Patch {
 }
 
 impl Graph {
-    /// Applies a patch (see the module doc). Returns the number of nodes it removed.
+    /// Applies a patch (see the module doc), all or nothing: a patch it refuses leaves
+    /// the graph as it was. Returns the number of nodes it removed.
     pub fn apply(&mut self, patch: Patch) -> Result<usize> {
+        // Cheap: tensors share their bytes, so the copy is the graph's bookkeeping.
+        let before = self.clone();
+        let outcome = self.apply_or_refuse(patch);
+        if outcome.is_err() {
+            *self = before;
+        }
+        outcome
+    }
+
+    fn apply_or_refuse(&mut self, patch: Patch) -> Result<usize> {
         let refuse = |reason: String| Error::graph(format!("rewrite {}: {reason}", patch.origin));
         for &(old, _) in &patch.shunts {
             if self.is_captured(old) {
@@ -165,7 +176,8 @@ impl Graph {
             defined.push(id);
             outputs.push(outs);
         }
-        let mut replacements: Vec<(ValueId, ValueId)> = Vec::new();
+        // (old, new, old's name): names change below, the refusal names what was there.
+        let mut replacements: Vec<(ValueId, ValueId, String)> = Vec::new();
         for r in patch.redefinitions {
             let inputs = r
                 .inputs
@@ -174,13 +186,8 @@ impl Graph {
                 .collect();
             self.redefine_node(r.node, r.kind, r.attributes, inputs);
             defined.push(r.node);
-            replacements.extend(
-                self.node(r.node)
-                    .outputs
-                    .iter()
-                    .flatten()
-                    .map(|&out| (out, out)),
-            );
+            let outputs = self.node(r.node).outputs.iter().flatten();
+            replacements.extend(outputs.map(|&out| (out, out, self.value(out).name.clone())));
         }
         // A value the patch created takes the name of the value it replaces once that is
         // gone (graph outputs keep their names through `replace_uses`).
@@ -196,7 +203,8 @@ impl Graph {
             })
             .collect();
         for &(old, new, _) in &shunts {
-            replacements.push((old, self.replace_uses(old, new)));
+            let name = self.value(old).name.clone();
+            replacements.push((old, self.replace_uses(old, new), name));
         }
         let removed = self.eliminate_dead_code()?;
         for (old, new, takes_name) in shunts {
@@ -208,11 +216,10 @@ impl Graph {
             check::window_attributes(self, self.node(id)).map_err(|e| refuse(e.to_string()))?;
         }
         let after = shape::infer(self, &Default::default())?;
-        for (old, new) in replacements {
+        for (old, new, name) in replacements {
             if !before.get(old).compatible(after.get(new)) {
                 return Err(refuse(format!(
-                    "the replacement for '{}' is {}, the value was {}",
-                    self.value(old).name,
+                    "the replacement for '{name}' is {}, the value was {}",
                     after.get(new),
                     before.get(old)
                 )));
@@ -289,5 +296,66 @@ impl Graph {
         let name = self.value(from).name.clone();
         self.rename(from, &format!("{name}_replaced"));
         self.rename(to, &name);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ir::Model;
+    use crate::ir::builder::ModelBuilder;
+
+    /// x [2, 4] → Relu → r → Sigmoid → y.
+    fn model() -> Model {
+        let proto = ModelBuilder::new(13)
+            .input("x", &[2, 4])
+            .node("Relu", &["x"], &["r"], Attributes::default())
+            .node("Sigmoid", &["r"], &["y"], Attributes::default())
+            .output("y")
+            .build();
+        Model::from_proto(proto).unwrap()
+    }
+
+    fn bytes(model: &Model) -> Vec<u8> {
+        prost::Message::encode_to_vec(&model.to_proto().unwrap())
+    }
+
+    #[test]
+    fn a_refused_patch_leaves_the_graph_as_it_was() {
+        let mut model = model();
+        let original = bytes(&model);
+        let r = model.graph.value_by_name("r").unwrap();
+        // A constant of another shape in place of r: refused once the patch has been
+        // wired in, which must be undone.
+        let mut patch = Patch::new("test");
+        let wrong = patch.constant("wrong", Tensor::from_f32(vec![3], &[1.0, 2.0, 3.0]));
+        patch.shunt(r, wrong);
+        let error = model.graph.apply(patch).unwrap_err().to_string();
+        assert!(error.contains("'r'"), "{error}");
+        assert_eq!(bytes(&model), original);
+    }
+
+    #[test]
+    fn a_shunt_moves_every_use_and_a_graph_output_keeps_its_name() {
+        let mut model = model();
+        let (x, y) = (
+            model.graph.value_by_name("x").unwrap(),
+            model.graph.value_by_name("y").unwrap(),
+        );
+        let mut patch = Patch::new("test");
+        let tanh = patch.node(
+            "Tanh_new",
+            OpKind::Tanh,
+            Attributes::default(),
+            &[Some(x.into())],
+            1,
+        )[0];
+        patch.shunt(y, tanh);
+        let removed = model.graph.apply(patch).unwrap();
+        assert_eq!(removed, 2, "the Relu and the Sigmoid are dead");
+        let ops: Vec<&str> = model.graph.nodes().map(|(_, n)| n.op()).collect();
+        assert_eq!(ops, ["Tanh"]);
+        let output = model.graph.outputs()[0];
+        assert_eq!(model.graph.value(output).name, "y");
     }
 }
