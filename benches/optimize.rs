@@ -1,5 +1,5 @@
-//! `optimize --exact` on MobileNetV2 (load → rewrites and folds → save), with a warm cost
-//! cache and without the verification run. Target: under 1 s.
+//! `optimize --exact` on MobileNetV2 (load → rewrites, folds and the library's
+//! verification in tract → save), with a warm cost cache.
 
 use std::path::Path;
 
