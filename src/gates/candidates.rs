@@ -150,7 +150,10 @@ impl Trial {
 fn origin_nodes(folds: &[FoldRecord], i: usize) -> BTreeSet<String> {
     let mut nodes = BTreeSet::new();
     for source in &folds[i].sources {
-        match folds[..i].iter().rposition(|f| &f.result == source) {
+        match folds[..i]
+            .iter()
+            .rposition(|f| f.layers.iter().any(|l| &l.node == source))
+        {
             Some(earlier) => nodes.extend(origin_nodes(folds, earlier)),
             None => {
                 nodes.insert(source.clone());

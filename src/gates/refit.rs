@@ -120,15 +120,17 @@ fn run_on(model: &Model, samples: &Dataset) -> Result<Vec<ArrayD<f32>>> {
 }
 
 /// Refits every layer made by a fold in `folds` that spans linearised activations
-/// (`forced`), in `folded`, towards the original of `values`. `folds` are the records
-/// of the folds that made `folded` from a copy of the original's graph.
+/// (`forced`), in `folded`, towards the original of `values`. `earlier` and then `folds`
+/// are the records of the folds that made `folded` from a copy of the original's graph;
+/// only the layers of `folds` are refit.
 pub fn refit(
     folded: &mut Model,
     values: &OriginalValues,
+    earlier: &[FoldRecord],
     folds: &[FoldRecord],
     seed: u64,
 ) -> Result<Vec<Refitted>> {
-    let layers = refittable(folded, values.original, folds)?;
+    let layers = refittable(folded, values.original, earlier, folds)?;
     if layers.is_empty() {
         return Ok(Vec::new());
     }
@@ -255,21 +257,28 @@ fn fewer_samples(original: &Model, targets: &[&str], data: &Dataset) -> Result<V
 /// The layers of `folded` that forced folds made and that a refit can rewrite: a Conv or
 /// a Gemm whose region's output is a value the original still has. A fold made one such
 /// layer per output of its region (several for a fan-out).
-fn refittable(folded: &Model, original: &Model, folds: &[FoldRecord]) -> Result<Vec<Layer>> {
+fn refittable(
+    folded: &Model,
+    original: &Model,
+    earlier: &[FoldRecord],
+    folds: &[FoldRecord],
+) -> Result<Vec<Layer>> {
+    let history: Vec<&FoldRecord> = earlier.iter().chain(folds).collect();
     let mut layers = Vec::new();
     for (i, fold) in folds.iter().enumerate() {
         if !spans_linearised(folds, i) {
             continue;
         }
-        for result in fold.result.split(", ") {
-            let Some(node) = folded.graph.node_by_name(result) else {
+        for layer in &fold.layers {
+            let Some(node) = folded.graph.node_by_name(&layer.node) else {
                 continue; // folded again by a later fold
             };
             let n = folded.graph.node(node);
             if !matches!(n.kind, OpKind::Conv | OpKind::Gemm) {
                 continue;
             }
-            let Some(replaced) = original.graph.node_by_name(unfolded_name(result)) else {
+            let stands_for = original_node(&history[..earlier.len() + i], &layer.replaces);
+            let Some(replaced) = original.graph.node_by_name(stands_for) else {
                 continue;
             };
             let (Some(input), Some(target)) = (n.input(0), original.graph.node(replaced).output(0))
@@ -287,14 +296,18 @@ fn refittable(folded: &Model, original: &Model, folds: &[FoldRecord]) -> Result<
     Ok(layers)
 }
 
-/// A fold's result is named after the node that produced its region's output, plus
-/// `.folded` for each fold it went through.
-fn unfolded_name(result: &str) -> &str {
-    let mut name = result;
-    while let Some(shorter) = name.strip_suffix(".folded") {
-        name = shorter;
+/// The node of the graph the folds started from that `replaces` (a node when the fold
+/// after `before` was applied) stands for: itself, or what an earlier fold's layer
+/// stood for.
+fn original_node<'a>(before: &[&'a FoldRecord], replaces: &'a str) -> &'a str {
+    let found = before.iter().enumerate().rev().find_map(|(j, fold)| {
+        let layer = fold.layers.iter().find(|l| l.node == replaces)?;
+        Some((j, layer.replaces.as_str()))
+    });
+    match found {
+        Some((j, replaced)) => original_node(&before[..j], replaced),
+        None => replaces,
     }
-    name
 }
 
 /// Fold `i` spans a linearised value, itself or through an earlier fold it folded again.
@@ -880,9 +893,13 @@ mod tests {
         // Folding a and b first: what comes after them is computed anew.
         let (early, early_folds) = folded(&base, &["ra"]);
         let (both, both_folds) = folded(&early, &["rc"]);
-        for (model, folds, kept) in [(&late, &late_folds, true), (&both, &both_folds, false)] {
+        let runs = [
+            (&late, &[][..], &late_folds, true),
+            (&both, &early_folds[..], &both_folds, false),
+        ];
+        for (model, earlier, folds, kept) in runs {
             let values = OriginalValues::new(&base, &data);
-            let layers = refittable(model, &base, folds).unwrap();
+            let layers = refittable(model, &base, earlier, folds).unwrap();
             assert_eq!(layers.len(), 1);
             let input = layers[0].input.as_str();
             let direct = run_on(&probe(model, &[input]).unwrap(), &data).unwrap();
@@ -895,5 +912,24 @@ mod tests {
             assert_eq!(cached, kept, "{input}");
         }
         assert!(early_folds.len() == 1 && both_folds.len() == 1);
+    }
+
+    #[test]
+    fn a_layer_folded_again_stands_for_the_original_node_of_the_first_fold() {
+        let base = conv_relu_chain();
+        // c and d fold into `d.folded`; then b folds into that layer.
+        let (first, first_folds) = folded(&base, &["rc"]);
+        let (again, again_folds) = folded(&first, &["rb"]);
+        let layer = &again_folds[0].layers[0];
+        assert_eq!(layer.replaces, first_folds[0].layers[0].node);
+        let layers = refittable(&again, &base, &first_folds, &again_folds).unwrap();
+        assert_eq!(layers.len(), 1);
+        assert_eq!(layers[0].target, "d");
+        // Without the first fold's record the layer's origin is unknown: not refit.
+        assert!(
+            refittable(&again, &base, &[], &again_folds)
+                .unwrap()
+                .is_empty()
+        );
     }
 }

@@ -341,7 +341,7 @@ impl Walker<'_> {
         let folds = ctx.folds.take();
         if let Some(values) = &self.refit_to {
             done.refitted
-                .extend(refit::refit(model, values, &folds, self.seed)?);
+                .extend(refit::refit(model, values, &done.folds, &folds, self.seed)?);
         }
         done.groups += groups.len();
         done.removed.extend(removed);

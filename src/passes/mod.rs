@@ -110,8 +110,11 @@ impl Default for FoldOptions {
 pub struct FoldRecord {
     /// The nodes folded away.
     pub sources: Vec<String>,
-    /// The node that replaces them.
+    /// The nodes that replace them, for reading (`layers` says which replaces which).
     pub result: String,
+    /// Each layer the fold made and the node whose output it now computes.
+    #[serde(skip)]
+    pub layers: Vec<FoldedLayer>,
     /// False for a fold exact only away from the border.
     pub exact: bool,
     pub verdict: Verdict,
@@ -121,6 +124,14 @@ pub struct FoldRecord {
     /// the region it replaced, measured in tract on signed random inputs at the real dims.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub border_error: Option<f64>,
+}
+
+/// A layer a fold made, standing for the node that produced one output of the region.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FoldedLayer {
+    pub node: String,
+    /// The node of the graph as the fold found it (itself possibly an earlier fold's).
+    pub replaces: String,
 }
 
 impl Ctx {

@@ -14,8 +14,8 @@ use crate::error::{Error, Result};
 use crate::ir::extract::extract;
 use crate::ir::shape::{self, Shapes};
 use crate::ir::stats::ModelStats;
-use crate::ir::{DataType, Graph, Model, NodeId, Patch, ValueId, Wire};
-use crate::passes::{Ctx, FoldRecord, PassStats};
+use crate::ir::{DataType, Graph, Model, NodeId, OpKind, Patch, ValueId, Wire};
+use crate::passes::{Ctx, FoldRecord, FoldedLayer, PassStats};
 use crate::runtime::compare::max_relative_error_on_random;
 use crate::runtime::cost::Verdict;
 
@@ -385,11 +385,16 @@ pub(super) fn apply_fold<F>(
 ) -> Result<FoldRecord> {
     let name = |n: NodeId| graph.node(n).name.clone();
     let sources: Vec<String> = region.nodes.iter().map(|&n| name(n)).collect();
-    let result = region
+    // (output value, the node producing it): the output's name stays with the value that
+    // replaces it, which finds the layer made for it once the patch is applied.
+    let outputs: Vec<(String, String)> = region
         .outputs
         .iter()
-        .filter_map(|&v| graph.producer(v))
-        .map(|n| format!("{}.folded", name(n)))
+        .filter_map(|&v| Some((graph.value(v).name.clone(), name(graph.producer(v)?))))
+        .collect();
+    let result = outputs
+        .iter()
+        .map(|(_, producer)| format!("{producer}.folded"))
         .collect::<Vec<_>>()
         .join(", ");
     let ends = (region.input, region.outputs);
@@ -414,9 +419,24 @@ pub(super) fn apply_fold<F>(
         patch.shunt(old, new);
     }
     graph.apply(patch)?;
+    let layers = outputs
+        .into_iter()
+        .filter_map(|(value, replaces)| {
+            let mut producer = graph.producer(graph.value_by_name(&value)?)?;
+            // A graph output the layer's value could not name is carried by an Identity.
+            if graph.node(producer).kind == OpKind::Identity {
+                producer = graph.producer(graph.node(producer).input(0)?)?;
+            }
+            Some(FoldedLayer {
+                node: graph.node(producer).name.clone(),
+                replaces,
+            })
+        })
+        .collect();
     Ok(FoldRecord {
         sources,
         result,
+        layers,
         exact,
         verdict: segment.verdict,
         forced: segment.forced,

@@ -211,6 +211,7 @@ mod tests {
         FoldRecord {
             sources: vec!["a".into(), "b".into()],
             result: "b.folded".into(),
+            layers: Vec::new(),
             exact,
             verdict: Verdict {
                 original: 2.0,
