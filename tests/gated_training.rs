@@ -6,13 +6,12 @@ mod common;
 
 use std::ffi::OsStr;
 
-use onnx_shallow::calib::{ArraySelection, CalibSpec, Dataset, ModelInputs, Npz};
+use onnx_shallow::calib::{ArraySelection, CalibSpec, Dataset, Npz};
 use onnx_shallow::gates::gated::{Manifest, write_training};
 use onnx_shallow::gates::train::{TrainData, TrainOptions, train};
 use onnx_shallow::gates::{self, GateOutcome};
 use onnx_shallow::ir::shape;
 use onnx_shallow::runtime::compare::{Tolerance, compare};
-use onnx_shallow::runtime::run_all;
 use onnx_shallow::{Cost, Model, Options};
 
 fn macs() -> Options {
@@ -44,22 +43,6 @@ fn digits(index: &str, model: &Model) -> Option<(Dataset, Vec<i64>)> {
     let rows = npz.array(index).unwrap().values;
     let labels = rows.iter().map(|&r| labels[[r as usize]] as i64).collect();
     Some((data, labels))
-}
-
-fn accuracy(model: &Model, inputs: &ModelInputs, labels: &[i64]) -> f64 {
-    let scores = &run_all(model, inputs, 32).unwrap()[0];
-    let correct = scores
-        .outer_iter()
-        .zip(labels)
-        .filter(|(row, label)| {
-            let best = row
-                .iter()
-                .enumerate()
-                .fold((0, f32::MIN), |b, (i, &v)| if v > b.1 { (i, v) } else { b });
-            best.0 as i64 == **label
-        })
-        .count();
-    100.0 * correct as f64 / labels.len() as f64
 }
 
 /// Each group's α in group order, as training left it.
@@ -134,7 +117,8 @@ fn the_crates_trainer_round_trips_through_a_gated_model_and_the_fold_is_exact() 
         "{:?}",
         comparison.outputs
     );
-    let figures = [&original, &trained, &folded].map(|m| accuracy(m, &test_inputs, &labels));
+    let figures =
+        [&original, &trained, &folded].map(|m| common::top1_accuracy(m, &test_inputs, 0, &labels));
     eprintln!(
         "{crossed} of {} gates crossed; test accuracy original {:.2} %, trained gated {:.2} %, folded {:.2} % ({} samples)",
         alphas.len(),

@@ -76,23 +76,6 @@ fn data_of(model: &Model, x: &ndarray::ArrayD<f32>, rows: &[usize], source: &str
     Dataset::from_inputs(model, &rows_of(x, rows, source)).unwrap()
 }
 
-/// Top-1 accuracy in percent of output `output` against `labels`.
-fn accuracy_of(model: &Model, inputs: &ModelInputs, output: usize, labels: &[i64]) -> f64 {
-    let scores = &run_all(model, inputs, 32).unwrap()[output];
-    let correct = scores
-        .outer_iter()
-        .zip(labels)
-        .filter(|(row, label)| {
-            let best = row
-                .iter()
-                .enumerate()
-                .fold((0, f32::MIN), |b, (i, &v)| if v > b.1 { (i, v) } else { b });
-            best.0 as i64 == **label
-        })
-        .count();
-    100.0 * correct as f64 / labels.len() as f64
-}
-
 /// The labels of the rows `index` lists in the digits split.
 fn digit_labels(index: &str) -> Vec<i64> {
     let mut npz = Npz::open(&common::shared("data/sklearn_digits_split.npz").unwrap()).unwrap();
@@ -112,8 +95,8 @@ fn digits_model_keeps_accuracy(model: &str, max_drop: f64, tolerance: f64) -> Op
     let test = digits("test_idx", &original)?.all().unwrap();
     let labels = digit_labels("test_idx");
     let (before, after) = (
-        accuracy_of(&original, &test, 0, &labels),
-        accuracy_of(&learning.walk.model, &test, 0, &labels),
+        common::top1_accuracy(&original, &test, 0, &labels),
+        common::top1_accuracy(&learning.walk.model, &test, 0, &labels),
     );
     eprintln!("{model}: test accuracy {before:.2} % → {after:.2} %");
     assert!(after >= before - tolerance, "{before} → {after}");
@@ -432,8 +415,8 @@ fn ppocr_classifier_loses_two_activations_and_keeps_its_agreement() {
     let test = rows_of(&x, &odd, "odd");
     let labels: Vec<i64> = odd.iter().map(|&r| y[[r]] as i64).collect();
     let (before, after) = (
-        accuracy_of(&original, &test, 0, &labels),
-        accuracy_of(&learning.walk.model, &test, 0, &labels),
+        common::top1_accuracy(&original, &test, 0, &labels),
+        common::top1_accuracy(&learning.walk.model, &test, 0, &labels),
     );
     let agreement = onnx_shallow::runtime::compare::compare(&original, &learning.walk.model, &test)
         .unwrap()
@@ -494,7 +477,7 @@ fn mtcnn_onet_loses_its_trunk_prelu_within_budget() {
     print(&learning);
     let all = rows_of(&x, &(0..n).collect::<Vec<_>>(), "lfw");
     let labels: Vec<i64> = y.iter().map(|&l| l as i64).collect();
-    let face = |m: &Model| accuracy_of(m, &all, 2, &labels);
+    let face = |m: &Model| common::top1_accuracy(m, &all, 2, &labels);
     assert!(!removed(&learning).is_empty());
     assert!(learning.walk.steps[learning.walk.chosen].within_budget);
     assert_eq!(face(&original), face(&learning.walk.model));

@@ -276,3 +276,25 @@ pub fn valid_report(text: &str) -> serde_json::Value {
     assert!(errors.is_empty(), "{}\nin {doc:#}", errors.join("\n"));
     doc
 }
+
+/// Top-1 accuracy, in percent, of output `output` of `model` against `labels`.
+pub fn top1_accuracy(
+    model: &onnx_shallow::Model,
+    inputs: &onnx_shallow::calib::ModelInputs,
+    output: usize,
+    labels: &[i64],
+) -> f64 {
+    let scores = &onnx_shallow::runtime::run_all(model, inputs, 32).unwrap()[output];
+    let correct = scores
+        .outer_iter()
+        .zip(labels)
+        .filter(|(row, label)| {
+            let best = row
+                .iter()
+                .enumerate()
+                .fold((0, f32::MIN), |b, (i, &v)| if v > b.1 { (i, v) } else { b });
+            best.0 as i64 == **label
+        })
+        .count();
+    100.0 * correct as f64 / labels.len() as f64
+}
