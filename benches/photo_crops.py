@@ -1,7 +1,7 @@
 """Crops of the shared natural photos for measuring interval widths (README, "How much
 data makes the estimate tight").
 
-    python3 benches/photo_crops.py ../shared/data/natural_photos/photos OUT_DIR
+    python3 benches/photo_crops.py PHOTOS_DIR OUT_DIR
 
 Writes OUT_DIR/all.npz: `x`, 48 random-resized 224x224 crops (area 8-100 %, aspect
 3/4-4/3, bilinear) of each of the 16 photos in a seeded order, uint8 NHWC; `group`, the

@@ -110,12 +110,9 @@ struct OptimizeArgs {
     /// Exact rewrites only: no calibration data, no learning.
     #[arg(long)]
     exact: bool,
-    /// Allow the output path to be the input file.
-    #[arg(long)]
-    force: bool,
-    /// Store tensors in `<output>.data` beside the model.
-    #[arg(long)]
-    external_data: bool,
+    #[command(flatten)]
+    #[serde(flatten)]
+    written: OutputArgs,
     /// Run only these passes (comma-separated names).
     #[arg(long, value_delimiter = ',')]
     passes: Option<Vec<String>>,
@@ -156,6 +153,26 @@ struct OptimizeArgs {
     #[command(flatten)]
     #[serde(flatten)]
     learn: LearnArgs,
+}
+
+/// How the output file is written, for the commands that write a model.
+#[derive(Args, Serialize)]
+struct OutputArgs {
+    /// Allow the output path to be the input file.
+    #[arg(long)]
+    force: bool,
+    /// Store tensors in `<output>.data` beside the model.
+    #[arg(long)]
+    external_data: bool,
+}
+
+impl OutputArgs {
+    fn save_options(&self) -> SaveOptions {
+        SaveOptions {
+            external_data: self.external_data,
+            ..SaveOptions::default()
+        }
+    }
 }
 
 /// How folds are judged, for the commands that fold.
@@ -205,12 +222,9 @@ struct GateArgs {
     /// the manifest).
     #[arg(long, default_value_t = 0.9, allow_negative_numbers = true)]
     threshold: f64,
-    /// Allow the output path to be the input file.
-    #[arg(long)]
-    force: bool,
-    /// Store tensors in `<output>.data` beside the model.
-    #[arg(long)]
-    external_data: bool,
+    #[command(flatten)]
+    #[serde(flatten)]
+    written: OutputArgs,
     #[command(flatten)]
     #[serde(flatten)]
     fold: FoldArgs,
@@ -715,7 +729,7 @@ fn optimize(args: &OptimizeArgs, progress: &Progress) -> Result<ExitCode> {
         ));
     }
     use_threads(args.learn.threads)?;
-    refuse_overwriting_input(&args.input, &args.output, args.force)?;
+    refuse_overwriting_input(&args.input, &args.output, args.written.force)?;
     for path in std::iter::once(&args.output)
         .chain(&args.report)
         .chain(&args.plot)
@@ -733,7 +747,7 @@ fn optimize(args: &OptimizeArgs, progress: &Progress) -> Result<ExitCode> {
         return optimize_learned(args, original, &options, progress);
     }
     let (optimized, report) = match onnx_shallow::optimize(original.clone(), &options) {
-        Err(Error::NotReproduced(verified)) => return Ok(refuse(args, &options, &verified)),
+        Err(Error::NotReproduced(verified)) => return Ok(refuse(args, &options, verified)),
         outcome => outcome?,
     };
     let verified = verified(&report);
@@ -757,11 +771,11 @@ fn verified(report: &Report) -> &Verified {
 }
 
 /// Prints why an output was refused: exit 1, nothing written.
-fn refuse(args: &OptimizeArgs, options: &Options, verified: &Verified) -> ExitCode {
-    print_verified(args, options, verified);
+fn refuse(args: &OptimizeArgs, options: &Options, verified: Box<Verified>) -> ExitCode {
+    print_verified(args, options, &verified);
     eprintln!(
         "error: {}; nothing was written",
-        Error::NotReproduced(Box::new(verified.clone()))
+        Error::NotReproduced(verified)
     );
     ExitCode::from(1)
 }
@@ -815,11 +829,7 @@ impl Written<'_> {
     /// changed, ending with the before/after table.
     fn save(&self, args: &OptimizeArgs, options: &Options, progress: &Progress) -> Result<()> {
         let latency = whole_model_latency(self.original, self.optimized, options, progress)?;
-        let save = SaveOptions {
-            external_data: args.external_data,
-            ..SaveOptions::default()
-        };
-        onnx_shallow::save(self.optimized, &args.output, &save)?;
+        onnx_shallow::save(self.optimized, &args.output, &args.written.save_options())?;
         print_changes(self.report);
         if let Some(path) = &args.report {
             write_report(path, args, self.report, self.checked, &latency)?;
@@ -881,7 +891,7 @@ fn optimize_learned(
         onnx_shallow::optimize_learned(original.clone(), options, &data, &learn_options, &mut bars);
     drop(bars);
     let (optimized, report) = match outcome {
-        Err(Error::NotReproduced(verified)) => return Ok(refuse(args, options, &verified)),
+        Err(Error::NotReproduced(verified)) => return Ok(refuse(args, options, verified)),
         outcome => outcome?,
     };
     let learning = report
@@ -933,7 +943,7 @@ fn gate(args: &GateArgs, progress: &Progress) -> Result<ExitCode> {
             args.threshold
         )));
     }
-    refuse_overwriting_input(&args.input, &args.output, args.force)?;
+    refuse_overwriting_input(&args.input, &args.output, args.written.force)?;
     for path in std::iter::once(&args.output).chain(&args.manifest) {
         ensure_file_can_go(path)?;
     }
@@ -967,11 +977,7 @@ fn gate(args: &GateArgs, progress: &Progress) -> Result<ExitCode> {
     };
     println!("gated at α = 0 vs original:");
     print!("{}", verification.table());
-    let save = SaveOptions {
-        external_data: args.external_data,
-        ..SaveOptions::default()
-    };
-    onnx_shallow::save(&gated.model, &args.output, &save)?;
+    onnx_shallow::save(&gated.model, &args.output, &args.written.save_options())?;
     println!("wrote {}", args.output.display());
     if let Some(path) = &args.manifest {
         let text = serde_json::to_string_pretty(&gated.manifest).expect("JSON serialises");
@@ -994,7 +1000,7 @@ fn optimize_from_gates(
     let threshold = learn_options.train.threshold;
     let outcome = onnx_shallow::optimize_from_gates(trained.clone(), options, threshold);
     let (optimized, report) = match outcome {
-        Err(Error::NotReproduced(verified)) => return Ok(refuse(args, options, &verified)),
+        Err(Error::NotReproduced(verified)) => return Ok(refuse(args, options, verified)),
         outcome => outcome?,
     };
     let kept = report.gates.iter().filter(|g| g.alpha < threshold).count();

@@ -223,18 +223,7 @@ fn failure_folder() -> tempfile::TempDir {
     graph.node[1].output[0] = "z".into();
     graph.output[0].name = Some("z".into());
     write("other.onnx", &other);
-    let random = ModelBuilder::new(13)
-        .input("x", &[1, 4])
-        .node(
-            "RandomNormal",
-            &[],
-            &["r"],
-            Attributes::default().with_ints("shape", &[1, 4]),
-        )
-        .node("Add", &["x", "r"], &["y"], Attributes::default())
-        .output("y")
-        .build();
-    write("random.onnx", &random);
+    write("random.onnx", &common::random_normal_model());
     let symbolic = ModelBuilder::new(13)
         .input("x", &[-1, -1])
         .node("Relu", &["x"], &["y"], Attributes::default())

@@ -250,24 +250,15 @@ fn the_cli_gates_then_folds_back_and_refuses_what_it_cannot_read() {
     // budget judges on --calib data.
     let far = write_training(&model, &vec![0.1; listed.groups.len()], None).unwrap();
     onnx_shallow::save(&far, &trained, &Default::default()).unwrap();
-    let data = common::testdata("digits_test64.npz");
     let judged = |max_drop: &str| {
-        common::cli(&[
-            "optimize".as_ref(),
-            trained.as_os_str(),
-            out.as_os_str(),
+        let options: [&OsStr; 5] = [
             "--from-gates".as_ref(),
             "--threshold".as_ref(),
             "0.05".as_ref(),
-            "--calib".as_ref(),
-            data.as_os_str(),
-            "--calib-key".as_ref(),
-            "input".as_ref(),
-            "--cost".as_ref(),
-            "macs".as_ref(),
             "--max-drop".as_ref(),
             max_drop.as_ref(),
-        ])
+        ];
+        common::optimize_on_digits(&trained, &out, &options)
     };
     std::fs::remove_file(&out).unwrap();
     let run = judged("0");
@@ -293,6 +284,23 @@ fn the_cli_gates_then_folds_back_and_refuses_what_it_cannot_read() {
         common::assert_one_line_error(&run, &["onnx_shallow_gate_0", "[0, 1]"]);
     }
     assert!(!out.exists(), "an output was written on error");
+    // A model with no activation to gate: an error, no file.
+    let plain = dir.path().join("plain.onnx");
+    std::fs::write(
+        &plain,
+        onnx_shallow::onnx::encode_model(&common::random_normal_model()),
+    )
+    .unwrap();
+    let refused = dir.path().join("refused.onnx");
+    let run = common::cli(&[
+        "gate".as_ref(),
+        plain.as_os_str(),
+        refused.as_os_str(),
+        "--cost".as_ref(),
+        "macs".as_ref(),
+    ]);
+    common::assert_one_line_error(&run, &["no activation is worth a gate"]);
+    assert!(!refused.exists());
     let arguments: [&OsStr; 4] = [
         "gate".as_ref(),
         input.as_os_str(),

@@ -227,18 +227,7 @@ fn the_same_cost_cache_and_options_give_byte_identical_output() {
 /// model that draws random numbers, so that no two runs agree.
 #[test]
 fn the_library_returns_no_model_whose_verification_fails() {
-    use onnx_shallow::ir::{Attributes, builder::ModelBuilder};
-    let proto = ModelBuilder::new(13)
-        .input("x", &[1, 4])
-        .node(
-            "RandomNormal",
-            &[],
-            &["r"],
-            Attributes::default().with_ints("shape", &[1, 4]),
-        )
-        .node("Add", &["x", "r"], &["y"], Attributes::default())
-        .output("y")
-        .build();
+    let proto = common::random_normal_model();
     let model = onnx_shallow::Model::from_proto(proto).unwrap();
     let options = onnx_shallow::Options {
         cost: onnx_shallow::Cost::Macs,

@@ -142,10 +142,13 @@ pub fn cli(args: &[&std::ffi::OsStr]) -> Run {
 /// `optimize` of the bundled digits MobileNet into `output`, learning from its 64 bundled
 /// samples with MAC costs, `extra` options after.
 pub fn optimize_digits_calib(output: &Path, extra: &[&std::ffi::OsStr]) -> Run {
-    let (model, data) = (
-        testdata("digits_mobilenetish.onnx"),
-        testdata("digits_test64.npz"),
-    );
+    optimize_on_digits(&testdata("digits_mobilenetish.onnx"), output, extra)
+}
+
+/// `optimize` of `model` (a digits model, input `input`) into `output` with the 64
+/// bundled digits as `--calib` data and MAC costs, `extra` options after.
+pub fn optimize_on_digits(model: &Path, output: &Path, extra: &[&std::ffi::OsStr]) -> Run {
+    let data = testdata("digits_test64.npz");
     let mut args: Vec<&std::ffi::OsStr> = vec![
         "optimize".as_ref(),
         model.as_os_str(),
@@ -159,6 +162,22 @@ pub fn optimize_digits_calib(output: &Path, extra: &[&std::ffi::OsStr]) -> Run {
     ];
     args.extend(extra);
     cli(&args)
+}
+
+/// x [1, 4] + RandomNormal: no two runs agree, so no rewrite of it can be verified.
+pub fn random_normal_model() -> onnx_shallow::onnx::pb::ModelProto {
+    use onnx_shallow::ir::{Attributes, builder::ModelBuilder};
+    ModelBuilder::new(13)
+        .input("x", &[1, 4])
+        .node(
+            "RandomNormal",
+            &[],
+            &["r"],
+            Attributes::default().with_ints("shape", &[1, 4]),
+        )
+        .node("Add", &["x", "r"], &["y"], Attributes::default())
+        .output("y")
+        .build()
 }
 
 /// Address space (KiB) the tool gets in `cli_bounded`: a few times what it needs for a
