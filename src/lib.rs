@@ -34,7 +34,7 @@
 //! let model = onnx_shallow::load(input.as_ref())?;
 //! let spec = CalibSpec { paths: vec![samples], ..CalibSpec::default() };
 //! let (train, held_out) = Dataset::load(&spec, &model, &options.pinned)?.split(0.25, 0)?;
-//! let data = LearnData { train: &train, held_out: &held_out };
+//! let data = LearnData { train: &train, held_out: &held_out, more_splits: &[] };
 //! let (shallow, report) =
 //!     onnx_shallow::optimize_learned(model, &options, &data, &LearnOptions::default(), &mut ())?;
 //! let verified = report.verified.as_ref().unwrap();

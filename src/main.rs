@@ -279,6 +279,11 @@ struct LearnArgs {
     /// Fraction of the data held out to measure fidelity (never trained on).
     #[arg(long, default_value_t = 0.2, value_name = "F")]
     holdout: f64,
+    /// Instead of one held-out part: K folds of the data (whole groups when it has
+    /// them), each held out once while the others train; the walk's figures are pooled
+    /// over all samples, the model written is trained without the first fold.
+    #[arg(long, value_name = "K", conflicts_with_all = ["holdout_data", "holdout", "checkpoint"])]
+    folds: Option<usize>,
     /// Seeds the split, the training order and the refit sampling.
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -459,14 +464,18 @@ impl LearnArgs {
         })
     }
 
-    /// The training and the held-out data: --holdout-data, or a split of --calib.
-    fn data(&self, original: &Model, pinned: &PinnedShapes) -> Result<(Dataset, Dataset)> {
+    /// The (training, held-out) splits: --holdout-data, a split of --calib, or its
+    /// --folds.
+    fn data(&self, original: &Model, pinned: &PinnedShapes) -> Result<Vec<(Dataset, Dataset)>> {
         let dataset = Dataset::load(&self.spec(&self.calib)?, original, pinned)?;
+        if let Some(k) = self.folds {
+            return dataset.folds(k, self.seed);
+        }
         if self.holdout_data.is_empty() {
-            return dataset.split(self.holdout, self.seed);
+            return Ok(vec![dataset.split(self.holdout, self.seed)?]);
         }
         let held_out = Dataset::load(&self.spec(&self.holdout_data)?, original, pinned)?;
-        Ok((dataset, held_out.with_augment(false)?))
+        Ok(vec![(dataset, held_out.with_augment(false)?)])
     }
 }
 
@@ -856,7 +865,8 @@ fn optimize_learned(
 ) -> Result<ExitCode> {
     let learn = &args.learn;
     let learn_options = learn.options(&args.linearize)?;
-    let (train, held_out) = learn.data(&original, &options.pinned)?;
+    let splits = learn.data(&original, &options.pinned)?;
+    let (train, held_out) = &splits[0];
     if train.is_synthetic() {
         eprintln!(
             "warning: learning on synthetic standard-normal inputs: the decisions say little about real data"
@@ -877,14 +887,16 @@ fn optimize_learned(
             ""
         },
         held_out.len(),
-        match learn.holdout_data.is_empty() {
-            true => String::new(),
-            false => format!(" from {}", held_out.source()),
+        match (learn.holdout_data.is_empty(), splits.len()) {
+            (false, _) => format!(" from {}", held_out.source()),
+            (true, 1) => String::new(),
+            (true, k) => format!(" (fold 1 of {k}; each fold is held out in turn)"),
         }
     );
     let data = LearnData {
-        train: &train,
-        held_out: &held_out,
+        train,
+        held_out,
+        more_splits: &splits[1..],
     };
     let mut bars = LearnBars::new(progress, options.engine.name());
     let outcome =

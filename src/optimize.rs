@@ -249,8 +249,11 @@ pub fn optimize_learned(
 /// step) against the original; the chosen step is the fidelity.
 fn verified_on_held_out(walk: &Walk, held_out: &Dataset) -> Verified {
     let on_held_out = |step: &Step| Comparison {
-        samples: held_out.len(),
-        inputs: format!("{} (held out)", held_out.source()),
+        samples: walk.held_out.samples,
+        inputs: match walk.held_out.splits {
+            1 => format!("{} (held out)", held_out.source()),
+            k => format!("{} (each of {k} folds held out once)", held_out.source()),
+        },
         groups: walk.held_out.groups,
         confidence: Some(walk.held_out.confidence),
         outputs: step.fidelity.clone(),

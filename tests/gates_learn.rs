@@ -62,7 +62,11 @@ fn learned_with(
     if by_macs {
         ctx.cost.replace(CostModel::Macs);
     }
-    let data = LearnData { train, held_out };
+    let data = LearnData {
+        train,
+        held_out,
+        more_splits: &[],
+    };
     gates::learn(original, &base, &data, &ctx, options, &mut ()).unwrap()
 }
 

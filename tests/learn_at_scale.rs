@@ -76,6 +76,7 @@ fn peak_heap_of_a_learned_run(dir: &Path, samples: usize) -> u64 {
     let data = LearnData {
         train: &train,
         held_out: &held_out,
+        more_splits: &[],
     };
     let (result, growth) = heap_growth(|| {
         onnx_shallow::optimize_learned(model, &options, &data, &learn, &mut ()).map(|_| ())
@@ -224,6 +225,7 @@ fn fine_tuned_on(path: &Path, label_weight: f64, weight_lr: f64) -> Learning {
     let data = LearnData {
         train: &train,
         held_out: &held_out,
+        more_splits: &[],
     };
     let (_, report) =
         onnx_shallow::optimize_learned(model, &options, &data, &learn, &mut ()).unwrap();

@@ -46,7 +46,7 @@ fn learns_writes_the_chosen_step_and_reports_the_walk() {
     // Judged at the worst end of each interval, which holds the figure.
     assert_eq!(
         walk["held_out"],
-        serde_json::json!({ "samples": 13, "groups": null, "confidence": 0.95 })
+        serde_json::json!({ "samples": 13, "groups": null, "confidence": 0.95, "splits": 1 })
     );
     let intervals = &steps[chosen]["intervals"];
     let (low, high) = (
@@ -353,4 +353,95 @@ fn grouped_data_is_resampled_by_group_and_few_held_out_groups_are_warned_of() {
         verified["outputs"][0]["intervals"],
         doc["fidelity"]["outputs"][0]["intervals"]
     );
+}
+
+#[test]
+fn k_folds_hold_every_group_out_once_and_pool_the_walk_over_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let (data, out, report) = (
+        dir.path().join("grouped.npz"),
+        dir.path().join("out.onnx"),
+        dir.path().join("report.json"),
+    );
+    grouped_digits(&data);
+    let model = testdata("digits_mobilenetish.onnx");
+    let run_with = |extra: &[&OsStr]| {
+        let mut args: Vec<&OsStr> = vec![
+            "optimize".as_ref(),
+            model.as_os_str(),
+            out.as_os_str(),
+            "--calib".as_ref(),
+            data.as_os_str(),
+            "--calib-key".as_ref(),
+            "input".as_ref(),
+            "--cost".as_ref(),
+            "macs".as_ref(),
+            "--max-drop".as_ref(),
+            "5".as_ref(),
+            "--force".as_ref(),
+        ];
+        args.extend(extra);
+        cli(&args)
+    };
+    let run = run_with(&[
+        "--folds".as_ref(),
+        "4".as_ref(),
+        "--report".as_ref(),
+        report.as_os_str(),
+    ]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(
+        run.stdout.contains(
+            "64 held-out samples from 8 groups, resampled whole, pooled over 4 folds (each sample held out once)"
+        ),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout
+            .contains("(fold 1 of 4; each fold is held out in turn)"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        !run.stderr.contains("held-out groups of samples"),
+        "{}",
+        run.stderr
+    );
+    let doc = valid_report(&std::fs::read_to_string(&report).unwrap());
+    let walk = &doc["learning"]["walk"];
+    assert_eq!(
+        walk["held_out"],
+        serde_json::json!({ "samples": 64, "groups": 8, "confidence": 0.95, "splits": 4 })
+    );
+    assert_eq!(doc["fidelity"]["samples"], 64);
+    // Every step's figures rest on all 64 samples: a step that loses agreement shows it
+    // on the pooled outcomes, inside its interval.
+    for step in walk["steps"].as_array().unwrap() {
+        let intervals = &step["intervals"]["agreement"];
+        let agreement = step["agreement"].as_f64().unwrap();
+        assert!(
+            (agreement * 64.0 - (agreement * 64.0).round()).abs() < 1e-9,
+            "{step}"
+        );
+        assert!(intervals["low"].as_f64().unwrap() <= agreement);
+        assert!(agreement <= intervals["high"].as_f64().unwrap());
+    }
+
+    let too_many = run_with(&["--folds".as_ref(), "9".as_ref()]);
+    assert_eq!(too_many.code, 2, "{}", too_many.stderr);
+    assert!(
+        too_many
+            .stderr
+            .contains("cannot deal 8 group(s) of samples into 9 folds, each group whole"),
+        "{}",
+        too_many.stderr
+    );
+    let checkpointed = run_with(&[
+        "--folds".as_ref(),
+        "4".as_ref(),
+        "--checkpoint".as_ref(),
+        dir.path().join("state").as_os_str(),
+    ]);
+    assert_eq!(checkpointed.code, 2, "{}", checkpointed.stderr);
 }

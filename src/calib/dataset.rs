@@ -441,6 +441,31 @@ impl Dataset {
         Ok((part(train_rows, self.augment), part(held_rows, false)))
     }
 
+    /// `k` (training, held-out) splits in which every sample is held out exactly once:
+    /// whole groups dealt round-robin (largest first, in an order shuffled by `seed`)
+    /// when the data has groups, samples otherwise. Held-out parts are never augmented.
+    pub fn folds(&self, k: usize, seed: u64) -> Result<Vec<(Dataset, Dataset)>> {
+        let mut rng = Rng::new(seed);
+        let fold_of = match self.groups() {
+            Some(groups) => group_folds(&groups, k, &mut rng)?,
+            None => row_folds(self.len(), k, &mut rng)?,
+        };
+        let part = |keep: &dyn Fn(usize) -> bool, augment| Dataset {
+            rows: (self.rows.iter().zip(&fold_of))
+                .filter(|&(_, &f)| keep(f))
+                .map(|(&row, _)| row)
+                .collect(),
+            augment,
+            ..self.clone()
+        };
+        Ok((0..k)
+            .map(|fold| {
+                let train = part(&|f| f != fold, self.augment);
+                (train, part(&|f| f == fold, false))
+            })
+            .collect())
+    }
+
     fn stored_rows(&self, positions: &[usize]) -> Result<Vec<usize>> {
         positions
             .iter()
@@ -908,6 +933,49 @@ fn held_out_groups(groups: &[i64], holdout: f64, rng: &mut Rng) -> Result<Vec<bo
     Ok(groups.iter().map(|g| held_groups.contains(g)).collect())
 }
 
+/// Each of `n` samples' fold of `k`, the folds' sizes differing by one at most.
+fn row_folds(n: usize, k: usize, rng: &mut Rng) -> Result<Vec<usize>> {
+    if k < 2 || k > n {
+        return Err(Error::Usage(format!(
+            "cannot deal {n} sample(s) into {k} folds: expected 2 to {n} folds"
+        )));
+    }
+    let mut order: Vec<usize> = (0..n).collect();
+    shuffle(&mut order, rng);
+    let mut fold_of = vec![0; n];
+    for (i, &row) in order.iter().enumerate() {
+        fold_of[row] = i % k;
+    }
+    Ok(fold_of)
+}
+
+/// Each sample's fold of `k`, groups kept whole: the groups, shuffled by `rng` then
+/// largest first, each go to the fold with the fewest samples so far.
+fn group_folds(groups: &[i64], k: usize, rng: &mut Rng) -> Result<Vec<usize>> {
+    let mut sizes: BTreeMap<i64, usize> = BTreeMap::new();
+    for &group in groups {
+        *sizes.entry(group).or_default() += 1;
+    }
+    if k < 2 || k > sizes.len() {
+        return Err(Error::Usage(format!(
+            "cannot deal {} group(s) of samples into {k} folds, each group whole: expected 2 to {} folds",
+            sizes.len(),
+            sizes.len()
+        )));
+    }
+    let mut order: Vec<(i64, usize)> = sizes.into_iter().collect();
+    shuffle(&mut order, rng);
+    order.sort_by(|a, b| b.1.cmp(&a.1));
+    let mut filled = vec![0usize; k];
+    let mut fold_of_group = BTreeMap::new();
+    for (group, size) in order {
+        let emptiest = (0..k).min_by_key(|&f| filled[f]).expect("k ≥ 2");
+        filled[emptiest] += size;
+        fold_of_group.insert(group, emptiest);
+    }
+    Ok(groups.iter().map(|g| fold_of_group[g]).collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -950,5 +1018,38 @@ mod tests {
             err.to_string().contains("all 3 samples are in one group"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn folds_hold_every_sample_out_once_and_keep_groups_whole() {
+        let groups: Vec<i64> = (0..50).map(|i| (i * 7) % 10).collect();
+        let fold_of = group_folds(&groups, 3, &mut Rng::new(1)).unwrap();
+        let mut sizes = [0; 3];
+        for (group, fold) in groups.iter().zip(&fold_of) {
+            sizes[*fold] += 1;
+            let mut same_group = groups.iter().zip(&fold_of).filter(|(g, _)| *g == group);
+            assert!(same_group.all(|(_, f)| f == fold), "group {group} split");
+        }
+        assert_eq!(sizes.iter().sum::<usize>(), 50);
+        assert!(sizes.iter().all(|&s| (15..=20).contains(&s)), "{sizes:?}");
+        let rows = row_folds(10, 4, &mut Rng::new(2)).unwrap();
+        let mut per_fold = [0; 4];
+        rows.iter().for_each(|&f| per_fold[f] += 1);
+        assert_eq!(
+            per_fold.iter().max().unwrap() - per_fold.iter().min().unwrap(),
+            1
+        );
+    }
+
+    #[test]
+    fn folds_refuse_more_folds_than_groups_or_samples() {
+        let err = group_folds(&[1, 1, 2, 2], 3, &mut Rng::new(0)).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("2 group(s) of samples into 3 folds"),
+            "{err}"
+        );
+        assert!(row_folds(5, 1, &mut Rng::new(0)).is_err());
+        assert!(row_folds(5, 6, &mut Rng::new(0)).is_err());
     }
 }

@@ -138,6 +138,22 @@ impl LearnOptions {
 pub struct LearnData<'a> {
     pub train: &'a Dataset,
     pub held_out: &'a Dataset,
+    /// Further (training, held-out) splits, for k-fold cross-validation (see
+    /// [`Dataset::folds`]): each is fine-tuned and refit on like the first, the walk's
+    /// figures are pooled over all splits' held-out parts, and the model written is the
+    /// first split's. Empty for one held-out part.
+    pub more_splits: &'a [(Dataset, Dataset)],
+}
+
+impl LearnData<'_> {
+    /// Every (training, held-out) split, the first first.
+    fn splits(&self) -> impl Iterator<Item = (&Dataset, &Dataset)> {
+        let more = self
+            .more_splits
+            .iter()
+            .map(|(train, held_out)| (train, held_out));
+        std::iter::once((self.train, self.held_out)).chain(more)
+    }
 }
 
 /// What learning found and chose.
@@ -183,6 +199,11 @@ pub fn learn(
     progress: &mut dyn LearnProgress,
 ) -> Result<Learning> {
     options.check()?;
+    if !data.more_splits.is_empty() && options.train.checkpoint.is_some() {
+        return Err(Error::Usage(
+            "a checkpoint keeps one training, and k-fold trains one per fold: checkpoint a run with one held-out part".into(),
+        ));
+    }
     let named = !options.linearize.is_empty();
     let groups = match named {
         true => candidates::named(&base.graph, &passes::Linearize::new(&options.linearize))?,
@@ -197,17 +218,12 @@ pub fn learn(
     };
     // Named activations are linear from the start: without fine-tuning there is nothing
     // to train.
-    let training = if groups.is_empty() || (named && !options.train.finetune) {
-        None
-    } else {
+    let mut train_on = |train, held_out| {
         let mut on_step = |step, steps, loss, past, agreement| {
             progress.training_step(step, steps, loss, past, agreement)
         };
-        let data = train::TrainData {
-            train: data.train,
-            held_out: data.held_out,
-        };
-        Some(train::train(
+        let data = train::TrainData { train, held_out };
+        let training = train::train(
             base,
             &groups,
             &linear,
@@ -215,28 +231,55 @@ pub fn learn(
             &data,
             &options.train,
             &mut on_step,
-        )?)
+        )?;
+        let fine_tuned = match &training.weights {
+            Some(weights) => Some(trained::write_trained(
+                base,
+                &groups,
+                &training.schedule,
+                weights,
+            )?),
+            None => None,
+        };
+        Ok::<_, Error>((training, fine_tuned))
     };
+    let trains = !groups.is_empty() && (options.train.finetune || !named);
+    let (training, fine_tuned) = match trains {
+        true => {
+            let (training, fine_tuned) = train_on(data.train, data.held_out)?;
+            (Some(training), fine_tuned)
+        }
+        false => (None, None),
+    };
+    // The gates' schedule is the first split's; only fine-tuned weights differ by split.
+    let mut fine_tuned: Vec<Option<Model>> = vec![fine_tuned];
+    for (train, held_out) in data.more_splits {
+        let weights_trained = fine_tuned[0].is_some();
+        fine_tuned.push(match weights_trained {
+            true => train_on(train, held_out)?.1,
+            false => None,
+        });
+    }
     let dims = latency_dims(original, &ctx.pinned)?;
-    let held_out = Expected::of(original, data.held_out)?;
-    let fine_tuned = match training.as_ref() {
-        Some(Training {
-            schedule,
-            weights: Some(weights),
-            ..
-        }) => Some(trained::write_trained(base, &groups, schedule, weights)?),
-        _ => None,
-    };
+    let held_out: Vec<Expected> = data
+        .splits()
+        .map(|(_, held_out)| Expected::of(original, held_out))
+        .collect::<Result<_>>()?;
+    let splits = (data.splits().zip(&fine_tuned).zip(&held_out))
+        .map(|(((train, _), fine_tuned), held_out)| select::Split {
+            start: fine_tuned.as_ref().unwrap_or(base),
+            // Fine-tuned layers are linear where gates crossed: their folds need no refit.
+            refit_to: (options.refit && fine_tuned.is_none())
+                .then(|| refit::OriginalValues::new(base, train)),
+            held_out,
+        })
+        .collect();
     let walker = select::Walker {
         original,
         base,
-        start: fine_tuned.as_ref().unwrap_or(base),
         groups: &groups,
         targets: &targets,
-        // Fine-tuned layers are linear where gates crossed: their folds need no refit.
-        refit_to: (options.refit && fine_tuned.is_none())
-            .then(|| refit::OriginalValues::new(base, data.train)),
-        held_out: &held_out,
+        splits,
         dims: &dims,
         budget: &options.budget,
         seed: options.train.seed,
@@ -250,7 +293,7 @@ pub fn learn(
         _ => crossed.iter().map(|o| o.group).collect(),
     };
     let uncrossed: Vec<usize> = uncrossed.iter().map(|o| o.group).collect();
-    let (schedule, alone): (Vec<Vec<usize>>, FoldedAlone) = if fine_tuned.is_some() || named {
+    let (schedule, alone): (Vec<Vec<usize>>, FoldedAlone) = if fine_tuned[0].is_some() || named {
         // The weights fit one configuration, the gates as training left them: the
         // crossed groups fold together, the others stay as trained.
         let all_crossed = (!crossed.is_empty()).then_some(crossed);

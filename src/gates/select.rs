@@ -31,7 +31,7 @@ use crate::ir::Model;
 use crate::ir::stats::ModelStats;
 use crate::passes::{self, Ctx, FoldRecord, Linearize, Pass};
 use crate::runtime::bench::{self, BenchOptions};
-use crate::runtime::compare::{Expected, FidelityIntervals, OutputComparison};
+use crate::runtime::compare::{Comparison, Expected, FidelityIntervals, OutputComparison};
 use crate::runtime::interval::{Interval, Resampling, distinct_groups};
 
 /// Interleaved pairs a step within budget is timed over, and one over budget.
@@ -185,11 +185,14 @@ impl Walk {
 /// What the walk's figures rest on.
 #[derive(Clone, Debug, Serialize)]
 pub struct HeldOut {
+    /// Over every split's held-out part: with k folds, every sample.
     pub samples: usize,
     /// How many groups the samples came from, when the data has groups: the units the
     /// intervals resample.
     pub groups: Option<usize>,
     pub confidence: f64,
+    /// The (training, held-out) splits the figures are pooled over: 1, or k for k-fold.
+    pub splits: usize,
 }
 
 /// What the walk needs besides the schedule.
@@ -197,18 +200,27 @@ pub struct Walker<'a> {
     pub original: &'a Model,
     /// The exact-only model (canonical rewrites and exact folds), step 0.
     pub base: &'a Model,
-    /// What the steps fold: `base`, or the fine-tuned model with its gates as trained.
-    pub start: &'a Model,
     pub groups: &'a [GateGroup],
     pub targets: &'a [Target],
-    /// Refit folded layers towards these (none: no refit).
-    pub refit_to: Option<refit::OriginalValues<'a>>,
-    /// The original's outputs on the held-out data.
-    pub held_out: &'a Expected<'a>,
+    /// Where each step is made and measured: every split folds the same groups into its
+    /// own start model, refits on its own training part and is measured on its own
+    /// held-out part; the figures are pooled over the splits, and the model written is
+    /// the first split's.
+    pub splits: Vec<Split<'a>>,
     /// Input dims at batch 1, for latency.
     pub dims: &'a [Vec<usize>],
     pub budget: &'a Budget,
     pub seed: u64,
+}
+
+/// One (training, held-out) split of the data, as the walk uses it.
+pub struct Split<'a> {
+    /// What the steps fold: `base`, or the fine-tuned model with its gates as trained.
+    pub start: &'a Model,
+    /// Refit folded layers towards these (none: no refit).
+    pub refit_to: Option<refit::OriginalValues<'a>>,
+    /// The original's outputs on the held-out part.
+    pub held_out: &'a Expected<'a>,
 }
 
 impl Walker<'_> {
@@ -227,23 +239,20 @@ impl Walker<'_> {
     ) -> Result<Walk> {
         ctx.folds.take(); // what folded before the walk is part of the base
         let original_macs = macs(self.original, ctx)?;
-        let mut kept = (self.start.clone(), Done::default());
+        let mut kept = self.starts();
         let mut steps: Vec<Step> = Vec::new();
         let mut within_budget: Vec<(usize, Model)> = Vec::new();
         for k in 0..=schedule.len() {
             let adds = k.checked_sub(1).map(|i| schedule[i].as_slice());
-            let Folded {
-                model,
-                done,
-                fidelity,
-            } = self.step_model(adds, &kept, &mut alone, ctx)?;
-            let step = self.measure(&model, &done, fidelity, original_macs, ctx)?;
+            let Folded { splits, fidelity } = self.step_model(adds, &kept, &mut alone, ctx)?;
+            let (model, done) = &splits[0];
+            let step = self.measure(model, done, fidelity, original_macs, ctx)?;
             on_step(&step);
             let reached = self.budget.reached(&step);
             if step.within_budget {
                 within_budget.push((k, model.clone()));
                 if k > 0 {
-                    kept = (model, done);
+                    kept = splits;
                 }
             }
             steps.push(step);
@@ -278,7 +287,7 @@ impl Walker<'_> {
         let mut alone = FoldedAlone::default();
         on_measured(0, groups.len());
         for (i, &g) in groups.iter().enumerate() {
-            let start = (self.start.clone(), Done::default());
+            let start = self.starts();
             let folded = self.step_model(Some(&[g]), &start, &mut FoldedAlone::default(), ctx)?;
             let shortfall = summary(self.targets, &folded.fidelity).shortfall();
             scored.push((-shortfall, g));
@@ -289,45 +298,60 @@ impl Walker<'_> {
         Ok((scored.into_iter().map(|(_, g)| g).collect(), alone))
     }
 
-    /// A step's model, what made it and its held-out fidelity: the base without groups to
-    /// add; one group added to the start model is what the ordering folded, when it did.
+    /// Each split's start model, nothing folded yet.
+    fn starts(&self) -> Vec<(Model, Done)> {
+        let start = |split: &Split| (split.start.clone(), Done::default());
+        self.splits.iter().map(start).collect()
+    }
+
+    /// A step's model in each split, what made it and the held-out fidelity pooled over
+    /// the splits: the base without groups to add; one group added to the start models is
+    /// what the ordering folded, when it did.
     fn step_model(
         &self,
         adds: Option<&[usize]>,
-        kept: &(Model, Done),
+        kept: &[(Model, Done)],
         alone: &mut FoldedAlone,
         ctx: &Ctx,
     ) -> Result<Folded> {
-        let (model, done) = match adds {
-            None => (self.base.clone(), Done::default()),
+        let splits = match adds {
+            None => vec![(self.base.clone(), Done::default()); self.splits.len()],
             Some(groups) => {
-                if let ([group], 0) = (groups, kept.1.groups)
+                if let ([group], 0) = (groups, kept[0].1.groups)
                     && let Some(folded) = alone.0.remove(group)
                 {
                     return Ok(folded);
                 }
-                let (mut model, mut done) = kept.clone();
-                self.fold_groups(&mut model, groups, &mut done, ctx)?;
-                (model, done)
+                let fold_in = |((model, done), split): (&(Model, Done), &Split)| {
+                    let (mut model, mut done) = (model.clone(), done.clone());
+                    self.fold_groups(&mut model, groups, &mut done, split, ctx)?;
+                    Ok((model, done))
+                };
+                kept.iter()
+                    .zip(&self.splits)
+                    .map(fold_in)
+                    .collect::<Result<_>>()?
             }
         };
-        let mut comparison = self.held_out.compare(&model)?;
-        comparison.estimate_intervals(self.held_out.groups(), &self.resampling());
-        let fidelity = comparison.outputs;
+        let comparisons = (splits.iter().zip(&self.splits))
+            .map(|((model, _), split)| split.held_out.compare(model))
+            .collect::<Result<Vec<_>>>()?;
+        let mut pooled = Comparison::pooled(&comparisons);
+        pooled.estimate_intervals(self.held_out_groups().as_deref(), &self.resampling());
         Ok(Folded {
-            model,
-            done,
-            fidelity,
+            splits,
+            fidelity: pooled.outputs,
         })
     }
 
     /// Linearises `groups` in `model`, folds across them, and refits what those folds
-    /// made.
+    /// made towards `split`'s training part.
     fn fold_groups(
         &self,
         model: &mut Model,
         groups: &[usize],
         done: &mut Done,
+        split: &Split,
         ctx: &Ctx,
     ) -> Result<()> {
         let removed: Vec<String> = groups
@@ -339,7 +363,7 @@ impl Walker<'_> {
         passes::run_pipeline(&passes::folding(), &mut model.graph, ctx)?;
         ctx.linearised.borrow_mut().clear();
         let folds = ctx.folds.take();
-        if let Some(values) = &self.refit_to {
+        if let Some(values) = &split.refit_to {
             done.refitted
                 .extend(refit::refit(model, values, &done.folds, &folds, self.seed)?);
         }
@@ -410,11 +434,22 @@ impl Walker<'_> {
         }
     }
 
+    /// Every held-out sample's group, the splits' in order, when they all have groups.
+    fn held_out_groups(&self) -> Option<Vec<i64>> {
+        let groups: Option<Vec<&[i64]>> = self
+            .splits
+            .iter()
+            .map(|split| split.held_out.groups())
+            .collect();
+        groups.map(|g| g.concat())
+    }
+
     fn held_out_basis(&self) -> HeldOut {
         HeldOut {
-            samples: self.held_out.samples(),
-            groups: self.held_out.groups().map(distinct_groups),
+            samples: self.splits.iter().map(|s| s.held_out.samples()).sum(),
+            groups: self.held_out_groups().as_deref().map(distinct_groups),
             confidence: self.budget.confidence,
+            splits: self.splits.len(),
         }
     }
 }
@@ -503,11 +538,10 @@ fn summary(targets: &[Target], fidelity: &[OutputComparison]) -> Fidelity {
 #[derive(Default)]
 pub struct FoldedAlone(HashMap<usize, Folded>);
 
-/// A model folded from the start model, what made it, and its fidelity on the held-out
-/// data.
+/// A step's model in each split, what made it, and its fidelity on the held-out data,
+/// pooled over the splits.
 struct Folded {
-    model: Model,
-    done: Done,
+    splits: Vec<(Model, Done)>,
     fidelity: Vec<OutputComparison>,
 }
 

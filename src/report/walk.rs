@@ -81,8 +81,12 @@ pub fn basis(walk: &Walk) -> String {
         Some(groups) => format!("from {groups} groups, resampled whole"),
         None => "resampled one by one (the data has no groups)".to_string(),
     };
+    let pooled = match held_out.splits {
+        1 => String::new(),
+        k => format!(", pooled over {k} folds (each sample held out once)"),
+    };
     format!(
-        "each step judged at the worst end of its {} % intervals: {} held-out samples {resampled}\n",
+        "each step judged at the worst end of its {} % intervals: {} held-out samples {resampled}{pooled}\n",
         100.0 * held_out.confidence,
         held_out.samples
     )
@@ -108,7 +112,11 @@ pub fn few_groups_warning(walk: &Walk) -> Option<String> {
     };
     let plural = if groups == 1 { "" } else { "s" };
     Some(format!(
-        "agreement estimated from {groups} held-out group{plural} of samples: {effect}; give more varied data (more groups)"
+        "agreement estimated from {groups} held-out group{plural} of samples: {effect}; give more varied data (more groups){}",
+        match walk.held_out.splits {
+            1 => ", or hold every group out in turn (k-fold)",
+            _ => "",
+        }
     ))
 }
 
@@ -195,6 +203,7 @@ mod tests {
                 samples: 102,
                 groups,
                 confidence: 0.95,
+                splits: 1,
             },
             model: crate::ir::Model::from_proto(crate::ir::builder::ModelBuilder::new(13).build())
                 .unwrap(),
@@ -226,7 +235,7 @@ mod tests {
         assert_eq!(
             few_groups_warning(&walk(Some(2))).as_deref(),
             Some(
-                "agreement estimated from 2 held-out groups of samples: its 95 % interval is up to ±5.0 points; give more varied data (more groups)"
+                "agreement estimated from 2 held-out groups of samples: its 95 % interval is up to ±5.0 points; give more varied data (more groups), or hold every group out in turn (k-fold)"
             )
         );
         assert_eq!(few_groups_warning(&walk(Some(5))), None);

@@ -118,6 +118,24 @@ impl Comparison {
         self.outputs.iter().all(|output| output.within(tolerance))
     }
 
+    /// Comparisons on disjoint data sets (a k-fold split's held-out parts, each with its
+    /// own candidate) as one over all their samples, in order; intervals not estimated.
+    pub fn pooled(parts: &[Comparison]) -> Comparison {
+        let outputs = (0..parts[0].outputs.len()).map(|i| {
+            let mut stats = OutputStats::default();
+            parts.iter().for_each(|p| stats.absorb(&p.outputs[i]));
+            stats.finish(parts[0].outputs[i].name.clone())
+        });
+        let sources: Vec<&str> = parts.iter().map(|p| p.inputs.as_str()).collect();
+        Comparison {
+            samples: parts.iter().map(|p| p.samples).sum(),
+            inputs: sources.join(" + "),
+            groups: None,
+            confidence: None,
+            outputs: outputs.collect(),
+        }
+    }
+
     /// Estimates every output's intervals, resampling whole groups when the samples
     /// carry them (`groups`, one id per sample), the samples otherwise.
     pub fn estimate_intervals(&mut self, groups: Option<&[i64]>, resampling: &Resampling) {
@@ -438,6 +456,26 @@ impl OutputStats {
         Ok(())
     }
 
+    /// Adds what `output` measured on other samples.
+    fn absorb(&mut self, output: &OutputComparison) {
+        let outcomes = &output.outcomes;
+        match (self.shape.first_mut(), output.shape.first()) {
+            (Some(total), Some(&rows)) => *total += rows,
+            _ => self.shape = output.shape.clone(),
+        }
+        self.max_abs_error = nan_max(self.max_abs_error, output.max_abs_error);
+        self.max_abs_reference = nan_max(self.max_abs_reference, outcomes.sums.max_abs_reference);
+        self.dot += outcomes.sums.dot;
+        self.reference_sq += outcomes.sums.reference_sq;
+        self.candidate_sq += outcomes.sums.candidate_sq;
+        if let Some(decisions) = &outcomes.decisions {
+            self.decisions
+                .get_or_insert_with(Vec::new)
+                .extend(decisions);
+        }
+        self.errors.extend(&outcomes.errors);
+    }
+
     /// The shape over all samples: batches concatenate along a leading batch dim.
     fn extend_shape(&mut self, shape: &[usize], batch: usize) {
         match (self.shape.first_mut(), shape.first()) {
@@ -456,6 +494,12 @@ impl OutputStats {
         };
         let samples = self.shape.first().copied().unwrap_or(0);
         let outcomes = SampleOutcomes {
+            sums: Sums {
+                max_abs_reference: self.max_abs_reference,
+                dot: self.dot,
+                reference_sq: self.reference_sq,
+                candidate_sq: self.candidate_sq,
+            },
             errors: match self.errors.len() == samples {
                 true => self.errors,
                 false => Vec::new(),
@@ -489,6 +533,16 @@ impl OutputStats {
 pub struct SampleOutcomes {
     decisions: Option<Vec<Decision>>,
     errors: Vec<SampleError>,
+    sums: Sums,
+}
+
+/// What the cosine and the relative error over all samples are made of.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+struct Sums {
+    max_abs_reference: f64,
+    dot: f64,
+    reference_sq: f64,
+    candidate_sq: f64,
 }
 
 impl SampleOutcomes {
@@ -717,6 +771,32 @@ mod tests {
         );
         assert!((output.cosine - 1.0).abs() < 1e-12);
         assert!(comparison.within(&Tolerance::default()));
+    }
+
+    #[test]
+    fn comparisons_pooled_over_parts_equal_the_comparison_over_all_samples() {
+        let (reference, candidate) = (mlp(-1, true, "y"), mlp(-1, false, "y"));
+        let (a, b) = (
+            random_inputs(&[vec![6]], 21, 1).unwrap(),
+            random_inputs(&[vec![6]], 16, 2).unwrap(),
+        );
+        let joined = ndarray::concatenate(Axis(0), &[a.arrays()[0].view(), b.arrays()[0].view()]);
+        let all = ModelInputs::new(vec![joined.unwrap()], "all").unwrap();
+        let parts = [a, b].map(|inputs| compare(&reference, &candidate, &inputs).unwrap());
+        let pooled = Comparison::pooled(&parts);
+        let whole = compare(&reference, &candidate, &all).unwrap();
+        let (p, w) = (&pooled.outputs[0], &whole.outputs[0]);
+        assert_eq!((pooled.samples, &p.shape), (37, &w.shape));
+        assert_eq!(p.outcomes.decisions, w.outcomes.decisions);
+        assert_eq!(p.outcomes.errors, w.outcomes.errors);
+        assert_eq!(
+            (p.agreement, p.pairwise_flips),
+            (w.agreement, w.pairwise_flips)
+        );
+        for (pooled, whole) in [(p.max_rel_error, w.max_rel_error), (p.cosine, w.cosine)] {
+            assert!((pooled - whole).abs() <= 1e-9, "{pooled} vs {whole}");
+        }
+        assert!(p.agreement.unwrap() < 1.0, "the parts disagree somewhere");
     }
 
     #[test]
