@@ -926,6 +926,15 @@ fn optimize_learned(
             print!("{}", nothing_fits(walk, &learn_options.budget));
         }
     }
+    if let Some(in_engine) = &verified(&report).in_engine {
+        let worst = in_engine.outputs.iter().map(|o| o.max_rel_error);
+        println!(
+            "in {}, the output computes as in tract: max relative error {:.1e} on {} standard-normal samples",
+            options.engine.name(),
+            worst.fold(0.0, f64::max),
+            in_engine.samples
+        );
+    }
     let checked = Checked::of(verified(&report));
     let written = Written {
         original: &original,

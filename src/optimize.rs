@@ -142,7 +142,8 @@ pub struct Verified {
     /// The output against that reference, in tract.
     pub folds: Comparison,
     /// The same in the run's engine, when it is not tract: engines differ in how they run
-    /// the folded layers.
+    /// the folded layers. For a learned run, whose folds are judged on held-out data in
+    /// tract, the output in the run's engine against the same output in tract.
     pub in_engine: Option<Comparison>,
     /// The output against the original (not a check: what removing activations cost on
     /// these inputs), when the reference is not the original.
@@ -236,13 +237,31 @@ pub fn optimize_learned(
             serde_json::to_string(&report.folds).expect("folds serialise"),
         );
     }
-    let verified = verified_on_held_out(&learning.walk, data.held_out);
+    let mut verified = verified_on_held_out(&learning.walk, data.held_out);
+    verified.in_engine = same_in_engine(&chosen, options)?;
     if !verified.reproduces() {
         return Err(Error::NotReproduced(Box::new(verified)));
     }
     report.verified = Some(verified);
     report.learning = Some(learning);
     Ok((chosen, report))
+}
+
+/// `model` run in the run's engine against itself in tract, on standard-normal inputs;
+/// nothing when the engine is tract.
+fn same_in_engine(model: &Model, options: &Options) -> Result<Option<Comparison>> {
+    if let Engine::Tract = options.engine {
+        return Ok(None);
+    }
+    let dims = calib::sample_dims(model, &options.pinned)?;
+    let inputs = calib::random_inputs(&dims, options.verify_samples, VERIFY_SEED)?;
+    let engine = &options.engine;
+    let _task = (options.progress).spinner(&format!(
+        "verifying the output in {} against tract",
+        engine.name()
+    ));
+    let in_tract = (&Engine::Tract, model);
+    compare::compare_runs(in_tract, (engine, model), &inputs).map(Some)
 }
 
 /// A learned run's check, on the held-out data: the exact rewrites (the walk's first

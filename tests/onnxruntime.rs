@@ -326,3 +326,39 @@ fn a_model_claiming_a_huge_value_is_refused_before_onnxruntime_builds_it() {
         run.stderr
     );
 }
+
+#[cfg(feature = "ort")]
+#[test]
+fn a_learned_output_is_run_in_onnxruntime_and_computes_as_in_tract() {
+    let Some(library) = common::ort_library() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (out, report) = (dir.path().join("out.onnx"), dir.path().join("report.json"));
+    let run = common::optimize_digits_calib(
+        &out,
+        &[
+            "--engine".as_ref(),
+            "ort".as_ref(),
+            "--ort-lib".as_ref(),
+            library.as_os_str(),
+            "--max-drop".as_ref(),
+            "5".as_ref(),
+            "--report".as_ref(),
+            report.as_os_str(),
+        ],
+    );
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    assert!(
+        run.stdout
+            .contains("in onnxruntime, the output computes as in tract: max relative error"),
+        "{}",
+        run.stdout
+    );
+    let doc = common::valid_report(&std::fs::read_to_string(&report).unwrap());
+    let in_engine = &doc["verification"]["in_engine"];
+    assert_eq!(in_engine["samples"], 8, "{doc}");
+    let error = in_engine["outputs"][0]["max_rel_error"].as_f64().unwrap();
+    assert!(error <= 1e-4, "{error}");
+    assert!(doc["learning"]["walk"]["steps"].as_array().unwrap().len() >= 2);
+}

@@ -39,6 +39,10 @@ impl OptimizeRun<'_> {
             Some(_) => "linearised",
             None => "original",
         });
+        let verified = self.report.verified.as_ref();
+        if let Some(in_engine) = verified.and_then(|v| v.in_engine.as_ref()) {
+            verification["in_engine"] = json::value(in_engine);
+        }
         let mut doc = json::document("optimize", json::value(self.report));
         let fields = [
             ("input", json!(self.input.display().to_string())),

@@ -164,6 +164,16 @@ pub fn compare_in(
     candidate: &Model,
     inputs: &ModelInputs,
 ) -> Result<Comparison> {
+    compare_runs((engine, reference), (engine, candidate), inputs)
+}
+
+/// [`compare`], each model run in its own engine: a model against itself in two engines
+/// shows whether they compute the same.
+pub fn compare_runs(
+    (reference_engine, reference): (&Engine, &Model),
+    (candidate_engine, candidate): (&Engine, &Model),
+    inputs: &ModelInputs,
+) -> Result<Comparison> {
     let names = output_names(reference);
     if output_names(candidate) != names {
         return Err(Error::Usage(format!(
@@ -187,8 +197,8 @@ pub fn compare_in(
             .map(|array| [&[size], &array.shape()[1..]].concat())
             .collect();
         let (reference, candidate) = (
-            engine.load(reference, &dims)?,
-            engine.load(candidate, &dims)?,
+            reference_engine.load(reference, &dims)?,
+            candidate_engine.load(candidate, &dims)?,
         );
         for start in range.step_by(size) {
             let chunk = inputs.batch(start..start + size);
