@@ -174,7 +174,11 @@ fn infer_node(graph: &Graph, node: &Node, shapes: &Shapes) -> Vec<ValueType> {
         OpKind::Gemm => gemm_output(node, &inputs),
         OpKind::MatMul => matmul_output(&inputs),
         OpKind::Flatten => first.static_dims().and_then(|d| {
-            let axis = normalize_axis(node.int("axis").ok().flatten().unwrap_or(1), d.len() + 1)?;
+            // The axis may equal the rank; a negative one counts from the rank.
+            let axis = match node.int("axis").ok().flatten().unwrap_or(1) {
+                axis if axis == d.len() as i64 => d.len(),
+                axis => normalize_axis(axis, d.len())?,
+            };
             Some(vec![
                 Dim::Known(checked_numel(&d[..axis])?),
                 Dim::Known(checked_numel(&d[axis..])?),
@@ -588,4 +592,95 @@ fn slice_output(graph: &Graph, node: &Node, input: &ValueType) -> Option<Vec<Dim
 /// it out of range.
 fn known_dim(dim: i128) -> Dim {
     usize::try_from(dim).map_or(Dim::Unknown, Dim::Known)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ir::Model;
+    use crate::ir::builder::ModelBuilder;
+    use crate::ir::op::Attributes;
+    use crate::ir::tensor::Tensor;
+
+    /// Dims written as numbers, a negative one standing for the symbol `N` (as
+    /// `ModelBuilder::input` declares it).
+    fn dims(spec: &[i64]) -> Vec<Dim> {
+        spec.iter()
+            .map(|&d| match usize::try_from(d) {
+                Ok(d) => Dim::Known(d),
+                Err(_) => Dim::Symbol("N".into()),
+            })
+            .collect()
+    }
+
+    /// The model of one node `op` reading `x` (of `x_dims`) and then the constants, in
+    /// order, and writing `y`.
+    fn one_node(
+        op: &str,
+        x_dims: &[i64],
+        constants: Vec<Tensor>,
+        attrs: Attributes,
+    ) -> ModelBuilder {
+        let names: Vec<String> = (0..constants.len()).map(|i| format!("c{i}")).collect();
+        let mut builder = ModelBuilder::new(13).input("x", x_dims);
+        for (name, tensor) in names.iter().zip(constants) {
+            builder = builder.initializer(name, tensor);
+        }
+        let inputs: Vec<&str> = ["x"]
+            .into_iter()
+            .chain(names.iter().map(String::as_str))
+            .collect();
+        builder.node(op, &inputs, &["y"], attrs)
+    }
+
+    /// The inferred type of the value `name` of the model, `y` declared as its output.
+    fn type_of(builder: ModelBuilder, name: &str) -> ValueType {
+        let model = Model::from_proto(builder.output("y").build()).expect("a valid model");
+        let shapes = infer(&model.graph, &PinnedShapes::default()).expect("inference runs");
+        let value = model
+            .graph
+            .value_by_name(name)
+            .expect("a value of the model");
+        shapes.get(value).clone()
+    }
+
+    fn y(builder: ModelBuilder) -> Option<Vec<Dim>> {
+        type_of(builder, "y").dims
+    }
+
+    fn y_of(
+        op: &str,
+        x_dims: &[i64],
+        constants: Vec<Tensor>,
+        attrs: Attributes,
+    ) -> Option<Vec<Dim>> {
+        y(one_node(op, x_dims, constants, attrs))
+    }
+
+    #[test]
+    fn flatten_splits_at_its_axis_counted_from_the_rank_and_needs_static_dims() {
+        let axis = |a: i64| Attributes::default().with_int("axis", a);
+        assert_eq!(
+            y_of("Flatten", &[2, 3, 4, 5], vec![], Attributes::default()),
+            Some(dims(&[2, 60]))
+        );
+        assert_eq!(
+            y_of("Flatten", &[2, 3, 4, 5], vec![], axis(-2)),
+            Some(dims(&[6, 20]))
+        );
+        assert_eq!(
+            y_of("Flatten", &[2, 3, 4, 5], vec![], axis(0)),
+            Some(dims(&[1, 120]))
+        );
+        assert_eq!(
+            y_of("Flatten", &[2, 3, 4, 5], vec![], axis(4)),
+            Some(dims(&[120, 1]))
+        );
+        assert_eq!(y_of("Flatten", &[-1, 3, 4], vec![], axis(1)), None);
+        assert_eq!(
+            y_of("Flatten", &[2, 3], vec![], axis(3)),
+            None,
+            "axis past the rank"
+        );
+    }
 }
