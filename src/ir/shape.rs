@@ -73,18 +73,27 @@ pub fn infer(graph: &Graph, pinned: &PinnedShapes) -> Result<Shapes> {
             let (Some(out), Some(t)) = (out, inferred.get(slot)) else {
                 continue;
             };
-            let declared = &shapes.types[out.0];
-            shapes.types[out.0] = ValueType {
-                dtype: t.dtype.or(declared.dtype),
-                dims: if t.dims.is_some() {
-                    t.dims.clone()
-                } else {
-                    declared.dims.clone()
-                },
-            };
+            shapes.types[out.0] = t.or(&shapes.types[out.0]);
         }
     }
     Ok(shapes)
+}
+
+/// The types of the outputs of `node`, which need not be in `graph` (a definition a patch
+/// replaces), from what `shapes` knows of the values it reads; declared types where
+/// inference knows nothing.
+pub(super) fn outputs_of(graph: &Graph, node: &Node, shapes: &Shapes) -> Vec<(ValueId, ValueType)> {
+    let inferred = infer_node(graph, node, shapes);
+    node.outputs
+        .iter()
+        .enumerate()
+        .filter_map(|(slot, out)| {
+            let out = (*out)?;
+            let declared = graph.value(out).info.as_ref().map(ValueType::of_info);
+            let inferred = inferred.get(slot).cloned().unwrap_or_default();
+            Some((out, inferred.or(&declared.unwrap_or_default())))
+        })
+        .collect()
 }
 
 fn check_pinned_names(graph: &Graph, pinned: &PinnedShapes) -> Result<()> {

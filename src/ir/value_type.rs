@@ -101,6 +101,14 @@ impl ValueType {
         ValueType { dtype, dims }
     }
 
+    /// What `self` knows, and what `fallback` knows where `self` knows nothing.
+    pub(super) fn or(&self, fallback: &ValueType) -> ValueType {
+        ValueType {
+            dtype: self.dtype.or(fallback.dtype),
+            dims: self.dims.clone().or_else(|| fallback.dims.clone()),
+        }
+    }
+
     pub(super) fn known(dtype: Option<DataType>, dims: Vec<usize>) -> ValueType {
         ValueType {
             dtype,
