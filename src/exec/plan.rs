@@ -342,3 +342,232 @@ fn finish(mut plan: Plan) -> Plan {
     }
     plan
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ir::builder::ModelBuilder;
+    use crate::ir::{Attributes, Model};
+
+    fn graph(builder: ModelBuilder) -> Graph {
+        Model::from_proto(builder.build())
+            .expect("a valid model")
+            .graph
+    }
+
+    fn plan(graph: &Graph, inputs: &[&str], outputs: &[&str], gates: &[Gate]) -> Result<Plan> {
+        let names = |n: &[&str]| n.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        compile(graph, &names(inputs), &names(outputs), gates)
+    }
+
+    fn op_types(plan: &Plan) -> Vec<&str> {
+        plan.steps.iter().map(|s| s.op_type.as_str()).collect()
+    }
+
+    fn weight(dims: &[usize]) -> Tensor {
+        Tensor::from_f32(dims.to_vec(), &vec![0.5; dims.iter().product()])
+    }
+
+    fn gate(input: &str, output: &str, group: usize) -> Gate {
+        Gate {
+            input: input.into(),
+            output: output.into(),
+            group,
+        }
+    }
+
+    /// x → MatMul(w) → h → Relu → r → Add(b) → y, stored consumers first, with a branch
+    /// no requested output needs: x → Mystery → m → Tanh → t.
+    fn dense() -> Graph {
+        graph(
+            ModelBuilder::new(13)
+                .input("x", &[-1, 4])
+                .initializer("w", weight(&[4, 3]))
+                .initializer("b", weight(&[3]))
+                .node("Add", &["r", "b"], &["y"], Attributes::default())
+                .node("Relu", &["h"], &["r"], Attributes::default())
+                .node("Mystery", &["x"], &["m"], Attributes::default())
+                .node("MatMul", &["x", "w"], &["h"], Attributes::default())
+                .node("Tanh", &["m"], &["t"], Attributes::default())
+                .output("y")
+                .output("t"),
+        )
+    }
+
+    #[test]
+    fn only_the_nodes_the_outputs_need_are_compiled_producers_first() {
+        let plan = plan(&dense(), &["x"], &["y"], &[]).unwrap();
+        assert_eq!(op_types(&plan), ["MatMul", "Relu", "Add"]);
+        let slots: Vec<(&[usize], usize)> = plan
+            .steps
+            .iter()
+            .map(|s| (s.inputs.as_slice(), s.output))
+            .collect();
+        assert_eq!(slots, [(&[0, 1][..], 2), (&[2][..], 3), (&[3, 4][..], 5)]);
+        assert_eq!(plan.outputs, [5]);
+    }
+
+    #[test]
+    fn feeds_come_first_then_each_float_constant_read_as_data_is_a_weight_once() {
+        // The target of the Reshape is read as a constant, not as data.
+        let graph = graph(
+            ModelBuilder::new(13)
+                .input("a", &[-1, 3])
+                .input("x", &[-1, 3])
+                .initializer("b", weight(&[3]))
+                .initializer("target", Tensor::from_i64(vec![2], &[0, -1]))
+                .node("Add", &["x", "b"], &["s"], Attributes::default())
+                .node("Mul", &["s", "b"], &["p"], Attributes::default())
+                .node("Reshape", &["p", "target"], &["y"], Attributes::default())
+                .output("y"),
+        );
+        let plan = plan(&graph, &["x", "a"], &["y"], &[]).unwrap();
+        assert_eq!(
+            plan.sources,
+            [
+                Source::Feed(0),
+                Source::Feed(1),
+                Source::Weight(0),
+                Source::Computed,
+                Source::Computed,
+                Source::Computed,
+            ]
+        );
+        assert_eq!(plan.feed_count, 2);
+        assert_eq!(plan.weights, [("b".to_string(), vec![3])]);
+        assert_eq!(plan.steps[1].inputs, [3, 2], "b read again from its slot");
+    }
+
+    #[test]
+    fn last_use_is_the_last_step_reading_a_slot_and_requested_values_are_outputs() {
+        // x is read by the first step and the last; r is an output read by a later step.
+        let graph = graph(
+            ModelBuilder::new(13)
+                .input("x", &[-1, 3])
+                .node("Relu", &["x"], &["r"], Attributes::default())
+                .node("Sigmoid", &["r"], &["s"], Attributes::default())
+                .node("Add", &["s", "x"], &["y"], Attributes::default())
+                .output("y")
+                .output("r"),
+        );
+        let plan = plan(&graph, &["x"], &["y", "r"], &[]).unwrap();
+        // Slots: x 0, r 1, s 2, y 3.
+        assert_eq!(plan.last_use, [Some(2), Some(1), Some(2), None]);
+        assert_eq!(plan.outputs, [3, 1]);
+        assert_eq!(plan.is_output, [false, true, false, true]);
+    }
+
+    #[test]
+    fn saved_marks_what_the_backward_pass_reads_weights_aside() {
+        // Slots: x 0, w 1, h 2, r 3, b 4, s 5, y 6.
+        let graph = graph(
+            ModelBuilder::new(13)
+                .input("x", &[-1, 4])
+                .initializer("w", weight(&[4, 3]))
+                .initializer("b", weight(&[3]))
+                .node("MatMul", &["x", "w"], &["h"], Attributes::default())
+                .node("Relu", &["h"], &["r"], Attributes::default())
+                .node("Add", &["r", "b"], &["s"], Attributes::default())
+                .node("Softmax", &["s"], &["y"], Attributes::default())
+                .output("y"),
+        );
+        let plan = plan(&graph, &["x"], &["y"], &[]).unwrap();
+        assert_eq!(
+            plan.saved,
+            [true, false, true, false, false, false, true],
+            "MatMul's data input, Relu's input and Softmax's output"
+        );
+    }
+
+    #[test]
+    fn a_gate_on_a_one_node_activation_is_fused_into_it() {
+        let plan = plan(&dense(), &["x"], &["y"], &[gate("h", "r", 2)]).unwrap();
+        assert_eq!(op_types(&plan), ["MatMul", "Relu", "Add"]);
+        assert!(matches!(
+            plan.steps[1].kind,
+            StepKind::GatedActivation { group: 2, .. }
+        ));
+        assert_eq!(plan.groups, 3, "α of groups 0 to 2");
+        assert_eq!(plan.steps[2].inputs[0], plan.steps[1].output);
+        assert!(plan.saved[2], "the activation's input");
+    }
+
+    #[test]
+    fn a_gate_on_a_longer_activation_is_a_step_its_readers_read() {
+        // h → Relu → r1 → Clip → r: the gate blends h and r.
+        let graph = graph(
+            ModelBuilder::new(13)
+                .input("h", &[-1, 3])
+                .node("Relu", &["h"], &["r1"], Attributes::default())
+                .node("Clip", &["r1"], &["r"], Attributes::default())
+                .node("Neg", &["h"], &["unused"], Attributes::default())
+                .node("Sigmoid", &["r"], &["y"], Attributes::default())
+                .output("y")
+                .output("unused"),
+        );
+        let plan = plan(&graph, &["h"], &["y"], &[gate("h", "r", 0)]).unwrap();
+        assert_eq!(op_types(&plan), ["Relu", "Clip", "Gate", "Sigmoid"]);
+        // Slots: h 0, r1 1, r 2, gated r 3, y 4.
+        let gate_step = &plan.steps[2];
+        assert!(matches!(gate_step.kind, StepKind::Gate { group: 0 }));
+        assert_eq!(
+            (gate_step.inputs.as_slice(), gate_step.output),
+            (&[0, 2][..], 3)
+        );
+        assert_eq!(plan.steps[3].inputs, [3]);
+        assert!(plan.saved[0] && plan.saved[2], "both sides of the blend");
+        assert_eq!(plan.last_use[0], Some(2), "h is read again by the gate");
+    }
+
+    #[test]
+    fn gates_it_cannot_place_are_errors() {
+        let error = |gates: &[Gate]| {
+            plan(&dense(), &["x"], &["y"], gates)
+                .unwrap_err()
+                .to_string()
+        };
+        let twice = error(&[gate("h", "r", 0), gate("h", "r", 1)]);
+        assert!(twice.contains("gated twice"), "{twice}");
+        let outside = error(&[gate("m", "t", 0)]);
+        assert!(
+            outside.contains("'t'") && outside.contains("not computed"),
+            "{outside}"
+        );
+        let backwards = error(&[gate("y", "r", 0)]);
+        assert!(backwards.contains("not computed before it"), "{backwards}");
+    }
+
+    #[test]
+    fn what_the_region_cannot_compute_is_an_error_naming_it() {
+        let dense = dense();
+        let unsupported = plan(&dense, &["x"], &["t"], &[]).unwrap_err().to_string();
+        assert!(
+            unsupported.contains("Mystery") && unsupported.contains("does not support"),
+            "{unsupported}"
+        );
+        let unfed = plan(&dense, &[], &["y"], &[]).unwrap_err().to_string();
+        assert!(
+            unfed.contains("'x'") && unfed.contains("neither fed"),
+            "{unfed}"
+        );
+        let integer = graph(
+            ModelBuilder::new(13)
+                .input("x", &[-1, 3])
+                .initializer("k", Tensor::from_i64(vec![3], &[1, 2, 3]))
+                .node("Add", &["x", "k"], &["y"], Attributes::default())
+                .output("y"),
+        );
+        let integer = plan(&integer, &["x"], &["y"], &[]).unwrap_err().to_string();
+        assert!(integer.contains("must be a float tensor"), "{integer}");
+        let pool = Attributes::default().with_ints("kernel_shape", &[2, 2]);
+        let indices = graph(
+            ModelBuilder::new(13)
+                .input("x", &[-1, 3, 4, 4])
+                .node("MaxPool", &["x"], &["p", "indices"], pool)
+                .node("Add", &["p", "indices"], &["y"], Attributes::default())
+                .output("y"),
+        );
+        let second = plan(&indices, &["x"], &["y"], &[]).unwrap_err().to_string();
+        assert!(second.contains("only a node's first output"), "{second}");
+    }
+}

@@ -11,6 +11,7 @@ pub mod shape;
 pub mod stats;
 pub(crate) mod symbolic;
 pub mod tensor;
+mod value_type;
 pub mod window;
 
 pub use graph::{Graph, Node, NodeId, Value, ValueId};

@@ -9,10 +9,11 @@
 use std::collections::HashSet;
 
 use crate::error::{Error, Result};
+use crate::ir::check;
 use crate::ir::graph::{Graph, Node, NodeId, ValueId};
 use crate::ir::op::{Attributes, OpKind};
+use crate::ir::shape::{self, Shapes, ValueType};
 use crate::ir::tensor::Tensor;
-use crate::ir::{check, shape};
 use crate::onnx::pb;
 
 /// A value a patch reads: one already in the graph, or one the patch creates.
@@ -118,20 +119,27 @@ impl Patch {
     }
 }
 
+/// What applying a patch did.
+#[derive(Debug)]
+pub struct Applied {
+    /// The number of nodes it removed.
+    pub removed: usize,
+    /// The type of every value of the patched graph, at its declared dims.
+    pub shapes: Shapes,
+}
+
 impl Graph {
-    /// Applies a patch (see the module doc), all or nothing: a patch it refuses leaves
-    /// the graph as it was. Returns the number of nodes it removed.
-    pub fn apply(&mut self, patch: Patch) -> Result<usize> {
+    /// Applies a patch (see the module doc), all or nothing: the patch is applied to a
+    /// copy of the graph, which takes the graph's place once the patch has been checked.
+    pub fn apply(&mut self, patch: Patch) -> Result<Applied> {
         // Cheap: tensors share their bytes, so the copy is the graph's bookkeeping.
-        let before = self.clone();
-        let outcome = self.apply_or_refuse(patch);
-        if outcome.is_err() {
-            *self = before;
-        }
-        outcome
+        let mut patched = self.clone();
+        let applied = patched.apply_or_refuse(patch)?;
+        *self = patched;
+        Ok(applied)
     }
 
-    fn apply_or_refuse(&mut self, patch: Patch) -> Result<usize> {
+    fn apply_or_refuse(&mut self, patch: Patch) -> Result<Applied> {
         let refuse = |reason: String| Error::graph(format!("rewrite {}: {reason}", patch.origin));
         for &(old, _) in &patch.shunts {
             if self.is_captured(old) {
@@ -141,7 +149,6 @@ impl Graph {
                 )));
             }
         }
-        let before = shape::infer(self, &Default::default())?;
         let constants: Vec<ValueId> = patch
             .constants
             .into_iter()
@@ -176,18 +183,22 @@ impl Graph {
             defined.push(id);
             outputs.push(outs);
         }
-        // (old, new, old's name): names change below, the refusal names what was there.
-        let mut replacements: Vec<(ValueId, ValueId, String)> = Vec::new();
+        // Each redefined node as it was, and its outputs' names (names change below, the
+        // refusal names what was there): the types its outputs had are those of its old
+        // definition.
+        let mut redefined: Vec<(Node, Vec<String>)> = Vec::new();
         for r in patch.redefinitions {
             let inputs = r
                 .inputs
                 .iter()
                 .map(|w| w.map(|w| resolve(w, &outputs)))
                 .collect();
+            let old = self.node(r.node).clone();
+            let names = old.outputs.iter().flatten();
+            let names = names.map(|&out| self.value(out).name.clone()).collect();
+            redefined.push((old, names));
             self.redefine_node(r.node, r.kind, r.attributes, inputs);
             defined.push(r.node);
-            let outputs = self.node(r.node).outputs.iter().flatten();
-            replacements.extend(outputs.map(|&out| (out, out, self.value(out).name.clone())));
         }
         // A value the patch created takes the name of the value it replaces once that is
         // gone (graph outputs keep their names through `replace_uses`).
@@ -202,10 +213,31 @@ impl Graph {
                 )
             })
             .collect();
+        // (old, new, old's name, old's declared type): a graph output hands its declared
+        // type on to what stands in its place, so it is read before.
+        let mut shunted: Vec<(ValueId, ValueId, String, ValueType)> = Vec::new();
         for &(old, new, _) in &shunts {
-            let name = self.value(old).name.clone();
-            replacements.push((old, self.replace_uses(old, new), name));
+            let value = self.value(old);
+            let declared = value.info.as_ref().map(ValueType::of_info);
+            let (name, declared) = (value.name.clone(), declared.unwrap_or_default());
+            shunted.push((old, self.replace_uses(old, new), name, declared));
         }
+        // One inference serves both sides, run while the dead code is still in: the patched
+        // graph computes every replacement, and still computes each value a shunt replaced
+        // as it was; the old definition of a redefined node is evaluated against it.
+        let shapes = shape::infer(self, &Default::default())?;
+        let mut replacements: Vec<(ValueType, ValueId, String)> = Vec::new();
+        for (old, names) in redefined {
+            let before = shape::outputs_of(self, &old, &shapes)
+                .into_iter()
+                .zip(names);
+            replacements.extend(before.map(|((out, before), name)| (before, out, name)));
+        }
+        replacements.extend(
+            shunted
+                .into_iter()
+                .map(|(old, new, name, declared)| (shapes.get(old).or(&declared), new, name)),
+        );
         let removed = self.eliminate_dead_code()?;
         for (old, new, takes_name) in shunts {
             if takes_name && self.is_undefined(old) {
@@ -215,17 +247,15 @@ impl Graph {
         for id in defined.into_iter().filter(|&id| self.contains_node(id)) {
             check::window_attributes(self, self.node(id)).map_err(|e| refuse(e.to_string()))?;
         }
-        let after = shape::infer(self, &Default::default())?;
-        for (old, new, name) in replacements {
-            if !before.get(old).compatible(after.get(new)) {
+        for (before, new, name) in replacements {
+            if !before.compatible(shapes.get(new)) {
                 return Err(refuse(format!(
-                    "the replacement for '{name}' is {}, the value was {}",
-                    after.get(new),
-                    before.get(old)
+                    "the replacement for '{name}' is {}, the value was {before}",
+                    shapes.get(new)
                 )));
             }
         }
-        Ok(removed)
+        Ok(Applied { removed, shapes })
     }
 
     fn unique_node_name(&self, base: &str) -> String {
@@ -351,11 +381,89 @@ mod tests {
             1,
         )[0];
         patch.shunt(y, tanh);
-        let removed = model.graph.apply(patch).unwrap();
+        let removed = model.graph.apply(patch).unwrap().removed;
         assert_eq!(removed, 2, "the Relu and the Sigmoid are dead");
         let ops: Vec<&str> = model.graph.nodes().map(|(_, n)| n.op()).collect();
         assert_eq!(ops, ["Tanh"]);
         let output = model.graph.outputs()[0];
         assert_eq!(model.graph.value(output).name, "y");
+    }
+
+    #[test]
+    fn a_redefinition_is_checked_against_what_the_node_computed() {
+        let mut model = model();
+        let original = bytes(&model);
+        let relu = model.graph.node_by_name("Relu_0").unwrap();
+        let x = model.graph.value_by_name("x").unwrap();
+        // A Transpose of x is [4, 2] where the Relu gave [2, 4].
+        let mut patch = Patch::new("test");
+        patch.redefine(
+            relu,
+            OpKind::Transpose,
+            Attributes::default(),
+            &[Some(x.into())],
+        );
+        let error = model.graph.apply(patch).unwrap_err().to_string();
+        assert!(error.contains("'r'") && error.contains("[2,4]"), "{error}");
+        assert_eq!(bytes(&model), original);
+    }
+
+    #[test]
+    fn a_graph_output_is_checked_against_its_declared_type() {
+        // y comes from an operator nothing is inferred of, and is declared [2, 4].
+        let mut proto = ModelBuilder::new(13)
+            .input("x", &[2, 4])
+            .node("Mystery", &["x"], &["y"], Attributes::default())
+            .output("y")
+            .build();
+        let declared = ModelBuilder::new(13).input("y", &[2, 4]).build();
+        let graph = proto.graph.as_mut().unwrap();
+        graph.output[0] = declared.graph.unwrap().input.remove(0);
+        let mut model = Model::from_proto(proto).unwrap();
+        let y = model.graph.value_by_name("y").unwrap();
+        let mut patch = Patch::new("test");
+        let wrong = patch.constant("wrong", Tensor::from_f32(vec![3], &[1.0, 2.0, 3.0]));
+        patch.shunt(y, wrong);
+        let error = model.graph.apply(patch).unwrap_err().to_string();
+        assert!(error.contains("'y'") && error.contains("[2,4]"), "{error}");
+    }
+
+    #[test]
+    fn the_types_an_applied_patch_returns_are_the_patched_graphs() {
+        let mut model = model();
+        let (x, r) = (
+            model.graph.value_by_name("x").unwrap(),
+            model.graph.value_by_name("r").unwrap(),
+        );
+        let mut patch = Patch::new("test");
+        let flat = patch.node(
+            "Flatten_new",
+            OpKind::Flatten,
+            Attributes::default().with_int("axis", 1),
+            &[Some(x.into())],
+            1,
+        )[0];
+        let relu = model.graph.producer(r).unwrap();
+        patch.redefine(relu, OpKind::Tanh, Attributes::default(), &[Some(x.into())]);
+        let sum = patch.node(
+            "Add_new",
+            OpKind::Add,
+            Attributes::default(),
+            &[Some(r.into()), Some(flat)],
+            1,
+        )[0];
+        let y = model.graph.value_by_name("y").unwrap();
+        patch.shunt(y, sum);
+        let applied = model.graph.apply(patch).unwrap();
+        let inferred = shape::infer(&model.graph, &Default::default()).unwrap();
+        let ops: Vec<&str> = model.graph.nodes().map(|(_, n)| n.op()).collect();
+        assert_eq!(ops, ["Tanh", "Flatten", "Add"]);
+        for (_, node) in model.graph.nodes() {
+            for &value in node.inputs.iter().chain(&node.outputs).flatten() {
+                assert_eq!(applied.shapes.get(value), inferred.get(value));
+            }
+        }
+        let y = model.graph.outputs()[0];
+        assert_eq!(applied.shapes.get(y).static_dims(), Some(vec![2, 4]));
     }
 }

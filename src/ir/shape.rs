@@ -4,151 +4,18 @@
 //! changes the model itself.
 
 use std::collections::HashMap;
-use std::fmt;
 
 use crate::error::{Error, Result};
 use crate::ir::graph::{Graph, Node, ValueId};
 use crate::ir::op::OpKind;
 use crate::ir::symbolic::{self, Element};
 use crate::ir::tensor::{DataType, checked_numel};
+pub use crate::ir::value_type::{Dim, Shapes, ValueType};
 use crate::ir::window::{AutoPad, Window};
 use crate::onnx::pb;
 
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Dim {
-    Known(usize),
-    Symbol(String),
-    Unknown,
-}
-
-impl Dim {
-    pub fn known(&self) -> Option<usize> {
-        match self {
-            Dim::Known(d) => Some(*d),
-            _ => None,
-        }
-    }
-}
-
-impl fmt::Display for Dim {
-    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        match self {
-            Dim::Known(d) => write!(f, "{d}"),
-            Dim::Symbol(s) => write!(f, "{s}"),
-            Dim::Unknown => write!(f, "?"),
-        }
-    }
-}
-
-/// What is known of a value's element type and dims.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct ValueType {
-    pub dtype: Option<DataType>,
-    pub dims: Option<Vec<Dim>>,
-}
-
-impl ValueType {
-    pub fn rank(&self) -> Option<usize> {
-        self.dims.as_ref().map(Vec::len)
-    }
-
-    /// All dims as numbers, when every one is known.
-    pub fn static_dims(&self) -> Option<Vec<usize>> {
-        self.dims.as_ref()?.iter().map(Dim::known).collect()
-    }
-
-    pub fn dim(&self, axis: usize) -> Option<usize> {
-        self.dims.as_ref()?.get(axis)?.known()
-    }
-
-    /// False only when both sides know something and it differs.
-    pub fn compatible(&self, other: &ValueType) -> bool {
-        let dtype_ok = match (self.dtype, other.dtype) {
-            (Some(a), Some(b)) => a == b,
-            _ => true,
-        };
-        let dims_ok = match (&self.dims, &other.dims) {
-            (Some(a), Some(b)) => {
-                a.len() == b.len()
-                    && a.iter().zip(b).all(|(x, y)| match (x, y) {
-                        (Dim::Known(x), Dim::Known(y)) => x == y,
-                        _ => true,
-                    })
-            }
-            _ => true,
-        };
-        dtype_ok && dims_ok
-    }
-
-    fn of_info(info: &pb::ValueInfoProto) -> ValueType {
-        use pb::type_proto::Value;
-        let Some(Value::TensorType(tensor)) = info.r#type.as_ref().and_then(|t| t.value.as_ref())
-        else {
-            return ValueType::default();
-        };
-        let dtype = tensor
-            .elem_type
-            .map(DataType::from_onnx)
-            .filter(|d| *d != DataType::Other(0));
-        let dims = tensor.shape.as_ref().map(|shape| {
-            shape
-                .dim
-                .iter()
-                .map(|d| {
-                    use pb::tensor_shape_proto::dimension::Value as D;
-                    match &d.value {
-                        Some(D::DimValue(v)) if *v >= 0 => Dim::Known(*v as usize),
-                        Some(D::DimParam(p)) if !p.is_empty() => Dim::Symbol(p.clone()),
-                        _ => Dim::Unknown,
-                    }
-                })
-                .collect()
-        });
-        ValueType { dtype, dims }
-    }
-
-    fn known(dtype: Option<DataType>, dims: Vec<usize>) -> ValueType {
-        ValueType {
-            dtype,
-            dims: Some(dims.into_iter().map(Dim::Known).collect()),
-        }
-    }
-}
-
-impl fmt::Display for ValueType {
-    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        match &self.dtype {
-            Some(d) => write!(f, "{d:?}")?,
-            None => write!(f, "?")?,
-        }
-        match &self.dims {
-            Some(dims) => write!(
-                f,
-                "[{}]",
-                dims.iter()
-                    .map(|d| d.to_string())
-                    .collect::<Vec<_>>()
-                    .join(",")
-            ),
-            None => write!(f, "[?]"),
-        }
-    }
-}
-
 /// Input dims pinned for analysis, by input name.
 pub type PinnedShapes = HashMap<String, Vec<usize>>;
-
-/// The inferred type of every value of a graph.
-#[derive(Clone, Debug)]
-pub struct Shapes {
-    types: Vec<ValueType>,
-}
-
-impl Shapes {
-    pub fn get(&self, id: ValueId) -> &ValueType {
-        &self.types[id.0]
-    }
-}
 
 /// Declares the pinned dims of `graph`'s inputs, all but the first (the batch stays as
 /// declared): for a graph whose folds were sized at the pinned dims and runs only there.
@@ -206,18 +73,27 @@ pub fn infer(graph: &Graph, pinned: &PinnedShapes) -> Result<Shapes> {
             let (Some(out), Some(t)) = (out, inferred.get(slot)) else {
                 continue;
             };
-            let declared = &shapes.types[out.0];
-            shapes.types[out.0] = ValueType {
-                dtype: t.dtype.or(declared.dtype),
-                dims: if t.dims.is_some() {
-                    t.dims.clone()
-                } else {
-                    declared.dims.clone()
-                },
-            };
+            shapes.types[out.0] = t.or(&shapes.types[out.0]);
         }
     }
     Ok(shapes)
+}
+
+/// The types of the outputs of `node`, which need not be in `graph` (a definition a patch
+/// replaces), from what `shapes` knows of the values it reads; declared types where
+/// inference knows nothing.
+pub(super) fn outputs_of(graph: &Graph, node: &Node, shapes: &Shapes) -> Vec<(ValueId, ValueType)> {
+    let inferred = infer_node(graph, node, shapes);
+    node.outputs
+        .iter()
+        .enumerate()
+        .filter_map(|(slot, out)| {
+            let out = (*out)?;
+            let declared = graph.value(out).info.as_ref().map(ValueType::of_info);
+            let inferred = inferred.get(slot).cloned().unwrap_or_default();
+            Some((out, inferred.or(&declared.unwrap_or_default())))
+        })
+        .collect()
 }
 
 fn check_pinned_names(graph: &Graph, pinned: &PinnedShapes) -> Result<()> {
@@ -307,7 +183,11 @@ fn infer_node(graph: &Graph, node: &Node, shapes: &Shapes) -> Vec<ValueType> {
         OpKind::Gemm => gemm_output(node, &inputs),
         OpKind::MatMul => matmul_output(&inputs),
         OpKind::Flatten => first.static_dims().and_then(|d| {
-            let axis = normalize_axis(node.int("axis").ok().flatten().unwrap_or(1), d.len() + 1)?;
+            // The axis may equal the rank; a negative one counts from the rank.
+            let axis = match node.int("axis").ok().flatten().unwrap_or(1) {
+                axis if axis == d.len() as i64 => d.len(),
+                axis => normalize_axis(axis, d.len())?,
+            };
             Some(vec![
                 Dim::Known(checked_numel(&d[..axis])?),
                 Dim::Known(checked_numel(&d[axis..])?),
@@ -721,4 +601,674 @@ fn slice_output(graph: &Graph, node: &Node, input: &ValueType) -> Option<Vec<Dim
 /// it out of range.
 fn known_dim(dim: i128) -> Dim {
     usize::try_from(dim).map_or(Dim::Unknown, Dim::Known)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ir::Model;
+    use crate::ir::builder::ModelBuilder;
+    use crate::ir::op::Attributes;
+    use crate::ir::tensor::Tensor;
+
+    /// Dims written as numbers, a negative one standing for the symbol `N` (as
+    /// `ModelBuilder::input` declares it).
+    fn dims(spec: &[i64]) -> Vec<Dim> {
+        spec.iter()
+            .map(|&d| match usize::try_from(d) {
+                Ok(d) => Dim::Known(d),
+                Err(_) => Dim::Symbol("N".into()),
+            })
+            .collect()
+    }
+
+    fn ints(values: &[i64]) -> Tensor {
+        Tensor::from_i64(vec![values.len()], values)
+    }
+
+    fn scalar(value: f32) -> Tensor {
+        Tensor::from_f32(vec![], &[value])
+    }
+
+    /// The model of one node `op` reading `x` (of `x_dims`) and then the constants, in
+    /// order, and writing `y`.
+    fn one_node(
+        op: &str,
+        x_dims: &[i64],
+        constants: Vec<Tensor>,
+        attrs: Attributes,
+    ) -> ModelBuilder {
+        let x = ModelBuilder::new(13).input("x", x_dims);
+        node_reading(x, "x", op, constants, attrs)
+    }
+
+    /// `builder` and a node `op` reading its value `data` and then the constants, in order,
+    /// and writing `y`.
+    fn node_reading(
+        mut builder: ModelBuilder,
+        data: &str,
+        op: &str,
+        constants: Vec<Tensor>,
+        attrs: Attributes,
+    ) -> ModelBuilder {
+        let names: Vec<String> = (0..constants.len()).map(|i| format!("c{i}")).collect();
+        for (name, tensor) in names.iter().zip(constants) {
+            builder = builder.initializer(name, tensor);
+        }
+        let inputs: Vec<&str> = [data]
+            .into_iter()
+            .chain(names.iter().map(String::as_str))
+            .collect();
+        builder.node(op, &inputs, &["y"], attrs)
+    }
+
+    /// The inferred type of the value `name` of the model, `y` declared as its output.
+    fn type_of(builder: ModelBuilder, name: &str) -> ValueType {
+        let model = Model::from_proto(builder.output("y").build()).expect("a valid model");
+        let shapes = infer(&model.graph, &PinnedShapes::default()).expect("inference runs");
+        let value = model
+            .graph
+            .value_by_name(name)
+            .expect("a value of the model");
+        shapes.get(value).clone()
+    }
+
+    fn y(builder: ModelBuilder) -> Option<Vec<Dim>> {
+        type_of(builder, "y").dims
+    }
+
+    fn y_of(
+        op: &str,
+        x_dims: &[i64],
+        constants: Vec<Tensor>,
+        attrs: Attributes,
+    ) -> Option<Vec<Dim>> {
+        y(one_node(op, x_dims, constants, attrs))
+    }
+
+    /// `op` (with `constants`) reading the output of an operator nothing is known of.
+    fn y_after_unknown(op: &str, constants: Vec<Tensor>, attrs: Attributes) -> ValueType {
+        let unknown = ModelBuilder::new(13).input("x", &[2, 3]).node(
+            "Mystery",
+            &["x"],
+            &["h"],
+            Attributes::default(),
+        );
+        type_of(node_reading(unknown, "h", op, constants, attrs), "y")
+    }
+
+    #[test]
+    fn elementwise_ops_keep_their_input_dims_symbols_included() {
+        let x = [-1, 3, 4, 4];
+        for op in [
+            "Relu",
+            "Clip",
+            "LeakyRelu",
+            "HardSigmoid",
+            "HardSwish",
+            "Sigmoid",
+            "Tanh",
+            "Softmax",
+            "Identity",
+            "Dropout",
+        ] {
+            let t = type_of(one_node(op, &x, vec![], Attributes::default()), "y");
+            assert_eq!(t.dims, Some(dims(&x)), "{op}");
+            assert_eq!(t.dtype, Some(DataType::Float), "{op}");
+        }
+        let stats: Vec<Tensor> = (0..4)
+            .map(|_| Tensor::from_f32(vec![3], &[1.0; 3]))
+            .collect();
+        assert_eq!(
+            y_of("BatchNormalization", &x, stats, Attributes::default()),
+            Some(dims(&x))
+        );
+        let unknown = y_after_unknown("Relu", vec![], Attributes::default());
+        assert_eq!(unknown.dims, None);
+    }
+
+    #[test]
+    fn cast_keeps_the_dims_and_takes_the_element_type_it_names() {
+        let to_int64 = Attributes::default().with_int("to", 7);
+        let t = type_of(one_node("Cast", &[-1, 5], vec![], to_int64), "y");
+        assert_eq!(t.dims, Some(dims(&[-1, 5])));
+        assert_eq!(t.dtype, Some(DataType::Int64));
+    }
+
+    #[test]
+    fn dropout_masks_the_same_dims_in_bool() {
+        let builder = ModelBuilder::new(13).input("x", &[-1, 8]).node(
+            "Dropout",
+            &["x"],
+            &["y", "mask"],
+            Attributes::default(),
+        );
+        let mask = type_of(builder, "mask");
+        assert_eq!(mask.dims, Some(dims(&[-1, 8])));
+        assert_eq!(mask.dtype, Some(DataType::Bool));
+    }
+
+    #[test]
+    fn binary_ops_broadcast_numpy_style() {
+        let two_inputs = |op: &str, a: &[i64], b: &[i64]| {
+            y(ModelBuilder::new(13).input("a", a).input("b", b).node(
+                op,
+                &["a", "b"],
+                &["y"],
+                Attributes::default(),
+            ))
+        };
+        for op in ["Add", "Sub", "Mul", "Div", "PRelu"] {
+            assert_eq!(
+                two_inputs(op, &[-1, 3, 1, 5], &[4, 1]),
+                Some(dims(&[-1, 3, 4, 5])),
+                "{op}"
+            );
+        }
+        // A symbol meets a number other than 1: the number is what the model can run at.
+        assert_eq!(two_inputs("Add", &[-1, 2], &[3, 2]), Some(dims(&[3, 2])));
+        assert_eq!(
+            two_inputs("Add", &[2, 3], &[4]),
+            None,
+            "3 and 4 do not broadcast"
+        );
+    }
+
+    #[test]
+    fn windowed_layers_place_their_window_on_each_spatial_axis() {
+        let conv = Attributes::default()
+            .with_ints("pads", &[1, 1, 1, 1])
+            .with_ints("strides", &[2, 2]);
+        let weight = Tensor::from_f32(vec![4, 3, 3, 3], &[0.0; 108]);
+        assert_eq!(
+            y_of("Conv", &[-1, 3, 8, 9], vec![weight.clone()], conv.clone()),
+            Some(dims(&[-1, 4, 4, 5]))
+        );
+        // A symbolic spatial dim gives an unknown output dim on its axis only.
+        assert_eq!(
+            y_of("Conv", &[1, 3, -1, 8], vec![weight.clone()], conv),
+            Some(vec![
+                Dim::Known(1),
+                Dim::Known(4),
+                Dim::Unknown,
+                Dim::Known(4)
+            ])
+        );
+        let pool = |ceil: i64| {
+            Attributes::default()
+                .with_ints("kernel_shape", &[3, 3])
+                .with_ints("strides", &[2, 2])
+                .with_int("ceil_mode", ceil)
+        };
+        assert_eq!(
+            y_of("AveragePool", &[-1, 3, 8, 8], vec![], pool(0)),
+            Some(dims(&[-1, 3, 3, 3]))
+        );
+        assert_eq!(
+            y_of("MaxPool", &[-1, 3, 8, 8], vec![], pool(1)),
+            Some(dims(&[-1, 3, 4, 4]))
+        );
+        let transpose = Attributes::default()
+            .with_ints("pads", &[1, 1, 1, 1])
+            .with_ints("strides", &[2, 2])
+            .with_ints("output_padding", &[1, 0])
+            .with_int("group", 2);
+        let weight = Tensor::from_f32(vec![4, 3, 3, 3], &[0.0; 108]);
+        // 2·(8 − 1) + output padding + (3 − 1) + 1 − 2 pads; channels 3 per group × 2.
+        assert_eq!(
+            y_of(
+                "ConvTranspose",
+                &[-1, 4, 8, 8],
+                vec![weight.clone()],
+                transpose
+            ),
+            Some(dims(&[-1, 6, 16, 15]))
+        );
+        // A 2-D kernel on a map with one spatial axis.
+        assert_eq!(
+            y_of("Conv", &[-1, 3, 8], vec![weight], Attributes::default()),
+            None
+        );
+    }
+
+    #[test]
+    fn global_average_pool_keeps_batch_and_channels() {
+        assert_eq!(
+            y_of(
+                "GlobalAveragePool",
+                &[-1, 3, 7, 5],
+                vec![],
+                Attributes::default()
+            ),
+            Some(dims(&[-1, 3, 1, 1]))
+        );
+        let unknown = y_after_unknown("GlobalAveragePool", vec![], Attributes::default());
+        assert_eq!(unknown.dims, None);
+    }
+
+    #[test]
+    fn gemm_reads_its_transposes() {
+        let b = |dims: Vec<usize>| Tensor::from_f32(dims, &[0.0; 20]);
+        assert_eq!(
+            y_of("Gemm", &[-1, 4], vec![b(vec![4, 5])], Attributes::default()),
+            Some(dims(&[-1, 5]))
+        );
+        let trans_b = Attributes::default().with_int("transB", 1);
+        assert_eq!(
+            y_of("Gemm", &[-1, 4], vec![b(vec![5, 4])], trans_b),
+            Some(dims(&[-1, 5]))
+        );
+        let trans_a = Attributes::default().with_int("transA", 1);
+        assert_eq!(
+            y_of("Gemm", &[4, -1], vec![b(vec![4, 5])], trans_a),
+            Some(dims(&[-1, 5]))
+        );
+        assert_eq!(
+            y_of(
+                "Gemm",
+                &[2, -1, 4],
+                vec![b(vec![4, 5])],
+                Attributes::default()
+            ),
+            None,
+            "Gemm is 2-D"
+        );
+    }
+
+    #[test]
+    fn matmul_broadcasts_the_batch_and_drops_the_axes_of_vectors() {
+        let matmul = |a: &[i64], b: &[i64]| {
+            y(ModelBuilder::new(13).input("a", a).input("b", b).node(
+                "MatMul",
+                &["a", "b"],
+                &["y"],
+                Attributes::default(),
+            ))
+        };
+        assert_eq!(
+            matmul(&[-1, 1, 3, 4], &[5, 4, 6]),
+            Some(dims(&[-1, 5, 3, 6]))
+        );
+        assert_eq!(matmul(&[4], &[2, 4, 6]), Some(dims(&[2, 6])));
+        assert_eq!(matmul(&[-1, 4], &[4]), Some(dims(&[-1])));
+        assert_eq!(matmul(&[4], &[4]), Some(vec![]));
+        assert_eq!(matmul(&[2, 3, 4], &[3, 4, 5]), None, "batch 2 against 3");
+        assert_eq!(matmul(&[], &[4, 5]), None, "a scalar does not multiply");
+    }
+
+    #[test]
+    fn flatten_splits_at_its_axis_counted_from_the_rank_and_needs_static_dims() {
+        let axis = |a: i64| Attributes::default().with_int("axis", a);
+        assert_eq!(
+            y_of("Flatten", &[2, 3, 4, 5], vec![], Attributes::default()),
+            Some(dims(&[2, 60]))
+        );
+        assert_eq!(
+            y_of("Flatten", &[2, 3, 4, 5], vec![], axis(-2)),
+            Some(dims(&[6, 20]))
+        );
+        assert_eq!(
+            y_of("Flatten", &[2, 3, 4, 5], vec![], axis(0)),
+            Some(dims(&[1, 120]))
+        );
+        assert_eq!(
+            y_of("Flatten", &[2, 3, 4, 5], vec![], axis(4)),
+            Some(dims(&[120, 1]))
+        );
+        assert_eq!(y_of("Flatten", &[-1, 3, 4], vec![], axis(1)), None);
+        assert_eq!(
+            y_of("Flatten", &[2, 3], vec![], axis(3)),
+            None,
+            "axis past the rank"
+        );
+    }
+
+    #[test]
+    fn reshape_copies_zeros_and_infers_the_minus_one() {
+        let reshape = |x: &[i64], target: &[i64]| {
+            y_of("Reshape", x, vec![ints(target)], Attributes::default())
+        };
+        assert_eq!(reshape(&[-1, 3, 4], &[0, -1]), Some(dims(&[-1, 12])));
+        assert_eq!(reshape(&[2, 3, 4], &[-1, 2, 2]), Some(dims(&[6, 2, 2])));
+        assert_eq!(
+            reshape(&[2, 3, 4], &[5, -1]),
+            Some(vec![Dim::Known(5), Dim::Unknown]),
+            "24 elements are no multiple of 5"
+        );
+        assert_eq!(
+            reshape(&[-1, 3, 4], &[6, -1]),
+            Some(vec![Dim::Known(6), Dim::Unknown]),
+            "N elements of 12 each, split by 6"
+        );
+        let allow_zero = Attributes::default().with_int("allowzero", 1);
+        assert_eq!(
+            y_of("Reshape", &[0, 3], vec![ints(&[3, 0])], allow_zero),
+            Some(dims(&[3, 0]))
+        );
+    }
+
+    #[test]
+    fn reshape_to_a_computed_target_keeps_the_symbols_it_reads() {
+        // y = Reshape(x, Concat(Unsqueeze(Gather(Shape(x), 0)), [-1])): [N, 12].
+        let builder = ModelBuilder::new(13)
+            .input("x", &[-1, 3, 4])
+            .initializer("zero", Tensor::from_i64(vec![], &[0]))
+            .initializer("axes", ints(&[0]))
+            .initializer("rest", ints(&[-1]))
+            .node("Shape", &["x"], &["shape"], Attributes::default())
+            .node("Gather", &["shape", "zero"], &["n"], Attributes::default())
+            .node("Unsqueeze", &["n", "axes"], &["n1"], Attributes::default())
+            .node(
+                "Concat",
+                &["n1", "rest"],
+                &["target"],
+                Attributes::default().with_int("axis", 0),
+            )
+            .node("Reshape", &["x", "target"], &["y"], Attributes::default());
+        assert_eq!(y(builder), Some(dims(&[-1, 12])));
+        let fed_target = ModelBuilder::new(13)
+            .input("x", &[-1, 3, 4])
+            .input("target", &[2])
+            .node("Reshape", &["x", "target"], &["y"], Attributes::default());
+        assert_eq!(y(fed_target), None, "a target known only when run");
+    }
+
+    #[test]
+    fn transpose_permutes_and_reverses_by_default() {
+        let perm = Attributes::default().with_ints("perm", &[0, 2, 3, 1]);
+        assert_eq!(
+            y_of("Transpose", &[-1, 3, 4, 5], vec![], perm),
+            Some(dims(&[-1, 4, 5, 3]))
+        );
+        assert_eq!(
+            y_of("Transpose", &[-1, 3, 4], vec![], Attributes::default()),
+            Some(dims(&[4, 3, -1]))
+        );
+        let out_of_range = Attributes::default().with_ints("perm", &[1, 5]);
+        assert_eq!(
+            y_of("Transpose", &[2, 3], vec![], out_of_range),
+            Some(vec![Dim::Known(3), Dim::Unknown])
+        );
+    }
+
+    #[test]
+    fn concat_sums_its_axis() {
+        let concat = |a: &[i64], b: &[i64], attrs: Attributes| {
+            y(ModelBuilder::new(13).input("a", a).input("b", b).node(
+                "Concat",
+                &["a", "b"],
+                &["y"],
+                attrs,
+            ))
+        };
+        let axis = |a: i64| Attributes::default().with_int("axis", a);
+        assert_eq!(
+            concat(&[-1, 3, 4], &[-1, 5, 4], axis(1)),
+            Some(dims(&[-1, 8, 4]))
+        );
+        assert_eq!(
+            concat(&[-1, 3], &[2, 3], axis(0)),
+            Some(vec![Dim::Unknown, Dim::Known(3)]),
+            "a symbol on the axis leaves its sum unknown"
+        );
+        assert_eq!(
+            concat(&[2, 3], &[2, 3], Attributes::default()),
+            None,
+            "no axis"
+        );
+        assert_eq!(
+            concat(&[2, 3], &[2, 3], axis(2)),
+            None,
+            "axis past the rank"
+        );
+    }
+
+    #[test]
+    fn squeeze_drops_the_axes_given_or_every_one() {
+        assert_eq!(
+            y_of(
+                "Squeeze",
+                &[-1, 1, 4, 1],
+                vec![ints(&[1])],
+                Attributes::default()
+            ),
+            Some(dims(&[-1, 4, 1]))
+        );
+        assert_eq!(
+            y_of("Squeeze", &[-1, 1, 4, 1], vec![], Attributes::default()),
+            Some(dims(&[-1, 4]))
+        );
+        assert_eq!(
+            y_after_unknown("Squeeze", vec![ints(&[0])], Attributes::default()).dims,
+            None
+        );
+    }
+
+    #[test]
+    fn unsqueeze_inserts_ones_at_the_axes_of_the_output() {
+        assert_eq!(
+            y_of(
+                "Unsqueeze",
+                &[-1, 3, 4],
+                vec![ints(&[0, -1])],
+                Attributes::default()
+            ),
+            Some(dims(&[1, -1, 3, 4, 1]))
+        );
+        let unknown_axes = ModelBuilder::new(13)
+            .input("x", &[-1, 3])
+            .input("axes", &[1])
+            .node("Unsqueeze", &["x", "axes"], &["y"], Attributes::default());
+        assert_eq!(y(unknown_axes), None);
+    }
+
+    #[test]
+    fn pad_adds_its_begin_and_end_pads_to_known_dims() {
+        let pads = ints(&[0, 0, 1, 2, 0, 0, 3, 4]);
+        assert_eq!(
+            y_of("Pad", &[-1, 3, 4, 4], vec![pads], Attributes::default()),
+            Some(vec![
+                Dim::Unknown,
+                Dim::Known(3),
+                Dim::Known(8),
+                Dim::Known(10)
+            ])
+        );
+        let shrinking = ints(&[0, -5, 0, 0]);
+        assert_eq!(
+            y_of("Pad", &[2, 4], vec![shrinking], Attributes::default()),
+            Some(vec![Dim::Known(2), Dim::Unknown]),
+            "a negative size"
+        );
+        assert_eq!(
+            y_of("Pad", &[2, 4], vec![ints(&[1, 1])], Attributes::default()),
+            None,
+            "two pads for two axes"
+        );
+    }
+
+    #[test]
+    fn shape_counts_the_axes_it_reads_in_int64() {
+        let t = type_of(
+            one_node("Shape", &[-1, 3, 4, 5], vec![], Attributes::default()),
+            "y",
+        );
+        assert_eq!((t.dims, t.dtype), (Some(dims(&[4])), Some(DataType::Int64)));
+        let middle = Attributes::default()
+            .with_int("start", 1)
+            .with_int("end", -1);
+        assert_eq!(
+            y_of("Shape", &[-1, 3, 4, 5], vec![], middle),
+            Some(dims(&[2]))
+        );
+        let unknown = y_after_unknown("Shape", vec![], Attributes::default());
+        assert_eq!(unknown.dims, None);
+    }
+
+    #[test]
+    fn gather_puts_the_indices_dims_in_place_of_its_axis() {
+        let indices = Tensor::from_i64(vec![2, 5], &[0; 10]);
+        let axis = |a: i64| Attributes::default().with_int("axis", a);
+        assert_eq!(
+            y_of("Gather", &[-1, 3, 4], vec![indices.clone()], axis(1)),
+            Some(dims(&[-1, 2, 5, 4]))
+        );
+        let scalar_index = Tensor::from_i64(vec![], &[0]);
+        assert_eq!(
+            y_of("Gather", &[-1, 3, 4], vec![scalar_index], axis(-1)),
+            Some(dims(&[-1, 3]))
+        );
+        assert_eq!(y_of("Gather", &[-1, 3], vec![indices], axis(2)), None);
+    }
+
+    #[test]
+    fn slice_counts_the_elements_each_step_reaches() {
+        let slice = |x: &[i64], starts: &[i64], ends: &[i64], axes: &[i64], steps: &[i64]| {
+            let constants = vec![ints(starts), ints(ends), ints(axes), ints(steps)];
+            y_of("Slice", x, constants, Attributes::default())
+        };
+        // 1, 3, 5, 7 on axis 1; 7, 4, 1 on axis 2.
+        assert_eq!(
+            slice(&[-1, 10, 8], &[1, -1], &[-1, -100], &[1, 2], &[2, -3]),
+            Some(dims(&[-1, 4, 3]))
+        );
+        assert_eq!(
+            slice(&[2, -1], &[0], &[1], &[1], &[1]),
+            Some(vec![Dim::Known(2), Dim::Unknown]),
+            "a symbolic axis sliced"
+        );
+        assert_eq!(slice(&[4, 4], &[0], &[4], &[0], &[0]), None, "step 0");
+    }
+
+    #[test]
+    fn reduce_mean_keeps_or_drops_the_reduced_axes() {
+        let axes = |keep: i64| {
+            Attributes::default()
+                .with_ints("axes", &[2, -1])
+                .with_int("keepdims", keep)
+        };
+        assert_eq!(
+            y_of("ReduceMean", &[-1, 3, 4, 5], vec![], axes(1)),
+            Some(dims(&[-1, 3, 1, 1]))
+        );
+        assert_eq!(
+            y_of("ReduceMean", &[-1, 3, 4, 5], vec![], axes(0)),
+            Some(dims(&[-1, 3]))
+        );
+        assert_eq!(
+            y_of("ReduceMean", &[-1, 3], vec![], Attributes::default()),
+            Some(dims(&[1, 1])),
+            "every axis without axes"
+        );
+    }
+
+    #[test]
+    fn a_constant_has_its_tensors_type() {
+        let value = Tensor::from_i64(vec![2, 3], &[0; 6]).to_proto("value");
+        let builder = ModelBuilder::new(13).input("x", &[1]).node(
+            "Constant",
+            &[],
+            &["y"],
+            Attributes::default().with_tensor("value", value),
+        );
+        let t = type_of(builder, "y");
+        assert_eq!(
+            (t.dims, t.dtype),
+            (Some(dims(&[2, 3])), Some(DataType::Int64))
+        );
+    }
+
+    #[test]
+    fn operators_sized_by_constant_inputs_claim_what_those_say() {
+        let shape = ints(&[2, 3]);
+        let of_shape = ModelBuilder::new(13)
+            .input("x", &[1])
+            .initializer("shape", shape.clone())
+            .node("ConstantOfShape", &["shape"], &["y"], Attributes::default());
+        assert_eq!(y(of_shape), Some(dims(&[2, 3])));
+        assert_eq!(
+            y_of(
+                "Expand",
+                &[-1, 1, 4],
+                vec![ints(&[3, 1])],
+                Attributes::default()
+            ),
+            Some(dims(&[-1, 3, 4]))
+        );
+        assert_eq!(
+            y_of("Tile", &[-1, 2], vec![ints(&[2, 3])], Attributes::default()),
+            Some(vec![Dim::Unknown, Dim::Known(6)])
+        );
+        let range = |delta: f32| {
+            y(ModelBuilder::new(13)
+                .initializer("start", scalar(0.0))
+                .initializer("limit", scalar(10.0))
+                .initializer("delta", scalar(delta))
+                .node(
+                    "Range",
+                    &["start", "limit", "delta"],
+                    &["y"],
+                    Attributes::default(),
+                ))
+        };
+        assert_eq!(range(3.0), Some(dims(&[4])));
+        assert_eq!(
+            range(0.0),
+            Some(vec![Dim::Known(usize::MAX)]),
+            "a claim no model can hold, for the preflight to refuse"
+        );
+        let no_repeats = ModelBuilder::new(13).input("x", &[2]).node(
+            "Tile",
+            &["x"],
+            &["y"],
+            Attributes::default(),
+        );
+        assert_eq!(y(no_repeats), None, "repeats that are not constant");
+    }
+
+    #[test]
+    fn what_cannot_be_inferred_falls_back_to_the_declared_type() {
+        let mut proto = ModelBuilder::new(13)
+            .input("x", &[2, 3])
+            .node("Mystery", &["x"], &["h"], Attributes::default())
+            .node("Relu", &["h"], &["y"], Attributes::default())
+            .output("y")
+            .build();
+        let mut declared = ModelBuilder::new(13).input("h", &[-1, 7]).build();
+        let graph = proto.graph.as_mut().expect("a graph");
+        graph
+            .value_info
+            .push(declared.graph.as_mut().expect("a graph").input.remove(0));
+        let model = Model::from_proto(proto).expect("a valid model");
+        let shapes = infer(&model.graph, &PinnedShapes::default()).expect("inference runs");
+        let y = model.graph.value_by_name("y").expect("y");
+        assert_eq!(shapes.get(y).dims, Some(dims(&[-1, 7])));
+    }
+
+    #[test]
+    fn pinned_dims_replace_the_declared_ones_and_must_name_an_input() {
+        let builder = one_node("Relu", &[-1, 3, -1, -1], vec![], Attributes::default());
+        let model = Model::from_proto(builder.output("y").build()).expect("a valid model");
+        let pinned: PinnedShapes = [("x".to_string(), vec![1, 3, 8, 8])].into();
+        let shapes = infer(&model.graph, &pinned).expect("inference runs");
+        let y = model.graph.value_by_name("y").expect("y");
+        assert_eq!(shapes.get(y).static_dims(), Some(vec![1, 3, 8, 8]));
+        let typo: PinnedShapes = [("X".to_string(), vec![1])].into();
+        let error = infer(&model.graph, &typo).unwrap_err().to_string();
+        assert!(
+            error.contains("'X'") && error.contains("inputs: x"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn declaring_pinned_dims_keeps_the_batch_symbolic() {
+        let builder = one_node("Relu", &[-1, 3, -1, -1], vec![], Attributes::default());
+        let mut model = Model::from_proto(builder.output("y").build()).expect("a valid model");
+        let pinned: PinnedShapes = [("x".to_string(), vec![1, 3, 8, 8])].into();
+        declare_pinned_dims(&mut model.graph, &pinned);
+        let shapes = infer(&model.graph, &PinnedShapes::default()).expect("inference runs");
+        let x = model.graph.value_by_name("x").expect("x");
+        assert_eq!(shapes.get(x).dims, Some(dims(&[-1, 3, 8, 8])));
+    }
 }

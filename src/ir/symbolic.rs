@@ -7,7 +7,7 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 
 use crate::error::Result;
-use crate::ir::shape::Shapes;
+use crate::ir::value_type::Shapes;
 use crate::ir::{DataType, Graph, Node, OpKind, Tensor, ValueId};
 
 /// How many producers deep a shape computation is followed.

@@ -221,7 +221,7 @@ fn rewrite_to_fixed_point(rule: &dyn Rule, graph: &mut Graph, ctx: &Ctx) -> Resu
                 continue;
             };
             stats.rewrites.push(patch.origin.clone());
-            graph.apply(patch)?;
+            shapes = graph.apply(patch)?.shapes;
             stats.patches += 1;
             ctx.count_patch();
             if stats.patches > cap {
@@ -232,7 +232,6 @@ fn rewrite_to_fixed_point(rule: &dyn Rule, graph: &mut Graph, ctx: &Ctx) -> Resu
                     stats.rewrites.last().map(String::as_str).unwrap_or("")
                 )));
             }
-            shapes = shape::infer(graph, &PinnedShapes::default())?;
             changed = true;
         }
     }
