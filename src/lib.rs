@@ -69,9 +69,10 @@ pub use error::{Error, Result};
 pub use ir::Model;
 pub use onnx::SaveOptions;
 pub use optimize::{
-    Cost, GATED_RTOL, Gated, Options, RemovedActivation, Report, VERIFY_SEED, Verified, gate,
-    optimize, optimize_from_gates, optimize_learned, parse_input_shape,
+    GATED_RTOL, Gated, Options, RemovedActivation, Report, VERIFY_SEED, Verified, gate, optimize,
+    optimize_from_gates, optimize_learned, parse_input_shape,
 };
+pub use runtime::cost::Cost;
 
 /// Loads a model file (with its external data) into the IR.
 pub fn load(path: &Path) -> Result<Model> {

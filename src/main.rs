@@ -3,6 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{Args, Parser, Subcommand};
 use onnx_shallow::calib::{self, CalibSpec, CropRange, Dataset, ModelInputs, Preprocess};
 use onnx_shallow::gates::{self, GateGroup, LearnProgress, Step};
@@ -183,8 +184,8 @@ struct FoldArgs {
     #[arg(long)]
     allow_approx_borders: bool,
     /// How folds are judged: `measured` in tract, or `macs` (a quick estimate).
-    #[arg(long, value_enum, default_value_t = CostArg::Measured)]
-    cost: CostArg,
+    #[arg(long, default_value_t = Cost::Measured, value_parser = cost_parser())]
+    cost: Cost,
     /// Keep latency measurements in this file between runs (same cache and options give
     /// the same output).
     #[arg(long, value_name = "FILE")]
@@ -194,15 +195,12 @@ struct FoldArgs {
     min_gain: f64,
 }
 
-impl FoldArgs {
-    fn cost(&self) -> Cost {
-        match (self.cost, &self.cost_cache) {
-            (CostArg::Macs, _) => Cost::Macs,
-            (CostArg::Measured, Some(path)) => Cost::MeasuredWithCache(path.clone()),
-            (CostArg::Measured, None) => Cost::Measured,
-        }
-    }
+/// `--cost`'s values, listed in the help.
+fn cost_parser() -> impl TypedValueParser<Value = Cost> {
+    PossibleValuesParser::new(["measured", "macs"]).map(|name| name.parse().expect("a listed cost"))
+}
 
+impl FoldArgs {
     fn options(&self) -> FoldOptions {
         FoldOptions {
             min_gain: self.min_gain,
@@ -629,13 +627,6 @@ impl EngineArgs {
     }
 }
 
-#[derive(Clone, Copy, clap::ValueEnum, Serialize)]
-#[serde(rename_all = "lowercase")]
-enum CostArg {
-    Measured,
-    Macs,
-}
-
 fn main() -> ExitCode {
     onnx_shallow::memory::keep_freed_memory();
     let cli = Cli::parse();
@@ -950,7 +941,8 @@ fn gate(args: &GateArgs, progress: &Progress) -> Result<ExitCode> {
     let options = Options {
         pinned: args.shapes.pinned()?,
         folding: args.fold.options(),
-        cost: args.fold.cost(),
+        cost: args.fold.cost.clone(),
+        cost_cache: args.fold.cost_cache.clone(),
         engine: args.engine.engine(1)?,
         progress: progress.clone(),
         ..Options::default()
@@ -1060,7 +1052,8 @@ fn optimize_options(args: &OptimizeArgs, progress: &Progress) -> Result<Options>
         skip_passes: args.skip_passes.clone(),
         max_patches: args.max_patches,
         folding: args.fold.options(),
-        cost: args.fold.cost(),
+        cost: args.fold.cost.clone(),
+        cost_cache: args.fold.cost_cache.clone(),
         engine: args.engine.engine(args.learn.threads.unwrap_or(1))?,
         // With data, the named activations are removed by learning (and fine-tuned for).
         linearize: match args.learn.enabled() || args.from_gates {

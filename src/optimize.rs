@@ -17,7 +17,7 @@ use crate::progress::Progress;
 use crate::runtime;
 use crate::runtime::Engine;
 use crate::runtime::compare::{self, Comparison, Tolerance};
-use crate::runtime::cost::{CostCache, CostModel};
+use crate::runtime::cost::{Cost, CostCache, CostModel};
 
 /// What to run.
 #[derive(Clone, Debug)]
@@ -32,6 +32,9 @@ pub struct Options {
     pub max_patches: Option<usize>,
     pub folding: FoldOptions,
     pub cost: Cost,
+    /// Keep [`Cost::Measured`]'s measurements in this file between runs (the same cache
+    /// and options give the same output).
+    pub cost_cache: Option<PathBuf>,
     /// Where measured costs (fold decisions, the selection walk's latency) are timed.
     pub engine: Engine,
     /// Globs of activation node names to replace by identity before folding.
@@ -51,6 +54,7 @@ impl Default for Options {
             max_patches: None,
             folding: FoldOptions::default(),
             cost: Cost::default(),
+            cost_cache: None,
             engine: Engine::default(),
             linearize: Vec::new(),
             progress: Progress::default(),
@@ -61,29 +65,6 @@ impl Default for Options {
 
 /// Seed of the standard-normal samples outputs are verified on.
 pub const VERIFY_SEED: u64 = 0;
-
-/// How folds are judged.
-#[derive(Clone, Debug, Default)]
-pub enum Cost {
-    /// Timed in the run's engine; measurements kept in the file when one is given.
-    #[default]
-    Measured,
-    MeasuredWithCache(PathBuf),
-    /// Counted in multiply-accumulates: quick, an estimate.
-    Macs,
-}
-
-impl Cost {
-    fn model(&self, engine: &Engine) -> Result<CostModel> {
-        Ok(match self {
-            Cost::Measured => CostModel::measured(CostCache::default(), engine.clone()),
-            Cost::MeasuredWithCache(path) => {
-                CostModel::measured(CostCache::open(path)?, engine.clone())
-            }
-            Cost::Macs => CostModel::Macs,
-        })
-    }
-}
 
 /// What a run changed.
 #[derive(Clone, Debug, Serialize)]
@@ -393,16 +374,18 @@ fn removed_by_gates(base: &Model, learning: &Learning) -> Result<Vec<RemovedActi
 fn context(options: &Options) -> Result<Ctx> {
     let mut ctx = Ctx::new(options.pinned.clone(), options.max_patches);
     ctx.folding = options.folding.clone();
-    ctx.cost = options.cost.model(&options.engine)?.into();
+    let cache = match (&options.cost, &options.cost_cache) {
+        (Cost::Measured, Some(path)) => CostCache::open(path)?,
+        _ => CostCache::default(),
+    };
+    let cost = CostModel::new(options.cost.clone(), options.engine.clone(), cache);
+    ctx.cost = cost.into();
     Ok(ctx)
 }
 
 /// Keeps the cost model's measurements when it has a cache file.
 fn persist(ctx: &Ctx) -> Result<()> {
-    if let Some(cache) = ctx.cost.borrow().cache() {
-        cache.persist()?;
-    }
-    Ok(())
+    ctx.cost.borrow().cache.persist()
 }
 
 /// The canonical rewrites, the linearisations and the folds, judged in `ctx`.

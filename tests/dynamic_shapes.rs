@@ -11,7 +11,6 @@ use onnx_shallow::ir::builder::ModelBuilder;
 use onnx_shallow::ir::{Attributes, Tensor};
 use onnx_shallow::onnx::{decode_model, encode_model, pb};
 use onnx_shallow::passes::{self, Ctx};
-use onnx_shallow::runtime::cost::CostModel;
 use onnx_shallow::{Cost, Model, Options};
 
 /// `optimize --exact --cost macs` with `extra` options; returns the written model.
@@ -145,7 +144,7 @@ fn a_bias_map_fold_needs_static_spatial_dims() {
     // on data of the input's dims, asks for them.
     let mut unpinned = pointwise_then_padded(&symbolic);
     let ctx = Ctx::default();
-    *ctx.cost.borrow_mut() = CostModel::Macs;
+    *ctx.cost.borrow_mut() = Cost::Macs.into();
     let pipeline: Vec<_> = passes::canonical()
         .into_iter()
         .chain(passes::folding())

@@ -4,12 +4,14 @@
 
 mod common;
 
+use std::sync::Arc;
+
 use common::count;
 
 use onnx_shallow::Model;
 use onnx_shallow::ir::{OpKind, Patch};
 use onnx_shallow::passes::{self, Ctx};
-use onnx_shallow::runtime::cost::{CostModel, Verdict};
+use onnx_shallow::runtime::cost::{Cost, Verdict};
 
 const DIGITS_MLP: &str = "models/digits_mlp_sklearn-digits_op13.onnx";
 
@@ -45,11 +47,12 @@ fn digits_mlp_with_its_relus_bypassed_folds_into_one_gemm() {
 
     // Folding is slower by this verdict: only the linearised values force it.
     let ctx = Ctx::default();
-    *ctx.cost.borrow_mut() = CostModel::Fixed(Box::new(|_, _| Verdict {
+    let slower = |_: &Model, _: &Model| Verdict {
         original: 1.0,
         folded: 2.0,
         estimate: false,
-    }));
+    };
+    *ctx.cost.borrow_mut() = Cost::Custom(Arc::new(slower)).into();
     ctx.linearised.borrow_mut().extend(linearised);
     let pass = passes::folding()
         .into_iter()

@@ -449,15 +449,16 @@ pub(super) fn apply_fold<F>(
 pub(super) mod testing {
     use crate::ir::Model;
     use crate::passes::{Ctx, Pass};
-    use crate::runtime::cost::{CostModel, Verdict};
+    use crate::runtime::cost::{Cost, CostModel, Verdict};
 
     /// A cost model that always answers `original` against `folded`.
     pub(crate) fn verdict(original: f64, folded: f64) -> CostModel {
-        CostModel::Fixed(Box::new(move |_, _| Verdict {
+        let decide = move |_: &Model, _: &Model| Verdict {
             original,
             folded,
             estimate: false,
-        }))
+        };
+        Cost::Custom(std::sync::Arc::new(decide)).into()
     }
 
     /// Runs `pass` on a copy of `model` with `cost`, the values named `linearised`
