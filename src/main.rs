@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{Args, Parser, Subcommand};
 use onnx_shallow::calib::{self, CalibSpec, CropRange, Dataset, ModelInputs, Preprocess};
+use onnx_shallow::error::ORT_WHEEL;
 use onnx_shallow::gates::{self, GateGroup, LearnProgress, Step};
 use onnx_shallow::gates::{
     Budget, Checkpointing, LearnData, LearnOptions, TrainOptions, parse_output_kind,
@@ -24,7 +25,7 @@ use onnx_shallow::report::verify::Verification;
 use onnx_shallow::report::walk::{basis, few_groups_warning, nothing_fits, walk_table};
 use onnx_shallow::runtime::bench::{self, BenchOptions, Benchmark, Plan};
 use onnx_shallow::runtime::compare::{self, Comparison, Tolerance};
-use onnx_shallow::runtime::interval::{Resampling, confidence_problem};
+use onnx_shallow::runtime::interval::{Resampling, check_confidence};
 use onnx_shallow::runtime::memory::CountingAllocator;
 use onnx_shallow::runtime::{Engine, OrtOptLevel, OrtOptions};
 use onnx_shallow::{Cost, Error, Model, Options, Report, Result, SaveOptions, Verified};
@@ -634,6 +635,7 @@ fn main() -> ExitCode {
         true => Progress::hidden(),
         false => Progress::stderr(),
     };
+    let verifying = matches!(cli.command, Command::Verify(_));
     let outcome = match cli.command {
         Command::Inspect(args) => inspect(&args, &progress),
         Command::Optimize(args) => optimize(&args, &progress),
@@ -643,14 +645,59 @@ fn main() -> ExitCode {
     };
     match outcome {
         Ok(code) => code,
-        Err(err @ Error::Stopped { .. }) => {
-            eprintln!("{err}");
+        Err(Error::Stopped { step, checkpoint }) => {
+            eprintln!(
+                "training stopped after step {step}; its state is in {}: run the same command again to resume",
+                checkpoint.display()
+            );
             ExitCode::from(STOPPED)
         }
         Err(err) => {
-            eprintln!("error: {err}");
+            eprintln!("error: {}", advice(&err, verifying));
             ExitCode::from(2)
         }
+    }
+}
+
+/// The library's error as the command line says it: naming the flag that gives what is
+/// missing or wrong (`verify` reads its data with flags of its own).
+fn advice(err: &Error, verifying: bool) -> String {
+    match err {
+        Error::Invalid {
+            option,
+            value,
+            expected,
+        } => {
+            let flag = match *option {
+                "holdout" if verifying => "held-out".to_string(),
+                option => option.replace(['_', '.'], "-"),
+            };
+            format!("--{flag} {value}: expected {expected}")
+        }
+        Error::DynamicInput {
+            input,
+            declared,
+            needs,
+        } => format!(
+            "input '{input}' is {declared}: {needs}; pin them with --input-shape {input}:D1,D2,…"
+        ),
+        Error::UnnamedArray { path, input, held } => format!(
+            "{}: no array for input {input} (the archive holds: {}); pick one with {} NAME",
+            path.display(),
+            held.join(", "),
+            match verifying {
+                true => "--inputs-key",
+                false => "--calib-key",
+            }
+        ),
+        Error::OrtNotBuilt => {
+            "this build of onnx-shallow has no ONNX Runtime engine: build it with `--features ort`"
+                .to_string()
+        }
+        Error::OrtLibrary { problem } => format!(
+            "{problem}; point at an ONNX Runtime shared library with --ort-lib PATH or ORT_DYLIB_PATH=PATH ({ORT_WHEEL})"
+        ),
+        other => other.to_string(),
     }
 }
 
@@ -1184,9 +1231,7 @@ fn verify(args: &VerifyArgs, progress: &Progress) -> Result<ExitCode> {
     let engine_info = engine.info()?;
     let reference = load(&args.reference, progress)?;
     let candidate = load(&args.candidate, progress)?;
-    if let Some(problem) = confidence_problem(args.confidence) {
-        return Err(Error::Usage(problem));
-    }
+    check_confidence(args.confidence)?;
     let inputs = verification_inputs(&reference, args)?;
     let mut comparison = {
         let _task = progress.spinner(&format!("running both models in {}", engine.name()));
@@ -1290,7 +1335,7 @@ fn bench(args: &BenchArgs, progress: &Progress) -> Result<ExitCode> {
                 progress.spinner(&format!("loading {} in {}", path.display(), engine.name()));
             bench::runtime_input_dims(&model, &pinned)
                 .and_then(|dims| Plan::load(&engine, &model, &dims))
-                .map_err(|e| Error::Usage(format!("{}: {e}", path.display())))
+                .map_err(|e| Error::Usage(format!("{}: {}", path.display(), advice(&e, false))))
         })
         .collect::<Result<Vec<_>>>()?;
     let options = BenchOptions {

@@ -477,7 +477,8 @@ fn gone(before: Vec<passes::NamedActivation>, graph: &Graph) -> Result<Vec<Remov
         .collect())
 }
 
-/// An unknown name in `--passes` / `--skip-passes` is an error listing the known ones.
+/// An unknown name in [`Options::passes`] or `skip_passes` is an error listing the known
+/// ones.
 fn check_pass_names(options: &Options) -> Result<()> {
     let all: Vec<Box<dyn Pass>> = passes::canonical()
         .into_iter()
@@ -497,7 +498,7 @@ fn check_pass_names(options: &Options) -> Result<()> {
     }
 }
 
-/// The pipeline filtered by `--passes` / `--skip-passes`.
+/// The pipeline filtered by [`Options::passes`] and `skip_passes`.
 fn select_passes(pipeline: Vec<Box<dyn Pass>>, options: &Options) -> Result<Vec<Box<dyn Pass>>> {
     check_pass_names(options)?;
     let only = |p: &dyn Pass| {
@@ -516,9 +517,11 @@ fn select_passes(pipeline: Vec<Box<dyn Pass>>, options: &Options) -> Result<Vec<
 /// Parses `name:1,3,224,224`.
 pub fn parse_input_shape(spec: &str) -> Result<(String, Vec<usize>)> {
     let bad = || {
-        Error::Usage(format!(
-            "--input-shape '{spec}': expected NAME:D1,D2,… with positive numbers"
-        ))
+        Error::invalid(
+            "input_shape",
+            format!("'{spec}'"),
+            "NAME:D1,D2,… with positive numbers",
+        )
     };
     let (name, dims) = spec.rsplit_once(':').ok_or_else(bad)?;
     let dims = dims

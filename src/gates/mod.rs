@@ -20,7 +20,7 @@ use crate::ir::Model;
 use crate::ir::shape::{self, PinnedShapes};
 use crate::passes::{self, Ctx};
 use crate::runtime::compare::{Comparison, Expected};
-use crate::runtime::interval::{Resampling, confidence_problem};
+use crate::runtime::interval::{Resampling, check_confidence};
 
 pub use candidates::{GateGroup, GatedActivation, candidates};
 pub use loss::{OutputKind, Target, parse_output_kind, targets};
@@ -58,77 +58,90 @@ impl LearnOptions {
     pub fn check(&self) -> Result<()> {
         let (train, budget) = (&self.train, &self.budget);
         let positive = |x: f64| x > 0.0 && x.is_finite();
+        let at_least_one_step = |steps: Option<usize>| steps != Some(0);
         let problems = [
             (
-                train.batch == 0,
-                "batch 0: expected at least 1 sample per step".to_string(),
+                train.batch > 0,
+                "batch",
+                train.batch.to_string(),
+                "at least 1 sample per step",
             ),
             (
-                !positive(train.lr),
-                format!("lr {}: expected a positive step size", train.lr),
+                positive(train.lr),
+                "lr",
+                train.lr.to_string(),
+                "a positive step size",
             ),
             (
-                !positive(train.weight_lr),
-                format!(
-                    "weight-lr {}: expected a positive step size",
-                    train.weight_lr
-                ),
+                positive(train.weight_lr),
+                "weight_lr",
+                train.weight_lr.to_string(),
+                "a positive step size",
             ),
             (
-                !(train.warmup >= 0.0 && train.warmup < 1.0),
-                format!(
-                    "warmup {}: expected a fraction of the steps in [0, 1)",
-                    train.warmup
-                ),
+                train.warmup >= 0.0 && train.warmup < 1.0,
+                "warmup",
+                train.warmup.to_string(),
+                "a fraction of the steps in [0, 1)",
             ),
             (
-                !(train.weight_decay >= 0.0 && train.weight_decay.is_finite()),
-                format!("weight-decay {}: expected 0 or more", train.weight_decay),
+                train.weight_decay >= 0.0 && train.weight_decay.is_finite(),
+                "weight_decay",
+                train.weight_decay.to_string(),
+                "0 or more",
             ),
             (
-                !(train.label_weight >= 0.0 && train.label_weight.is_finite()),
-                format!("label-weight {}: expected 0 or more", train.label_weight),
+                train.label_weight >= 0.0 && train.label_weight.is_finite(),
+                "label_weight",
+                train.label_weight.to_string(),
+                "0 or more",
             ),
             (
-                train.steps == Some(0) || train.eval_every == Some(0),
-                "steps and eval-every count at least 1 step".to_string(),
+                at_least_one_step(train.steps),
+                "steps",
+                "0".to_string(),
+                "at least 1 step",
             ),
             (
-                train.checkpoint.as_ref().is_some_and(|c| c.every == 0),
-                "checkpoint-every 0: expected at least 1 step".to_string(),
+                at_least_one_step(train.eval_every),
+                "eval_every",
+                "0".to_string(),
+                "at least 1 step",
             ),
             (
-                !(train.threshold > 0.0 && train.threshold <= 1.0),
-                format!(
-                    "threshold {}: expected a gate value in (0, 1]",
-                    train.threshold
-                ),
+                at_least_one_step(train.checkpoint.as_ref().map(|c| c.every)),
+                "checkpoint.every",
+                "0".to_string(),
+                "at least 1 step",
             ),
             (
-                !(budget.max_drop >= 0.0 && budget.max_drop.is_finite()),
-                format!("max-drop {}: expected points, 0 or more", budget.max_drop),
+                train.threshold > 0.0 && train.threshold <= 1.0,
+                "threshold",
+                train.threshold.to_string(),
+                "a gate value in (0, 1]",
             ),
             (
-                !(budget.max_error >= 0.0 && budget.max_error.is_finite()),
-                format!(
-                    "max-error {}: expected a relative error, 0 or more",
-                    budget.max_error
-                ),
+                budget.max_drop >= 0.0 && budget.max_drop.is_finite(),
+                "max_drop",
+                budget.max_drop.to_string(),
+                "points, 0 or more",
             ),
             (
-                budget
-                    .target_speedup
-                    .is_some_and(|s| !(positive(s) && s > 1.0)),
-                format!(
-                    "target-speedup {}: expected a speedup above 1 (1.2 is 1.2× faster)",
-                    budget.target_speedup.unwrap_or_default()
-                ),
+                budget.max_error >= 0.0 && budget.max_error.is_finite(),
+                "max_error",
+                budget.max_error.to_string(),
+                "a relative error, 0 or more",
+            ),
+            (
+                budget.target_speedup.is_none_or(|s| positive(s) && s > 1.0),
+                "target_speedup",
+                budget.target_speedup.unwrap_or_default().to_string(),
+                "a speedup above 1 (1.2 is 1.2× faster)",
             ),
         ];
-        let found = problems.into_iter().find(|(bad, _)| *bad).map(|(_, p)| p);
-        match found.or_else(|| confidence_problem(budget.confidence)) {
-            Some(problem) => Err(Error::Usage(problem)),
-            None => Ok(()),
+        match problems.into_iter().find(|(valid, ..)| !valid) {
+            Some((_, option, value, expected)) => Err(Error::invalid(option, value, expected)),
+            None => check_confidence(budget.confidence),
         }
     }
 }

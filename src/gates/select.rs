@@ -113,7 +113,8 @@ pub struct Step {
     /// MACs against the original's.
     pub mac_ratio: f64,
     /// Latency against the original's, median of interleaved pairs in tract (90 within
-    /// budget, 10 over); not measured with `--cost macs`, where the MAC ratio decides.
+    /// budget, 10 over); not measured with [`Cost::Macs`](crate::Cost::Macs), where the MAC
+    /// ratio decides.
     pub latency_ratio: Option<f64>,
     /// The standard error of `latency_ratio` (see
     /// [`PairTiming::ratio_standard_error`](bench::PairTiming::ratio_standard_error)).

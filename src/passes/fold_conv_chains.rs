@@ -337,7 +337,7 @@ fn note_sized_by_pins(
     if per_position && spatial_dims(&shapes.declared, chain.values[segment.a]).is_none() {
         ctx.sized_by_pins.set(true);
         ctx.note(format!(
-            "{NAME}: the fold ending at '{}' adds a per-position map sized at the pinned dims (--input-shape); the output declares them and runs only at them",
+            "{NAME}: the fold ending at '{}' adds a per-position map sized at the pinned dims; the output declares them and runs only at them",
             graph.node(chain.elements[segment.b - 1].node()).name
         ));
     }
@@ -356,7 +356,7 @@ fn note_pools_without_static_dims(graph: &Graph, chain: &Chain, shapes: &ChainSh
             && spatial_dims(&shapes.analysed, chain.values[k]).is_none()
         {
             ctx.note(format!(
-                "{NAME}: '{}' averages without counting its padding, a per-position divisor that needs static spatial dims; pin them with --input-shape to fold it",
+                "{NAME}: '{}' averages without counting its padding, a per-position divisor that needs static spatial dims; pin the input's dims to fold it",
                 graph.node(*node).name
             ));
         }
@@ -376,7 +376,7 @@ fn note_bias_maps_without_static_dims(
             && map.needs_static_dims(conv)
         {
             ctx.note(format!(
-                "{NAME}: folding into '{}' needs a per-position bias map (it pads what a bias reached), which needs static spatial dims; pin them with --input-shape to fold it",
+                "{NAME}: folding into '{}' needs a per-position bias map (it pads what a bias reached), which needs static spatial dims; pin the input's dims to fold it",
                 graph.node(*node).name
             ));
         }
@@ -827,7 +827,7 @@ mod tests {
         let notes = ctx.notes.borrow();
         assert_eq!(notes.len(), 1, "{notes:?}");
         assert!(
-            notes[0].contains("'Conv_1'") && notes[0].contains("--input-shape"),
+            notes[0].contains("'Conv_1'") && notes[0].contains("pin the input's dims"),
             "{notes:?}"
         );
         let (after, ctx) = run_with(&FoldConvChains, &padded_pair(6), verdict(2.0, 1.0), &[]);

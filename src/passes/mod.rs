@@ -1,5 +1,5 @@
-//! Graph rewrites. Each pass has a stable name (used by `--passes`/`--skip-passes` and in
-//! the report), runs to a fixed point through the patch engine, and reports what it
+//! Graph rewrites. Each pass has a stable name (by which [`Options::passes`](crate::Options::passes)
+//! selects it, and the report names it), runs to a fixed point through the patch engine, and reports what it
 //! changed. Passes can be run one by one from the library:
 //!
 //! ```no_run
@@ -74,7 +74,7 @@ pub struct Ctx {
     pub max_patches: Option<usize>,
     pub folding: FoldOptions,
     pub cost: RefCell<CostModel>,
-    /// Values an activation was removed from (by `--linearize`): folds across them
+    /// Values an activation was removed from (by [`Linearize`]): folds across them
     /// always happen.
     pub linearised: RefCell<HashSet<String>>,
     /// Every fold applied, for the report and the model's metadata.

@@ -189,16 +189,14 @@ pub fn runtime_input_dims(model: &Model, pinned: &PinnedShapes) -> Result<Vec<Ve
     graph
         .runtime_inputs()
         .map(|input| {
-            shapes.get(input).static_dims().ok_or_else(|| {
-                let name = &graph.value(input).name;
-                Error::tensor(
-                    name,
-                    format!(
-                        "the input is {}: dims other than the batch must be fixed to run it (pin them with --input-shape {name}:D1,D2,…)",
-                        declared.get(input)
-                    ),
-                )
-            })
+            shapes
+                .get(input)
+                .static_dims()
+                .ok_or_else(|| Error::DynamicInput {
+                    input: graph.value(input).name.clone(),
+                    declared: declared.get(input).to_string(),
+                    needs: "dims other than the batch must be fixed to run it",
+                })
         })
         .collect()
 }
