@@ -36,7 +36,7 @@
 //! let (train, held_out) = Dataset::load(&spec, &model, &options.pinned)?.split(0.25, 0)?;
 //! let data = LearnData { train: &train, held_out: &held_out };
 //! let (shallow, report) =
-//!     onnx_shallow::optimize_learned(model, &options, &data, &LearnOptions::default(), &mut ())?;
+//!     onnx_shallow::optimize_learned(model, &options, &data, &LearnOptions::default())?;
 //! let verified = report.verified.as_ref().unwrap();
 //! println!("held-out agreement: {:?}", verified.against_original().outputs[0].agreement);
 //! onnx_shallow::save(&shallow, &output, &Default::default())?;

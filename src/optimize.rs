@@ -4,16 +4,17 @@ use serde::Serialize;
 
 use std::collections::HashSet;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use crate::calib::{self, Dataset};
 use crate::error::{Error, Result};
 use crate::gates::gated::{self, Manifest};
-use crate::gates::{self, GateGroup, LearnData, LearnOptions, LearnProgress, Learning, Step, Walk};
+use crate::gates::{self, GateGroup, LearnData, LearnOptions, Learning, Step, Walk};
 use crate::ir::shape::{self, PinnedShapes};
 use crate::ir::stats::ModelStats;
 use crate::ir::{Graph, Model};
 use crate::passes::{self, Ctx, FoldOptions, FoldRecord, Linearize, Pass, PassStats};
-use crate::progress::Progress;
+use crate::progress::{Progress, Silent, Stage};
 use crate::runtime;
 use crate::runtime::Engine;
 use crate::runtime::compare::{self, Comparison, Tolerance};
@@ -39,8 +40,8 @@ pub struct Options {
     pub engine: Engine,
     /// Globs of activation node names to replace by identity before folding.
     pub linearize: Vec<String>,
-    /// Where long work (the cost model's measurements) shows its progress.
-    pub progress: Progress,
+    /// Where long work (folding, learning, verification) tells its progress.
+    pub progress: Arc<dyn Progress>,
     /// Standard-normal samples (seed [`VERIFY_SEED`]) the output is verified on.
     pub verify_samples: usize,
 }
@@ -57,7 +58,7 @@ impl Default for Options {
             cost_cache: None,
             engine: Engine::default(),
             linearize: Vec::new(),
-            progress: Progress::default(),
+            progress: Arc::new(Silent),
             verify_samples: 8,
         }
     }
@@ -158,19 +159,19 @@ fn verify(
     let dims = calib::sample_dims(original, &options.pinned)?;
     let inputs = calib::random_inputs(&dims, options.verify_samples, VERIFY_SEED)?;
     let reference = report.fold_reference.as_ref().unwrap_or(original);
-    let task = options.progress.spinner("verifying the output in tract");
+    let progress = &*options.progress;
+    let in_tract = Stage::begin(progress, "verifying the output in tract", None);
     let folds = compare::compare(reference, optimized, &inputs)?;
     let fidelity = match report.fold_reference {
         Some(_) => Some(compare::compare(original, optimized, &inputs)?),
         None => None,
     };
-    drop(task);
+    drop(in_tract);
     let in_engine = match &options.engine {
         Engine::Tract => None,
         engine => {
-            let _task = options
-                .progress
-                .spinner(&format!("verifying the output in {}", engine.name()));
+            let label = format!("verifying the output in {}", engine.name());
+            let _stage = Stage::begin(progress, &label, None);
             Some(compare::compare_in(engine, reference, optimized, &inputs)?)
         }
     };
@@ -200,11 +201,10 @@ pub fn optimize_learned(
     options: &Options,
     data: &LearnData,
     learn: &LearnOptions,
-    progress: &mut dyn LearnProgress,
 ) -> Result<(Model, Report)> {
     let ctx = context(options)?;
     let (base, mut report) = run_exact(model.clone(), options, &ctx, &Linearize::none())?;
-    let learning = gates::learn(&model, &base, data, &ctx, learn, progress)?;
+    let learning = gates::learn(&model, &base, data, &ctx, learn, &*options.progress)?;
     persist(&ctx)?;
     let mut chosen = learning.walk.model.clone();
     let step = &learning.walk.steps[learning.walk.chosen];
@@ -414,10 +414,11 @@ fn run_exact(
         activations_removed = gone(present, &model.graph)?;
         Some(model.clone())
     };
-    let folding = options.progress.spinner(&match options.cost {
+    let label = match options.cost {
         Cost::Macs => "folding".to_string(),
         _ => format!("folding (timing candidates in {})", options.engine.name()),
-    });
+    };
+    let folding = Stage::begin(&*options.progress, &label, None);
     stats.extend(passes::run_pipeline(
         &select_passes(passes::folding(), options)?,
         &mut model.graph,

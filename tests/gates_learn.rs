@@ -9,6 +9,7 @@ use onnx_shallow::exec::{Executor, Gate, Params};
 use onnx_shallow::gates::{self, LearnData, LearnOptions, Learning};
 use onnx_shallow::ir::shape::PinnedShapes;
 use onnx_shallow::passes::{self, Ctx, Linearize, Pass};
+use onnx_shallow::progress::Silent;
 use onnx_shallow::runtime::compare::compare;
 use onnx_shallow::runtime::run_all;
 use onnx_shallow::{Cost, Model, Options};
@@ -59,7 +60,7 @@ fn learned_with(
     let ctx = Ctx::new(pinned.clone(), None);
     ctx.cost.replace(cost.into());
     let data = LearnData { train, held_out };
-    gates::learn(original, &base, &data, &ctx, options, &mut ()).unwrap()
+    gates::learn(original, &base, &data, &ctx, options, &Silent).unwrap()
 }
 
 /// The rows of `x` (all arrays of a one-input `.npz`) in `rows`.

@@ -19,6 +19,7 @@ use crate::error::{Error, Result};
 use crate::ir::Model;
 use crate::ir::shape::{self, PinnedShapes};
 use crate::passes::{self, Ctx};
+use crate::progress::{Progress, Stage};
 use crate::runtime::compare::{Comparison, Expected};
 use crate::runtime::interval::{Resampling, check_confidence};
 
@@ -163,28 +164,6 @@ pub struct Learning {
     pub walk: Walk,
 }
 
-/// Progress of the long stages, for a progress bar or a log.
-pub trait LearnProgress {
-    fn candidates_found(&mut self, _groups: &[GateGroup]) {}
-    /// `agreement`: the last held-out measurement's, when training measures.
-    fn training_step(
-        &mut self,
-        _step: usize,
-        _steps: usize,
-        _loss: f64,
-        _past_threshold: usize,
-        _agreement: Option<f64>,
-    ) {
-    }
-    /// `done` of the `of` groups whose gates did not cross the threshold measured folded
-    /// alone (0 when that starts).
-    fn group_measured(&mut self, _done: usize, _of: usize) {}
-    fn walk_step(&mut self, _step: &Step, _of: usize) {}
-}
-
-/// Silence.
-impl LearnProgress for () {}
-
 /// Learns which activations of `original` can go: `base` is `original` after the exact
 /// rewrites and folds, `ctx` judges folds (its cost model, folding options and pins).
 pub fn learn(
@@ -193,15 +172,19 @@ pub fn learn(
     data: &LearnData,
     ctx: &Ctx,
     options: &LearnOptions,
-    progress: &mut dyn LearnProgress,
+    progress: &dyn Progress,
 ) -> Result<Learning> {
     options.check()?;
     let named = !options.linearize.is_empty();
-    let groups = match named {
-        true => candidates::named(&base.graph, &passes::Linearize::new(&options.linearize))?,
-        false => candidates(&base.graph, ctx)?,
+    let engine = ctx.cost.borrow().engine.name();
+    let groups = {
+        let label = format!("finding gate candidates (timing folds in {engine})");
+        let _stage = Stage::begin(progress, &label, None);
+        match named {
+            true => candidates::named(&base.graph, &passes::Linearize::new(&options.linearize))?,
+            false => candidates(&base.graph, ctx)?,
+        }
     };
-    progress.candidates_found(&groups);
     let shapes = shape::infer(&base.graph, &PinnedShapes::default())?;
     let targets = targets(&base.graph, &shapes, &options.output_kinds)?;
     let linear: Vec<usize> = match named {
@@ -213,9 +196,6 @@ pub fn learn(
     let training = if groups.is_empty() || (named && !options.train.finetune) {
         None
     } else {
-        let mut on_step = |step, steps, loss, past, agreement| {
-            progress.training_step(step, steps, loss, past, agreement)
-        };
         let data = train::TrainData {
             train: data.train,
             held_out: data.held_out,
@@ -227,7 +207,7 @@ pub fn learn(
             &targets,
             &data,
             &options.train,
-            &mut on_step,
+            progress,
         )?)
     };
     let dims = latency_dims(original, &ctx.pinned)?;
@@ -270,19 +250,14 @@ pub fn learn(
         (all_crossed.into_iter().collect(), FoldedAlone::default())
     } else {
         let (ordered, alone) = if uncrossed.len() > 1 {
-            walker.by_fidelity_alone(&uncrossed, ctx, &mut |done, of| {
-                progress.group_measured(done, of)
-            })?
+            walker.by_fidelity_alone(&uncrossed, ctx, progress)?
         } else {
             (uncrossed, FoldedAlone::default())
         };
         let one_by_one = crossed.into_iter().chain(ordered).map(|g| vec![g]);
         (one_by_one.collect(), alone)
     };
-    let steps = schedule.len() + 1;
-    let walk = walker.walk(&schedule, alone, ctx, &mut |step| {
-        progress.walk_step(step, steps)
-    })?;
+    let walk = walker.walk(&schedule, alone, ctx, progress)?;
     Ok(Learning {
         groups,
         targets,

@@ -30,6 +30,7 @@ use crate::gates::refit::{self, Refitted};
 use crate::ir::Model;
 use crate::ir::stats::ModelStats;
 use crate::passes::{self, Ctx, FoldRecord, Linearize, Pass};
+use crate::progress::{Progress, Stage};
 use crate::runtime::bench::{self, BenchOptions};
 use crate::runtime::compare::{Expected, FidelityIntervals, OutputComparison};
 use crate::runtime::interval::{Interval, Resampling, distinct_groups};
@@ -213,8 +214,8 @@ pub struct Walker<'a> {
 }
 
 impl Walker<'_> {
-    /// Walks `schedule` (the groups each step adds, safest first); `on_step` sees each
-    /// measured step. Each step adds its groups to the last step within budget: they are
+    /// Walks `schedule` (the groups each step adds, safest first), a step of `progress`
+    /// per measured step. Each step adds its groups to the last step within budget: they are
     /// linearised and folded, and only the layers those folds made are refit; a step over
     /// budget is measured and reported, and the walk goes on without it.
     /// Steps that fold one group alone on the start model reuse what `alone` holds of it
@@ -224,8 +225,13 @@ impl Walker<'_> {
         schedule: &[Vec<usize>],
         mut alone: FoldedAlone,
         ctx: &Ctx,
-        on_step: &mut dyn FnMut(&Step),
+        progress: &dyn Progress,
     ) -> Result<Walk> {
+        let label = format!(
+            "measuring the schedule (held-out data, {})",
+            ctx.cost.borrow().engine.name()
+        );
+        let stage = Stage::begin(progress, &label, Some(schedule.len() as u64 + 1));
         ctx.folds.take(); // what folded before the walk is part of the base
         let original_macs = macs(self.original, ctx)?;
         let mut kept = (self.start.clone(), Done::default());
@@ -239,7 +245,7 @@ impl Walker<'_> {
                 fidelity,
             } = self.step_model(adds, &kept, &mut alone, ctx)?;
             let step = self.measure(&model, &done, fidelity, original_macs, ctx)?;
-            on_step(&step);
+            stage.advance(1);
             let reached = self.budget.reached(&step);
             if step.within_budget {
                 within_budget.push((k, model.clone()));
@@ -267,24 +273,25 @@ impl Walker<'_> {
 
     /// `groups` ordered by the fidelity each keeps when folded (and refit) alone, best
     /// first, on the held-out data: for gates training could not tell apart (none crossed
-    /// the threshold), what each costs is measured instead. `on_measured(done, of)`. Each
-    /// group's folded model is kept for the walk.
+    /// the threshold), what each costs is measured instead, a step of `progress` per
+    /// group. Each group's folded model is kept for the walk.
     pub fn by_fidelity_alone(
         &self,
         groups: &[usize],
         ctx: &Ctx,
-        on_measured: &mut dyn FnMut(usize, usize),
+        progress: &dyn Progress,
     ) -> Result<(Vec<usize>, FoldedAlone)> {
         let mut scored = Vec::with_capacity(groups.len());
         let mut alone = FoldedAlone::default();
-        on_measured(0, groups.len());
-        for (i, &g) in groups.iter().enumerate() {
+        let label = "ordering the groups whose gates did not cross: each folded alone";
+        let stage = Stage::begin(progress, label, Some(groups.len() as u64));
+        for &g in groups {
             let start = (self.start.clone(), Done::default());
             let folded = self.step_model(Some(&[g]), &start, &mut FoldedAlone::default(), ctx)?;
             let shortfall = summary(self.targets, &folded.fidelity).shortfall();
             scored.push((-shortfall, g));
             alone.0.insert(g, folded);
-            on_measured(i + 1, groups.len());
+            stage.advance(1);
         }
         scored.sort_by(|a, b| b.0.total_cmp(&a.0));
         Ok((scored.into_iter().map(|(_, g)| g).collect(), alone))
