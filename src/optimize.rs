@@ -13,7 +13,9 @@ use crate::gates::{self, GateGroup, LearnData, LearnOptions, Learning, Step, Wal
 use crate::ir::shape::{self, PinnedShapes};
 use crate::ir::stats::ModelStats;
 use crate::ir::{Graph, Model};
-use crate::passes::{self, Ctx, FoldOptions, FoldRecord, Linearize, Pass, PassStats};
+use crate::passes::{
+    self, Ctx, FoldOptions, FoldRecord, Linearize, Pass, PassStats, PipelineOutcome,
+};
 use crate::progress::{Progress, Silent, Stage};
 use crate::runtime;
 use crate::runtime::Engine;
@@ -107,9 +109,9 @@ pub struct RemovedActivation {
 /// The output is verified before it is returned (see [`Verified`]): an
 /// [`Error::NotReproduced`] when its folds do not reproduce what they started from.
 pub fn optimize(model: Model, options: &Options) -> Result<(Model, Report)> {
-    let ctx = context(options)?;
+    let mut ctx = context(options)?;
     let linearize = Linearize::new(&options.linearize);
-    let (optimized, mut report) = run_exact(model.clone(), options, &ctx, &linearize)?;
+    let (optimized, mut report) = run_exact(model.clone(), options, &mut ctx, &linearize)?;
     persist(&ctx)?;
     report.verified = Some(verify(&model, &optimized, &report, options)?);
     Ok((optimized, report))
@@ -202,9 +204,9 @@ pub fn optimize_learned(
     data: &LearnData,
     learn: &LearnOptions,
 ) -> Result<(Model, Report)> {
-    let ctx = context(options)?;
-    let (base, mut report) = run_exact(model.clone(), options, &ctx, &Linearize::none())?;
-    let learning = gates::learn(&model, &base, data, &ctx, learn, &*options.progress)?;
+    let mut ctx = context(options)?;
+    let (base, mut report) = run_exact(model.clone(), options, &mut ctx, &Linearize::none())?;
+    let learning = gates::learn(&model, &base, data, &mut ctx, learn, &*options.progress)?;
     persist(&ctx)?;
     let mut chosen = learning.walk.model.clone();
     let step = &learning.walk.steps[learning.walk.chosen];
@@ -269,9 +271,9 @@ const GATED_SAMPLES: usize = 8;
 /// run), in standard operators, α = 0: an error unless the result reproduces `model`
 /// within [`GATED_RTOL`] in tract. `threshold` goes into the manifest.
 pub fn gate(model: Model, options: &Options, threshold: f64) -> Result<Gated> {
-    let ctx = context(options)?;
-    let (base, _) = run_exact(model.clone(), options, &ctx, &Linearize::none())?;
-    let groups = gates::candidates(&base.graph, &ctx)?;
+    let mut ctx = context(options)?;
+    let (base, _) = run_exact(model.clone(), options, &mut ctx, &Linearize::none())?;
+    let groups = gates::candidates(&base.graph, &mut ctx)?;
     persist(&ctx)?;
     if groups.is_empty() {
         return Err(Error::graph(
@@ -313,9 +315,9 @@ pub fn optimize_from_gates(
     threshold: f64,
 ) -> Result<(Model, Report)> {
     let ungated = gated::ungate(&trained, threshold)?;
-    let ctx = context(options)?;
+    let mut ctx = context(options)?;
     let linearize = Linearize::nodes(&ungated.crossed);
-    let (mut model, mut report) = run_exact(ungated.model, options, &ctx, &linearize)?;
+    let (mut model, mut report) = run_exact(ungated.model, options, &mut ctx, &linearize)?;
     persist(&ctx)?;
     model.remove_metadata(gated::MANIFEST_KEY);
     report.before = ModelStats::of(&trained.graph, &options.pinned)?;
@@ -392,7 +394,7 @@ fn persist(ctx: &Ctx) -> Result<()> {
 fn run_exact(
     mut model: Model,
     options: &Options,
-    ctx: &Ctx,
+    ctx: &mut Ctx,
     linearize: &Linearize,
 ) -> Result<(Model, Report)> {
     let before = ModelStats::of(&model.graph, &options.pinned)?;
@@ -400,7 +402,7 @@ fn run_exact(
     let declared = shape::infer(&model.graph, &Default::default())?;
     let analysed = ModelStats::analysis_pins(&model.graph, &declared, &options.pinned);
     runtime::check_runnable(&model, &analysed)?;
-    let mut stats = passes::run_pipeline(
+    let mut outcome = passes::run_pipeline(
         &select_passes(passes::canonical(), options)?,
         &mut model.graph,
         ctx,
@@ -410,7 +412,7 @@ fn run_exact(
         None
     } else {
         let present = passes::activations(&model.graph)?;
-        stats.push(linearize.run(&mut model.graph, ctx)?);
+        outcome.add(linearize.run(&mut model.graph, ctx)?);
         activations_removed = gone(present, &model.graph)?;
         Some(model.clone())
     };
@@ -419,15 +421,18 @@ fn run_exact(
         _ => format!("folding (timing candidates in {})", options.engine.name()),
     };
     let folding = Stage::begin(&*options.progress, &label, None);
-    stats.extend(passes::run_pipeline(
+    outcome.extend(passes::run_pipeline(
         &select_passes(passes::folding(), options)?,
         &mut model.graph,
         ctx,
     )?);
     drop(folding);
     let after = ModelStats::of(&model.graph, &options.pinned)?;
-    let folds = ctx.folds.take();
-    let notes = ctx.notes.take();
+    let PipelineOutcome {
+        passes: stats,
+        folds,
+        notes,
+    } = outcome;
     if !folds.is_empty() {
         model.set_metadata(
             "onnx_shallow.folds",

@@ -14,9 +14,9 @@ fn groups_of(model: &str) -> Option<Vec<GateGroup>> {
         ..Options::default()
     };
     let (base, _) = onnx_shallow::optimize(onnx_shallow::load(&path).unwrap(), &options).unwrap();
-    let ctx = Ctx::default();
+    let mut ctx = Ctx::default();
     ctx.cost.replace(Cost::Macs.into());
-    Some(candidates(&base.graph, &ctx).unwrap())
+    Some(candidates(&base.graph, &mut ctx).unwrap())
 }
 
 fn print(groups: &[GateGroup]) {

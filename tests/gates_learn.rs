@@ -57,10 +57,10 @@ fn learned_with(
         ..Options::default()
     };
     let (base, _) = onnx_shallow::optimize(original.clone(), &exact).unwrap();
-    let ctx = Ctx::new(pinned.clone(), None);
+    let mut ctx = Ctx::new(pinned.clone(), None);
     ctx.cost.replace(cost.into());
     let data = LearnData { train, held_out };
-    gates::learn(original, &base, &data, &ctx, options, &Silent).unwrap()
+    gates::learn(original, &base, &data, &mut ctx, options, &Silent).unwrap()
 }
 
 /// The rows of `x` (all arrays of a one-input `.npz`) in `rows`.
@@ -162,14 +162,14 @@ fn groups_whose_gates_never_cross_are_walked_best_alone_first() {
     };
     let (base, _) = onnx_shallow::optimize(original.clone(), &exact).unwrap();
     let alone = |group: &gates::GateGroup| {
-        let ctx = Ctx::default();
+        let mut ctx = Ctx::default();
         ctx.cost.replace(Cost::Macs.into());
         let mut model = base.clone();
         let nodes: Vec<String> = group.nodes().map(String::from).collect();
         Linearize::nodes(&nodes)
-            .run(&mut model.graph, &ctx)
+            .run(&mut model.graph, &mut ctx)
             .unwrap();
-        passes::run_pipeline(&passes::folding(), &mut model.graph, &ctx).unwrap();
+        passes::run_pipeline(&passes::folding(), &mut model.graph, &mut ctx).unwrap();
         compare(&original, &model, &held_out).unwrap().outputs[0]
             .agreement
             .unwrap()

@@ -170,7 +170,7 @@ pub fn learn(
     original: &Model,
     base: &Model,
     data: &LearnData,
-    ctx: &Ctx,
+    ctx: &mut Ctx,
     options: &LearnOptions,
     progress: &dyn Progress,
 ) -> Result<Learning> {

@@ -224,7 +224,7 @@ impl Walker<'_> {
         &self,
         schedule: &[Vec<usize>],
         mut alone: FoldedAlone,
-        ctx: &Ctx,
+        ctx: &mut Ctx,
         progress: &dyn Progress,
     ) -> Result<Walk> {
         let label = format!(
@@ -232,7 +232,6 @@ impl Walker<'_> {
             ctx.cost.borrow().engine.name()
         );
         let stage = Stage::begin(progress, &label, Some(schedule.len() as u64 + 1));
-        ctx.folds.take(); // what folded before the walk is part of the base
         let original_macs = macs(self.original, ctx)?;
         let mut kept = (self.start.clone(), Done::default());
         let mut steps: Vec<Step> = Vec::new();
@@ -278,7 +277,7 @@ impl Walker<'_> {
     pub fn by_fidelity_alone(
         &self,
         groups: &[usize],
-        ctx: &Ctx,
+        ctx: &mut Ctx,
         progress: &dyn Progress,
     ) -> Result<(Vec<usize>, FoldedAlone)> {
         let mut scored = Vec::with_capacity(groups.len());
@@ -304,7 +303,7 @@ impl Walker<'_> {
         adds: Option<&[usize]>,
         kept: &(Model, Done),
         alone: &mut FoldedAlone,
-        ctx: &Ctx,
+        ctx: &mut Ctx,
     ) -> Result<Folded> {
         let (model, done) = match adds {
             None => (self.base.clone(), Done::default()),
@@ -336,7 +335,7 @@ impl Walker<'_> {
         model: &mut Model,
         groups: &[usize],
         done: &mut Done,
-        ctx: &Ctx,
+        ctx: &mut Ctx,
     ) -> Result<()> {
         let removed: Vec<String> = groups
             .iter()
@@ -344,9 +343,8 @@ impl Walker<'_> {
             .map(String::from)
             .collect();
         Linearize::nodes(&removed).run(&mut model.graph, ctx)?;
-        passes::run_pipeline(&passes::folding(), &mut model.graph, ctx)?;
-        ctx.linearised.borrow_mut().clear();
-        let folds = ctx.folds.take();
+        let folds = passes::run_pipeline(&passes::folding(), &mut model.graph, ctx)?.folds;
+        ctx.linearised.clear();
         if let Some(values) = &self.refit_to {
             done.refitted
                 .extend(refit::refit(model, values, &done.folds, &folds, self.seed)?);
