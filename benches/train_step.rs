@@ -46,7 +46,7 @@ fn train_step(c: &mut Criterion) {
         return;
     }
     let mut model = onnx_shallow::load(&path).unwrap();
-    passes::run_pipeline(&passes::canonical(), &mut model.graph, &Ctx::default()).unwrap();
+    passes::run_pipeline(&passes::canonical(), &mut model.graph, &mut Ctx::default()).unwrap();
     let graph = &model.graph;
     let name = |v| graph.value(v).name.clone();
     let inputs: Vec<String> = graph.runtime_inputs().map(name).collect();

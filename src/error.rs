@@ -42,13 +42,70 @@ pub enum Error {
     NotReproduced(Box<crate::optimize::Verified>),
     /// Training stopped where asked, its state saved: the same run again resumes it.
     #[error(
-        "training stopped after step {step}; its state is in {}: run the same command again to resume",
+        "training stopped after step {step}; its state is in {}: the same run started again resumes it",
         checkpoint.display()
     )]
     Stopped { step: usize, checkpoint: PathBuf },
+    /// A value out of its range, or text that does not say what it should, named as the
+    /// library names it: a field (`max_drop`, `crop.scale`) or what the text describes
+    /// (`input_shape`, `output_kind`).
+    #[error("{option} {value}: expected {expected}")]
+    Invalid {
+        option: &'static str,
+        value: String,
+        expected: String,
+    },
+    /// An input whose dims the work needs fixed and are not: pinning them
+    /// ([`PinnedShapes`](crate::ir::shape::PinnedShapes)) gives their sizes.
+    #[error("input '{input}' is {declared}: {needs}; pin its dims to give their sizes")]
+    DynamicInput {
+        input: String,
+        declared: String,
+        /// Which dims must be fixed, and what for.
+        needs: &'static str,
+    },
+    /// An archive without an array named for the model's one input, and several to choose
+    /// from: the caller names the one to read
+    /// ([`ArraySelection::key`](crate::calib::ArraySelection::key)).
+    #[error(
+        "{}: no array for input {input} (the archive holds: {}); name the one to read",
+        path.display(),
+        held.join(", ")
+    )]
+    UnnamedArray {
+        path: PathBuf,
+        input: String,
+        held: Vec<String>,
+    },
+    /// This build has no ONNX Runtime engine (the cargo feature `ort` is off).
+    #[error(
+        "this build of onnx-shallow has no ONNX Runtime engine: it needs the cargo feature `ort`"
+    )]
+    OrtNotBuilt,
+    /// No ONNX Runtime library to load, or one that does not load.
+    #[error(
+        "{problem}; set OrtOptions::library or ORT_DYLIB_PATH to ONNX Runtime's shared library ({ORT_WHEEL})"
+    )]
+    OrtLibrary { problem: String },
 }
 
+/// Where to find an ONNX Runtime library.
+pub const ORT_WHEEL: &str =
+    "the onnxruntime Python wheel ships one: onnxruntime/capi/libonnxruntime.so.*";
+
 impl Error {
+    pub(crate) fn invalid(
+        option: &'static str,
+        value: impl std::fmt::Display,
+        expected: impl Into<String>,
+    ) -> Self {
+        Error::Invalid {
+            option,
+            value: value.to_string(),
+            expected: expected.into(),
+        }
+    }
+
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Error::Io {
             path: path.into(),

@@ -74,8 +74,8 @@ impl Sandbox {
         };
         let _ = ModelStats::of(&model.graph, &Default::default());
         let _ = runtime::check_runnable(&model, &Default::default());
-        let ctx = Ctx::new(Default::default(), Some(MAX_PATCHES));
-        if passes::run_pipeline(&passes::canonical(), &mut model.graph, &ctx).is_err() {
+        let mut ctx = Ctx::new(Default::default(), Some(MAX_PATCHES));
+        if passes::run_pipeline(&passes::canonical(), &mut model.graph, &mut ctx).is_err() {
             return;
         }
         let nodes = model.graph.node_count();

@@ -36,7 +36,7 @@
 //! let (train, held_out) = Dataset::load(&spec, &model, &options.pinned)?.split(0.25, 0)?;
 //! let data = LearnData { train: &train, held_out: &held_out, more_splits: &[] };
 //! let (shallow, report) =
-//!     onnx_shallow::optimize_learned(model, &options, &data, &LearnOptions::default(), &mut ())?;
+//!     onnx_shallow::optimize_learned(model, &options, &data, &LearnOptions::default())?;
 //! let verified = report.verified.as_ref().unwrap();
 //! println!("held-out agreement: {:?}", verified.against_original().outputs[0].agreement);
 //! onnx_shallow::save(&shallow, &output, &Default::default())?;
@@ -69,9 +69,10 @@ pub use error::{Error, Result};
 pub use ir::Model;
 pub use onnx::SaveOptions;
 pub use optimize::{
-    Cost, GATED_RTOL, Gated, Options, RemovedActivation, Report, VERIFY_SEED, Verified, gate,
-    optimize, optimize_from_gates, optimize_learned, parse_input_shape,
+    GATED_RTOL, Gated, Options, RemovedActivation, Report, VERIFY_SEED, Verified, gate, optimize,
+    optimize_from_gates, optimize_learned, parse_input_shape,
 };
+pub use runtime::cost::Cost;
 
 /// Loads a model file (with its external data) into the IR.
 pub fn load(path: &Path) -> Result<Model> {

@@ -1,18 +1,22 @@
 //! The `onnx-shallow` command line: a thin layer over the library.
 
+mod terminal;
+
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 
+use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{Args, Parser, Subcommand};
 use onnx_shallow::calib::{self, CalibSpec, CropRange, Dataset, ModelInputs, Preprocess};
-use onnx_shallow::gates::{self, GateGroup, LearnProgress, Step};
+use onnx_shallow::error::ORT_WHEEL;
+use onnx_shallow::gates;
 use onnx_shallow::gates::{
     Budget, Checkpointing, LearnData, LearnOptions, TrainOptions, parse_output_kind,
 };
 use onnx_shallow::ir::shape::PinnedShapes;
 use onnx_shallow::passes::FoldOptions;
-use onnx_shallow::progress::Progress;
-use onnx_shallow::progress::Task;
+use onnx_shallow::progress::{Progress, Silent, Stage};
 use onnx_shallow::report::bench::BenchRun;
 use onnx_shallow::report::gated::gates_table;
 use onnx_shallow::report::json;
@@ -23,11 +27,12 @@ use onnx_shallow::report::verify::Verification;
 use onnx_shallow::report::walk::{basis, few_groups_warning, nothing_fits, walk_table};
 use onnx_shallow::runtime::bench::{self, BenchOptions, Benchmark, Plan};
 use onnx_shallow::runtime::compare::{self, Comparison, Tolerance};
-use onnx_shallow::runtime::interval::{Resampling, confidence_problem};
+use onnx_shallow::runtime::interval::{Resampling, check_confidence};
 use onnx_shallow::runtime::memory::CountingAllocator;
 use onnx_shallow::runtime::{Engine, OrtOptLevel, OrtOptions};
 use onnx_shallow::{Cost, Error, Model, Options, Report, Result, SaveOptions, Verified};
 use serde::Serialize;
+use terminal::Bars;
 
 /// Counts heap use, for the peak memory `bench` reports.
 #[global_allocator]
@@ -183,8 +188,8 @@ struct FoldArgs {
     #[arg(long)]
     allow_approx_borders: bool,
     /// How folds are judged: `measured` in tract, or `macs` (a quick estimate).
-    #[arg(long, value_enum, default_value_t = CostArg::Measured)]
-    cost: CostArg,
+    #[arg(long, default_value_t = Cost::Measured, value_parser = cost_parser())]
+    cost: Cost,
     /// Keep latency measurements in this file between runs (same cache and options give
     /// the same output).
     #[arg(long, value_name = "FILE")]
@@ -194,15 +199,12 @@ struct FoldArgs {
     min_gain: f64,
 }
 
-impl FoldArgs {
-    fn cost(&self) -> Cost {
-        match (self.cost, &self.cost_cache) {
-            (CostArg::Macs, _) => Cost::Macs,
-            (CostArg::Measured, Some(path)) => Cost::MeasuredWithCache(path.clone()),
-            (CostArg::Measured, None) => Cost::Measured,
-        }
-    }
+/// `--cost`'s values, listed in the help.
+fn cost_parser() -> impl TypedValueParser<Value = Cost> {
+    PossibleValuesParser::new(["measured", "macs"]).map(|name| name.parse().expect("a listed cost"))
+}
 
+impl FoldArgs {
     fn options(&self) -> FoldOptions {
         FoldOptions {
             min_gain: self.min_gain,
@@ -638,20 +640,14 @@ impl EngineArgs {
     }
 }
 
-#[derive(Clone, Copy, clap::ValueEnum, Serialize)]
-#[serde(rename_all = "lowercase")]
-enum CostArg {
-    Measured,
-    Macs,
-}
-
 fn main() -> ExitCode {
     onnx_shallow::memory::keep_freed_memory();
     let cli = Cli::parse();
-    let progress = match cli.quiet {
-        true => Progress::hidden(),
-        false => Progress::stderr(),
+    let progress: Arc<dyn Progress> = match cli.quiet {
+        true => Arc::new(Silent),
+        false => Arc::new(Bars::stderr()),
     };
+    let verifying = matches!(cli.command, Command::Verify(_));
     let outcome = match cli.command {
         Command::Inspect(args) => inspect(&args, &progress),
         Command::Optimize(args) => optimize(&args, &progress),
@@ -661,14 +657,59 @@ fn main() -> ExitCode {
     };
     match outcome {
         Ok(code) => code,
-        Err(err @ Error::Stopped { .. }) => {
-            eprintln!("{err}");
+        Err(Error::Stopped { step, checkpoint }) => {
+            eprintln!(
+                "training stopped after step {step}; its state is in {}: run the same command again to resume",
+                checkpoint.display()
+            );
             ExitCode::from(STOPPED)
         }
         Err(err) => {
-            eprintln!("error: {err}");
+            eprintln!("error: {}", advice(&err, verifying));
             ExitCode::from(2)
         }
+    }
+}
+
+/// The library's error as the command line says it: naming the flag that gives what is
+/// missing or wrong (`verify` reads its data with flags of its own).
+fn advice(err: &Error, verifying: bool) -> String {
+    match err {
+        Error::Invalid {
+            option,
+            value,
+            expected,
+        } => {
+            let flag = match *option {
+                "holdout" if verifying => "held-out".to_string(),
+                option => option.replace(['_', '.'], "-"),
+            };
+            format!("--{flag} {value}: expected {expected}")
+        }
+        Error::DynamicInput {
+            input,
+            declared,
+            needs,
+        } => format!(
+            "input '{input}' is {declared}: {needs}; pin them with --input-shape {input}:D1,D2,…"
+        ),
+        Error::UnnamedArray { path, input, held } => format!(
+            "{}: no array for input {input} (the archive holds: {}); pick one with {} NAME",
+            path.display(),
+            held.join(", "),
+            match verifying {
+                true => "--inputs-key",
+                false => "--calib-key",
+            }
+        ),
+        Error::OrtNotBuilt => {
+            "this build of onnx-shallow has no ONNX Runtime engine: build it with `--features ort`"
+                .to_string()
+        }
+        Error::OrtLibrary { problem } => format!(
+            "{problem}; point at an ONNX Runtime shared library with --ort-lib PATH or ORT_DYLIB_PATH=PATH ({ORT_WHEEL})"
+        ),
+        other => other.to_string(),
     }
 }
 
@@ -689,12 +730,17 @@ fn use_threads(threads: Option<usize>) -> Result<()> {
         .map_err(|e| Error::Usage(format!("--threads {threads}: {e}")))
 }
 
+/// A stage of work that counts no steps, drawn as a spinner until dropped.
+fn spinner<'p>(progress: &'p Arc<dyn Progress>, label: &str) -> Stage<'p> {
+    Stage::begin(progress.as_ref(), label, None)
+}
+
 /// Model files this large take about a second to load: they get a spinner.
 const LARGE_MODEL_BYTES: u64 = 256 << 20;
 
-fn load(path: &Path, progress: &Progress) -> Result<Model> {
+fn load(path: &Path, progress: &Arc<dyn Progress>) -> Result<Model> {
     let large = std::fs::metadata(path).is_ok_and(|m| m.len() >= LARGE_MODEL_BYTES);
-    let _task = large.then(|| progress.spinner(&format!("loading {}", path.display())));
+    let _stage = large.then(|| spinner(progress, &format!("loading {}", path.display())));
     onnx_shallow::load(path)
 }
 
@@ -710,7 +756,7 @@ fn options_json(args: &impl Serialize) -> Result<serde_json::Value> {
     serde_json::to_value(args).map_err(|e| Error::Usage(format!("options do not fit in JSON: {e}")))
 }
 
-fn inspect(args: &InspectArgs, progress: &Progress) -> Result<ExitCode> {
+fn inspect(args: &InspectArgs, progress: &Arc<dyn Progress>) -> Result<ExitCode> {
     let model = load(&args.model, progress)?;
     let stats = ModelStats::of(&model.graph, &args.shapes.pinned()?)?;
     if args.json {
@@ -723,7 +769,7 @@ fn inspect(args: &InspectArgs, progress: &Progress) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn optimize(args: &OptimizeArgs, progress: &Progress) -> Result<ExitCode> {
+fn optimize(args: &OptimizeArgs, progress: &Arc<dyn Progress>) -> Result<ExitCode> {
     if !args.exact && args.linearize.is_empty() && !args.learn.enabled() && !args.from_gates {
         return Err(Error::Usage(
             "optimize needs calibration data to learn from (--calib DATA, or --synthetic N), \
@@ -836,7 +882,12 @@ struct Written<'a> {
 impl Written<'_> {
     /// Times both models, writes the output (and the JSON report), and prints what
     /// changed, ending with the before/after table.
-    fn save(&self, args: &OptimizeArgs, options: &Options, progress: &Progress) -> Result<()> {
+    fn save(
+        &self,
+        args: &OptimizeArgs,
+        options: &Options,
+        progress: &Arc<dyn Progress>,
+    ) -> Result<()> {
         let latency = whole_model_latency(self.original, self.optimized, options, progress)?;
         onnx_shallow::save(self.optimized, &args.output, &args.written.save_options())?;
         print_changes(self.report);
@@ -861,7 +912,7 @@ fn optimize_learned(
     args: &OptimizeArgs,
     original: Model,
     options: &Options,
-    progress: &Progress,
+    progress: &Arc<dyn Progress>,
 ) -> Result<ExitCode> {
     let learn = &args.learn;
     let learn_options = learn.options(&args.linearize)?;
@@ -898,10 +949,7 @@ fn optimize_learned(
         held_out,
         more_splits: &splits[1..],
     };
-    let mut bars = LearnBars::new(progress, options.engine.name());
-    let outcome =
-        onnx_shallow::optimize_learned(original.clone(), options, &data, &learn_options, &mut bars);
-    drop(bars);
+    let outcome = onnx_shallow::optimize_learned(original.clone(), options, &data, &learn_options);
     let (optimized, report) = match outcome {
         Err(Error::NotReproduced(verified)) => return Ok(refuse(args, options, verified)),
         outcome => outcome?,
@@ -957,7 +1005,7 @@ fn optimize_learned(
     })
 }
 
-fn gate(args: &GateArgs, progress: &Progress) -> Result<ExitCode> {
+fn gate(args: &GateArgs, progress: &Arc<dyn Progress>) -> Result<ExitCode> {
     if !(args.threshold > 0.0 && args.threshold <= 1.0) {
         return Err(Error::Usage(format!(
             "--threshold {}: expected a gate value in (0, 1]",
@@ -971,7 +1019,8 @@ fn gate(args: &GateArgs, progress: &Progress) -> Result<ExitCode> {
     let options = Options {
         pinned: args.shapes.pinned()?,
         folding: args.fold.options(),
-        cost: args.fold.cost(),
+        cost: args.fold.cost.clone(),
+        cost_cache: args.fold.cost_cache.clone(),
         engine: args.engine.engine(1)?,
         progress: progress.clone(),
         ..Options::default()
@@ -979,10 +1028,13 @@ fn gate(args: &GateArgs, progress: &Progress) -> Result<ExitCode> {
     options.engine.info()?;
     let original = load(&args.input, progress)?;
     let gated = {
-        let _task = progress.spinner(&format!(
-            "finding the activations worth a gate (timing folds in {})",
-            options.engine.name()
-        ));
+        let _stage = spinner(
+            progress,
+            &format!(
+                "finding the activations worth a gate (timing folds in {})",
+                options.engine.name()
+            ),
+        );
         onnx_shallow::gate(original, &options, args.threshold)?
     };
     print!("{}", gates_table(&gated.manifest));
@@ -1014,7 +1066,7 @@ fn optimize_from_gates(
     args: &OptimizeArgs,
     trained: Model,
     options: &Options,
-    progress: &Progress,
+    progress: &Arc<dyn Progress>,
 ) -> Result<ExitCode> {
     let learn = &args.learn;
     let learn_options = learn.options(&[])?;
@@ -1036,7 +1088,7 @@ fn optimize_from_gates(
     if learn.enabled() {
         let data = Dataset::load(&learn.spec(&learn.calib)?, &trained, &options.pinned)?;
         let (comparison, fits) = {
-            let _task = progress.spinner("measuring the output against the trained model");
+            let _stage = spinner(progress, "measuring the output against the trained model");
             gates::judge(
                 &trained,
                 &optimized,
@@ -1074,14 +1126,15 @@ fn optimize_from_gates(
     Ok(ExitCode::SUCCESS)
 }
 
-fn optimize_options(args: &OptimizeArgs, progress: &Progress) -> Result<Options> {
+fn optimize_options(args: &OptimizeArgs, progress: &Arc<dyn Progress>) -> Result<Options> {
     Ok(Options {
         pinned: args.shapes.pinned()?,
         passes: args.passes.clone(),
         skip_passes: args.skip_passes.clone(),
         max_patches: args.max_patches,
         folding: args.fold.options(),
-        cost: args.fold.cost(),
+        cost: args.fold.cost.clone(),
+        cost_cache: args.fold.cost_cache.clone(),
         engine: args.engine.engine(args.learn.threads.unwrap_or(1))?,
         // With data, the named activations are removed by learning (and fine-tuned for).
         linearize: match args.learn.enabled() || args.from_gates {
@@ -1167,18 +1220,21 @@ fn whole_model_latency(
     original: &Model,
     optimized: &Model,
     options: &Options,
-    progress: &Progress,
+    progress: &Arc<dyn Progress>,
 ) -> Result<Benchmark> {
     let dims = bench::runtime_input_dims(original, &options.pinned)?;
     let engine = &options.engine;
     let plans = {
-        let _task = progress.spinner(&format!("loading both models in {}", engine.name()));
+        let _stage = spinner(
+            progress,
+            &format!("loading both models in {}", engine.name()),
+        );
         [
             Plan::load(engine, original, &dims)?,
             Plan::load(engine, optimized, &dims)?,
         ]
     };
-    bench::benchmark(&plans, BenchOptions::default(), progress)
+    bench::benchmark(&plans, BenchOptions::default(), progress.as_ref())
 }
 
 /// Refused before any work: an output file goes into an existing folder, not over one.
@@ -1207,17 +1263,18 @@ fn refuse_overwriting_input(input: &Path, output: &Path, force: bool) -> Result<
     Ok(())
 }
 
-fn verify(args: &VerifyArgs, progress: &Progress) -> Result<ExitCode> {
+fn verify(args: &VerifyArgs, progress: &Arc<dyn Progress>) -> Result<ExitCode> {
     let engine = args.threads.engine(&args.engine)?;
     let engine_info = engine.info()?;
     let reference = load(&args.reference, progress)?;
     let candidate = load(&args.candidate, progress)?;
-    if let Some(problem) = confidence_problem(args.confidence) {
-        return Err(Error::Usage(problem));
-    }
+    check_confidence(args.confidence)?;
     let inputs = verification_inputs(&reference, args)?;
     let mut comparison = {
-        let _task = progress.spinner(&format!("running both models in {}", engine.name()));
+        let _stage = spinner(
+            progress,
+            &format!("running both models in {}", engine.name()),
+        );
         compare::compare_in(&engine, &reference, &candidate, &inputs)?
     };
     if args.inputs.is_some() {
@@ -1296,7 +1353,7 @@ fn verification_inputs(reference: &Model, args: &VerifyArgs) -> Result<ModelInpu
     }
 }
 
-fn bench(args: &BenchArgs, progress: &Progress) -> Result<ExitCode> {
+fn bench(args: &BenchArgs, progress: &Arc<dyn Progress>) -> Result<ExitCode> {
     let engine = args.threads.engine(&args.engine)?;
     // A library that does not load is refused before any work.
     engine.info()?;
@@ -1314,18 +1371,20 @@ fn bench(args: &BenchArgs, progress: &Progress) -> Result<ExitCode> {
         .iter()
         .map(|path| {
             let model = load(path, progress)?;
-            let _task =
-                progress.spinner(&format!("loading {} in {}", path.display(), engine.name()));
+            let _stage = spinner(
+                progress,
+                &format!("loading {} in {}", path.display(), engine.name()),
+            );
             bench::runtime_input_dims(&model, &pinned)
                 .and_then(|dims| Plan::load(&engine, &model, &dims))
-                .map_err(|e| Error::Usage(format!("{}: {e}", path.display())))
+                .map_err(|e| Error::Usage(format!("{}: {}", path.display(), advice(&e, false))))
         })
         .collect::<Result<Vec<_>>>()?;
     let options = BenchOptions {
         warmup: args.warmup as usize,
         runs: args.runs as usize,
     };
-    let benchmark = bench::benchmark(&plans, options, progress)?;
+    let benchmark = bench::benchmark(&plans, options, progress.as_ref())?;
     let run = BenchRun {
         models: &paths,
         options: options_json(args)?,
@@ -1345,76 +1404,4 @@ fn bench(args: &BenchArgs, progress: &Progress) -> Result<ExitCode> {
     } else {
         ExitCode::from(1)
     })
-}
-
-/// Learning's stages as bars: the training steps, then the selection walk.
-struct LearnBars<'p> {
-    progress: &'p Progress,
-    current: Option<Task>,
-    /// Where the folds and the walk are timed.
-    engine: &'static str,
-}
-
-impl<'p> LearnBars<'p> {
-    fn new(progress: &'p Progress, engine: &'static str) -> LearnBars<'p> {
-        LearnBars {
-            progress,
-            current: Some(progress.spinner(&format!(
-                "finding gate candidates (timing folds in {engine})"
-            ))),
-            engine,
-        }
-    }
-
-    fn stage(&mut self, label: &str, total: usize) -> &Task {
-        self.current.insert(self.progress.bar(label, total as u64))
-    }
-}
-
-impl LearnProgress for LearnBars<'_> {
-    fn candidates_found(&mut self, groups: &[GateGroup]) {
-        self.current = None;
-        if !groups.is_empty() {
-            self.stage("training gates", 1);
-        }
-    }
-
-    fn training_step(
-        &mut self,
-        step: usize,
-        steps: usize,
-        loss: f64,
-        past_threshold: usize,
-        agreement: Option<f64>,
-    ) {
-        if let Some(task) = &self.current {
-            let held_out = agreement.map_or(String::new(), |a| {
-                format!(", held-out agreement {:.1} %", 100.0 * a)
-            });
-            let label =
-                format!("training: loss {loss:.4}, {past_threshold} past threshold{held_out}");
-            task.update(step as u64, steps as u64, label);
-        }
-    }
-
-    fn group_measured(&mut self, done: usize, of: usize) {
-        if done == 0 {
-            self.stage(
-                "ordering the groups whose gates did not cross: each folded alone",
-                of,
-            );
-        } else if let Some(task) = &self.current {
-            task.inc();
-        }
-    }
-
-    fn walk_step(&mut self, step: &Step, of: usize) {
-        if step.groups == 0 {
-            let label = format!("measuring the schedule (held-out data, {})", self.engine);
-            self.stage(&label, of);
-        }
-        if let Some(task) = &self.current {
-            task.inc();
-        }
-    }
 }

@@ -4,20 +4,23 @@ use serde::Serialize;
 
 use std::collections::HashSet;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use crate::calib::{self, Dataset};
 use crate::error::{Error, Result};
 use crate::gates::gated::{self, Manifest};
-use crate::gates::{self, GateGroup, LearnData, LearnOptions, LearnProgress, Learning, Step, Walk};
+use crate::gates::{self, GateGroup, LearnData, LearnOptions, Learning, Step, Walk};
 use crate::ir::shape::{self, PinnedShapes};
 use crate::ir::stats::ModelStats;
 use crate::ir::{Graph, Model};
-use crate::passes::{self, Ctx, FoldOptions, FoldRecord, Linearize, Pass, PassStats};
-use crate::progress::Progress;
+use crate::passes::{
+    self, Ctx, FoldOptions, FoldRecord, Linearize, Pass, PassStats, PipelineOutcome,
+};
+use crate::progress::{Progress, Silent, Stage};
 use crate::runtime;
 use crate::runtime::Engine;
 use crate::runtime::compare::{self, Comparison, Tolerance};
-use crate::runtime::cost::{CostCache, CostModel};
+use crate::runtime::cost::{Cost, CostCache, CostModel};
 
 /// What to run.
 #[derive(Clone, Debug)]
@@ -32,12 +35,15 @@ pub struct Options {
     pub max_patches: Option<usize>,
     pub folding: FoldOptions,
     pub cost: Cost,
+    /// Keep [`Cost::Measured`]'s measurements in this file between runs (the same cache
+    /// and options give the same output).
+    pub cost_cache: Option<PathBuf>,
     /// Where measured costs (fold decisions, the selection walk's latency) are timed.
     pub engine: Engine,
     /// Globs of activation node names to replace by identity before folding.
     pub linearize: Vec<String>,
-    /// Where long work (the cost model's measurements) shows its progress.
-    pub progress: Progress,
+    /// Where long work (folding, learning, verification) tells its progress.
+    pub progress: Arc<dyn Progress>,
     /// Standard-normal samples (seed [`VERIFY_SEED`]) the output is verified on.
     pub verify_samples: usize,
 }
@@ -51,9 +57,10 @@ impl Default for Options {
             max_patches: None,
             folding: FoldOptions::default(),
             cost: Cost::default(),
+            cost_cache: None,
             engine: Engine::default(),
             linearize: Vec::new(),
-            progress: Progress::default(),
+            progress: Arc::new(Silent),
             verify_samples: 8,
         }
     }
@@ -61,29 +68,6 @@ impl Default for Options {
 
 /// Seed of the standard-normal samples outputs are verified on.
 pub const VERIFY_SEED: u64 = 0;
-
-/// How folds are judged.
-#[derive(Clone, Debug, Default)]
-pub enum Cost {
-    /// Timed in the run's engine; measurements kept in the file when one is given.
-    #[default]
-    Measured,
-    MeasuredWithCache(PathBuf),
-    /// Counted in multiply-accumulates: quick, an estimate.
-    Macs,
-}
-
-impl Cost {
-    fn model(&self, engine: &Engine) -> Result<CostModel> {
-        Ok(match self {
-            Cost::Measured => CostModel::measured(CostCache::default(), engine.clone()),
-            Cost::MeasuredWithCache(path) => {
-                CostModel::measured(CostCache::open(path)?, engine.clone())
-            }
-            Cost::Macs => CostModel::Macs,
-        })
-    }
-}
 
 /// What a run changed.
 #[derive(Clone, Debug, Serialize)]
@@ -125,9 +109,9 @@ pub struct RemovedActivation {
 /// The output is verified before it is returned (see [`Verified`]): an
 /// [`Error::NotReproduced`] when its folds do not reproduce what they started from.
 pub fn optimize(model: Model, options: &Options) -> Result<(Model, Report)> {
-    let ctx = context(options)?;
+    let mut ctx = context(options)?;
     let linearize = Linearize::new(&options.linearize);
-    let (optimized, mut report) = run_exact(model.clone(), options, &ctx, &linearize)?;
+    let (optimized, mut report) = run_exact(model.clone(), options, &mut ctx, &linearize)?;
     persist(&ctx)?;
     report.verified = Some(verify(&model, &optimized, &report, options)?);
     Ok((optimized, report))
@@ -178,19 +162,19 @@ fn verify(
     let dims = calib::sample_dims(original, &options.pinned)?;
     let inputs = calib::random_inputs(&dims, options.verify_samples, VERIFY_SEED)?;
     let reference = report.fold_reference.as_ref().unwrap_or(original);
-    let task = options.progress.spinner("verifying the output in tract");
+    let progress = &*options.progress;
+    let in_tract = Stage::begin(progress, "verifying the output in tract", None);
     let folds = compare::compare(reference, optimized, &inputs)?;
     let fidelity = match report.fold_reference {
         Some(_) => Some(compare::compare(original, optimized, &inputs)?),
         None => None,
     };
-    drop(task);
+    drop(in_tract);
     let in_engine = match &options.engine {
         Engine::Tract => None,
         engine => {
-            let _task = options
-                .progress
-                .spinner(&format!("verifying the output in {}", engine.name()));
+            let label = format!("verifying the output in {}", engine.name());
+            let _stage = Stage::begin(progress, &label, None);
             Some(compare::compare_in(engine, reference, optimized, &inputs)?)
         }
     };
@@ -220,11 +204,10 @@ pub fn optimize_learned(
     options: &Options,
     data: &LearnData,
     learn: &LearnOptions,
-    progress: &mut dyn LearnProgress,
 ) -> Result<(Model, Report)> {
-    let ctx = context(options)?;
-    let (base, mut report) = run_exact(model.clone(), options, &ctx, &Linearize::none())?;
-    let learning = gates::learn(&model, &base, data, &ctx, learn, progress)?;
+    let mut ctx = context(options)?;
+    let (base, mut report) = run_exact(model.clone(), options, &mut ctx, &Linearize::none())?;
+    let learning = gates::learn(&model, &base, data, &mut ctx, learn, &*options.progress)?;
     persist(&ctx)?;
     let mut chosen = learning.walk.model.clone();
     let step = &learning.walk.steps[learning.walk.chosen];
@@ -256,10 +239,8 @@ fn same_in_engine(model: &Model, options: &Options) -> Result<Option<Comparison>
     let dims = calib::sample_dims(model, &options.pinned)?;
     let inputs = calib::random_inputs(&dims, options.verify_samples, VERIFY_SEED)?;
     let engine = &options.engine;
-    let _task = (options.progress).spinner(&format!(
-        "verifying the output in {} against tract",
-        engine.name()
-    ));
+    let label = format!("verifying the output in {} against tract", engine.name());
+    let _stage = Stage::begin(&*options.progress, &label, None);
     let in_tract = (&Engine::Tract, model);
     compare::compare_runs(in_tract, (engine, model), &inputs).map(Some)
 }
@@ -310,9 +291,9 @@ const GATED_SAMPLES: usize = 8;
 /// run), in standard operators, α = 0: an error unless the result reproduces `model`
 /// within [`GATED_RTOL`] in tract. `threshold` goes into the manifest.
 pub fn gate(model: Model, options: &Options, threshold: f64) -> Result<Gated> {
-    let ctx = context(options)?;
-    let (base, _) = run_exact(model.clone(), options, &ctx, &Linearize::none())?;
-    let groups = gates::candidates(&base.graph, &ctx)?;
+    let mut ctx = context(options)?;
+    let (base, _) = run_exact(model.clone(), options, &mut ctx, &Linearize::none())?;
+    let groups = gates::candidates(&base.graph, &mut ctx)?;
     persist(&ctx)?;
     if groups.is_empty() {
         return Err(Error::graph(
@@ -354,9 +335,9 @@ pub fn optimize_from_gates(
     threshold: f64,
 ) -> Result<(Model, Report)> {
     let ungated = gated::ungate(&trained, threshold)?;
-    let ctx = context(options)?;
+    let mut ctx = context(options)?;
     let linearize = Linearize::nodes(&ungated.crossed);
-    let (mut model, mut report) = run_exact(ungated.model, options, &ctx, &linearize)?;
+    let (mut model, mut report) = run_exact(ungated.model, options, &mut ctx, &linearize)?;
     persist(&ctx)?;
     model.remove_metadata(gated::MANIFEST_KEY);
     report.before = ModelStats::of(&trained.graph, &options.pinned)?;
@@ -415,23 +396,25 @@ fn removed_by_gates(base: &Model, learning: &Learning) -> Result<Vec<RemovedActi
 fn context(options: &Options) -> Result<Ctx> {
     let mut ctx = Ctx::new(options.pinned.clone(), options.max_patches);
     ctx.folding = options.folding.clone();
-    ctx.cost = options.cost.model(&options.engine)?.into();
+    let cache = match (&options.cost, &options.cost_cache) {
+        (Cost::Measured, Some(path)) => CostCache::open(path)?,
+        _ => CostCache::default(),
+    };
+    let cost = CostModel::new(options.cost.clone(), options.engine.clone(), cache);
+    ctx.cost = cost.into();
     Ok(ctx)
 }
 
 /// Keeps the cost model's measurements when it has a cache file.
 fn persist(ctx: &Ctx) -> Result<()> {
-    if let Some(cache) = ctx.cost.borrow().cache() {
-        cache.persist()?;
-    }
-    Ok(())
+    ctx.cost.borrow().cache.persist()
 }
 
 /// The canonical rewrites, the linearisations and the folds, judged in `ctx`.
 fn run_exact(
     mut model: Model,
     options: &Options,
-    ctx: &Ctx,
+    ctx: &mut Ctx,
     linearize: &Linearize,
 ) -> Result<(Model, Report)> {
     let before = ModelStats::of(&model.graph, &options.pinned)?;
@@ -439,7 +422,7 @@ fn run_exact(
     let declared = shape::infer(&model.graph, &Default::default())?;
     let analysed = ModelStats::analysis_pins(&model.graph, &declared, &options.pinned);
     runtime::check_runnable(&model, &analysed)?;
-    let mut stats = passes::run_pipeline(
+    let mut outcome = passes::run_pipeline(
         &select_passes(passes::canonical(), options)?,
         &mut model.graph,
         ctx,
@@ -449,23 +432,27 @@ fn run_exact(
         None
     } else {
         let present = passes::activations(&model.graph)?;
-        stats.push(linearize.run(&mut model.graph, ctx)?);
+        outcome.add(linearize.run(&mut model.graph, ctx)?);
         activations_removed = gone(present, &model.graph)?;
         Some(model.clone())
     };
-    let folding = options.progress.spinner(&match options.cost {
+    let label = match options.cost {
         Cost::Macs => "folding".to_string(),
         _ => format!("folding (timing candidates in {})", options.engine.name()),
-    });
-    stats.extend(passes::run_pipeline(
+    };
+    let folding = Stage::begin(&*options.progress, &label, None);
+    outcome.extend(passes::run_pipeline(
         &select_passes(passes::folding(), options)?,
         &mut model.graph,
         ctx,
     )?);
     drop(folding);
     let after = ModelStats::of(&model.graph, &options.pinned)?;
-    let folds = ctx.folds.take();
-    let notes = ctx.notes.take();
+    let PipelineOutcome {
+        passes: stats,
+        folds,
+        notes,
+    } = outcome;
     if !folds.is_empty() {
         model.set_metadata(
             "onnx_shallow.folds",
@@ -516,7 +503,8 @@ fn gone(before: Vec<passes::NamedActivation>, graph: &Graph) -> Result<Vec<Remov
         .collect())
 }
 
-/// An unknown name in `--passes` / `--skip-passes` is an error listing the known ones.
+/// An unknown name in [`Options::passes`] or `skip_passes` is an error listing the known
+/// ones.
 fn check_pass_names(options: &Options) -> Result<()> {
     let all: Vec<Box<dyn Pass>> = passes::canonical()
         .into_iter()
@@ -536,7 +524,7 @@ fn check_pass_names(options: &Options) -> Result<()> {
     }
 }
 
-/// The pipeline filtered by `--passes` / `--skip-passes`.
+/// The pipeline filtered by [`Options::passes`] and `skip_passes`.
 fn select_passes(pipeline: Vec<Box<dyn Pass>>, options: &Options) -> Result<Vec<Box<dyn Pass>>> {
     check_pass_names(options)?;
     let only = |p: &dyn Pass| {
@@ -555,9 +543,11 @@ fn select_passes(pipeline: Vec<Box<dyn Pass>>, options: &Options) -> Result<Vec<
 /// Parses `name:1,3,224,224`.
 pub fn parse_input_shape(spec: &str) -> Result<(String, Vec<usize>)> {
     let bad = || {
-        Error::Usage(format!(
-            "--input-shape '{spec}': expected NAME:D1,D2,… with positive numbers"
-        ))
+        Error::invalid(
+            "input_shape",
+            format!("'{spec}'"),
+            "NAME:D1,D2,… with positive numbers",
+        )
     };
     let (name, dims) = spec.rsplit_once(':').ok_or_else(bad)?;
     let dims = dims

@@ -1,110 +1,125 @@
-//! Progress of long work (tract measurements, verification, benchmark runs), shown as bars
-//! on stderr. Library code takes a [`Progress`] (through `Options`, or as an argument) and
-//! asks it for a [`Task`]; whether anything is drawn is the caller's choice: the default
-//! is hidden, and [`Progress::stderr`] draws only when stderr is a terminal.
+//! Progress of long work (folding, training, the selection walk, verification, timing),
+//! told to a [`Progress`] the caller gives: a terminal's bars, a log, a window. The
+//! library tells it stages; nothing is drawn unless the caller draws it ([`Silent`] is
+//! the default).
+//!
+//! Stages nest: a stage begun while another runs is part of it, and `advance`, `message`
+//! and `finish` are about the innermost one. Library code begins a stage with
+//! [`Stage::begin`], which finishes it when dropped, an early return on an error included.
 //!
 //! ```
-//! use onnx_shallow::progress::Progress;
-//! let progress = Progress::hidden();
-//! let runs = progress.bar("timing", 30);
-//! for _ in 0..30 {
-//!     runs.inc();
+//! use std::sync::Mutex;
+//! use onnx_shallow::progress::{Progress, Stage};
+//!
+//! /// Logs each stage as it begins.
+//! #[derive(Default)]
+//! struct Log(Mutex<Vec<String>>);
+//!
+//! impl Progress for Log {
+//!     fn begin(&self, label: &str, steps: Option<u64>) {
+//!         self.0.lock().unwrap().push(format!("{label} ({steps:?} steps)"));
+//!     }
 //! }
-//! let _loading = progress.spinner("loading model.onnx"); // cleared when dropped
+//!
+//! let log = Log::default();
+//! let timing = Stage::begin(&log, "timing", Some(30));
+//! for _ in 0..30 {
+//!     timing.advance(1);
+//! }
+//! drop(timing);
+//! assert_eq!(*log.0.lock().unwrap(), ["timing (Some(30) steps)"]);
 //! ```
 
-use std::time::Duration;
+use std::fmt;
 
-use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
-
-/// Where tasks are drawn: nowhere, or stderr (when it is a terminal). Cloning shares the
-/// display, so tasks started anywhere stack as lines under each other.
-#[derive(Clone, Debug, Default)]
-pub struct Progress {
-    display: Option<MultiProgress>,
+/// Where long work reports how far it got. Every method does nothing unless implemented.
+pub trait Progress: Send + Sync {
+    /// A stage of `steps` steps begins; `None` when it counts none.
+    fn begin(&self, _label: &str, _steps: Option<u64>) {}
+    /// `steps` more steps of the innermost stage are done.
+    fn advance(&self, _steps: u64) {}
+    /// What the innermost stage is doing now, in place of its label.
+    fn message(&self, _text: &str) {}
+    /// The innermost stage is over.
+    fn finish(&self) {}
 }
 
-/// One piece of long work; its line disappears when it is dropped.
-pub struct Task(ProgressBar);
+/// Tells nothing.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Silent;
 
-/// How often a spinner redraws itself while the work gives no news.
-const SPINNER_TICK: Duration = Duration::from_millis(120);
+impl Progress for Silent {}
 
-impl Progress {
-    /// Draws nothing.
-    pub fn hidden() -> Progress {
-        Progress::default()
-    }
-
-    /// Draws on stderr, unless stderr is not a terminal (a pipe, a file, CI logs).
-    pub fn stderr() -> Progress {
-        Progress {
-            display: Some(MultiProgress::with_draw_target(ProgressDrawTarget::stderr())),
-        }
-    }
-
-    /// A bar for `total` steps: `label [####    ] 12/30 3s, ~5s left` (the estimate from
-    /// the rate so far).
-    pub fn bar(&self, label: &str, total: u64) -> Task {
-        let style =
-            ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} {elapsed}, ~{eta} left")
-                .expect("a valid template")
-                .progress_chars("#>-");
-        self.task(ProgressBar::new(total).with_style(style), label)
-    }
-
-    /// A spinner for work that reports no steps: `⠋ label 0:02`.
-    pub fn spinner(&self, label: &str) -> Task {
-        let style =
-            ProgressStyle::with_template("{spinner} {msg} {elapsed}").expect("a valid template");
-        let task = self.task(ProgressBar::new_spinner().with_style(style), label);
-        task.0.enable_steady_tick(SPINNER_TICK);
-        task
-    }
-
-    fn task(&self, bar: ProgressBar, label: &str) -> Task {
-        let bar = match &self.display {
-            Some(display) => display.add(bar),
-            None => {
-                bar.set_draw_target(ProgressDrawTarget::hidden());
-                bar
-            }
-        };
-        bar.set_message(label.to_string());
-        Task(bar)
+impl fmt::Debug for dyn Progress {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("Progress")
     }
 }
 
-impl Task {
-    /// One more step done.
-    pub fn inc(&self) {
-        self.0.inc(1);
+/// A stage begun on a [`Progress`], finished when dropped.
+pub struct Stage<'p> {
+    progress: &'p dyn Progress,
+}
+
+impl<'p> Stage<'p> {
+    pub fn begin(progress: &'p dyn Progress, label: &str, steps: Option<u64>) -> Stage<'p> {
+        progress.begin(label, steps);
+        Stage { progress }
     }
 
-    /// Moves to step `position` of `total`, with a new label.
-    pub fn update(&self, position: u64, total: u64, label: String) {
-        self.0.set_length(total);
-        self.0.set_position(position);
-        self.0.set_message(label);
+    pub fn advance(&self, steps: u64) {
+        self.progress.advance(steps);
+    }
+
+    pub fn message(&self, text: &str) {
+        self.progress.message(text);
     }
 }
 
-impl Drop for Task {
+impl Drop for Stage<'_> {
     fn drop(&mut self) {
-        self.0.finish_and_clear();
+        self.progress.finish();
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Mutex;
+
+    /// Records every call.
+    #[derive(Default)]
+    struct Calls(Mutex<Vec<String>>);
+
+    impl Progress for Calls {
+        fn begin(&self, label: &str, steps: Option<u64>) {
+            self.0
+                .lock()
+                .unwrap()
+                .push(format!("begin {label} {steps:?}"));
+        }
+        fn advance(&self, steps: u64) {
+            self.0.lock().unwrap().push(format!("advance {steps}"));
+        }
+        fn finish(&self) {
+            self.0.lock().unwrap().push("finish".into());
+        }
+    }
 
     #[test]
-    fn hidden_tasks_count_their_steps_and_draw_nothing() {
-        let task = Progress::hidden().bar("work", 3);
-        task.inc();
-        task.inc();
-        assert_eq!(task.0.position(), 2);
-        assert!(task.0.is_hidden());
+    fn a_stage_is_finished_when_an_error_returns_early() {
+        let calls = Calls::default();
+        let fails = || -> Result<(), ()> {
+            let stage = Stage::begin(&calls, "work", Some(2));
+            stage.advance(1);
+            Err(())?;
+            stage.advance(1);
+            Ok(())
+        };
+        assert!(fails().is_err());
+        assert_eq!(
+            *calls.0.lock().unwrap(),
+            ["begin work Some(2)", "advance 1", "finish"]
+        );
     }
 }

@@ -17,9 +17,8 @@ const EXACT: f64 = 1e-4;
 
 fn canonicalized(model: &Model) -> (Model, Vec<PassStats>) {
     let mut after = model.clone();
-    let stats =
-        passes::run_pipeline(&passes::canonical(), &mut after.graph, &Ctx::default()).unwrap();
-    (after, stats)
+    let done = passes::run_pipeline(&passes::canonical(), &mut after.graph, &mut Ctx::default());
+    (after, done.unwrap().passes)
 }
 
 /// The constant target shape of the model's only Reshape.

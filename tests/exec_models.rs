@@ -11,7 +11,7 @@ use onnx_shallow::{Model, ir::Graph};
 
 fn canonical(path: &std::path::Path) -> Model {
     let mut model = onnx_shallow::load(path).unwrap();
-    passes::run_pipeline(&passes::canonical(), &mut model.graph, &Ctx::default()).unwrap();
+    passes::run_pipeline(&passes::canonical(), &mut model.graph, &mut Ctx::default()).unwrap();
     model
 }
 

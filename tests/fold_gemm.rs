@@ -4,12 +4,14 @@
 
 mod common;
 
+use std::sync::Arc;
+
 use common::count;
 
 use onnx_shallow::Model;
 use onnx_shallow::ir::{OpKind, Patch};
 use onnx_shallow::passes::{self, Ctx};
-use onnx_shallow::runtime::cost::{CostModel, Verdict};
+use onnx_shallow::runtime::cost::{Cost, Verdict};
 
 const DIGITS_MLP: &str = "models/digits_mlp_sklearn-digits_op13.onnx";
 
@@ -44,23 +46,24 @@ fn digits_mlp_with_its_relus_bypassed_folds_into_one_gemm() {
     assert_eq!((count(&bypassed, "Relu"), count(&bypassed, "Gemm")), (0, 4));
 
     // Folding is slower by this verdict: only the linearised values force it.
-    let ctx = Ctx::default();
-    *ctx.cost.borrow_mut() = CostModel::Fixed(Box::new(|_, _| Verdict {
+    let slower = |_: &Model, _: &Model| Verdict {
         original: 1.0,
         folded: 2.0,
         estimate: false,
-    }));
-    ctx.linearised.borrow_mut().extend(linearised);
+    };
+    let mut ctx = Ctx::default();
+    ctx.cost.replace(Cost::Custom(Arc::new(slower)).into());
+    ctx.linearised.extend(linearised);
     let pass = passes::folding()
         .into_iter()
         .find(|p| p.name() == "fold_gemm_chains")
         .expect("fold_gemm_chains is a folding pass");
     let mut folded = bypassed.clone();
-    let stats = pass.run(&mut folded.graph, &ctx).unwrap();
+    let done = pass.run(&mut folded.graph, &mut ctx).unwrap();
 
-    assert_eq!(stats.patches, 1);
+    assert_eq!(done.stats.patches, 1);
     assert_eq!((count(&folded, "Gemm"), count(&folded, "Flatten")), (1, 1));
-    let folds = ctx.folds.borrow();
+    let folds = &done.folds;
     assert_eq!(folds[0].sources.len(), 4);
     assert!(folds[0].forced && folds[0].exact);
 

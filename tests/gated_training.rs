@@ -11,6 +11,7 @@ use onnx_shallow::gates::gated::{Manifest, write_training};
 use onnx_shallow::gates::train::{TrainData, TrainOptions, train};
 use onnx_shallow::gates::{self, GateOutcome};
 use onnx_shallow::ir::shape;
+use onnx_shallow::progress::Silent;
 use onnx_shallow::runtime::compare::{Tolerance, compare};
 use onnx_shallow::{Cost, Model, Options};
 
@@ -84,7 +85,7 @@ fn the_crates_trainer_round_trips_through_a_gated_model_and_the_fold_is_exact() 
         &targets,
         &data,
         &options,
-        &mut |_, _, _, _, _| {},
+        &Silent,
     )
     .unwrap();
     let alphas = alphas(&training.schedule, gated.groups.len());

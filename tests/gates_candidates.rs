@@ -5,7 +5,6 @@ mod common;
 
 use onnx_shallow::gates::{GateGroup, candidates};
 use onnx_shallow::passes::Ctx;
-use onnx_shallow::runtime::cost::CostModel;
 use onnx_shallow::{Cost, Options};
 
 fn groups_of(model: &str) -> Option<Vec<GateGroup>> {
@@ -15,9 +14,9 @@ fn groups_of(model: &str) -> Option<Vec<GateGroup>> {
         ..Options::default()
     };
     let (base, _) = onnx_shallow::optimize(onnx_shallow::load(&path).unwrap(), &options).unwrap();
-    let ctx = Ctx::default();
-    ctx.cost.replace(CostModel::Macs);
-    Some(candidates(&base.graph, &ctx).unwrap())
+    let mut ctx = Ctx::default();
+    ctx.cost.replace(Cost::Macs.into());
+    Some(candidates(&base.graph, &mut ctx).unwrap())
 }
 
 fn print(groups: &[GateGroup]) {

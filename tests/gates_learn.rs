@@ -9,8 +9,8 @@ use onnx_shallow::exec::{Executor, Gate, Params};
 use onnx_shallow::gates::{self, LearnData, LearnOptions, Learning};
 use onnx_shallow::ir::shape::PinnedShapes;
 use onnx_shallow::passes::{self, Ctx, Linearize, Pass};
+use onnx_shallow::progress::Silent;
 use onnx_shallow::runtime::compare::compare;
-use onnx_shallow::runtime::cost::CostModel;
 use onnx_shallow::runtime::run_all;
 use onnx_shallow::{Cost, Model, Options};
 
@@ -51,23 +51,20 @@ fn learned_with(
     options: &LearnOptions,
     pinned: &PinnedShapes,
 ) -> Learning {
-    let by_macs = matches!(cost, Cost::Macs);
     let exact = Options {
-        cost,
+        cost: cost.clone(),
         pinned: pinned.clone(),
         ..Options::default()
     };
     let (base, _) = onnx_shallow::optimize(original.clone(), &exact).unwrap();
-    let ctx = Ctx::new(pinned.clone(), None);
-    if by_macs {
-        ctx.cost.replace(CostModel::Macs);
-    }
+    let mut ctx = Ctx::new(pinned.clone(), None);
+    ctx.cost.replace(cost.into());
     let data = LearnData {
         train,
         held_out,
         more_splits: &[],
     };
-    gates::learn(original, &base, &data, &ctx, options, &mut ()).unwrap()
+    gates::learn(original, &base, &data, &mut ctx, options, &Silent).unwrap()
 }
 
 /// The rows of `x` (all arrays of a one-input `.npz`) in `rows`.
@@ -169,14 +166,14 @@ fn groups_whose_gates_never_cross_are_walked_best_alone_first() {
     };
     let (base, _) = onnx_shallow::optimize(original.clone(), &exact).unwrap();
     let alone = |group: &gates::GateGroup| {
-        let ctx = Ctx::default();
-        ctx.cost.replace(CostModel::Macs);
+        let mut ctx = Ctx::default();
+        ctx.cost.replace(Cost::Macs.into());
         let mut model = base.clone();
         let nodes: Vec<String> = group.nodes().map(String::from).collect();
         Linearize::nodes(&nodes)
-            .run(&mut model.graph, &ctx)
+            .run(&mut model.graph, &mut ctx)
             .unwrap();
-        passes::run_pipeline(&passes::folding(), &mut model.graph, &ctx).unwrap();
+        passes::run_pipeline(&passes::folding(), &mut model.graph, &mut ctx).unwrap();
         compare(&original, &model, &held_out).unwrap().outputs[0]
             .agreement
             .unwrap()

@@ -78,9 +78,8 @@ fn peak_heap_of_a_learned_run(dir: &Path, samples: usize) -> u64 {
         held_out: &held_out,
         more_splits: &[],
     };
-    let (result, growth) = heap_growth(|| {
-        onnx_shallow::optimize_learned(model, &options, &data, &learn, &mut ()).map(|_| ())
-    });
+    let (result, growth) =
+        heap_growth(|| onnx_shallow::optimize_learned(model, &options, &data, &learn).map(|_| ()));
     result.unwrap();
     growth
         .expect("the counting allocator is installed")
@@ -227,8 +226,7 @@ fn fine_tuned_on(path: &Path, label_weight: f64, weight_lr: f64) -> Learning {
         held_out: &held_out,
         more_splits: &[],
     };
-    let (_, report) =
-        onnx_shallow::optimize_learned(model, &options, &data, &learn, &mut ()).unwrap();
+    let (_, report) = onnx_shallow::optimize_learned(model, &options, &data, &learn).unwrap();
     report.learning.unwrap()
 }
 

@@ -17,7 +17,7 @@ const RELU6: ActivationKind = ActivationKind::Clip { min: 0.0, max: 6.0 };
 
 fn canonicalized(relative: &str) -> Option<Model> {
     let mut model = onnx_shallow::load(&common::shared(relative)?).unwrap();
-    passes::run_pipeline(&passes::canonical(), &mut model.graph, &Ctx::default()).unwrap();
+    passes::run_pipeline(&passes::canonical(), &mut model.graph, &mut Ctx::default()).unwrap();
     Some(model)
 }
 
@@ -32,10 +32,10 @@ fn how_many(kinds: &[ActivationKind], kind: &ActivationKind) -> usize {
 
 /// Runs `linearize` with `patterns`; returns the origins of its rewrites.
 fn linearise(model: &mut Model, patterns: &[&str]) -> Vec<String> {
-    let stats = Linearize::new(patterns)
-        .run(&mut model.graph, &Ctx::default())
+    let done = Linearize::new(patterns)
+        .run(&mut model.graph, &mut Ctx::default())
         .unwrap();
-    stats.rewrites
+    done.stats.rewrites
 }
 
 #[test]

@@ -173,22 +173,22 @@ fn options_no_run_can_honour_are_refused_naming_them_and_write_nothing() {
         testdata("digits_test64.npz"),
     );
     let cases = [
-        (["--batch", "0"], "batch 0"),
-        (["--lr", "-0.1"], "lr -0.1"),
-        (["--threshold", "1.5"], "threshold 1.5"),
-        (["--max-drop", "-1"], "max-drop -1"),
-        (["--max-error", "NaN"], "max-error NaN"),
-        (["--target-speedup", "0.8"], "target-speedup 0.8"),
-        (["--weight-lr", "0"], "weight-lr 0"),
-        (["--warmup", "1"], "warmup 1"),
-        (["--label-weight", "-1"], "label-weight -1"),
-        (["--steps", "0"], "steps and eval-every"),
+        (["--batch", "0"], "--batch 0"),
+        (["--lr", "-0.1"], "--lr -0.1"),
+        (["--threshold", "1.5"], "--threshold 1.5"),
+        (["--max-drop", "-1"], "--max-drop -1"),
+        (["--max-error", "NaN"], "--max-error NaN"),
+        (["--target-speedup", "0.8"], "--target-speedup 0.8"),
+        (["--weight-lr", "0"], "--weight-lr 0"),
+        (["--warmup", "1"], "--warmup 1"),
+        (["--label-weight", "-1"], "--label-weight -1"),
+        (["--steps", "0"], "--steps 0: expected at least 1 step"),
         (["--threads", "0"], "threads 0"),
         (["--crop-scale", "0.5,0.2"], "--augment"),
         (["--crop-ratio", "2"], "--augment"),
         (
             ["--confidence", "1"],
-            "confidence 1: expected a level in (0, 1)",
+            "--confidence 1: expected a level in (0, 1)",
         ),
     ];
     for ([flag, value], named) in cases {

@@ -37,14 +37,18 @@ impl CropRange {
         let (s0, s1) = self.scale;
         let (r0, r1) = self.ratio;
         if !(s0 > 0.0 && s0 <= s1 && s1 <= 1.0) {
-            return Err(Error::Usage(format!(
-                "crop-scale {s0},{s1}: expected MIN,MAX with 0 < MIN ≤ MAX ≤ 1"
-            )));
+            return Err(Error::invalid(
+                "crop.scale",
+                format!("{s0},{s1}"),
+                "MIN,MAX with 0 < MIN ≤ MAX ≤ 1",
+            ));
         }
         if !(r0 > 0.0 && r0 <= r1 && r1.is_finite()) {
-            return Err(Error::Usage(format!(
-                "crop-ratio {r0},{r1}: expected MIN,MAX with 0 < MIN ≤ MAX"
-            )));
+            return Err(Error::invalid(
+                "crop.ratio",
+                format!("{r0},{r1}"),
+                "MIN,MAX with 0 < MIN ≤ MAX",
+            ));
         }
         Ok(())
     }
@@ -193,7 +197,7 @@ mod tests {
             scale: (0.5, 0.2),
             ..CropRange::default()
         };
-        assert!(bad.check().unwrap_err().to_string().contains("crop-scale"));
+        assert!(bad.check().unwrap_err().to_string().contains("crop.scale"));
         assert!(CropRange::default().check().is_ok());
     }
 }

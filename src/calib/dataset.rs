@@ -422,9 +422,11 @@ impl Dataset {
     /// and both sides get at least one. The held-out part is never augmented.
     pub fn split(&self, holdout: f64, seed: u64) -> Result<(Dataset, Dataset)> {
         if !(holdout > 0.0 && holdout < 1.0) {
-            return Err(Error::Usage(format!(
-                "holdout {holdout}: expected a fraction strictly between 0 and 1"
-            )));
+            return Err(Error::invalid(
+                "holdout",
+                holdout,
+                "a fraction strictly between 0 and 1",
+            ));
         }
         let mut rng = Rng::new(seed);
         let held = match self.groups() {

@@ -167,12 +167,11 @@ pub fn sample_dims(model: &Model, pinned: &PinnedShapes) -> Result<Vec<Vec<usize
             let fixed: Option<Vec<usize>> = dims.iter().skip(1).map(|dim| dim.known()).collect();
             match fixed {
                 Some(fixed) if !dims.is_empty() => Ok(fixed),
-                _ => Err(Error::tensor(
-                    &name,
-                    format!(
-                        "the input is {declared}: every dim after the first must be fixed to make data for it (pin it with --input-shape)"
-                    ),
-                )),
+                _ => Err(Error::DynamicInput {
+                    input: name,
+                    declared: declared.to_string(),
+                    needs: "every dim after the first must be fixed to make data for it",
+                }),
             }
         })
         .collect()
@@ -367,20 +366,21 @@ fn input_keys(
         (None, [_], _) if data_arrays(stored).count() == 1 => {
             Ok(data_arrays(stored).cloned().collect())
         }
+        (None, [input], _) => Err(Error::UnnamedArray {
+            path: path.to_path_buf(),
+            input: input.clone(),
+            held: stored.to_vec(),
+        }),
         _ => {
             let missing: Vec<&str> = input_names
                 .iter()
                 .filter(|name| !stored.contains(name))
                 .map(String::as_str)
                 .collect();
-            let remedy = match input_names {
-                [_] => "pick one with --calib-key NAME",
-                _ => "store one array per input name",
-            };
             Err(data_error(
                 path,
                 format!(
-                    "no array for input {} (the archive holds: {}); {remedy}",
+                    "no array for input {} (the archive holds: {}); store one array per input name",
                     missing.join(", "),
                     stored.join(", ")
                 ),
@@ -502,7 +502,7 @@ mod tests {
         assert!(
             one_input.contains("split.npz")
                 && one_input.contains(
-                    "no array for input input (the archive holds: x, y); pick one with --calib-key"
+                    "no array for input input (the archive holds: x, y); name the one to read"
                 ),
             "{one_input}"
         );

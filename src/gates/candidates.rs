@@ -56,7 +56,7 @@ impl GateGroup {
 }
 
 /// The gate groups of `graph` (canonical, exact folds applied), in execution order.
-pub fn candidates(graph: &Graph, ctx: &Ctx) -> Result<Vec<GateGroup>> {
+pub fn candidates(graph: &Graph, ctx: &mut Ctx) -> Result<Vec<GateGroup>> {
     let found = recognise_all(graph)?;
     let mut groups = Vec::new();
     let mut left = Vec::new();
@@ -98,15 +98,15 @@ struct Trial {
 }
 
 impl Trial {
-    fn run(graph: &Graph, ctx: &Ctx, activations: &[&Activation]) -> Result<Trial> {
+    fn run(graph: &Graph, ctx: &mut Ctx, activations: &[&Activation]) -> Result<Trial> {
         let mut copy = graph.clone();
         let names = activations.iter().map(|a| &graph.node(a.root()).name);
         Linearize::nodes(names).run(&mut copy, ctx)?;
         // Judged, not forced: the point is to learn which folds pay.
-        ctx.linearised.borrow_mut().clear();
-        passes::run_pipeline(&passes::folding(), &mut copy, ctx)?;
+        ctx.linearised.clear();
+        let folded = passes::run_pipeline(&passes::folding(), &mut copy, ctx)?;
         Ok(Trial {
-            folds: ctx.folds.take(),
+            folds: folded.folds,
         })
     }
 

@@ -159,7 +159,7 @@ pub(crate) fn load(dir: &Path, fingerprint: &str) -> Result<Option<State>> {
         serde_json::from_slice(json).map_err(|e| damaged(&format!("header: {e}")))?;
     if header.fingerprint != fingerprint {
         return Err(Error::Usage(format!(
-            "{}: this training state was saved by another run (another model, data or options); remove it or give another --checkpoint",
+            "{}: this training state was saved by another run (another model, data or options); remove it or keep this run's state in another folder",
             dir.display()
         )));
     }

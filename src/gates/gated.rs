@@ -326,8 +326,9 @@ pub fn ungate(trained: &Model, threshold: f64) -> Result<Ungated> {
     let mut model = trained.clone();
     // A re-export may hold α and the Clip bounds in Constant nodes, and read an α equal
     // to another through an Identity.
-    ConstantToInitializer.run(&mut model.graph, &Ctx::default())?;
-    RemoveIdentity.run(&mut model.graph, &Ctx::default())?;
+    let mut ctx = Ctx::default();
+    ConstantToInitializer.run(&mut model.graph, &mut ctx)?;
+    RemoveIdentity.run(&mut model.graph, &mut ctx)?;
     let (gates, mut notes) = read_gates(&model.graph)?;
     if gates.is_empty() {
         let seen = notes.iter().map(|n| format!("; {n}")).collect::<String>();

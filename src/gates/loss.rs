@@ -4,7 +4,7 @@
 //! An output produced by Softmax or LogSoftmax is a class output whose logits are that
 //! node's input (so nothing is ever put through softmax twice); any other output of
 //! shape [N, C] with C ≥ 2 is taken as logits; everything else is a regression output.
-//! The user overrides per output (`--output-kind NAME:class|regression`).
+//! The user overrides per output ([`LearnOptions::output_kinds`](crate::gates::LearnOptions::output_kinds)).
 
 use std::str::FromStr;
 
@@ -36,12 +36,14 @@ impl FromStr for OutputKind {
     }
 }
 
-/// Parses `--output-kind NAME:class|regression`.
+/// Parses `NAME:class` or `NAME:regression`.
 pub fn parse_output_kind(spec: &str) -> Result<(String, OutputKind)> {
     let (name, kind) = spec.rsplit_once(':').ok_or_else(|| {
-        Error::Usage(format!(
-            "--output-kind '{spec}': expected NAME:class or NAME:regression"
-        ))
+        Error::invalid(
+            "output_kind",
+            format!("'{spec}'"),
+            "NAME:class or NAME:regression",
+        )
     })?;
     Ok((name.to_string(), kind.parse()?))
 }
@@ -69,7 +71,7 @@ pub fn targets(
         .collect();
     if let Some((unknown, _)) = overrides.iter().find(|(n, _)| !names.contains(&n.as_str())) {
         return Err(Error::Usage(format!(
-            "--output-kind names '{unknown}', which is not an output; the outputs are: {}",
+            "an output kind is given for '{unknown}', which is not an output; the outputs are: {}",
             names.join(", ")
         )));
     }

@@ -19,8 +19,9 @@ use crate::error::{Error, Result};
 use crate::ir::Model;
 use crate::ir::shape::{self, PinnedShapes};
 use crate::passes::{self, Ctx};
+use crate::progress::{Progress, Stage};
 use crate::runtime::compare::{Comparison, Expected};
-use crate::runtime::interval::{Resampling, confidence_problem};
+use crate::runtime::interval::{Resampling, check_confidence};
 
 pub use candidates::{GateGroup, GatedActivation, candidates};
 pub use loss::{OutputKind, Target, parse_output_kind, targets};
@@ -58,77 +59,90 @@ impl LearnOptions {
     pub fn check(&self) -> Result<()> {
         let (train, budget) = (&self.train, &self.budget);
         let positive = |x: f64| x > 0.0 && x.is_finite();
+        let at_least_one_step = |steps: Option<usize>| steps != Some(0);
         let problems = [
             (
-                train.batch == 0,
-                "batch 0: expected at least 1 sample per step".to_string(),
+                train.batch > 0,
+                "batch",
+                train.batch.to_string(),
+                "at least 1 sample per step",
             ),
             (
-                !positive(train.lr),
-                format!("lr {}: expected a positive step size", train.lr),
+                positive(train.lr),
+                "lr",
+                train.lr.to_string(),
+                "a positive step size",
             ),
             (
-                !positive(train.weight_lr),
-                format!(
-                    "weight-lr {}: expected a positive step size",
-                    train.weight_lr
-                ),
+                positive(train.weight_lr),
+                "weight_lr",
+                train.weight_lr.to_string(),
+                "a positive step size",
             ),
             (
-                !(train.warmup >= 0.0 && train.warmup < 1.0),
-                format!(
-                    "warmup {}: expected a fraction of the steps in [0, 1)",
-                    train.warmup
-                ),
+                train.warmup >= 0.0 && train.warmup < 1.0,
+                "warmup",
+                train.warmup.to_string(),
+                "a fraction of the steps in [0, 1)",
             ),
             (
-                !(train.weight_decay >= 0.0 && train.weight_decay.is_finite()),
-                format!("weight-decay {}: expected 0 or more", train.weight_decay),
+                train.weight_decay >= 0.0 && train.weight_decay.is_finite(),
+                "weight_decay",
+                train.weight_decay.to_string(),
+                "0 or more",
             ),
             (
-                !(train.label_weight >= 0.0 && train.label_weight.is_finite()),
-                format!("label-weight {}: expected 0 or more", train.label_weight),
+                train.label_weight >= 0.0 && train.label_weight.is_finite(),
+                "label_weight",
+                train.label_weight.to_string(),
+                "0 or more",
             ),
             (
-                train.steps == Some(0) || train.eval_every == Some(0),
-                "steps and eval-every count at least 1 step".to_string(),
+                at_least_one_step(train.steps),
+                "steps",
+                "0".to_string(),
+                "at least 1 step",
             ),
             (
-                train.checkpoint.as_ref().is_some_and(|c| c.every == 0),
-                "checkpoint-every 0: expected at least 1 step".to_string(),
+                at_least_one_step(train.eval_every),
+                "eval_every",
+                "0".to_string(),
+                "at least 1 step",
             ),
             (
-                !(train.threshold > 0.0 && train.threshold <= 1.0),
-                format!(
-                    "threshold {}: expected a gate value in (0, 1]",
-                    train.threshold
-                ),
+                at_least_one_step(train.checkpoint.as_ref().map(|c| c.every)),
+                "checkpoint.every",
+                "0".to_string(),
+                "at least 1 step",
             ),
             (
-                !(budget.max_drop >= 0.0 && budget.max_drop.is_finite()),
-                format!("max-drop {}: expected points, 0 or more", budget.max_drop),
+                train.threshold > 0.0 && train.threshold <= 1.0,
+                "threshold",
+                train.threshold.to_string(),
+                "a gate value in (0, 1]",
             ),
             (
-                !(budget.max_error >= 0.0 && budget.max_error.is_finite()),
-                format!(
-                    "max-error {}: expected a relative error, 0 or more",
-                    budget.max_error
-                ),
+                budget.max_drop >= 0.0 && budget.max_drop.is_finite(),
+                "max_drop",
+                budget.max_drop.to_string(),
+                "points, 0 or more",
             ),
             (
-                budget
-                    .target_speedup
-                    .is_some_and(|s| !(positive(s) && s > 1.0)),
-                format!(
-                    "target-speedup {}: expected a speedup above 1 (1.2 is 1.2× faster)",
-                    budget.target_speedup.unwrap_or_default()
-                ),
+                budget.max_error >= 0.0 && budget.max_error.is_finite(),
+                "max_error",
+                budget.max_error.to_string(),
+                "a relative error, 0 or more",
+            ),
+            (
+                budget.target_speedup.is_none_or(|s| positive(s) && s > 1.0),
+                "target_speedup",
+                budget.target_speedup.unwrap_or_default().to_string(),
+                "a speedup above 1 (1.2 is 1.2× faster)",
             ),
         ];
-        let found = problems.into_iter().find(|(bad, _)| *bad).map(|(_, p)| p);
-        match found.or_else(|| confidence_problem(budget.confidence)) {
-            Some(problem) => Err(Error::Usage(problem)),
-            None => Ok(()),
+        match problems.into_iter().find(|(valid, ..)| !valid) {
+            Some((_, option, value, expected)) => Err(Error::invalid(option, value, expected)),
+            None => check_confidence(budget.confidence),
         }
     }
 }
@@ -166,37 +180,15 @@ pub struct Learning {
     pub walk: Walk,
 }
 
-/// Progress of the long stages, for a progress bar or a log.
-pub trait LearnProgress {
-    fn candidates_found(&mut self, _groups: &[GateGroup]) {}
-    /// `agreement`: the last held-out measurement's, when training measures.
-    fn training_step(
-        &mut self,
-        _step: usize,
-        _steps: usize,
-        _loss: f64,
-        _past_threshold: usize,
-        _agreement: Option<f64>,
-    ) {
-    }
-    /// `done` of the `of` groups whose gates did not cross the threshold measured folded
-    /// alone (0 when that starts).
-    fn group_measured(&mut self, _done: usize, _of: usize) {}
-    fn walk_step(&mut self, _step: &Step, _of: usize) {}
-}
-
-/// Silence.
-impl LearnProgress for () {}
-
 /// Learns which activations of `original` can go: `base` is `original` after the exact
 /// rewrites and folds, `ctx` judges folds (its cost model, folding options and pins).
 pub fn learn(
     original: &Model,
     base: &Model,
     data: &LearnData,
-    ctx: &Ctx,
+    ctx: &mut Ctx,
     options: &LearnOptions,
-    progress: &mut dyn LearnProgress,
+    progress: &dyn Progress,
 ) -> Result<Learning> {
     options.check()?;
     if !data.more_splits.is_empty() && options.train.checkpoint.is_some() {
@@ -205,11 +197,15 @@ pub fn learn(
         ));
     }
     let named = !options.linearize.is_empty();
-    let groups = match named {
-        true => candidates::named(&base.graph, &passes::Linearize::new(&options.linearize))?,
-        false => candidates(&base.graph, ctx)?,
+    let engine = ctx.cost.borrow().engine.name();
+    let groups = {
+        let label = format!("finding gate candidates (timing folds in {engine})");
+        let _stage = Stage::begin(progress, &label, None);
+        match named {
+            true => candidates::named(&base.graph, &passes::Linearize::new(&options.linearize))?,
+            false => candidates(&base.graph, ctx)?,
+        }
     };
-    progress.candidates_found(&groups);
     let shapes = shape::infer(&base.graph, &PinnedShapes::default())?;
     let targets = targets(&base.graph, &shapes, &options.output_kinds)?;
     let linear: Vec<usize> = match named {
@@ -218,10 +214,7 @@ pub fn learn(
     };
     // Named activations are linear from the start: without fine-tuning there is nothing
     // to train.
-    let mut train_on = |train, held_out| {
-        let mut on_step = |step, steps, loss, past, agreement| {
-            progress.training_step(step, steps, loss, past, agreement)
-        };
+    let train_on = |train, held_out| {
         let data = train::TrainData { train, held_out };
         let training = train::train(
             base,
@@ -230,7 +223,7 @@ pub fn learn(
             &targets,
             &data,
             &options.train,
-            &mut on_step,
+            progress,
         )?;
         let fine_tuned = match &training.weights {
             Some(weights) => Some(trained::write_trained(
@@ -300,19 +293,14 @@ pub fn learn(
         (all_crossed.into_iter().collect(), FoldedAlone::default())
     } else {
         let (ordered, alone) = if uncrossed.len() > 1 {
-            walker.by_fidelity_alone(&uncrossed, ctx, &mut |done, of| {
-                progress.group_measured(done, of)
-            })?
+            walker.by_fidelity_alone(&uncrossed, ctx, progress)?
         } else {
             (uncrossed, FoldedAlone::default())
         };
         let one_by_one = crossed.into_iter().chain(ordered).map(|g| vec![g]);
         (one_by_one.collect(), alone)
     };
-    let steps = schedule.len() + 1;
-    let walk = walker.walk(&schedule, alone, ctx, &mut |step| {
-        progress.walk_step(step, steps)
-    })?;
+    let walk = walker.walk(&schedule, alone, ctx, progress)?;
     Ok(Learning {
         groups,
         targets,

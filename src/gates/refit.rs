@@ -862,7 +862,7 @@ mod tests {
     fn folded(base: &Model, removed: &[&str]) -> (Model, Vec<FoldRecord>) {
         use crate::passes::{self, Ctx, Linearize, Pass};
         let mut model = base.clone();
-        let ctx = Ctx::default();
+        let mut ctx = Ctx::default();
         let nodes: Vec<String> = removed
             .iter()
             .map(|v| {
@@ -874,10 +874,10 @@ mod tests {
             })
             .collect();
         Linearize::nodes(&nodes)
-            .run(&mut model.graph, &ctx)
+            .run(&mut model.graph, &mut ctx)
             .unwrap();
-        passes::run_pipeline(&passes::folding(), &mut model.graph, &ctx).unwrap();
-        (model, ctx.folds.take())
+        let folded = passes::run_pipeline(&passes::folding(), &mut model.graph, &mut ctx).unwrap();
+        (model, folded.folds)
     }
 
     #[test]

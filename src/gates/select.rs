@@ -30,6 +30,7 @@ use crate::gates::refit::{self, Refitted};
 use crate::ir::Model;
 use crate::ir::stats::ModelStats;
 use crate::passes::{self, Ctx, FoldRecord, Linearize, Pass};
+use crate::progress::{Progress, Stage};
 use crate::runtime::bench::{self, BenchOptions};
 use crate::runtime::compare::{Comparison, Expected, FidelityIntervals, OutputComparison};
 use crate::runtime::interval::{Interval, Resampling, distinct_groups};
@@ -113,7 +114,8 @@ pub struct Step {
     /// MACs against the original's.
     pub mac_ratio: f64,
     /// Latency against the original's, median of interleaved pairs in tract (90 within
-    /// budget, 10 over); not measured with `--cost macs`, where the MAC ratio decides.
+    /// budget, 10 over); not measured with [`Cost::Macs`](crate::Cost::Macs), where the MAC
+    /// ratio decides.
     pub latency_ratio: Option<f64>,
     /// The standard error of `latency_ratio` (see
     /// [`PairTiming::ratio_standard_error`](bench::PairTiming::ratio_standard_error)).
@@ -224,8 +226,8 @@ pub struct Split<'a> {
 }
 
 impl Walker<'_> {
-    /// Walks `schedule` (the groups each step adds, safest first); `on_step` sees each
-    /// measured step. Each step adds its groups to the last step within budget: they are
+    /// Walks `schedule` (the groups each step adds, safest first), a step of `progress`
+    /// per measured step. Each step adds its groups to the last step within budget: they are
     /// linearised and folded, and only the layers those folds made are refit; a step over
     /// budget is measured and reported, and the walk goes on without it.
     /// Steps that fold one group alone on the start model reuse what `alone` holds of it
@@ -234,10 +236,14 @@ impl Walker<'_> {
         &self,
         schedule: &[Vec<usize>],
         mut alone: FoldedAlone,
-        ctx: &Ctx,
-        on_step: &mut dyn FnMut(&Step),
+        ctx: &mut Ctx,
+        progress: &dyn Progress,
     ) -> Result<Walk> {
-        ctx.folds.take(); // what folded before the walk is part of the base
+        let label = format!(
+            "measuring the schedule (held-out data, {})",
+            ctx.cost.borrow().engine.name()
+        );
+        let stage = Stage::begin(progress, &label, Some(schedule.len() as u64 + 1));
         let original_macs = macs(self.original, ctx)?;
         let mut kept = self.starts();
         let mut steps: Vec<Step> = Vec::new();
@@ -247,7 +253,7 @@ impl Walker<'_> {
             let Folded { splits, fidelity } = self.step_model(adds, &kept, &mut alone, ctx)?;
             let (model, done) = &splits[0];
             let step = self.measure(model, done, fidelity, original_macs, ctx)?;
-            on_step(&step);
+            stage.advance(1);
             let reached = self.budget.reached(&step);
             if step.within_budget {
                 within_budget.push((k, model.clone()));
@@ -275,24 +281,25 @@ impl Walker<'_> {
 
     /// `groups` ordered by the fidelity each keeps when folded (and refit) alone, best
     /// first, on the held-out data: for gates training could not tell apart (none crossed
-    /// the threshold), what each costs is measured instead. `on_measured(done, of)`. Each
-    /// group's folded model is kept for the walk.
+    /// the threshold), what each costs is measured instead, a step of `progress` per
+    /// group. Each group's folded model is kept for the walk.
     pub fn by_fidelity_alone(
         &self,
         groups: &[usize],
-        ctx: &Ctx,
-        on_measured: &mut dyn FnMut(usize, usize),
+        ctx: &mut Ctx,
+        progress: &dyn Progress,
     ) -> Result<(Vec<usize>, FoldedAlone)> {
         let mut scored = Vec::with_capacity(groups.len());
         let mut alone = FoldedAlone::default();
-        on_measured(0, groups.len());
-        for (i, &g) in groups.iter().enumerate() {
+        let label = "ordering the groups whose gates did not cross: each folded alone";
+        let stage = Stage::begin(progress, label, Some(groups.len() as u64));
+        for &g in groups {
             let start = self.starts();
             let folded = self.step_model(Some(&[g]), &start, &mut FoldedAlone::default(), ctx)?;
             let shortfall = summary(self.targets, &folded.fidelity).shortfall();
             scored.push((-shortfall, g));
             alone.0.insert(g, folded);
-            on_measured(i + 1, groups.len());
+            stage.advance(1);
         }
         scored.sort_by(|a, b| b.0.total_cmp(&a.0));
         Ok((scored.into_iter().map(|(_, g)| g).collect(), alone))
@@ -312,7 +319,7 @@ impl Walker<'_> {
         adds: Option<&[usize]>,
         kept: &[(Model, Done)],
         alone: &mut FoldedAlone,
-        ctx: &Ctx,
+        ctx: &mut Ctx,
     ) -> Result<Folded> {
         let splits = match adds {
             None => vec![(self.base.clone(), Done::default()); self.splits.len()],
@@ -352,7 +359,7 @@ impl Walker<'_> {
         groups: &[usize],
         done: &mut Done,
         split: &Split,
-        ctx: &Ctx,
+        ctx: &mut Ctx,
     ) -> Result<()> {
         let removed: Vec<String> = groups
             .iter()
@@ -360,9 +367,8 @@ impl Walker<'_> {
             .map(String::from)
             .collect();
         Linearize::nodes(&removed).run(&mut model.graph, ctx)?;
-        passes::run_pipeline(&passes::folding(), &mut model.graph, ctx)?;
-        ctx.linearised.borrow_mut().clear();
-        let folds = ctx.folds.take();
+        let folds = passes::run_pipeline(&passes::folding(), &mut model.graph, ctx)?.folds;
+        ctx.linearised.clear();
         if let Some(values) = &split.refit_to {
             done.refitted
                 .extend(refit::refit(model, values, &done.folds, &folds, self.seed)?);

@@ -34,6 +34,7 @@ use crate::gates::checkpoint;
 use crate::gates::loss::{self, OutputKind, Target};
 use crate::ir::extract::probe;
 use crate::ir::{Graph, Model};
+use crate::progress::{Progress, Stage};
 use crate::runtime::{self, Runner};
 
 /// λ at the first and at the last step, relative to the normalised gains.
@@ -146,10 +147,6 @@ pub struct Training {
     pub weights: Option<Params<f32>>,
 }
 
-/// Progress of a run: (step, steps, loss, gates past the threshold, last held-out
-/// agreement).
-pub type OnStep<'a> = dyn FnMut(usize, usize, f64, usize, Option<f64>) + 'a;
-
 /// The data training reads.
 pub struct TrainData<'a> {
     pub train: &'a Dataset,
@@ -165,7 +162,7 @@ pub fn train(
     targets: &[Target],
     data: &TrainData,
     options: &TrainOptions,
-    on_step: &mut OnStep,
+    progress: &dyn Progress,
 ) -> Result<Training> {
     let region = Region::of(&model.graph, groups, targets)?;
     let teacher_model = region.teacher(model)?;
@@ -185,6 +182,7 @@ pub fn train(
             .unwrap_or_else(|| DEFAULT_STEPS.div_ceil(per_epoch).clamp(1, 50));
         epochs * per_epoch
     });
+    let stage = Stage::begin(progress, "training gates", Some(steps as u64));
     let eval_every = options
         .eval_every
         .or(options
@@ -219,6 +217,7 @@ pub fn train(
     };
     let mut order = (usize::MAX, Vec::new());
     let first_step = run.step;
+    stage.advance(first_step as u64);
     while run.step < steps {
         let epoch = run.step / per_epoch;
         if order.0 != epoch {
@@ -231,13 +230,15 @@ pub fn train(
             let evaluation = trainer.evaluate(&run.params, run.step, run.crossed())?;
             run.record(evaluation);
         }
-        on_step(
-            run.step,
-            steps,
-            loss,
-            run.crossed(),
-            run.evaluations.last().and_then(|e| e.agreement),
-        );
+        stage.advance(1);
+        let held_out = run.evaluations.last().and_then(|e| e.agreement);
+        let held_out = held_out.map_or(String::new(), |a| {
+            format!(", held-out agreement {:.1} %", 100.0 * a)
+        });
+        stage.message(&format!(
+            "training: loss {loss:.4}, {} past threshold{held_out}",
+            run.crossed()
+        ));
         if let Some(c) = &options.checkpoint {
             let taken = run.step - first_step;
             let stop = c.stop_after.is_some_and(|k| taken >= k) && run.step < steps;

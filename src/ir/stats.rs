@@ -18,7 +18,7 @@ pub struct ModelStats {
     /// Multiply-accumulates of Conv, ConvTranspose, Gemm and MatMul at batch 1.
     pub macs: u64,
     pub macs_by_op: BTreeMap<String, u64>,
-    /// False when some layer's dims are unknown (pin them with `--input-shape`).
+    /// False when some layer's dims are unknown (pinning the inputs' dims fixes them).
     pub macs_complete: bool,
     /// Longest path counted in linear layers (Conv, ConvTranspose, Gemm, MatMul).
     pub depth: usize,

@@ -31,7 +31,7 @@ use crate::passes::segments::{
     ChainShapes, Region, Replaced, Segment, apply_fold, judge_fold, reads_linearised,
     run_chain_folds, single_fold,
 };
-use crate::passes::{Ctx, FoldRecord, Pass, PassStats};
+use crate::passes::{Ctx, FoldRecord, Pass, PassOutcome};
 
 pub(crate) struct CommuteGlobalPool;
 
@@ -65,7 +65,7 @@ impl Pass for CommuteGlobalPool {
         NAME
     }
 
-    fn run(&self, graph: &mut Graph, ctx: &Ctx) -> Result<PassStats> {
+    fn run(&self, graph: &mut Graph, ctx: &mut Ctx) -> Result<PassOutcome> {
         run_chain_folds(NAME, graph, ctx, find_pooled_convs, choose_fold, apply)
     }
 }
@@ -121,6 +121,7 @@ fn choose_fold(
     region: &PooledConv,
     shapes: &ChainShapes,
     ctx: &Ctx,
+    _: &mut PassOutcome,
 ) -> Result<Vec<Segment<()>>> {
     let forced = reads_linearised(graph, ctx, [region.conv_output]);
     let ends = (region.input, std::slice::from_ref(&region.output));
@@ -200,9 +201,9 @@ mod tests {
     fn fires_on_a_pointwise_conv_with_bias_and_groups_and_stays_exact() {
         for group in [1, 2] {
             let before = conv_pool_head(1, &[0; 4], &[1, 1], group);
-            let (after, ctx) = run_with(&CommuteGlobalPool, &before, verdict(2.0, 1.0), &[]);
+            let (after, done) = run_with(&CommuteGlobalPool, &before, verdict(2.0, 1.0), &[]);
             assert!(pool_comes_first(&after), "group {group}");
-            let folds = ctx.folds.borrow();
+            let folds = &done.folds;
             assert_eq!(folds.len(), 1);
             assert!(folds[0].exact && folds[0].border_error.is_none());
             let error = max_relative_error(&before, &after, &[vec![3, 4, 5, 6]], 1);
@@ -213,10 +214,10 @@ mod tests {
     #[test]
     fn skips_a_fold_the_cost_model_says_is_slower_unless_linearised() {
         let before = conv_pool_head(1, &[0; 4], &[1, 1], 1);
-        let (after, ctx) = run_with(&CommuteGlobalPool, &before, verdict(1.0, 1.2), &[]);
-        assert!(!pool_comes_first(&after) && ctx.folds.borrow().is_empty());
-        let (after, ctx) = run_with(&CommuteGlobalPool, &before, verdict(1.0, 1.2), &["c"]);
-        assert!(pool_comes_first(&after) && ctx.folds.borrow()[0].forced);
+        let (after, done) = run_with(&CommuteGlobalPool, &before, verdict(1.0, 1.2), &[]);
+        assert!(!pool_comes_first(&after) && done.folds.is_empty());
+        let (after, done) = run_with(&CommuteGlobalPool, &before, verdict(1.0, 1.2), &["c"]);
+        assert!(pool_comes_first(&after) && done.folds[0].forced);
     }
 
     #[test]
@@ -256,8 +257,8 @@ mod tests {
                 .node("GlobalAveragePool", &["c"], &["y"], Attributes::default())
                 .output("y"),
         );
-        let (after, ctx) = run_with(&CommuteGlobalPool, &before, verdict(2.0, 1.0), &[]);
-        assert_eq!(ctx.folds.borrow().len(), 2);
+        let (after, done) = run_with(&CommuteGlobalPool, &before, verdict(2.0, 1.0), &[]);
+        assert_eq!(done.folds.len(), 2);
         let first = after.graph.topological_order().unwrap()[0];
         assert_eq!(after.graph.node(first).op(), "GlobalAveragePool");
         assert_eq!(count(&after, "GlobalAveragePool"), 1);
@@ -292,12 +293,12 @@ mod tests {
                 )
                 .output("y"),
         );
-        let ctx = Ctx {
+        let mut ctx = Ctx {
             cost: verdict(2.0, 1.0).into(),
             ..Ctx::default()
         };
         let error = CommuteGlobalPool
-            .run(&mut before.clone().graph, &ctx)
+            .run(&mut before.clone().graph, &mut ctx)
             .unwrap_err()
             .to_string();
         assert!(error.contains("still folding after 16 sweeps"), "{error}");

@@ -22,7 +22,7 @@ impl Rule for ConstantToInitializer {
         "constant_to_initializer"
     }
 
-    fn rewrite(&self, graph: &Graph, id: NodeId, _: &Shapes, _: &Ctx) -> Result<Option<Patch>> {
+    fn rewrite(&self, graph: &Graph, id: NodeId, _: &Shapes, _: &mut Ctx) -> Result<Option<Patch>> {
         let node = graph.node(id);
         let (OpKind::Constant, Some(output)) = (&node.kind, node.output(0)) else {
             return Ok(None);

@@ -10,7 +10,7 @@
 
 use crate::error::Result;
 use crate::ir::Graph;
-use crate::passes::{Ctx, Pass, PassStats};
+use crate::passes::{Ctx, Pass, PassOutcome};
 
 pub(crate) struct EliminateDeadCode;
 
@@ -21,24 +21,22 @@ impl Pass for EliminateDeadCode {
 
     /// One sweep removes everything dead (it walks users before producers); it counts
     /// as one rewrite when it removes anything.
-    fn run(&self, graph: &mut Graph, ctx: &Ctx) -> Result<PassStats> {
-        let mut stats = PassStats {
-            pass: self.name().to_string(),
-            ..PassStats::default()
-        };
+    fn run(&self, graph: &mut Graph, ctx: &mut Ctx) -> Result<PassOutcome> {
+        let mut done = PassOutcome::of(self.name());
         if !ctx.budget_left() {
-            return Ok(stats);
+            return Ok(done);
         }
         let removed = graph.eliminate_dead_code()?;
         if removed > 0 {
+            let stats = &mut done.stats;
             stats.patches = 1;
             stats.nodes_removed = removed as i64;
             stats
                 .rewrites
                 .push(format!("{} >> sweep >> graph", self.name()));
-            ctx.applied.set(ctx.applied.get() + 1);
+            ctx.count_patch();
         }
-        Ok(stats)
+        Ok(done)
     }
 }
 

@@ -41,7 +41,7 @@ impl Rule for FoldAffine {
         graph: &Graph,
         id: NodeId,
         shapes: &Shapes,
-        _: &Ctx,
+        _: &mut Ctx,
     ) -> Result<Option<Patch>> {
         match elementwise_affine(graph, graph.node(id), shapes) {
             Some(affine) => fold_into_layer(self.name(), graph, id, &affine, shapes),

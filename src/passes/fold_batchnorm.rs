@@ -35,7 +35,7 @@ impl Rule for FoldBatchNorm {
         graph: &Graph,
         id: NodeId,
         shapes: &Shapes,
-        _: &Ctx,
+        _: &mut Ctx,
     ) -> Result<Option<Patch>> {
         match batch_norm_affine(graph, graph.node(id))? {
             Some(affine) => fold_into_layer(self.name(), graph, id, &affine, shapes),

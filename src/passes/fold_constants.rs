@@ -55,7 +55,7 @@ impl Rule for FoldConstants {
         graph: &Graph,
         id: NodeId,
         shapes: &Shapes,
-        _: &Ctx,
+        _: &mut Ctx,
     ) -> Result<Option<Patch>> {
         let node = graph.node(id);
         if !is_foldable(graph, node) {
@@ -237,8 +237,9 @@ mod tests {
         let mut after = before.clone();
         let pinned = [("x".to_string(), vec![2, 3, 4, 5])].into_iter().collect();
         let stats = FoldConstants
-            .run(&mut after.graph, &Ctx::new(pinned, None))
-            .unwrap();
+            .run(&mut after.graph, &mut Ctx::new(pinned, None))
+            .unwrap()
+            .stats;
         assert_eq!((stats.patches, count(&after, "Shape")), (0, 1));
     }
 

@@ -44,7 +44,7 @@ use crate::passes::segments::{
     self, ChainElement, ChainShapes, Replaced, Segment, apply_fold, best_partition, judge_fold,
     run_chain_folds,
 };
-use crate::passes::{Ctx, FoldRecord, Pass, PassStats, matching};
+use crate::passes::{Ctx, FoldRecord, Pass, PassOutcome, matching};
 
 pub(crate) struct FoldConvChains;
 
@@ -86,7 +86,7 @@ impl Pass for FoldConvChains {
         NAME
     }
 
-    fn run(&self, graph: &mut Graph, ctx: &Ctx) -> Result<PassStats> {
+    fn run(&self, graph: &mut Graph, ctx: &mut Ctx) -> Result<PassOutcome> {
         run_chain_folds(NAME, graph, ctx, find_chains, choose_folds, apply)
     }
 }
@@ -302,13 +302,14 @@ fn choose_folds(
     chain: &Chain,
     shapes: &ChainShapes,
     ctx: &Ctx,
+    done: &mut PassOutcome,
 ) -> Result<Vec<Segment<ConvMap>>> {
-    note_pools_without_static_dims(graph, chain, shapes, ctx);
+    note_pools_without_static_dims(graph, chain, shapes, done);
     let segments = best_partition(
         graph,
         &chain.values,
         ctx,
-        |a| foldable_maps(graph, chain, a, shapes, ctx),
+        |a| foldable_maps(graph, chain, a, shapes, ctx, done),
         |a, b, map, forced| {
             let ends = (chain.values[a], &chain.values[b..=b]);
             let dtype = weight_dtype(graph, chain, a);
@@ -318,7 +319,7 @@ fn choose_folds(
         },
     )?;
     for segment in &segments {
-        note_sized_by_pins(graph, chain, segment, shapes, ctx);
+        note_sized_by_pins(graph, chain, segment, shapes, done);
     }
     Ok(segments)
 }
@@ -330,14 +331,14 @@ fn note_sized_by_pins(
     chain: &Chain,
     segment: &Segment<ConvMap>,
     shapes: &ChainShapes,
-    ctx: &Ctx,
+    done: &mut PassOutcome,
 ) {
     let map = &segment.fold;
     let per_position = map.bias_map.is_some() || map.position_scale.is_some();
     if per_position && spatial_dims(&shapes.declared, chain.values[segment.a]).is_none() {
-        ctx.sized_by_pins.set(true);
-        ctx.note(format!(
-            "{NAME}: the fold ending at '{}' adds a per-position map sized at the pinned dims (--input-shape); the output declares them and runs only at them",
+        done.sized_by_pins = true;
+        done.note(format!(
+            "{NAME}: the fold ending at '{}' adds a per-position map sized at the pinned dims; the output declares them and runs only at them",
             graph.node(chain.elements[segment.b - 1].node()).name
         ));
     }
@@ -350,13 +351,18 @@ fn spatial_dims(shapes: &Shapes, value: ValueId) -> Option<[usize; 2]> {
 
 /// A pool excluding its padding cannot fold without static (or pinned) spatial dims: say
 /// so.
-fn note_pools_without_static_dims(graph: &Graph, chain: &Chain, shapes: &ChainShapes, ctx: &Ctx) {
+fn note_pools_without_static_dims(
+    graph: &Graph,
+    chain: &Chain,
+    shapes: &ChainShapes,
+    done: &mut PassOutcome,
+) {
     for (k, element) in chain.elements.iter().enumerate() {
         if let Element::PoolExcludingPads { node, .. } = element
             && spatial_dims(&shapes.analysed, chain.values[k]).is_none()
         {
-            ctx.note(format!(
-                "{NAME}: '{}' averages without counting its padding, a per-position divisor that needs static spatial dims; pin them with --input-shape to fold it",
+            done.note(format!(
+                "{NAME}: '{}' averages without counting its padding, a per-position divisor that needs static spatial dims; pin the input's dims to fold it",
                 graph.node(*node).name
             ));
         }
@@ -369,14 +375,14 @@ fn note_bias_maps_without_static_dims(
     graph: &Graph,
     chain: &Chain,
     maps: &[Option<ConvMap>],
-    ctx: &Ctx,
+    done: &mut PassOutcome,
 ) {
     for (element, map) in chain.elements.iter().zip(maps) {
         if let (Element::Layer { node, conv }, Some(map)) = (element, map)
             && map.needs_static_dims(conv)
         {
-            ctx.note(format!(
-                "{NAME}: folding into '{}' needs a per-position bias map (it pads what a bias reached), which needs static spatial dims; pin them with --input-shape to fold it",
+            done.note(format!(
+                "{NAME}: folding into '{}' needs a per-position bias map (it pads what a bias reached), which needs static spatial dims; pin the input's dims to fold it",
                 graph.node(*node).name
             ));
         }
@@ -392,6 +398,7 @@ fn foldable_maps(
     a: usize,
     shapes: &ChainShapes,
     ctx: &Ctx,
+    done: &mut PassOutcome,
 ) -> Vec<Option<ConvMap>> {
     let input = chain.values[a];
     let Some(channels) = shapes.declared.get(input).dim(1) else {
@@ -399,7 +406,7 @@ fn foldable_maps(
     };
     let hw = spatial_dims(&shapes.declared, input).or(spatial_dims(&shapes.analysed, input));
     let mut maps = segment_maps(chain, a, channels, hw);
-    note_bias_maps_without_static_dims(graph, chain, &maps, ctx);
+    note_bias_maps_without_static_dims(graph, chain, &maps, done);
     for (b, map) in maps.iter_mut().enumerate().skip(a + 2) {
         let allowed = map
             .as_ref()
@@ -577,10 +584,10 @@ mod tests {
     #[test]
     fn fires_on_a_whole_block_when_the_cost_model_says_it_is_faster() {
         let before = linear_block();
-        let (after, ctx) = run_with(&FoldConvChains, &before, verdict(2.0, 1.0), &[]);
+        let (after, done) = run_with(&FoldConvChains, &before, verdict(2.0, 1.0), &[]);
         // One dense 3×3 with the identity on its centre tap, and the border bias map.
         assert_eq!((count(&after, "Conv"), count(&after, "Add")), (1, 1));
-        let folds = ctx.folds.borrow();
+        let folds = &done.folds;
         assert_eq!(folds.len(), 1);
         assert_eq!(folds[0].sources.len(), 4);
         assert!(folds[0].exact && !folds[0].forced);
@@ -614,21 +621,21 @@ mod tests {
     #[test]
     fn skips_a_fold_the_cost_model_says_is_slower() {
         let before = linear_block();
-        let (after, ctx) = run_with(&FoldConvChains, &before, verdict(1.0, 1.2), &[]);
+        let (after, done) = run_with(&FoldConvChains, &before, verdict(1.0, 1.2), &[]);
         assert_eq!(count(&after, "Conv"), 3);
-        assert!(ctx.folds.borrow().is_empty());
+        assert!(done.folds.is_empty());
     }
 
     #[test]
     fn folds_across_linearised_values_even_when_slower() {
         let before = linear_block();
-        let (after, ctx) = run_with(&FoldConvChains, &before, verdict(1.0, 1.2), &["e", "d"]);
+        let (after, done) = run_with(&FoldConvChains, &before, verdict(1.0, 1.2), &["e", "d"]);
         // The cut after the project conv is free, so the cheaper partition keeps the Add.
         assert!(
             count(&after, "Conv") == 1,
             "the convs around the linearised values fold"
         );
-        assert!(ctx.folds.borrow().iter().all(|f| f.forced));
+        assert!(done.folds.iter().all(|f| f.forced));
         let error = max_relative_error(&before, &after, &[vec![1, C, 9, 9]], 4);
         assert!(error <= EXACT, "relative error {error:e}");
     }
@@ -660,15 +667,15 @@ mod tests {
             allow_approx_borders: true,
             ..Default::default()
         };
-        let ctx = Ctx {
+        let mut ctx = Ctx {
             cost: verdict(2.0, 1.0).into(),
             folding,
             ..Ctx::default()
         };
         let mut approx = before.clone();
-        FoldConvChains.run(&mut approx.graph, &ctx).unwrap();
+        let done = FoldConvChains.run(&mut approx.graph, &mut ctx).unwrap();
         assert_eq!(count(&approx, "Conv"), 1);
-        let fold = &ctx.folds.borrow()[0];
+        let fold = &done.folds[0];
         assert!(!fold.exact);
         // Measured on the region, which is the whole model here: the border error shows.
         let error = fold
@@ -729,8 +736,8 @@ mod tests {
                 .output("y1")
                 .output("y2"),
         );
-        let (after, ctx) = run_with(&FoldConvChains, &before, verdict(2.0, 1.0), &[]);
-        assert_eq!((count(&after, "Conv"), ctx.folds.borrow().len()), (3, 2));
+        let (after, done) = run_with(&FoldConvChains, &before, verdict(2.0, 1.0), &[]);
+        assert_eq!((count(&after, "Conv"), done.folds.len()), (3, 2));
         let error = max_relative_error(&before, &after, &[vec![1, C, 5, 5]], 5);
         assert!(error <= EXACT, "relative error {error:e}");
     }
@@ -768,10 +775,10 @@ mod tests {
         for pads in [[1, 1, 1, 1], [0, 1, 2, 0]] {
             // Forced: the 3×3 stride-2 composite has more MACs than the 1×1 it replaces.
             let before = conv_then_pool(1, &pads, [9, 8]);
-            let (after, ctx) = run_with(&FoldConvChains, &before, verdict(2.0, 1.0), &["c"]);
+            let (after, done) = run_with(&FoldConvChains, &before, verdict(2.0, 1.0), &["c"]);
             let ops = ["Conv", "AveragePool", "Mul"].map(|op| count(&after, op));
             assert_eq!(ops, [1, 0, 1], "{pads:?}");
-            assert!(ctx.folds.borrow()[0].exact);
+            assert!(done.folds[0].exact);
             let error = max_relative_error(&before, &after, &[vec![2, C, 9, 8]], 6);
             assert!(error <= EXACT, "{pads:?}: relative error {error:e}");
         }
@@ -787,9 +794,9 @@ mod tests {
     #[test]
     fn skips_an_average_pool_excluding_its_padding_without_static_dims_with_a_note() {
         let before = conv_then_pool(1, &[1; 4], [-1, -1]);
-        let (after, ctx) = run_with(&FoldConvChains, &before, verdict(2.0, 1.0), &["c"]);
+        let (after, done) = run_with(&FoldConvChains, &before, verdict(2.0, 1.0), &["c"]);
         assert_eq!(count(&after, "AveragePool"), 1);
-        let notes = ctx.notes.borrow();
+        let notes = &done.notes;
         assert_eq!(notes.len(), 1);
         assert!(
             notes[0].contains("'AveragePool_1'") && notes[0].contains("static"),
@@ -822,17 +829,17 @@ mod tests {
                     .output("y"),
             )
         };
-        let (after, ctx) = run_with(&FoldConvChains, &padded_pair(-1), verdict(2.0, 1.0), &[]);
+        let (after, done) = run_with(&FoldConvChains, &padded_pair(-1), verdict(2.0, 1.0), &[]);
         assert_eq!(count(&after, "Conv"), 2);
-        let notes = ctx.notes.borrow();
+        let notes = &done.notes;
         assert_eq!(notes.len(), 1, "{notes:?}");
         assert!(
-            notes[0].contains("'Conv_1'") && notes[0].contains("--input-shape"),
+            notes[0].contains("'Conv_1'") && notes[0].contains("pin the input's dims"),
             "{notes:?}"
         );
-        let (after, ctx) = run_with(&FoldConvChains, &padded_pair(6), verdict(2.0, 1.0), &[]);
+        let (after, done) = run_with(&FoldConvChains, &padded_pair(6), verdict(2.0, 1.0), &[]);
         assert_eq!((count(&after, "Conv"), count(&after, "Add")), (1, 1));
-        assert!(ctx.notes.borrow().is_empty());
+        assert!(done.notes.is_empty());
     }
 
     /// One random conv of a chain on `C` channels: kernel, stride, dilation, pads
@@ -936,13 +943,13 @@ mod tests {
             // Every conv output linearised: the block must fold whole wherever that is exact.
             let names: Vec<String> = (0..convs.len()).map(|k| format!("y{k}")).collect();
             let linearised: Vec<&str> = names.iter().map(String::as_str).collect();
-            let (after, ctx) = run_with(&FoldConvChains, &before, verdict(1.0, 2.0), &linearised);
+            let (after, done) = run_with(&FoldConvChains, &before, verdict(1.0, 2.0), &linearised);
             let error = max_relative_error(&before, &after, &[vec![2, C, 13, 11]], seed);
             proptest::prop_assert!(error <= EXACT, "relative error {error:e}");
             // Pointwise layers then one of any kernel: exact, so one conv, the skip included.
             if convs[..convs.len() - 1].iter().all(|c| c.kernel == [1, 1]) {
-                proptest::prop_assert_eq!(count(&after, "Conv"), 1, "{:?}", ctx.folds.borrow());
-                proptest::prop_assert!(ctx.folds.borrow().iter().any(|f| f.sources.iter().any(|s| s.starts_with("Add"))));
+                proptest::prop_assert_eq!(count(&after, "Conv"), 1, "{:?}", done.folds);
+                proptest::prop_assert!(done.folds.iter().any(|f| f.sources.iter().any(|s| s.starts_with("Add"))));
             }
         }
     }

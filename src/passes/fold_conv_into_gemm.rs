@@ -37,7 +37,7 @@ use crate::passes::segments::{
     ChainShapes, Region, Replaced, Segment, apply_fold, judge_fold, never_pays, reads_linearised,
     run_chain_folds, single_fold,
 };
-use crate::passes::{Ctx, FoldRecord, Pass, PassStats};
+use crate::passes::{Ctx, FoldRecord, Pass, PassOutcome};
 
 pub(crate) struct FoldConvIntoGemm;
 
@@ -77,7 +77,7 @@ impl Pass for FoldConvIntoGemm {
         NAME
     }
 
-    fn run(&self, graph: &mut Graph, ctx: &Ctx) -> Result<PassStats> {
+    fn run(&self, graph: &mut Graph, ctx: &mut Ctx) -> Result<PassOutcome> {
         run_chain_folds(NAME, graph, ctx, find_flattened_convs, choose_fold, apply)
     }
 }
@@ -212,6 +212,7 @@ fn choose_fold(
     region: &FlattenedConv,
     shapes: &ChainShapes,
     ctx: &Ctx,
+    _: &mut PassOutcome,
 ) -> Result<Vec<Segment<Dense>>> {
     let forced = reads_linearised(graph, ctx, region.inner.iter().copied());
     let Some(layer) = folded_layer(region, forced) else {
@@ -304,13 +305,13 @@ mod tests {
     fn fires_on_a_conv_flattened_into_a_gemm_and_stays_exact() {
         for perm in [None, Some(&[0, 3, 2, 1][..]), Some(&[0, 2, 3, 1][..])] {
             let before = conv_head([5, 6], perm);
-            let (after, ctx) = run_with(&FoldConvIntoGemm, &before, verdict(2.0, 1.0), &[]);
+            let (after, done) = run_with(&FoldConvIntoGemm, &before, verdict(2.0, 1.0), &[]);
             assert_eq!(
                 (count(&after, "Conv"), count(&after, "Gemm")),
                 (0, 1),
                 "{perm:?}"
             );
-            assert!(ctx.folds.borrow()[0].exact);
+            assert!(done.folds[0].exact);
             let error = max_relative_error(&before, &after, &[vec![3, 4, 5, 6]], 1);
             assert!(error <= EXACT, "{perm:?}: relative error {error:e}");
         }
@@ -319,12 +320,12 @@ mod tests {
     #[test]
     fn skips_a_fold_the_cost_model_says_is_slower_unless_linearised() {
         let before = conv_head([5, 6], None);
-        let (after, ctx) = run_with(&FoldConvIntoGemm, &before, verdict(1.0, 1.2), &[]);
+        let (after, done) = run_with(&FoldConvIntoGemm, &before, verdict(1.0, 1.2), &[]);
         assert_eq!(count(&after, "Conv"), 1);
-        assert!(ctx.folds.borrow().is_empty());
-        let (after, ctx) = run_with(&FoldConvIntoGemm, &before, verdict(1.0, 1.2), &["c"]);
+        assert!(done.folds.is_empty());
+        let (after, done) = run_with(&FoldConvIntoGemm, &before, verdict(1.0, 1.2), &["c"]);
         assert_eq!(count(&after, "Conv"), 0);
-        assert!(ctx.folds.borrow()[0].forced);
+        assert!(done.folds[0].forced);
     }
 
     #[test]

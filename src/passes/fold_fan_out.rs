@@ -37,7 +37,7 @@ use crate::passes::segments::{
     ChainShapes, Region, Replaced, Segment, apply_fold, judge_fold, reads_linearised,
     run_chain_folds, single_fold,
 };
-use crate::passes::{Ctx, FoldRecord, Pass, PassStats};
+use crate::passes::{Ctx, FoldRecord, Pass, PassOutcome};
 
 pub(crate) struct FoldFanOut;
 
@@ -90,7 +90,7 @@ impl Pass for FoldFanOut {
         NAME
     }
 
-    fn run(&self, graph: &mut Graph, ctx: &Ctx) -> Result<PassStats> {
+    fn run(&self, graph: &mut Graph, ctx: &mut Ctx) -> Result<PassOutcome> {
         run_chain_folds(NAME, graph, ctx, find_fan_outs, choose_fold, apply)
     }
 }
@@ -229,6 +229,7 @@ fn choose_fold(
     fan_out: &FanOut,
     shapes: &ChainShapes,
     ctx: &Ctx,
+    _: &mut PassOutcome,
 ) -> Result<Vec<Segment<Folds>>> {
     let Some(folds) = folds(fan_out, ctx) else {
         return Ok(Vec::new());
@@ -305,9 +306,9 @@ mod tests {
     #[test]
     fn fires_on_a_dense_trunk_feeding_three_heads_and_stays_exact() {
         let before = trunk_and_heads(|b| b);
-        let (after, ctx) = run_with(&FoldFanOut, &before, verdict(2.0, 1.0), &[]);
+        let (after, done) = run_with(&FoldFanOut, &before, verdict(2.0, 1.0), &[]);
         assert_eq!((count(&after, "Gemm"), count(&after, "MatMul")), (3, 0));
-        let folds = ctx.folds.borrow();
+        let folds = &done.folds;
         assert_eq!(folds.len(), 1);
         assert_eq!(folds[0].sources.len(), 4);
         assert_eq!(
@@ -322,12 +323,12 @@ mod tests {
     #[test]
     fn skips_a_fold_the_cost_model_says_is_slower_unless_linearised() {
         let before = trunk_and_heads(|b| b);
-        let (after, ctx) = run_with(&FoldFanOut, &before, verdict(1.0, 1.2), &[]);
+        let (after, done) = run_with(&FoldFanOut, &before, verdict(1.0, 1.2), &[]);
         assert_eq!(count(&after, "Gemm"), 3);
-        assert!(ctx.folds.borrow().is_empty());
-        let (after, ctx) = run_with(&FoldFanOut, &before, verdict(1.0, 1.2), &["t"]);
+        assert!(done.folds.is_empty());
+        let (after, done) = run_with(&FoldFanOut, &before, verdict(1.0, 1.2), &["t"]);
         assert_eq!((count(&after, "Gemm"), count(&after, "MatMul")), (3, 0));
-        assert!(ctx.folds.borrow()[0].forced);
+        assert!(done.folds[0].forced);
     }
 
     #[test]
@@ -338,9 +339,9 @@ mod tests {
         });
         let an_output = trunk_and_heads(|b| b.output("t"));
         for before in [read_by_relu, an_output] {
-            let (after, ctx) = run_with(&FoldFanOut, &before, verdict(2.0, 1.0), &["t"]);
+            let (after, done) = run_with(&FoldFanOut, &before, verdict(2.0, 1.0), &["t"]);
             assert_eq!(count(&after, "MatMul"), 1);
-            assert!(ctx.folds.borrow().is_empty());
+            assert!(done.folds.is_empty());
         }
     }
 
@@ -358,9 +359,9 @@ mod tests {
                 .output("y1")
                 .output("y2"),
         );
-        let (after, ctx) = run_with(&FoldFanOut, &before, verdict(2.0, 1.0), &["t"]);
+        let (after, done) = run_with(&FoldFanOut, &before, verdict(2.0, 1.0), &["t"]);
         assert_eq!(count(&after, "MatMul"), 3);
-        assert!(ctx.folds.borrow().is_empty());
+        assert!(done.folds.is_empty());
     }
 
     /// x[·, 4, 7, 7] → Conv (`trunk` k×k, pads k/2, bias) → t → two padded 3×3 convs.
@@ -400,9 +401,9 @@ mod tests {
     #[test]
     fn fires_on_a_pointwise_conv_trunk_exactly_with_bias_maps() {
         let before = conv_trunk(1);
-        let (after, ctx) = run_with(&FoldFanOut, &before, verdict(2.0, 1.0), &[]);
+        let (after, done) = run_with(&FoldFanOut, &before, verdict(2.0, 1.0), &[]);
         assert_eq!(count(&after, "Conv"), 2);
-        assert!(ctx.folds.borrow()[0].exact);
+        assert!(done.folds[0].exact);
         let error = max_relative_error(&before, &after, &[vec![2, 4, 7, 7]], 2);
         assert!(error <= EXACT, "relative error {error:e}");
     }
@@ -410,10 +411,10 @@ mod tests {
     #[test]
     fn a_padded_trunk_folds_only_with_approximate_borders_and_reports_its_error() {
         let before = conv_trunk(3);
-        let (after, ctx) = run_with(&FoldFanOut, &before, verdict(2.0, 1.0), &[]);
+        let (after, done) = run_with(&FoldFanOut, &before, verdict(2.0, 1.0), &[]);
         assert_eq!(count(&after, "Conv"), 3);
-        assert!(ctx.folds.borrow().is_empty());
-        let ctx = Ctx {
+        assert!(done.folds.is_empty());
+        let mut ctx = Ctx {
             cost: verdict(2.0, 1.0).into(),
             folding: FoldOptions {
                 allow_approx_borders: true,
@@ -422,9 +423,9 @@ mod tests {
             ..Ctx::default()
         };
         let mut approx = before.clone();
-        FoldFanOut.run(&mut approx.graph, &ctx).unwrap();
+        let done = FoldFanOut.run(&mut approx.graph, &mut ctx).unwrap();
         assert_eq!(count(&approx, "Conv"), 2);
-        let fold = &ctx.folds.borrow()[0];
+        let fold = &done.folds[0];
         let measured = max_relative_error(&before, &approx, &[vec![1, 4, 7, 7]], 0);
         let error = fold
             .border_error

@@ -32,7 +32,7 @@ use crate::passes::segments::{
     self, ChainElement, ChainShapes, Replaced, Segment, apply_fold, best_partition, judge_fold,
     run_chain_folds,
 };
-use crate::passes::{Ctx, FoldRecord, Pass, PassStats};
+use crate::passes::{Ctx, FoldRecord, Pass, PassOutcome};
 
 pub(crate) struct FoldGemmChains;
 
@@ -71,7 +71,7 @@ impl Pass for FoldGemmChains {
         NAME
     }
 
-    fn run(&self, graph: &mut Graph, ctx: &Ctx) -> Result<PassStats> {
+    fn run(&self, graph: &mut Graph, ctx: &mut Ctx) -> Result<PassOutcome> {
         run_chain_folds(NAME, graph, ctx, find_chains, choose_folds, apply)
     }
 }
@@ -178,6 +178,7 @@ fn choose_folds(
     chain: &Chain,
     shapes: &ChainShapes,
     ctx: &Ctx,
+    _: &mut PassOutcome,
 ) -> Result<Vec<Segment<Fold>>> {
     best_partition(
         graph,
@@ -349,9 +350,9 @@ mod tests {
     #[test]
     fn fires_on_a_whole_chain_when_the_cost_model_says_it_is_faster() {
         let before = dense_chain();
-        let (after, ctx) = run_with(&FoldGemmChains, &before, verdict(2.0, 1.0), &[]);
+        let (after, done) = run_with(&FoldGemmChains, &before, verdict(2.0, 1.0), &[]);
         assert_eq!((layers(&after), count(&after, "Gemm")), (1, 1));
-        let folds = ctx.folds.borrow();
+        let folds = &done.folds;
         assert_eq!(folds.len(), 1);
         assert_eq!(folds[0].sources.len(), 5);
         assert!(folds[0].exact && !folds[0].forced);
@@ -361,17 +362,17 @@ mod tests {
 
     #[test]
     fn skips_a_fold_the_cost_model_says_is_slower() {
-        let (after, ctx) = run_with(&FoldGemmChains, &dense_chain(), verdict(1.0, 1.2), &[]);
+        let (after, done) = run_with(&FoldGemmChains, &dense_chain(), verdict(1.0, 1.2), &[]);
         assert_eq!(layers(&after), 5);
-        assert!(ctx.folds.borrow().is_empty());
+        assert!(done.folds.is_empty());
     }
 
     #[test]
     fn folds_across_linearised_values_even_when_slower() {
         let before = dense_chain();
-        let (after, ctx) = run_with(&FoldGemmChains, &before, verdict(1.0, 1.2), &["h2"]);
+        let (after, done) = run_with(&FoldGemmChains, &before, verdict(1.0, 1.2), &["h2"]);
         assert_eq!(count(&after, "MatMul"), 0, "the layers around h2 fold");
-        let folds = ctx.folds.borrow();
+        let folds = &done.folds;
         assert!(!folds.is_empty() && folds.iter().all(|f| f.forced));
         let error = max_relative_error(&before, &after, &[vec![2, 6]], 2);
         assert!(error <= EXACT, "relative error {error:e}");

@@ -33,7 +33,7 @@ impl Rule for FoldPadIntoConv {
         "fold_pad_into_conv"
     }
 
-    fn rewrite(&self, graph: &Graph, id: NodeId, _: &Shapes, _: &Ctx) -> Result<Option<Patch>> {
+    fn rewrite(&self, graph: &Graph, id: NodeId, _: &Shapes, _: &mut Ctx) -> Result<Option<Patch>> {
         let node = graph.node(id);
         let (OpKind::Pad, Some(data), Some(padded)) = (&node.kind, node.input(0), node.output(0))
         else {

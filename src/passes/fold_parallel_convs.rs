@@ -36,7 +36,7 @@ use crate::passes::segments::{
     ChainShapes, Region, Replaced, Segment, apply_fold, judge_fold, reads_linearised,
     run_chain_folds, single_fold,
 };
-use crate::passes::{Ctx, FoldRecord, Pass, PassStats};
+use crate::passes::{Ctx, FoldRecord, Pass, PassOutcome};
 
 pub(crate) struct FoldParallelConvs;
 
@@ -77,7 +77,7 @@ impl Pass for FoldParallelConvs {
         NAME
     }
 
-    fn run(&self, graph: &mut Graph, ctx: &Ctx) -> Result<PassStats> {
+    fn run(&self, graph: &mut Graph, ctx: &mut Ctx) -> Result<PassOutcome> {
         run_chain_folds(NAME, graph, ctx, find_blocks, choose_fold, apply)
     }
 }
@@ -146,6 +146,7 @@ fn choose_fold(
     block: &ParallelBlock,
     shapes: &ChainShapes,
     ctx: &Ctx,
+    _: &mut PassOutcome,
 ) -> Result<Vec<Segment<Conv2d>>> {
     let Some(fold) = conv::sum(&block.branches[0], &block.branches[1]) else {
         return Ok(Vec::new());
@@ -243,9 +244,9 @@ mod tests {
     }
 
     fn assert_folded_into_one_conv(before: &Model, folded_nodes: usize) {
-        let (after, ctx) = run_with(&FoldParallelConvs, before, verdict(2.0, 1.0), &[]);
+        let (after, done) = run_with(&FoldParallelConvs, before, verdict(2.0, 1.0), &[]);
         assert_eq!((count(&after, "Conv"), count(&after, "Add")), (1, 0));
-        let folds = ctx.folds.borrow();
+        let folds = &done.folds;
         assert_eq!(folds.len(), 1);
         assert_eq!(folds[0].sources.len(), folded_nodes);
         assert!(folds[0].exact && !folds[0].forced);
@@ -266,17 +267,17 @@ mod tests {
     #[test]
     fn skips_a_fold_the_cost_model_says_is_slower() {
         let before = two_branches(|b| b);
-        let (after, ctx) = run_with(&FoldParallelConvs, &before, verdict(1.0, 1.2), &[]);
+        let (after, done) = run_with(&FoldParallelConvs, &before, verdict(1.0, 1.2), &[]);
         assert_eq!(count(&after, "Conv"), 2);
-        assert!(ctx.folds.borrow().is_empty());
+        assert!(done.folds.is_empty());
     }
 
     #[test]
     fn folds_a_linearised_branch_even_when_slower() {
         let before = identity_branch();
-        let (after, ctx) = run_with(&FoldParallelConvs, &before, verdict(1.0, 1.2), &["a"]);
+        let (after, done) = run_with(&FoldParallelConvs, &before, verdict(1.0, 1.2), &["a"]);
         assert_eq!(count(&after, "Conv"), 1);
-        assert!(ctx.folds.borrow()[0].forced);
+        assert!(done.folds[0].forced);
     }
 
     #[test]
@@ -302,9 +303,9 @@ mod tests {
                 .node("Add", &["a", "b"], &["y"], Attributes::default())
                 .output("y"),
         );
-        let (after, ctx) = run_with(&FoldParallelConvs, &before, verdict(2.0, 1.0), &[]);
+        let (after, done) = run_with(&FoldParallelConvs, &before, verdict(2.0, 1.0), &[]);
         assert_eq!(count(&after, "Conv"), 2);
-        assert!(ctx.folds.borrow().is_empty());
+        assert!(done.folds.is_empty());
     }
 
     #[test]

@@ -32,7 +32,7 @@ impl Rule for FuseHardSwish {
         "fuse_hardswish"
     }
 
-    fn rewrite(&self, graph: &Graph, id: NodeId, _: &Shapes, _: &Ctx) -> Result<Option<Patch>> {
+    fn rewrite(&self, graph: &Graph, id: NodeId, _: &Shapes, _: &mut Ctx) -> Result<Option<Patch>> {
         let Some(hardswish) = written_out_hardswish(graph, id)? else {
             return Ok(None);
         };
@@ -108,7 +108,12 @@ mod tests {
     #[test]
     fn canonical_passes_keep_a_written_out_hardswish_whole() {
         let mut model = between_convs(11, Form::WrittenOutMulThenDiv);
-        run_pipeline(&passes::canonical(), &mut model.graph, &Default::default()).unwrap();
+        run_pipeline(
+            &passes::canonical(),
+            &mut model.graph,
+            &mut Default::default(),
+        )
+        .unwrap();
         assert_eq!(kinds(&model), [ActivationKind::HardSwish]);
         assert_eq!(count(&model, "Conv"), 2);
     }

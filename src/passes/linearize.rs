@@ -20,7 +20,7 @@ use crate::error::{Error, Result};
 use crate::ir::shape::Shapes;
 use crate::ir::{Graph, NodeId, Patch};
 use crate::passes::activation::{Activation, recognise, recognise_all};
-use crate::passes::{Ctx, Pass, PassStats, Rule, patch, rewrite_to_fixed_point};
+use crate::passes::{Ctx, Pass, PassOutcome, Rule, patch, rewrite_to_fixed_point};
 
 const NAME: &str = "linearize";
 
@@ -40,8 +40,10 @@ const LISTED_ACTIVATIONS: usize = 5;
 ///     .output("y")
 ///     .build();
 /// let mut model = onnx_shallow::Model::from_proto(proto)?;
-/// let stats = Linearize::new(["Relu_*"]).run(&mut model.graph, &Ctx::default())?;
+/// let mut ctx = Ctx::default();
+/// let stats = Linearize::new(["Relu_*"]).run(&mut model.graph, &mut ctx)?.stats;
 /// assert_eq!((stats.patches, model.graph.node_count()), (1, 1));
+/// assert!(ctx.linearised.contains("h"));
 /// # Ok::<(), onnx_shallow::Error>(())
 /// ```
 pub struct Linearize {
@@ -131,9 +133,10 @@ impl Pass for Linearize {
         NAME
     }
 
-    fn run(&self, graph: &mut Graph, ctx: &Ctx) -> Result<PassStats> {
+    /// Adds the values it linearises to `ctx.linearised`.
+    fn run(&self, graph: &mut Graph, ctx: &mut Ctx) -> Result<PassOutcome> {
         self.check_every_pattern_names_one(graph)?;
-        rewrite_to_fixed_point(&NamedActivations(&self.patterns), graph, ctx)
+        rewrite_to_fixed_point(&NamedActivations(&self.patterns), graph, ctx).map(PassOutcome::from)
     }
 }
 
@@ -145,7 +148,13 @@ impl Rule for NamedActivations<'_> {
         NAME
     }
 
-    fn rewrite(&self, graph: &Graph, id: NodeId, _: &Shapes, ctx: &Ctx) -> Result<Option<Patch>> {
+    fn rewrite(
+        &self,
+        graph: &Graph,
+        id: NodeId,
+        _: &Shapes,
+        ctx: &mut Ctx,
+    ) -> Result<Option<Patch>> {
         let named = |activation: &Activation| self.0.iter().any(|p| p.names(graph, activation));
         let Some(activation) = recognise(graph, id)?.filter(named) else {
             return Ok(None);
@@ -153,7 +162,7 @@ impl Rule for NamedActivations<'_> {
         // The folds that follow fold across x whatever the cost model says. x goes by
         // its name, or by y's when y is a graph output whose name x takes over.
         let names = [activation.input, activation.output].map(|v| graph.value(v).name.clone());
-        ctx.linearised.borrow_mut().extend(names);
+        ctx.linearised.extend(names);
         let mut patch = patch(NAME, activation.kind.name(), graph.node(id));
         patch.shunt(activation.output, activation.input);
         Ok(Some(patch))
@@ -243,6 +252,7 @@ mod tests {
     use super::*;
     use crate::ir::builder::ModelBuilder;
     use crate::ir::{Attributes, Model};
+    use crate::passes::PassStats;
     use crate::passes::activation::activations;
     use crate::passes::activation::forms::{ACTIVATIONS, Form, between_convs, input_dims};
     use crate::passes::test_models::{count, model};
@@ -250,7 +260,9 @@ mod tests {
 
     fn linearised(model: &Model, patterns: &[&str]) -> Result<(Model, PassStats)> {
         let mut after = model.clone();
-        let stats = Linearize::new(patterns).run(&mut after.graph, &Ctx::default())?;
+        let stats = Linearize::new(patterns)
+            .run(&mut after.graph, &mut Ctx::default())?
+            .stats;
         Ok((after, stats))
     }
 
@@ -284,13 +296,13 @@ mod tests {
             .node("Relu", &["l"], &["y"], Attributes::default());
         let before = model(b.output("y"));
         let mut after = before.clone();
-        let ctx = Ctx::default();
+        let mut ctx = Ctx::default();
         Linearize::new(["Leaky*", "Relu_2"])
-            .run(&mut after.graph, &ctx)
+            .run(&mut after.graph, &mut ctx)
             .unwrap();
         let left: Vec<String> = after.graph.nodes().map(|(_, n)| n.name.clone()).collect();
         assert_eq!(left, ["Relu_0"]);
-        let mut recorded: Vec<String> = ctx.linearised.take().into_iter().collect();
+        let mut recorded: Vec<String> = ctx.linearised.into_iter().collect();
         recorded.sort();
         assert_eq!(recorded, ["l", "r", "y"]);
     }

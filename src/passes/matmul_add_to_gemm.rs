@@ -31,7 +31,7 @@ impl Rule for MatMulAddToGemm {
         graph: &Graph,
         id: NodeId,
         shapes: &Shapes,
-        _: &Ctx,
+        _: &mut Ctx,
     ) -> Result<Option<Patch>> {
         let add = graph.node(id);
         let (OpKind::Add, Some(a), Some(b), Some(sum)) =

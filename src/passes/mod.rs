@@ -1,20 +1,20 @@
-//! Graph rewrites. Each pass has a stable name (used by `--passes`/`--skip-passes` and in
-//! the report), runs to a fixed point through the patch engine, and reports what it
+//! Graph rewrites. Each pass has a stable name (by which [`Options::passes`](crate::Options::passes)
+//! selects it, and the report names it), runs to a fixed point through the patch engine, and reports what it
 //! changed. Passes can be run one by one from the library:
 //!
 //! ```no_run
 //! use onnx_shallow::passes::{self, Ctx};
 //! let mut model = onnx_shallow::load("in.onnx".as_ref())?;
-//! let ctx = Ctx::default();
+//! let mut ctx = Ctx::default();
 //! for pass in passes::canonical() {
-//!     let stats = pass.run(&mut model.graph, &ctx)?;
+//!     let stats = pass.run(&mut model.graph, &mut ctx)?.stats;
 //!     println!("{}: {} rewrites", stats.pass, stats.patches);
 //! }
 //! onnx_shallow::save(&model, "out.onnx".as_ref(), &Default::default())?;
 //! # Ok::<(), onnx_shallow::Error>(())
 //! ```
 
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::collections::HashSet;
 
 use serde::Serialize;
@@ -65,26 +65,97 @@ pub struct PassStats {
 
 /// What passes share: pinned input dims for analysis, a budget of rewrites (to bisect a
 /// bad rewrite: stop after N), and what folding needs: the cost model that judges a
-/// fold, and where the user linearised activations. Rewrites never see pinned dims: a
+/// fold, and where activations were linearised. Rewrites never see pinned dims: a
 /// rewrite must hold at every input size the model accepts, so rules get the declared
-/// dims; pinned dims only size the cost model's measurements.
+/// dims; pinned dims only size the cost model's measurements. What a pass did is its
+/// [`PassOutcome`].
 #[derive(Debug, Default)]
 pub struct Ctx {
     pub pinned: PinnedShapes,
     pub max_patches: Option<usize>,
     pub folding: FoldOptions,
+    /// Shared: a fold pass judges its candidates from closures that also read the
+    /// context, and the cost model caches what it measures.
     pub cost: RefCell<CostModel>,
-    /// Values an activation was removed from (by `--linearize`): folds across them
-    /// always happen.
-    pub linearised: RefCell<HashSet<String>>,
-    /// Every fold applied, for the report and the model's metadata.
-    pub folds: RefCell<Vec<FoldRecord>>,
-    /// What the folds left alone that the user would want to know about, and why.
-    pub notes: RefCell<Vec<String>>,
+    /// Values an activation was removed from ([`Linearize`] adds them): folds across
+    /// them always happen.
+    pub linearised: HashSet<String>,
+    /// Rewrites applied so far, against `max_patches`.
+    applied: usize,
+}
+
+/// What one pass did.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct PassOutcome {
+    pub stats: PassStats,
+    /// Every fold it applied, for the report and the model's metadata.
+    pub folds: Vec<FoldRecord>,
+    /// What its folds left alone that the user would want to know about, and why.
+    pub notes: Vec<String>,
     /// A fold was sized at the pinned dims (a bias map where H×W are symbolic): the
-    /// output runs only at those dims, and must declare them.
-    pub sized_by_pins: Cell<bool>,
-    applied: Cell<usize>,
+    /// graph runs only at those dims, and must declare them ([`run_pipeline`] does).
+    pub sized_by_pins: bool,
+}
+
+impl PassOutcome {
+    /// Nothing done yet by the pass `name`.
+    fn of(name: &str) -> PassOutcome {
+        PassStats {
+            pass: name.to_string(),
+            ..PassStats::default()
+        }
+        .into()
+    }
+
+    fn note(&mut self, note: String) {
+        note_once(&mut self.notes, note);
+    }
+}
+
+impl From<PassStats> for PassOutcome {
+    fn from(stats: PassStats) -> PassOutcome {
+        PassOutcome {
+            stats,
+            ..PassOutcome::default()
+        }
+    }
+}
+
+/// What passes run one after another did: each one's stats, and their folds and notes in
+/// order.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct PipelineOutcome {
+    pub passes: Vec<PassStats>,
+    pub folds: Vec<FoldRecord>,
+    /// Each note once.
+    pub notes: Vec<String>,
+}
+
+impl PipelineOutcome {
+    /// Adds what one more pass did.
+    pub fn add(&mut self, pass: PassOutcome) {
+        self.extend(PipelineOutcome {
+            passes: vec![pass.stats],
+            folds: pass.folds,
+            notes: pass.notes,
+        });
+    }
+
+    /// Adds what the passes run after these did.
+    pub fn extend(&mut self, later: PipelineOutcome) {
+        self.passes.extend(later.passes);
+        self.folds.extend(later.folds);
+        for note in later.notes {
+            note_once(&mut self.notes, note);
+        }
+    }
+}
+
+/// Records a note once, however many sweeps or passes come across its cause.
+fn note_once(notes: &mut Vec<String>, note: String) {
+    if !notes.contains(&note) {
+        notes.push(note);
+    }
 }
 
 /// How folding decides.
@@ -143,27 +214,19 @@ impl Ctx {
         }
     }
 
-    fn count_patch(&self) {
-        self.applied.set(self.applied.get() + 1);
+    fn count_patch(&mut self) {
+        self.applied += 1;
     }
 
     fn budget_left(&self) -> bool {
-        self.max_patches.is_none_or(|max| self.applied.get() < max)
-    }
-
-    /// Records a note once, however many sweeps come across its cause.
-    fn note(&self, note: String) {
-        let mut notes = self.notes.borrow_mut();
-        if !notes.contains(&note) {
-            notes.push(note);
-        }
+        self.max_patches.is_none_or(|max| self.applied < max)
     }
 }
 
 pub trait Pass {
     /// Stable name, as users select passes by it.
     fn name(&self) -> &'static str;
-    fn run(&self, graph: &mut Graph, ctx: &Ctx) -> Result<PassStats>;
+    fn run(&self, graph: &mut Graph, ctx: &mut Ctx) -> Result<PassOutcome>;
 }
 
 /// A pass made of one rule: "does this node match → the patch that rewrites it".
@@ -175,7 +238,7 @@ pub(crate) trait Rule {
         graph: &Graph,
         node: NodeId,
         shapes: &Shapes,
-        ctx: &Ctx,
+        ctx: &mut Ctx,
     ) -> Result<Option<Patch>>;
 }
 
@@ -184,8 +247,8 @@ impl<R: Rule> Pass for R {
         Rule::name(self)
     }
 
-    fn run(&self, graph: &mut Graph, ctx: &Ctx) -> Result<PassStats> {
-        rewrite_to_fixed_point(self, graph, ctx)
+    fn run(&self, graph: &mut Graph, ctx: &mut Ctx) -> Result<PassOutcome> {
+        rewrite_to_fixed_point(self, graph, ctx).map(PassOutcome::from)
     }
 }
 
@@ -199,7 +262,7 @@ const MAX_REWRITES_PER_NODE: usize = 8;
 
 /// Sweeps the nodes in execution order, applying each rewrite as it is found, until a
 /// sweep finds none. Nodes a patch adds are visited by the next sweep.
-fn rewrite_to_fixed_point(rule: &dyn Rule, graph: &mut Graph, ctx: &Ctx) -> Result<PassStats> {
+fn rewrite_to_fixed_point(rule: &dyn Rule, graph: &mut Graph, ctx: &mut Ctx) -> Result<PassStats> {
     let mut stats = PassStats {
         pass: rule.name().to_string(),
         ..PassStats::default()
@@ -282,12 +345,17 @@ pub(crate) fn conv_layer(graph: &Graph, node: NodeId) -> Result<Option<crate::fo
 pub fn run_pipeline(
     passes: &[Box<dyn Pass>],
     graph: &mut Graph,
-    ctx: &Ctx,
-) -> Result<Vec<PassStats>> {
-    ctx.sized_by_pins.set(false);
-    let stats = passes.iter().map(|pass| pass.run(graph, ctx)).collect();
-    if ctx.sized_by_pins.get() {
+    ctx: &mut Ctx,
+) -> Result<PipelineOutcome> {
+    let mut outcome = PipelineOutcome::default();
+    let mut sized_by_pins = false;
+    for pass in passes {
+        let done = pass.run(graph, ctx)?;
+        sized_by_pins |= done.sized_by_pins;
+        outcome.add(done);
+    }
+    if sized_by_pins {
         crate::ir::shape::declare_pinned_dims(graph, &ctx.pinned);
     }
-    stats
+    Ok(outcome)
 }

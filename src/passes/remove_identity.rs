@@ -23,7 +23,7 @@ impl Rule for RemoveIdentity {
         "remove_identity"
     }
 
-    fn rewrite(&self, graph: &Graph, id: NodeId, _: &Shapes, _: &Ctx) -> Result<Option<Patch>> {
+    fn rewrite(&self, graph: &Graph, id: NodeId, _: &Shapes, _: &mut Ctx) -> Result<Option<Patch>> {
         let node = graph.node(id);
         let passes_through = match node.kind {
             OpKind::Identity => true,

@@ -36,7 +36,7 @@ impl Rule for ResolveAutoPad {
         graph: &Graph,
         id: NodeId,
         shapes: &Shapes,
-        _: &Ctx,
+        _: &mut Ctx,
     ) -> Result<Option<Patch>> {
         let node = graph.node(id);
         let Some(window) = window(graph, node)? else {

@@ -43,7 +43,7 @@ impl Rule for ResolveReshapeShapes {
         graph: &Graph,
         id: NodeId,
         shapes: &Shapes,
-        _: &Ctx,
+        _: &mut Ctx,
     ) -> Result<Option<Patch>> {
         let node = graph.node(id);
         let (OpKind::Reshape, Some(data), Some(target)) =

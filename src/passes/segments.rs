@@ -15,7 +15,7 @@ use crate::ir::extract::extract;
 use crate::ir::shape::{self, Shapes};
 use crate::ir::stats::ModelStats;
 use crate::ir::{DataType, Graph, Model, NodeId, OpKind, Patch, ValueId, Wire};
-use crate::passes::{Ctx, FoldRecord, FoldedLayer, PassStats};
+use crate::passes::{Ctx, FoldRecord, FoldedLayer, PassOutcome};
 use crate::runtime::compare::max_relative_error_on_random;
 use crate::runtime::cost::Verdict;
 
@@ -103,8 +103,10 @@ pub(super) struct ChainShapes {
 
 /// The regions a fold pass may fold, found on the declared dims.
 type FindRegions<C> = fn(&Graph, &Shapes) -> Result<Vec<C>>;
-/// The segments of a chain to fold, measured at the analysed dims.
-type ChooseFolds<C, F> = fn(&Graph, &C, &ChainShapes, &Ctx) -> Result<Vec<Segment<F>>>;
+/// The segments of a chain to fold, measured at the analysed dims; what the choice has
+/// to tell (notes, a fold sized by pins) goes into the pass's outcome.
+type ChooseFolds<C, F> =
+    fn(&Graph, &C, &ChainShapes, &Ctx, &mut PassOutcome) -> Result<Vec<Segment<F>>>;
 /// Applies one chosen segment; the shapes size the border error of an approximate fold.
 type ApplyFold<C, F> = fn(&mut Graph, &C, &Segment<F>, &ChainShapes) -> Result<FoldRecord>;
 
@@ -122,41 +124,38 @@ struct Steps<C, F> {
 pub(super) fn run_chain_folds<C: Region, F>(
     pass: &str,
     graph: &mut Graph,
-    ctx: &Ctx,
+    ctx: &mut Ctx,
     find: FindRegions<C>,
     choose: ChooseFolds<C, F>,
     apply: ApplyFold<C, F>,
-) -> Result<PassStats> {
+) -> Result<PassOutcome> {
     let steps = Steps {
         find,
         choose,
         apply,
     };
-    let mut stats = PassStats {
-        pass: pass.to_string(),
-        ..PassStats::default()
-    };
+    let mut done = PassOutcome::of(pass);
     let nodes_before = graph.node_count() as i64;
     for _ in 0..MAX_SWEEPS {
-        let applied = stats.patches;
-        sweep(graph, ctx, &steps, &mut stats)?;
-        if stats.patches == applied || !ctx.budget_left() {
-            stats.nodes_removed = nodes_before - graph.node_count() as i64;
-            return Ok(stats);
+        let applied = done.stats.patches;
+        sweep(graph, ctx, &steps, &mut done)?;
+        if done.stats.patches == applied || !ctx.budget_left() {
+            done.stats.nodes_removed = nodes_before - graph.node_count() as i64;
+            return Ok(done);
         }
     }
     Err(Error::graph(format!(
         "{pass} was still folding after {MAX_SWEEPS} sweeps (last: {})",
-        stats.rewrites.last().map(String::as_str).unwrap_or("")
+        done.stats.rewrites.last().map(String::as_str).unwrap_or("")
     )))
 }
 
-/// One sweep of `run_chain_folds`, counting its folds in `stats`.
+/// One sweep of `run_chain_folds`, adding its folds to `done`.
 fn sweep<C: Region, F>(
     graph: &mut Graph,
-    ctx: &Ctx,
+    ctx: &mut Ctx,
     steps: &Steps<C, F>,
-    stats: &mut PassStats,
+    done: &mut PassOutcome,
 ) -> Result<()> {
     let declared = shape::infer(graph, &Default::default())?;
     let pins = ModelStats::analysis_pins(graph, &declared, &ctx.pinned);
@@ -168,17 +167,18 @@ fn sweep<C: Region, F>(
         if !is_intact(graph, &region) {
             continue;
         }
-        for segment in (steps.choose)(graph, &region, &shapes, ctx)? {
+        for segment in (steps.choose)(graph, &region, &shapes, ctx, done)? {
             if !ctx.budget_left() {
                 return Ok(());
             }
             let record = (steps.apply)(graph, &region, &segment, &shapes)?;
+            let stats = &mut done.stats;
             stats
                 .rewrites
                 .push(format!("{} >> chain >> {}", stats.pass, record.result));
             stats.patches += 1;
             ctx.count_patch();
-            ctx.folds.borrow_mut().push(record);
+            done.folds.push(record);
         }
     }
     Ok(())
@@ -206,7 +206,7 @@ pub(super) fn best_partition<F>(
     mut judge: impl FnMut(usize, usize, &F, bool) -> Result<Option<Verdict>>,
 ) -> Result<Vec<Segment<F>>> {
     let m = values.len() - 1;
-    let linearised = ctx.linearised.borrow();
+    let linearised = &ctx.linearised;
     let is_joint = |k: usize| k > 0 && k < m && linearised.contains(&graph.value(values[k]).name);
     let mut best: Vec<f64> = vec![f64::NEG_INFINITY; m + 1];
     let mut choice: Vec<Option<Segment<F>>> = (0..=m).map(|_| None).collect();
@@ -287,10 +287,9 @@ pub(super) fn reads_linearised(
     ctx: &Ctx,
     values: impl IntoIterator<Item = ValueId>,
 ) -> bool {
-    let linearised = ctx.linearised.borrow();
     values
         .into_iter()
-        .any(|v| linearised.contains(&graph.value(v).name))
+        .any(|v| ctx.linearised.contains(&graph.value(v).name))
 }
 
 /// A region cut out of the graph as a model, the same region folded, and the dims of
@@ -448,35 +447,34 @@ pub(super) fn apply_fold<F>(
 #[cfg(test)]
 pub(super) mod testing {
     use crate::ir::Model;
-    use crate::passes::{Ctx, Pass};
-    use crate::runtime::cost::{CostModel, Verdict};
+    use crate::passes::{Ctx, Pass, PassOutcome};
+    use crate::runtime::cost::{Cost, CostModel, Verdict};
 
     /// A cost model that always answers `original` against `folded`.
     pub(crate) fn verdict(original: f64, folded: f64) -> CostModel {
-        CostModel::Fixed(Box::new(move |_, _| Verdict {
+        let decide = move |_: &Model, _: &Model| Verdict {
             original,
             folded,
             estimate: false,
-        }))
+        };
+        Cost::Custom(std::sync::Arc::new(decide)).into()
     }
 
     /// Runs `pass` on a copy of `model` with `cost`, the values named `linearised`
-    /// marked linearised; the result and the context (with its fold records).
+    /// marked linearised; the result and what the pass did (its fold records).
     pub(crate) fn run_with(
         pass: &dyn Pass,
         model: &Model,
         cost: CostModel,
         linearised: &[&str],
-    ) -> (Model, Ctx) {
-        let ctx = Ctx {
+    ) -> (Model, PassOutcome) {
+        let mut ctx = Ctx {
             cost: cost.into(),
+            linearised: linearised.iter().map(|s| s.to_string()).collect(),
             ..Ctx::default()
         };
-        ctx.linearised
-            .borrow_mut()
-            .extend(linearised.iter().map(|s| s.to_string()));
         let mut after = model.clone();
-        pass.run(&mut after.graph, &ctx).expect("the pass runs");
-        (after, ctx)
+        let done = pass.run(&mut after.graph, &mut ctx).expect("the pass runs");
+        (after, done)
     }
 }

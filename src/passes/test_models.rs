@@ -16,10 +16,10 @@ pub(crate) fn model(builder: ModelBuilder) -> Model {
 /// Runs `pass` on a copy of `model`.
 pub(crate) fn rewritten(pass: &dyn Pass, model: &Model) -> (Model, PassStats) {
     let mut after = model.clone();
-    let stats = pass
-        .run(&mut after.graph, &Ctx::default())
+    let done = pass
+        .run(&mut after.graph, &mut Ctx::default())
         .expect("the pass runs");
-    (after, stats)
+    (after, done.stats)
 }
 
 pub(crate) fn count(model: &Model, op: &str) -> usize {

@@ -9,7 +9,7 @@ use crate::report::stats::human;
 use crate::report::{aligned, json};
 use crate::runtime::bench::{Benchmark, INPUT_SEED};
 
-/// A benchmark of model files, judged against `--max-ratio` when one is given.
+/// A benchmark of model files, judged against a maximum ratio when one is given.
 pub struct BenchRun<'a> {
     /// The model files, in the order they were given (the ratio is second / first).
     pub models: &'a [&'a Path],

@@ -1,5 +1,5 @@
-//! The JSON documents the commands print (`--json`) or write (`optimize --report`), as
-//! described by `docs/report.schema.json`. Each starts with the same three keys:
+//! The JSON documents the commands print or write as reports, as described by
+//! `docs/report.schema.json`. Each starts with the same three keys:
 //! `schema_version`, `tool` (name and version) and `command`.
 //!
 //! ```

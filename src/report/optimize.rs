@@ -1,5 +1,5 @@
-//! What `optimize --report FILE.json` writes: the [`Report`] of the run (every field it
-//! has, so a field added there reaches the file), the verification, the fidelity to the
+//! The JSON report of an `optimize` run: the [`Report`] of the run (every field it has,
+//! so a field added there reaches the file), the verification, the fidelity to the
 //! original and the latency before and after.
 
 use std::path::Path;

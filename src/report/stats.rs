@@ -195,7 +195,7 @@ pub fn render(stats: &ModelStats) -> String {
     let partial = if stats.macs_complete {
         ""
     } else {
-        " (partial: some dims are unknown; pin them with --input-shape)"
+        " (partial: some dims are unknown; pin the inputs' dims)"
     };
     out += &format!("MACs (batch 1): {counted}{partial}\n");
     out += &format!("depth: {} linear layers\n", stats.depth);
@@ -250,7 +250,7 @@ mod tests {
         stats.macs_complete = false;
         assert_eq!(
             macs_line(&stats),
-            "MACs (batch 1): none counted (partial: some dims are unknown; pin them with --input-shape)"
+            "MACs (batch 1): none counted (partial: some dims are unknown; pin the inputs' dims)"
         );
     }
 

@@ -47,7 +47,7 @@ pub fn nothing_fits(walk: &Walk, budget: &Budget) -> String {
         let mut lost = Vec::new();
         if let (Some(agreement), Some(flips)) = (step.agreement, step.pairwise_flips) {
             lost.push(format!(
-                "agreement {}, pairwise flips {} (--max-drop {})",
+                "agreement {}, pairwise flips {} (max drop {} points)",
                 percent(agreement, interval(step, |i| i.agreement)),
                 percent(flips, interval(step, |i| i.pairwise_flips)),
                 budget.max_drop
@@ -55,7 +55,7 @@ pub fn nothing_fits(walk: &Walk, budget: &Budget) -> String {
         }
         if let Some(error) = step.max_error {
             lost.push(format!(
-                "max rel error {} (--max-error {})",
+                "max rel error {} (max error {})",
                 scientific(error, interval(step, |i| i.max_rel_error)),
                 budget.max_error
             ));
@@ -217,7 +217,7 @@ mod tests {
             text.lines().collect::<Vec<_>>(),
             [
                 "no step of the schedule fits the budget: writing the exact-only model",
-                "closest: 2 activations removed (last: b): agreement 95.00 % [90.00, 100.00], pairwise flips 2.00 % [0.00, 7.00] (--max-drop 1)",
+                "closest: 2 activations removed (last: b): agreement 95.00 % [90.00, 100.00], pairwise flips 2.00 % [0.00, 7.00] (max drop 1 points)",
             ]
         );
     }

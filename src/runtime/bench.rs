@@ -14,7 +14,7 @@ use crate::error::{Error, Result};
 use crate::ir::Model;
 use crate::ir::shape::{self, PinnedShapes};
 use crate::ir::stats::ModelStats;
-use crate::progress::{Progress, Task};
+use crate::progress::{Progress, Silent, Stage};
 use crate::runtime::engine::{Engine, EngineInfo, EngineInputs, EngineSession};
 use crate::runtime::memory::{HeapGrowth, heap_growth};
 
@@ -78,7 +78,7 @@ impl Default for BenchOptions {
 
 /// Run times of each plan, `options.runs` rounds after `options.warmup` untimed ones;
 /// within a round the plans run in turn, in reverse order every other round.
-fn time_interleaved(plans: &[Plan], options: BenchOptions, task: &Task) -> Result<Vec<Vec<f64>>> {
+fn time_interleaved(plans: &[Plan], options: BenchOptions, stage: &Stage) -> Result<Vec<Vec<f64>>> {
     for _ in 0..options.warmup {
         for plan in plans {
             plan.run()?;
@@ -96,7 +96,7 @@ fn time_interleaved(plans: &[Plan], options: BenchOptions, task: &Task) -> Resul
             plans[i].run()?;
             samples[i].push(start.elapsed().as_secs_f64());
         }
-        task.inc();
+        stage.advance(1);
     }
     Ok(samples)
 }
@@ -119,7 +119,7 @@ pub fn time_models(
     options: BenchOptions,
 ) -> Result<PairTiming> {
     let plans = [Plan::load(engine, a, dims)?, Plan::load(engine, b, dims)?];
-    let timing = benchmark(&plans, options, &Progress::hidden())?;
+    let timing = benchmark(&plans, options, &Silent)?;
     Ok(timing.pair().expect("two models were timed"))
 }
 
@@ -189,16 +189,14 @@ pub fn runtime_input_dims(model: &Model, pinned: &PinnedShapes) -> Result<Vec<Ve
     graph
         .runtime_inputs()
         .map(|input| {
-            shapes.get(input).static_dims().ok_or_else(|| {
-                let name = &graph.value(input).name;
-                Error::tensor(
-                    name,
-                    format!(
-                        "the input is {}: dims other than the batch must be fixed to run it (pin them with --input-shape {name}:D1,D2,…)",
-                        declared.get(input)
-                    ),
-                )
-            })
+            shapes
+                .get(input)
+                .static_dims()
+                .ok_or_else(|| Error::DynamicInput {
+                    input: graph.value(input).name.clone(),
+                    declared: declared.get(input).to_string(),
+                    needs: "dims other than the batch must be fixed to run it",
+                })
         })
         .collect()
 }
@@ -243,7 +241,11 @@ impl Benchmark {
 
 /// Times the plans (one or two, loaded in the same engine) interleaved, showing the
 /// rounds on `progress`.
-pub fn benchmark(plans: &[Plan], options: BenchOptions, progress: &Progress) -> Result<Benchmark> {
+pub fn benchmark(
+    plans: &[Plan],
+    options: BenchOptions,
+    progress: &dyn Progress,
+) -> Result<Benchmark> {
     let Some(engine) = plans.first().map(|plan| plan.engine.clone()) else {
         return Err(Error::Usage("no model to time".into()));
     };
@@ -253,8 +255,8 @@ pub fn benchmark(plans: &[Plan], options: BenchOptions, progress: &Progress) -> 
         ));
     }
     let label = format!("timing in {}", engine.name);
-    let task = progress.bar(&label, options.runs.max(1) as u64);
-    let samples = time_interleaved(plans, options, &task)?;
+    let stage = Stage::begin(progress, &label, Some(options.runs.max(1) as u64));
+    let samples = time_interleaved(plans, options, &stage)?;
     Ok(Benchmark {
         engine,
         ratio: (samples.len() == 2).then(|| Timing::of(ratios(&samples[0], &samples[1]))),

@@ -4,11 +4,14 @@
 //! Measurements are cached by the engine (name, version, threads, settings) and a
 //! signature of operators, attributes and shapes (not weight values, which do not change
 //! the time), so repeated layers are measured once; the cache can be kept in a file
-//! between runs. `Macs` counts multiply-accumulates instead — quick, and only an estimate.
+//! between runs. [`Cost::Macs`] counts multiply-accumulates instead — quick, and only an
+//! estimate.
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
+use std::fmt::{self, Write as _};
 use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -40,56 +43,96 @@ impl Verdict {
     }
 }
 
-/// A cost model given as a function of (original, folded).
-pub type CostFunction = Box<dyn FnMut(&Model, &Model) -> Verdict>;
-
-/// Judges a fold by its cost.
-pub enum CostModel {
-    /// Timed in `engine`; `cache` holds what was measured (and what a cache file held).
-    Measured {
-        cache: CostCache,
-        options: BenchOptions,
-        engine: Engine,
-    },
-    /// Multiply-accumulates: an estimate.
+/// How folds are judged.
+#[derive(Clone, Default)]
+pub enum Cost {
+    /// Timed in the run's engine.
+    #[default]
+    Measured,
+    /// Counted in multiply-accumulates: quick, an estimate.
     Macs,
-    /// Whatever the function says (tests inject decisions this way).
-    Fixed(CostFunction),
+    /// Whatever the function says of (original, folded): an embedder's own cost model, or
+    /// a test's fixed decision.
+    Custom(CostFunction),
 }
 
-impl Default for CostModel {
-    fn default() -> Self {
-        CostModel::measured(CostCache::default(), Engine::Tract)
+/// A cost model given as a function of (original, folded).
+pub type CostFunction = Arc<dyn Fn(&Model, &Model) -> Verdict + Send + Sync>;
+
+impl fmt::Display for Cost {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str(match self {
+            Cost::Measured => "measured",
+            Cost::Macs => "macs",
+            Cost::Custom(_) => "custom",
+        })
     }
 }
 
-impl std::fmt::Debug for CostModel {
-    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-        match self {
-            CostModel::Measured { cache, .. } => {
-                write!(f, "Measured({} cached)", cache.entries.len())
-            }
-            CostModel::Macs => write!(f, "Macs"),
-            CostModel::Fixed(_) => write!(f, "Fixed"),
+impl fmt::Debug for Cost {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+/// `measured` or `macs` (a function cannot be written as text).
+impl FromStr for Cost {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "measured" => Ok(Cost::Measured),
+            "macs" => Ok(Cost::Macs),
+            _ => Err(format!("{s}: expected measured or macs")),
+        }
+    }
+}
+
+impl Serialize for Cost {
+    fn serialize<S: serde::Serializer>(
+        &self,
+        serializer: S,
+    ) -> std::result::Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+/// A [`Cost`] at work: it judges folds and keeps what it measured.
+#[derive(Debug, Default)]
+pub struct CostModel {
+    pub cost: Cost,
+    /// Where latency is measured.
+    pub engine: Engine,
+    /// What was measured (and what a cache file held).
+    pub cache: CostCache,
+    pub options: BenchOptions,
+}
+
+impl From<Cost> for CostModel {
+    /// In the default engine (tract), nothing cached.
+    fn from(cost: Cost) -> CostModel {
+        CostModel {
+            cost,
+            ..CostModel::default()
         }
     }
 }
 
 impl CostModel {
-    pub fn measured(cache: CostCache, engine: Engine) -> CostModel {
-        CostModel::Measured {
+    pub fn new(cost: Cost, engine: Engine, cache: CostCache) -> CostModel {
+        CostModel {
+            cost,
+            engine,
             cache,
             options: BenchOptions::default(),
-            engine,
         }
     }
 
     /// The engine latency is measured in; `None` when it is estimated (MACs).
     pub fn engine(&self) -> Option<&Engine> {
-        match self {
-            CostModel::Measured { engine, .. } => Some(engine),
-            CostModel::Macs => None,
-            CostModel::Fixed(_) => Some(&Engine::Tract),
+        match self.cost {
+            Cost::Macs => None,
+            Cost::Measured | Cost::Custom(_) => Some(&self.engine),
         }
     }
 
@@ -100,26 +143,22 @@ impl CostModel {
         folded: &Model,
         input_dims: &[usize],
     ) -> Result<Verdict> {
-        match self {
-            CostModel::Measured {
-                cache,
-                options,
-                engine,
-            } => {
+        match &self.cost {
+            Cost::Measured => {
                 let key = format!(
                     "{}|{}=>{}",
-                    engine.info()?,
+                    self.engine.info()?,
                     signature(original, input_dims),
                     signature(folded, input_dims)
                 );
-                if let Some(verdict) = cache.entries.get(&key) {
+                if let Some(verdict) = self.cache.entries.get(&key) {
                     return Ok(*verdict);
                 }
-                let verdict = measure(engine, original, folded, input_dims, *options)?;
-                cache.entries.insert(key, verdict);
+                let verdict = measure(&self.engine, original, folded, input_dims, self.options)?;
+                self.cache.entries.insert(key, verdict);
                 Ok(verdict)
             }
-            CostModel::Macs => {
+            Cost::Macs => {
                 let macs = |m: &Model| -> Result<f64> {
                     Ok(ModelStats::of(&m.graph, &Default::default())?.macs as f64)
                 };
@@ -129,14 +168,7 @@ impl CostModel {
                     estimate: true,
                 })
             }
-            CostModel::Fixed(decide) => Ok(decide(original, folded)),
-        }
-    }
-
-    pub fn cache(&self) -> Option<&CostCache> {
-        match self {
-            CostModel::Measured { cache, .. } => Some(cache),
-            _ => None,
+            Cost::Custom(decide) => Ok(decide(original, folded)),
         }
     }
 }

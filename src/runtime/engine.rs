@@ -211,20 +211,13 @@ mod ort_engine {
     pub enum OrtSession {}
     pub enum OrtInputs {}
 
-    fn not_built() -> Error {
-        Error::Usage(
-            "this build of onnx-shallow has no ONNX Runtime engine: build it with `--features ort`"
-                .into(),
-        )
-    }
-
     pub fn version(_: &OrtOptions) -> Result<String> {
-        Err(not_built())
+        Err(Error::OrtNotBuilt)
     }
 
     impl OrtSession {
         pub fn new(_: &Model, _: &OrtOptions) -> Result<OrtSession> {
-            Err(not_built())
+            Err(Error::OrtNotBuilt)
         }
 
         pub fn prepare(&self, _: &[ArrayD<f32>]) -> Result<OrtInputs> {

@@ -38,6 +38,7 @@ use std::ops::RangeInclusive;
 use serde::Serialize;
 
 use crate::calib::random::Rng;
+use crate::error::{Error, Result};
 
 /// Resamples per interval: enough that the 2.5 % and 97.5 % percentiles move by less
 /// than a tenth of the interval's width from one seed to the next.
@@ -81,10 +82,16 @@ impl Default for Resampling {
     }
 }
 
-/// Why `confidence` cannot be an interval's, when it cannot: it must lie in (0, 1).
-pub fn confidence_problem(confidence: f64) -> Option<String> {
-    let valid = confidence > 0.0 && confidence < 1.0;
-    (!valid).then(|| format!("confidence {confidence}: expected a level in (0, 1), such as 0.95"))
+/// Refuses a `confidence` no interval can have: it must lie in (0, 1).
+pub fn check_confidence(confidence: f64) -> Result<()> {
+    match confidence > 0.0 && confidence < 1.0 {
+        true => Ok(()),
+        false => Err(Error::invalid(
+            "confidence",
+            confidence,
+            "a level in (0, 1), such as 0.95",
+        )),
+    }
 }
 
 /// The units a bootstrap draws: the samples of each group, or each sample alone.

@@ -1,5 +1,6 @@
 //! ONNX Runtime through the `ort` crate, its shared library loaded at run time (never
-//! downloaded) from `--ort-lib` or `ORT_DYLIB_PATH`. A process loads one library, once.
+//! downloaded) from [`OrtOptions::library`] or `ORT_DYLIB_PATH`. A process loads one
+//! library, once.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
@@ -13,10 +14,6 @@ use ort::value::{DynValue, Tensor, TensorElementType, ValueType};
 use crate::error::{Error, Result};
 use crate::ir::Model;
 use crate::runtime::engine::{OrtOptLevel, OrtOptions};
-
-const HOW_TO_POINT_AT_ONE: &str = "point at an ONNX Runtime shared library with --ort-lib PATH \
-     or ORT_DYLIB_PATH=PATH (the onnxruntime Python wheel ships one: \
-     onnxruntime/capi/libonnxruntime.so.*)";
 
 /// The library this process loaded, its version, and the environment sessions live in.
 struct Loaded {
@@ -32,10 +29,8 @@ fn library_path(options: &OrtOptions) -> Result<PathBuf> {
     let from_env = std::env::var_os("ORT_DYLIB_PATH").filter(|p| !p.is_empty());
     (options.library.clone())
         .or_else(|| from_env.map(PathBuf::from))
-        .ok_or_else(|| {
-            Error::Usage(format!(
-                "no ONNX Runtime library given: {HOW_TO_POINT_AT_ONE}"
-            ))
+        .ok_or_else(|| Error::OrtLibrary {
+            problem: "no ONNX Runtime library given".into(),
         })
 }
 
@@ -64,11 +59,11 @@ fn loaded(options: &OrtOptions) -> Result<&'static Loaded> {
 }
 
 fn load(path: &Path) -> Result<Loaded> {
-    let cannot = |reason: String| {
-        Error::Usage(format!(
-            "{}: cannot use it as ONNX Runtime: {reason}; {HOW_TO_POINT_AT_ONE}",
+    let cannot = |reason: String| Error::OrtLibrary {
+        problem: format!(
+            "{}: cannot use it as ONNX Runtime: {reason}",
             path.display()
-        ))
+        ),
     };
     if !path.is_file() {
         return Err(cannot("no such file".into()));
