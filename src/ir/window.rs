@@ -10,8 +10,9 @@
 //! equal to its weight's spatial dims.
 
 use crate::error::{Error, Result};
-use crate::ir::graph::Node;
+use crate::ir::graph::{Graph, Node};
 use crate::ir::op::OpKind;
+use crate::ir::tensor::Tensor;
 
 /// How the padding of a window is given (`auto_pad`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -233,6 +234,22 @@ impl Window {
     }
 
     /// The number of spatial axes, when an attribute or the weight says.
+    /// The window of a windowed `node` of `graph`, with its weight's dims when they are
+    /// constant; `None` for other operators.
+    pub(crate) fn in_graph(graph: &Graph, node: &Node) -> Result<Option<Window>> {
+        if !Window::applies_to(&node.kind) {
+            return Ok(None);
+        }
+        let weight = match node.kind {
+            OpKind::Conv | OpKind::ConvTranspose => node
+                .input(1)
+                .and_then(|w| graph.constant(w))
+                .map(Tensor::dims),
+            _ => None,
+        };
+        Window::of(node, weight).map(Some)
+    }
+
     pub fn rank(&self) -> Option<usize> {
         let lists = [
             &self.kernel,

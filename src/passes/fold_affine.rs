@@ -25,8 +25,9 @@
 use crate::error::Result;
 use crate::fold::affine::{ChannelAffine, Folded, Layer, absorb_following, absorb_preceding};
 use crate::ir::shape::Shapes;
+use crate::ir::window::Window;
 use crate::ir::{Attributes, Graph, Node, NodeId, OpKind, Patch, Tensor, ValueId, Wire};
-use crate::passes::matching::{constant_input, is_row_bias, is_unpadded, sole_reader, window};
+use crate::passes::matching::{constant_input, is_row_bias, is_unpadded, sole_reader};
 use crate::passes::{Ctx, Rule, patch};
 
 pub(crate) struct FoldAffine;
@@ -331,7 +332,7 @@ fn layer_kind(
     node: &Node,
     output_rank: Option<usize>,
 ) -> Result<Option<(Layer, usize)>> {
-    let group = || -> Result<usize> { Ok(window(graph, node)?.map_or(1, |w| w.group)) };
+    let group = || -> Result<usize> { Ok(Window::in_graph(graph, node)?.map_or(1, |w| w.group)) };
     Ok(match node.kind {
         OpKind::Conv => Some((Layer::Conv { group: group()? }, 1)),
         OpKind::ConvTranspose => Some((Layer::ConvTranspose { group: group()? }, 1)),

@@ -38,13 +38,13 @@ use crate::error::Result;
 use crate::fold::conv::{Border, Conv2d};
 use crate::fold::conv_map::ConvMap;
 use crate::ir::shape::{Shapes, ValueType};
-use crate::ir::window::AutoPad;
+use crate::ir::window::{AutoPad, Window};
 use crate::ir::{Attributes, DataType, Graph, NodeId, OpKind, Patch, Tensor, ValueId, Wire};
 use crate::passes::segments::{
     self, ChainElement, ChainShapes, Replaced, Segment, apply_fold, best_partition, judge_fold,
     run_chain_folds,
 };
-use crate::passes::{Ctx, FoldRecord, Pass, PassOutcome, matching};
+use crate::passes::{Ctx, FoldRecord, Pass, PassOutcome};
 
 pub(crate) struct FoldConvChains;
 
@@ -112,7 +112,7 @@ pub(super) fn as_conv(graph: &Graph, node: NodeId, shapes: &Shapes) -> Option<Co
 pub(super) fn windowed(graph: &Graph, node: NodeId, shapes: &Shapes) -> Option<Windowed> {
     let n = graph.node(node);
     // A graph's windows were checked when its nodes entered it.
-    let window = matching::window(graph, n).ok()??;
+    let window = Window::in_graph(graph, n).ok()??;
     let axes = window.axes(None).ok()?;
     let [h, w] = axes[..] else {
         return None;

@@ -23,7 +23,7 @@ use crate::error::Result;
 use crate::ir::shape::Shapes;
 use crate::ir::window::{AutoPad, Window};
 use crate::ir::{Graph, Node, NodeId, OpKind, Patch, Wire};
-use crate::passes::matching::{constant_input, ints_attribute_or_input, sole_reader, window};
+use crate::passes::matching::{constant_input, ints_attribute_or_input, sole_reader};
 use crate::passes::{Ctx, Rule, patch};
 
 pub(crate) struct FoldPadIntoConv;
@@ -46,7 +46,7 @@ impl Rule for FoldPadIntoConv {
         let Some(added) = zero_spatial_pads(graph, node)? else {
             return Ok(None);
         };
-        let Some(window) = window(graph, layer)? else {
+        let Some(window) = Window::in_graph(graph, layer)? else {
             return Ok(None);
         };
         if layer.input(0) != Some(padded) || !absorbs_zero_padding(layer, &window) {

@@ -1,9 +1,9 @@
 //! Small matching helpers the rules share: constant inputs, sole readers, attribute or
-//! input forms, window geometry.
+//! input forms, padding.
 
 use crate::error::Result;
 use crate::ir::window::Window;
-use crate::ir::{Graph, Node, NodeId, OpKind, Tensor, ValueId};
+use crate::ir::{Graph, Node, NodeId, Tensor, ValueId};
 
 /// The constant (initializer) read at input `slot` of `node`.
 pub(super) fn constant_input<'g>(graph: &'g Graph, node: &Node, slot: usize) -> Option<&'g Tensor> {
@@ -29,23 +29,10 @@ pub(super) fn ints_attribute_or_input(
     Ok(constant_input(graph, node, slot).and_then(Tensor::to_i64))
 }
 
-/// The window of a windowed `node` (Conv, ConvTranspose, pools), with its weight's dims
-/// when they are constant; `None` for other operators.
-pub(super) fn window(graph: &Graph, node: &Node) -> Result<Option<Window>> {
-    if !Window::applies_to(&node.kind) {
-        return Ok(None);
-    }
-    let weight = match node.kind {
-        OpKind::Conv | OpKind::ConvTranspose => constant_input(graph, node, 1).map(Tensor::dims),
-        _ => None,
-    };
-    Window::of(node, weight).map(Some)
-}
-
 /// The node reads no padding: it has no window, or one without pads beyond zeros and
 /// without SAME padding.
 pub(super) fn is_unpadded(graph: &Graph, node: &Node) -> Result<bool> {
-    Ok(window(graph, node)?.is_none_or(|w| w.is_unpadded()))
+    Ok(Window::in_graph(graph, node)?.is_none_or(|w| w.is_unpadded()))
 }
 
 /// A Gemm bias that is one row broadcast down the output ([], [1], [N] or [1, N]); a

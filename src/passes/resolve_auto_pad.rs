@@ -21,7 +21,6 @@ use crate::error::Result;
 use crate::ir::shape::Shapes;
 use crate::ir::window::{AutoPad, Window};
 use crate::ir::{Graph, Node, NodeId, OpKind, Patch, Wire};
-use crate::passes::matching::window;
 use crate::passes::{Ctx, Rule, patch};
 
 pub(crate) struct ResolveAutoPad;
@@ -39,7 +38,7 @@ impl Rule for ResolveAutoPad {
         _: &mut Ctx,
     ) -> Result<Option<Patch>> {
         let node = graph.node(id);
-        let Some(window) = window(graph, node)? else {
+        let Some(window) = Window::in_graph(graph, node)? else {
             return Ok(None);
         };
         if window.ceil_mode {
