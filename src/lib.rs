@@ -44,6 +44,10 @@
 //! ```
 //!
 //! Passes can also be run one by one (see [`passes`]).
+//!
+//! The `cli` feature, on by default, is the `onnx-shallow` binary (clap and the terminal's
+//! progress bars); a program using the library leaves it out with
+//! `default-features = false`.
 
 pub mod calib;
 pub mod error;

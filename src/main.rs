@@ -1027,16 +1027,7 @@ fn gate(args: &GateArgs, progress: &Arc<dyn Progress>) -> Result<ExitCode> {
     };
     options.engine.info()?;
     let original = load(&args.input, progress)?;
-    let gated = {
-        let _stage = spinner(
-            progress,
-            &format!(
-                "finding the activations worth a gate (timing folds in {})",
-                options.engine.name()
-            ),
-        );
-        onnx_shallow::gate(original, &options, args.threshold)?
-    };
+    let gated = onnx_shallow::gate(original, &options, args.threshold)?;
     print!("{}", gates_table(&gated.manifest));
     let tolerance = Tolerance {
         rtol: onnx_shallow::GATED_RTOL,

@@ -291,9 +291,15 @@ const GATED_SAMPLES: usize = 8;
 /// run), in standard operators, α = 0: an error unless the result reproduces `model`
 /// within [`GATED_RTOL`] in tract. `threshold` goes into the manifest.
 pub fn gate(model: Model, options: &Options, threshold: f64) -> Result<Gated> {
+    let label = format!(
+        "finding the activations worth a gate (timing folds in {})",
+        options.engine.name()
+    );
+    let finding = Stage::begin(&*options.progress, &label, None);
     let mut ctx = context(options)?;
     let (base, _) = run_exact(model.clone(), options, &mut ctx, &Linearize::none())?;
     let groups = gates::candidates(&base.graph, &mut ctx)?;
+    drop(finding);
     persist(&ctx)?;
     if groups.is_empty() {
         return Err(Error::graph(
