@@ -967,7 +967,7 @@ fn group_folds(groups: &[i64], k: usize, rng: &mut Rng) -> Result<Vec<usize>> {
     }
     let mut order: Vec<(i64, usize)> = sizes.into_iter().collect();
     shuffle(&mut order, rng);
-    order.sort_by(|a, b| b.1.cmp(&a.1));
+    order.sort_by_key(|&(_, size)| std::cmp::Reverse(size));
     let mut filled = vec![0usize; k];
     let mut fold_of_group = BTreeMap::new();
     for (group, size) in order {
