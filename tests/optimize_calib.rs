@@ -284,22 +284,13 @@ fn grouped_data_is_resampled_by_group_and_few_held_out_groups_are_warned_of() {
     );
     grouped_digits(&data);
     let model = testdata("digits_mobilenetish.onnx");
-    let args: Vec<&OsStr> = vec![
-        "optimize".as_ref(),
-        model.as_os_str(),
-        out.as_os_str(),
-        "--calib".as_ref(),
-        data.as_os_str(),
-        "--calib-key".as_ref(),
-        "input".as_ref(),
-        "--cost".as_ref(),
-        "macs".as_ref(),
+    let args: [&OsStr; 4] = [
         "--max-drop".as_ref(),
         "5".as_ref(),
         "--report".as_ref(),
         report.as_os_str(),
     ];
-    let run = cli(&args);
+    let run = common::optimize_with_calib(&model, &data, &out, &args);
     assert_eq!(run.code, 0, "{}", run.stderr);
     assert!(
         run.stdout
@@ -366,22 +357,9 @@ fn k_folds_hold_every_group_out_once_and_pool_the_walk_over_them() {
     grouped_digits(&data);
     let model = testdata("digits_mobilenetish.onnx");
     let run_with = |extra: &[&OsStr]| {
-        let mut args: Vec<&OsStr> = vec![
-            "optimize".as_ref(),
-            model.as_os_str(),
-            out.as_os_str(),
-            "--calib".as_ref(),
-            data.as_os_str(),
-            "--calib-key".as_ref(),
-            "input".as_ref(),
-            "--cost".as_ref(),
-            "macs".as_ref(),
-            "--max-drop".as_ref(),
-            "5".as_ref(),
-            "--force".as_ref(),
-        ];
+        let mut args: Vec<&OsStr> = vec!["--max-drop".as_ref(), "5".as_ref(), "--force".as_ref()];
         args.extend(extra);
-        cli(&args)
+        common::optimize_with_calib(&model, &data, &out, &args)
     };
     let run = run_with(&[
         "--folds".as_ref(),

@@ -148,7 +148,17 @@ pub fn optimize_digits_calib(output: &Path, extra: &[&std::ffi::OsStr]) -> Run {
 /// `optimize` of `model` (a digits model, input `input`) into `output` with the 64
 /// bundled digits as `--calib` data and MAC costs, `extra` options after.
 pub fn optimize_on_digits(model: &Path, output: &Path, extra: &[&std::ffi::OsStr]) -> Run {
-    let data = testdata("digits_test64.npz");
+    optimize_with_calib(model, &testdata("digits_test64.npz"), output, extra)
+}
+
+/// `optimize` of `model` (input `input`) into `output` with `data` (its array `input`) as
+/// `--calib` data and MAC costs, `extra` options after.
+pub fn optimize_with_calib(
+    model: &Path,
+    data: &Path,
+    output: &Path,
+    extra: &[&std::ffi::OsStr],
+) -> Run {
     let mut args: Vec<&std::ffi::OsStr> = vec![
         "optimize".as_ref(),
         model.as_os_str(),
