@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{Args, Parser, Subcommand};
-use onnx_shallow::calib::{self, CalibSpec, CropRange, Dataset, ModelInputs, Preprocess};
+use onnx_shallow::calib::{self, CalibSpec, CropRange, Dataset, HeldOut, ModelInputs, Preprocess};
 use onnx_shallow::error::ORT_WHEEL;
 use onnx_shallow::gates;
 use onnx_shallow::gates::{
@@ -470,14 +470,16 @@ impl LearnArgs {
     /// --folds.
     fn data(&self, original: &Model, pinned: &PinnedShapes) -> Result<Vec<(Dataset, Dataset)>> {
         let dataset = Dataset::load(&self.spec(&self.calib)?, original, pinned)?;
-        if let Some(k) = self.folds {
-            return dataset.folds(k, self.seed);
-        }
-        if self.holdout_data.is_empty() {
-            return Ok(vec![dataset.split(self.holdout, self.seed)?]);
-        }
-        let held_out = Dataset::load(&self.spec(&self.holdout_data)?, original, pinned)?;
-        Ok(vec![(dataset, held_out.with_augment(false)?)])
+        let held_out = match self.folds {
+            Some(k) => HeldOut::Folds(k),
+            None if self.holdout_data.is_empty() => HeldOut::Fraction(self.holdout),
+            None => HeldOut::Data(Dataset::load(
+                &self.spec(&self.holdout_data)?,
+                original,
+                pinned,
+            )?),
+        };
+        dataset.splits(held_out, self.seed)
     }
 }
 

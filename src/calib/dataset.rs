@@ -257,6 +257,17 @@ impl Samples {
     }
 }
 
+/// Which samples a learned run measures its fidelity on.
+#[derive(Clone)]
+pub enum HeldOut {
+    /// About this fraction of the data, whole groups when it has them.
+    Fraction(f64),
+    /// K folds, each held out in turn ([`Dataset::folds`]).
+    Folds(usize),
+    /// Separate data, never augmented.
+    Data(Dataset),
+}
+
 impl Dataset {
     /// Opens the data `spec` names for `model` (dims pinned by `pinned`) and checks its
     /// first sample against the model's inputs, before any other work; errors name the
@@ -466,6 +477,15 @@ impl Dataset {
                 (train, part(&|f| f == fold, false))
             })
             .collect())
+    }
+
+    /// The (training, held-out) splits `held_out` asks for: one, or one per fold.
+    pub fn splits(self, held_out: HeldOut, seed: u64) -> Result<Vec<(Dataset, Dataset)>> {
+        match held_out {
+            HeldOut::Fraction(fraction) => Ok(vec![self.split(fraction, seed)?]),
+            HeldOut::Folds(k) => self.folds(k, seed),
+            HeldOut::Data(held_out) => Ok(vec![(self, held_out.with_augment(false)?)]),
+        }
     }
 
     fn stored_rows(&self, positions: &[usize]) -> Result<Vec<usize>> {

@@ -28,7 +28,7 @@ use std::path::Path;
 use ndarray::{ArrayD, Axis, Slice};
 
 pub use augment::CropRange;
-pub use dataset::{CalibSpec, Dataset};
+pub use dataset::{CalibSpec, Dataset, HeldOut};
 pub use npy::{Dtype, NpyArray, Npz};
 pub use preprocess::Preprocess;
 

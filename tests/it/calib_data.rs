@@ -8,7 +8,7 @@ use std::path::Path;
 
 use ndarray::{ArrayD, Axis};
 use onnx_shallow::Model;
-use onnx_shallow::calib::{ArraySelection, CalibSpec, Dataset, Npz, Preprocess};
+use onnx_shallow::calib::{ArraySelection, CalibSpec, Dataset, HeldOut, Npz, Preprocess};
 use onnx_shallow::ir::builder::ModelBuilder;
 
 /// A one-input model (Relu) with the given input dims.
@@ -149,6 +149,19 @@ fn patches_split_by_photo_deterministically_and_augment_only_the_training_part()
     assert_ne!(augmented, unaugmented);
     let forced = held_out.with_augment(true).unwrap();
     assert_ne!(first_batch(&held_out), first_batch(&forced));
+
+    let separate = patches
+        .clone()
+        .splits(HeldOut::Data(patches.clone()), 1)
+        .unwrap();
+    let [(train, held_out)] = &separate[..] else {
+        panic!("{} splits of separate held-out data", separate.len());
+    };
+    assert_eq!((train.len(), held_out.len()), (512, 512));
+    assert!(train.augments() && !held_out.augments());
+    let folds = patches.splits(HeldOut::Folds(3), 1).unwrap();
+    let held_out_sizes: usize = folds.iter().map(|(_, held_out)| held_out.len()).sum();
+    assert_eq!((folds.len(), held_out_sizes), (3, 512));
 }
 
 #[test]
