@@ -132,11 +132,8 @@ impl Trial {
                 .into_iter()
                 .map(|a| gated(graph, activations[a]))
                 .collect(),
-            gain: folds
-                .iter()
-                .map(|f| f.verdict.original - f.verdict.folded)
-                .sum(),
-            estimate: folds.iter().any(|f| f.verdict.estimate),
+            gain: folds.iter().map(|f| f.verdict.gain()).sum(),
+            estimate: folds.iter().any(|f| f.verdict.is_estimate()),
             folds: folds
                 .iter()
                 .map(|f| format!("{} → {}", f.sources.join(" + "), f.result))

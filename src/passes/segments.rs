@@ -17,7 +17,7 @@ use crate::ir::stats::ModelStats;
 use crate::ir::{DataType, Graph, Model, NodeId, OpKind, Patch, ValueId, Wire};
 use crate::passes::{Ctx, FoldRecord, FoldedLayer, PassOutcome};
 use crate::runtime::compare::max_relative_error_on_random;
-use crate::runtime::cost::Verdict;
+use crate::runtime::cost::Judgement;
 
 /// What cutting a chain at a linearised value costs in the partition: more than any gain.
 const LINEARISED_CUT_PENALTY: f64 = 1e12;
@@ -189,7 +189,7 @@ pub(super) struct Segment<F> {
     pub a: usize,
     pub b: usize,
     pub fold: F,
-    pub verdict: Verdict,
+    pub verdict: Judgement,
     /// It spans a value the user linearised, so it folds whatever the verdict.
     pub forced: bool,
 }
@@ -203,7 +203,7 @@ pub(super) fn best_partition<F>(
     values: &[ValueId],
     ctx: &Ctx,
     mut folds_from: impl FnMut(usize) -> Vec<Option<F>>,
-    mut judge: impl FnMut(usize, usize, &F, bool) -> Result<Option<Verdict>>,
+    mut judge: impl FnMut(usize, usize, &F, bool) -> Result<Option<Judgement>>,
 ) -> Result<Vec<Segment<F>>> {
     let m = values.len() - 1;
     let linearised = &ctx.linearised;
@@ -233,9 +233,7 @@ pub(super) fn best_partition<F>(
             if !forced && !verdict.pays(ctx.folding.min_gain) {
                 continue;
             }
-            let value = base
-                + (verdict.original - verdict.folded)
-                + if forced { LINEARISED_CUT_PENALTY } else { 0.0 };
+            let value = base + verdict.gain() + if forced { LINEARISED_CUT_PENALTY } else { 0.0 };
             if value > best[b] {
                 best[b] = value;
                 from[b] = a;
@@ -264,7 +262,7 @@ pub(super) fn best_partition<F>(
 /// the fold is forced).
 pub(super) fn single_fold<F>(
     fold: F,
-    verdict: Option<Verdict>,
+    verdict: Option<Judgement>,
     forced: bool,
     ctx: &Ctx,
 ) -> Vec<Segment<F>> {
@@ -331,10 +329,11 @@ impl RegionModels {
     }
 }
 
-/// The cost model's verdict on replacing the region `input` → `outputs` by what `emit`
+/// The cost model's judgement on replacing the region `input` → `outputs` by what `emit`
 /// builds (one wire per output), both cut out at the analysed (pinned, batch 1) dims;
-/// `None` when those dims are not static, or when the fold is not forced and has more
-/// than 1.5× the MACs of an original that is not overhead-bound.
+/// `None` when those dims are not static, when the fold is not forced and only forced
+/// folds are asked for, or when it is not forced and has more than 1.5× the MACs of an
+/// original that is not overhead-bound.
 pub(super) fn judge_fold(
     graph: &Graph,
     ends: (ValueId, &[ValueId]),
@@ -342,7 +341,10 @@ pub(super) fn judge_fold(
     forced: bool,
     ctx: &Ctx,
     emit: impl FnOnce(&mut Patch, Wire, &str) -> Result<Vec<Wire>>,
-) -> Result<Option<Verdict>> {
+) -> Result<Option<Judgement>> {
+    if !forced && ctx.folding.forced_only {
+        return Ok(None);
+    }
     let Some(models) = RegionModels::cut(graph, ends, analysed, emit)? else {
         return Ok(None);
     };
