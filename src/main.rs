@@ -1379,6 +1379,7 @@ fn bench(args: &BenchArgs, progress: &Arc<dyn Progress>) -> Result<ExitCode> {
     let options = BenchOptions {
         warmup: args.warmup as usize,
         runs: args.runs as usize,
+        ..BenchOptions::default()
     };
     let benchmark = bench::benchmark(&plans, options, progress.as_ref())?;
     let run = BenchRun {

@@ -176,8 +176,16 @@ pub struct CostModel {
 }
 
 /// Pairs the whole model with the judged folds is timed over against the model without
-/// them: as many as `bench` is read at to resolve a few percent.
+/// them, at least: as many as `bench` is read at to resolve a few percent...
 pub const WHOLE_MODEL_PAIRS: usize = 100;
+/// ...and seconds at least, so that a model that runs in a millisecond gets thousands of
+/// pairs: a fold worth 1 % of it is then resolved too.
+pub const WHOLE_MODEL_SECONDS: f64 = 5.0;
+/// Sessions those pairs are split into, each loading both models afresh: repeated
+/// `bench` runs differ by more than the pairs of one run show (MobileNetV2 on an idle
+/// machine: medians 0.973–1.032, each ± 0.006), so the spread between sessions is
+/// counted in the standard error too.
+pub const WHOLE_MODEL_SESSIONS: usize = 5;
 
 impl Default for CostModel {
     /// Measured in the default engine (tract), nothing cached.
@@ -189,6 +197,7 @@ impl Default for CostModel {
             options: BenchOptions::default(),
             whole_model: BenchOptions {
                 runs: WHOLE_MODEL_PAIRS,
+                min_seconds: WHOLE_MODEL_SECONDS,
                 ..BenchOptions::default()
             },
         }
@@ -238,8 +247,11 @@ impl CostModel {
                     signature(original, input_dims),
                     signature(folded, input_dims)
                 );
-                let dims = [input_dims.to_vec()];
-                self.measured(key, (original, folded), &dims, self.options)
+                let (dims, options) = ([input_dims.to_vec()], self.options);
+                self.cached(key, |engine| {
+                    let timing = time_models(engine, original, folded, &dims, options)?;
+                    Ok(judgement_of(&timing))
+                })
             }
             Cost::Macs => {
                 let macs = |m: &Model| -> Result<f64> {
@@ -257,9 +269,9 @@ impl CostModel {
     }
 
     /// The whole model `with` the folds judged by measurement against the same model
-    /// `without` them, fed `dims` (one per runtime input), over
-    /// [`whole_model`](CostModel::whole_model) pairs; `None` for MAC estimates, which
-    /// are not measured.
+    /// `without` them, fed `dims` (one per runtime input), timed as
+    /// [`whole_model`](CostModel::whole_model) says in [`WHOLE_MODEL_SESSIONS`]
+    /// sessions; `None` for MAC estimates, which are not measured.
     pub fn judge_whole(
         &mut self,
         without: &Model,
@@ -268,14 +280,18 @@ impl CostModel {
     ) -> Result<Option<Judgement>> {
         match &self.cost {
             Cost::Measured => {
+                let options = self.whole_model;
                 let key = format!(
-                    "{}|whole model, {} pairs|{}=>{}",
+                    "{}|whole model, {WHOLE_MODEL_SESSIONS} sessions, {} pairs, {} s|{}=>{}",
                     self.engine.info()?,
-                    self.whole_model.runs,
+                    options.runs,
+                    options.min_seconds,
                     signature(without, dims),
                     signature(with, dims)
                 );
-                let judgement = self.measured(key, (without, with), dims, self.whole_model)?;
+                let judgement = self.cached(key, |engine| {
+                    time_in_sessions(engine, (without, with), dims, options)
+                })?;
                 Ok(Some(judgement))
             }
             Cost::Macs => Ok(None),
@@ -283,21 +299,63 @@ impl CostModel {
         }
     }
 
-    /// The cached judgement under `key`, or `original` and `folded` timed in the engine.
-    fn measured(
+    /// The judgement cached under `key`, or what `measure` finds in the engine (then
+    /// cached).
+    fn cached(
         &mut self,
         key: String,
-        (original, folded): (&Model, &Model),
-        dims: &[Vec<usize>],
-        options: BenchOptions,
+        measure: impl FnOnce(&Engine) -> Result<Judgement>,
     ) -> Result<Judgement> {
         if let Some(judgement) = self.cache.entries.get(&key) {
             return Ok(*judgement);
         }
-        let timing = time_models(&self.engine, original, folded, dims, options)?;
-        let judgement = judgement_of(&timing);
+        let judgement = measure(&self.engine)?;
         self.cache.entries.insert(key, judgement);
         Ok(judgement)
+    }
+}
+
+/// `original` against `folded` in [`WHOLE_MODEL_SESSIONS`] sessions, `options` shared
+/// between them, each loading both models afresh; the sessions pooled.
+fn time_in_sessions(
+    engine: &Engine,
+    (original, folded): (&Model, &Model),
+    dims: &[Vec<usize>],
+    options: BenchOptions,
+) -> Result<Judgement> {
+    let per_session = BenchOptions {
+        runs: options.runs.div_ceil(WHOLE_MODEL_SESSIONS),
+        min_seconds: options.min_seconds / WHOLE_MODEL_SESSIONS as f64,
+        ..options
+    };
+    let sessions = (0..WHOLE_MODEL_SESSIONS)
+        .map(|_| time_models(engine, original, folded, dims, per_session).map(|t| judgement_of(&t)))
+        .collect::<Result<Vec<_>>>()?;
+    Ok(pooled(&sessions))
+}
+
+/// Judgements of the same two models in separate sessions as one: the mean of their
+/// ratios, with the larger of two standard errors of it — from the pairs within the
+/// sessions, and from the spread of the sessions' ratios.
+fn pooled(sessions: &[Judgement]) -> Judgement {
+    let k = sessions.len() as f64;
+    let mean = |values: &mut dyn Iterator<Item = f64>| values.sum::<f64>() / k;
+    let ratio = mean(&mut sessions.iter().map(Judgement::ratio));
+    let variance = sessions
+        .iter()
+        .map(|s| (s.ratio() - ratio).powi(2))
+        .sum::<f64>()
+        / (k - 1.0).max(1.0);
+    let between = (variance / k).sqrt();
+    let within = mean(&mut sessions.iter().map(|s| s.standard_error.powi(2))).sqrt() / k.sqrt();
+    let original = mean(&mut sessions.iter().map(|s| s.verdict.original));
+    Judgement {
+        verdict: Verdict {
+            original,
+            folded: original * ratio,
+            estimate: false,
+        },
+        standard_error: within.max(between),
     }
 }
 
@@ -524,6 +582,33 @@ mod tests {
         let within_noise = Confirmation::of(folds.clone(), &judgement(0.99, 0.006));
         assert!(!within_noise.kept, "0.99 + 2 × 0.006 reaches 1");
         assert!(!Confirmation::of(folds, &judgement(1.0, 0.0)).kept);
+    }
+
+    #[test]
+    fn sessions_pool_into_their_mean_ratio_with_the_larger_standard_error() {
+        let steady = [
+            judgement(0.95, 0.01),
+            judgement(0.96, 0.01),
+            judgement(0.94, 0.01),
+        ];
+        let pooled_steady = pooled(&steady);
+        assert!((pooled_steady.ratio() - 0.95).abs() < 1e-12);
+        // Within: 0.01 / √3 ≈ 0.0058; between: sd 0.01 / √3, the same.
+        assert!((pooled_steady.standard_error - 0.01 / 3f64.sqrt()).abs() < 1e-9);
+
+        // Each session sure of itself, the sessions far apart: the spread decides.
+        let scattered = [
+            judgement(0.95, 0.002),
+            judgement(1.05, 0.002),
+            judgement(0.97, 0.002),
+        ];
+        let pooled_scattered = pooled(&scattered);
+        let sd = (((0.95f64 - 0.99).powi(2) + 0.06f64.powi(2) + 0.02f64.powi(2)) / 2.0).sqrt();
+        assert!((pooled_scattered.standard_error - sd / 3f64.sqrt()).abs() < 1e-9);
+        assert!(
+            !pooled_scattered.is_faster(),
+            "0.99 ± 0.03 may well be slower"
+        );
     }
 
     #[test]
