@@ -1,5 +1,5 @@
 //! What the fuzz targets (`fuzz/`) run, shared with the corpus replay test
-//! (`tests/fuzz_corpus.rs`) so that every input the fuzzer kept is checked in CI too.
+//! (`tests/it/fuzz_corpus.rs`) so that every input the fuzzer kept is checked in CI too.
 //!
 //! Each entry takes arbitrary bytes. An error is the expected answer to a bad input; a
 //! panic (from the library, or from an assertion here) is a finding.

@@ -22,6 +22,7 @@ use crate::calib::random::{Rng, shuffle};
 use crate::error::{Error, Result};
 use crate::fold::conv::Conv2d;
 use crate::fold::gemm::Dense;
+use crate::fold::nodes::as_conv;
 use crate::ir::extract::probe;
 use crate::ir::shape;
 use crate::ir::{Attributes, Graph, Model, NodeId, OpKind, Patch, Tensor, ValueId};
@@ -445,7 +446,8 @@ fn refit_conv(
     y: &ArrayD<f32>,
     rng: &mut Rng,
 ) -> Result<Option<Fit>> {
-    let Some(mut conv) = crate::passes::conv_layer(&model.graph, node)? else {
+    let shapes = shape::infer(&model.graph, &Default::default())?;
+    let Some(mut conv) = as_conv(&model.graph, node, &shapes) else {
         return Ok(None);
     };
     let (&[n, _, h, w], &[_, o, oh, ow]) = (x.shape(), y.shape()) else {

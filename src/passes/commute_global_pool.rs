@@ -23,9 +23,9 @@
 
 use crate::error::Result;
 use crate::fold::conv::Conv2d;
+use crate::fold::nodes::{as_conv, emit_conv};
 use crate::ir::shape::Shapes;
 use crate::ir::{Attributes, DataType, Graph, NodeId, OpKind, Patch, ValueId, Wire};
-use crate::passes::fold_conv_chains::{as_conv, emit_conv};
 use crate::passes::matching::single_use_producer;
 use crate::passes::segments::{
     ChainShapes, Region, Replaced, Segment, apply_fold, judge_fold, reads_linearised,

@@ -28,9 +28,9 @@
 use crate::error::Result;
 use crate::fold::conv::Conv2d;
 use crate::fold::gemm::Dense;
+use crate::fold::nodes::as_conv;
 use crate::ir::shape::Shapes;
 use crate::ir::{Attributes, DataType, Graph, NodeId, OpKind, Patch, ValueId, Wire};
-use crate::passes::fold_conv_chains::as_conv;
 use crate::passes::fold_gemm_chains::{dense_layer, emit_gemm, flattens_rows};
 use crate::passes::matching::single_use_producer;
 use crate::passes::segments::{

@@ -29,9 +29,9 @@ use crate::error::Result;
 use crate::fold::conv::{Border, Conv2d};
 use crate::fold::conv_map::ConvMap;
 use crate::fold::gemm::Dense;
+use crate::fold::nodes::{MAX_KERNEL, as_conv, emit_conv_map};
 use crate::ir::shape::Shapes;
 use crate::ir::{DataType, Graph, NodeId, OpKind, Patch, Tensor, ValueId, Wire};
-use crate::passes::fold_conv_chains::{MAX_KERNEL, as_conv, emit_conv_map};
 use crate::passes::fold_gemm_chains::{dense_layer, emit_gemm};
 use crate::passes::segments::{
     ChainShapes, Region, Replaced, Segment, apply_fold, judge_fold, reads_linearised,

@@ -29,9 +29,9 @@ use std::collections::HashSet;
 
 use crate::error::Result;
 use crate::fold::conv::{self, Conv2d};
+use crate::fold::nodes::{as_conv, emit_conv};
 use crate::ir::shape::Shapes;
 use crate::ir::{DataType, Graph, NodeId, OpKind, ValueId};
-use crate::passes::fold_conv_chains::{as_conv, emit_conv};
 use crate::passes::segments::{
     ChainShapes, Region, Replaced, Segment, apply_fold, judge_fold, reads_linearised,
     run_chain_folds, single_fold,

@@ -348,13 +348,6 @@ pub fn folding() -> Vec<Box<dyn Pass>> {
     ]
 }
 
-/// A Conv (or AveragePool) node as a layer of the fold algebra, when its weights are
-/// constant and its pads explicit.
-pub(crate) fn conv_layer(graph: &Graph, node: NodeId) -> Result<Option<crate::fold::conv::Conv2d>> {
-    let shapes = shape::infer(graph, &PinnedShapes::default())?;
-    Ok(fold_conv_chains::as_conv(graph, node, &shapes))
-}
-
 /// Runs passes in order, each to its fixed point. A graph some fold sized at the pinned
 /// dims declares them.
 pub fn run_pipeline(

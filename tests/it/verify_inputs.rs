@@ -1,7 +1,7 @@
 //! Model inputs read from the shared data files, and the comparison `verify` reports, on
 //! real models.
 
-mod common;
+use crate::common;
 
 use onnx_shallow::Model;
 use onnx_shallow::calib::{self, ModelInputs, Npz, Preprocess};

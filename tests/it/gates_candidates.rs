@@ -1,7 +1,7 @@
 //! Gate candidates on the shared models: which activations, once linear, let a fold pay,
 //! and how they group (judged by MACs here, so the decisions are deterministic).
 
-mod common;
+use crate::common;
 
 use onnx_shallow::gates::{GateGroup, candidates};
 use onnx_shallow::passes::Ctx;

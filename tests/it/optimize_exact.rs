@@ -1,7 +1,7 @@
 //! `optimize --exact` on every shared model: outputs equal within 1e-4 relative on real
 //! inputs, and `verify` agrees; `verify` catches a single removed ReLU6.
 
-mod common;
+use crate::common;
 
 use std::ffi::OsStr;
 use std::path::Path;

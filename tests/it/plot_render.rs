@@ -3,7 +3,7 @@
 //! message, where no `chromium` is installed (Debian's package), unless
 //! `ONNX_SHALLOW_REQUIRE_CHROMIUM` is set, as in CI.
 
-mod common;
+use crate::common;
 
 use std::ffi::OsStr;
 use std::path::Path;

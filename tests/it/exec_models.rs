@@ -1,7 +1,7 @@
 //! The executor against tract on every shared model (after the canonical rewrites, as the
 //! trainer sees them), and its results independent of the number of threads.
 
-mod common;
+use crate::common;
 
 use onnx_shallow::calib::random::{Rng, normal_array};
 use onnx_shallow::exec::{Executor, Gate, Params, Wanted};

@@ -2,7 +2,7 @@
 //! rejects broken ones, and `optimize --report`'s fidelity is what `verify` says of the
 //! same files.
 
-mod common;
+use crate::common;
 
 use std::ffi::OsStr;
 use std::path::Path;

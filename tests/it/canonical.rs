@@ -1,7 +1,7 @@
 //! The exact canonical pipeline on the real models: outputs kept within 1e-4 relative in
 //! tract, and the rewrites each model is known to need actually happen.
 
-mod common;
+use crate::common;
 
 use common::count;
 

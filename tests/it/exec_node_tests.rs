@@ -1,7 +1,7 @@
 //! The executor's forward pass against the ONNX backend test suite's reference outputs, for
 //! the float cases of every operator it supports.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 

@@ -1,7 +1,7 @@
 //! `optimize --calib` from the command line, on the bundled digits MobileNet and its 64
 //! bundled samples (no ../shared needed): the walk, the report, the plot, and bad data.
 
-mod common;
+use crate::common;
 
 use std::ffi::OsStr;
 

@@ -2,7 +2,7 @@
 //! classifier head folds through the global pool, OriNet's padded pairs fold only with
 //! approximate borders (and report their error), MTCNN's trunk folds into its heads.
 
-mod common;
+use crate::common;
 
 use std::ffi::OsStr;
 

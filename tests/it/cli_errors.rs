@@ -1,7 +1,7 @@
 //! Broken and hostile input files: each gives a one-line error naming what is wrong,
 //! exit code 2, no panic, no output file, no temporary file, and an untouched input.
 
-mod common;
+use crate::common;
 
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};

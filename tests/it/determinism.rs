@@ -2,7 +2,7 @@
 //! the same cost cache does: `optimize_exact.rs`.) A learned run with `--cost macs`
 //! chooses by MACs, so the same seed gives the same file too.
 
-mod common;
+use crate::common;
 
 use std::ffi::OsStr;
 use std::path::Path;

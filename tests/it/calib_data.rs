@@ -1,7 +1,7 @@
 //! Calibration datasets: array selection on the real digits split, group-aware splits on
 //! the natural-photo patches, image folders, synthetic data and augmentation.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 use std::path::Path;

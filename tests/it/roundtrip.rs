@@ -1,6 +1,6 @@
 //! Round trips: protobuf bytes, and the IR judged by tract outputs.
 
-mod common;
+use crate::common;
 
 use onnx_shallow::onnx::{decode_model, encode_model};
 

@@ -2,7 +2,7 @@
 //! sizes), folds that need static sizes are skipped with a note, and `verify` takes
 //! calibration data of any number of samples.
 
-mod common;
+use crate::common;
 
 use std::ffi::OsStr;
 use std::path::Path;

@@ -1,7 +1,7 @@
 //! Recognising and linearising activations on the real models, after the canonical
 //! passes (which make constants initializers and fuse written-out HardSwish).
 
-mod common;
+use crate::common;
 
 use common::count;
 

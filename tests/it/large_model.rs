@@ -1,8 +1,8 @@
 //! A model over protobuf's 2 GiB limit: read with external data, optimized, written with
-//! its tensors in external data automatically. (`tests/save.rs` runs the same saving path
+//! its tensors in external data automatically. (`tests/it/save.rs` runs the same saving path
 //! on a small model with the size limit lowered.)
 
-mod common;
+use crate::common;
 
 use std::ffi::OsStr;
 use std::fs::File;

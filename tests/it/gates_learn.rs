@@ -1,7 +1,7 @@
 //! Learning which activations can go, end to end through the library, on the shared
 //! models and their real data: fidelity figures are asserted on data the run never saw.
 
-mod common;
+use crate::common;
 
 use onnx_shallow::calib::Preprocess;
 use onnx_shallow::calib::{ArraySelection, CalibSpec, Dataset, ModelInputs, Npz};

@@ -3,7 +3,7 @@
 //! leaving no file behind, with the tool's address space bounded far below what the file
 //! claims (`common::cli_bounded`), so memory follows the input's size, not its claims.
 
-mod common;
+use crate::common;
 
 use std::ffi::OsStr;
 

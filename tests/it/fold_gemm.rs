@@ -2,7 +2,7 @@
 //! → Relu → Gemm): with its ReLUs bypassed and marked linearised, the four Gemms fold
 //! into one, whatever the cost model says, and compute what the bypassed model computes.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 

@@ -1,6 +1,6 @@
 //! Saving: what the user's model had is kept; external data; atomic writes.
 
-mod common;
+use crate::common;
 
 use onnx_shallow::SaveOptions;
 use onnx_shallow::ir::builder::ModelBuilder;

@@ -2,7 +2,7 @@
 //! standard operators, a trainer sets the gates (the crate's own, or PyTorch through
 //! `examples/train_gated.py`), and `optimize --from-gates` folds them back, verified.
 
-mod common;
+use crate::common;
 
 use std::ffi::OsStr;
 

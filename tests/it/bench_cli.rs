@@ -1,6 +1,6 @@
 //! `bench`: the CI latency gate's exit codes, its JSON, and its errors.
 
-mod common;
+use crate::common;
 
 use std::ffi::OsStr;
 use std::path::Path;

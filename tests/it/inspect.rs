@@ -1,6 +1,6 @@
 //! `inspect`: statistics of real models.
 
-mod common;
+use crate::common;
 
 use onnx_shallow::report::stats::ModelStats;
 
