@@ -537,7 +537,7 @@ fn run_folds(
 fn judged_by_measurement(folds: &[FoldRecord]) -> Vec<String> {
     folds
         .iter()
-        .filter(|f| !f.forced && !f.verdict.is_estimate())
+        .filter(|f| !f.forced && !f.verdict.estimate)
         .map(|f| f.result.clone())
         .collect()
 }
@@ -688,12 +688,7 @@ mod tests {
     fn whole_model_at(whole_ratio: f64) -> Cost {
         let decide = move |original: &Model, _: &Model| {
             let whole = original.graph.nodes().any(|(_, n)| n.kind == OpKind::Relu);
-            let folded = if whole { whole_ratio } else { 0.5 };
-            Verdict {
-                original: 1.0,
-                folded,
-                estimate: false,
-            }
+            Verdict::exact(1.0, if whole { whole_ratio } else { 0.5 })
         };
         Cost::Custom(Arc::new(decide))
     }

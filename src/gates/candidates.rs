@@ -133,7 +133,7 @@ impl Trial {
                 .map(|a| gated(graph, activations[a]))
                 .collect(),
             gain: folds.iter().map(|f| f.verdict.gain()).sum(),
-            estimate: folds.iter().any(|f| f.verdict.is_estimate()),
+            estimate: folds.iter().any(|f| f.verdict.estimate),
             folds: folds
                 .iter()
                 .map(|f| format!("{} → {}", f.sources.join(" + "), f.result))

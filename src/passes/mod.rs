@@ -22,7 +22,7 @@ use serde::Serialize;
 use crate::error::{Error, Result};
 use crate::ir::shape::{self, PinnedShapes, Shapes};
 use crate::ir::{Graph, Node, NodeId, Patch};
-use crate::runtime::cost::{CostModel, Judgement};
+use crate::runtime::cost::{CostModel, Verdict};
 
 pub(crate) mod activation;
 mod commute_global_pool;
@@ -192,7 +192,7 @@ pub struct FoldRecord {
     pub layers: Vec<FoldedLayer>,
     /// False for a fold exact only away from the border.
     pub exact: bool,
-    pub verdict: Judgement,
+    pub verdict: Verdict,
     /// Made because the user linearised an activation inside it, whatever the verdict.
     pub forced: bool,
     /// For a fold that is not exact: the max relative error of the folded region against

@@ -17,7 +17,7 @@ use crate::ir::stats::ModelStats;
 use crate::ir::{DataType, Graph, Model, NodeId, OpKind, Patch, ValueId, Wire};
 use crate::passes::{Ctx, FoldRecord, FoldedLayer, PassOutcome};
 use crate::runtime::compare::max_relative_error_on_random;
-use crate::runtime::cost::Judgement;
+use crate::runtime::cost::Verdict;
 
 /// What cutting a chain at a linearised value costs in the partition: more than any gain.
 const LINEARISED_CUT_PENALTY: f64 = 1e12;
@@ -189,7 +189,7 @@ pub(super) struct Segment<F> {
     pub a: usize,
     pub b: usize,
     pub fold: F,
-    pub verdict: Judgement,
+    pub verdict: Verdict,
     /// It spans a value the user linearised, so it folds whatever the verdict.
     pub forced: bool,
 }
@@ -203,7 +203,7 @@ pub(super) fn best_partition<F>(
     values: &[ValueId],
     ctx: &Ctx,
     mut folds_from: impl FnMut(usize) -> Vec<Option<F>>,
-    mut judge: impl FnMut(usize, usize, &F, bool) -> Result<Option<Judgement>>,
+    mut judge: impl FnMut(usize, usize, &F, bool) -> Result<Option<Verdict>>,
 ) -> Result<Vec<Segment<F>>> {
     let m = values.len() - 1;
     let linearised = &ctx.linearised;
@@ -262,7 +262,7 @@ pub(super) fn best_partition<F>(
 /// the fold is forced).
 pub(super) fn single_fold<F>(
     fold: F,
-    verdict: Option<Judgement>,
+    verdict: Option<Verdict>,
     forced: bool,
     ctx: &Ctx,
 ) -> Vec<Segment<F>> {
@@ -341,7 +341,7 @@ pub(super) fn judge_fold(
     forced: bool,
     ctx: &Ctx,
     emit: impl FnOnce(&mut Patch, Wire, &str) -> Result<Vec<Wire>>,
-) -> Result<Option<Judgement>> {
+) -> Result<Option<Verdict>> {
     if !forced && ctx.folding.forced_only {
         return Ok(None);
     }
@@ -454,11 +454,7 @@ pub(super) mod testing {
 
     /// A cost model that always answers `original` against `folded`.
     pub(crate) fn verdict(original: f64, folded: f64) -> CostModel {
-        let decide = move |_: &Model, _: &Model| Verdict {
-            original,
-            folded,
-            estimate: false,
-        };
+        let decide = move |_: &Model, _: &Model| Verdict::exact(original, folded);
         Cost::Custom(std::sync::Arc::new(decide)).into()
     }
 

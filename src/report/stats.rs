@@ -109,7 +109,7 @@ pub fn folds_table(folds: &[FoldRecord]) -> String {
     folds
         .iter()
         .map(|f| {
-            let unit = match (f.verdict.is_estimate(), f.verdict.standard_error) {
+            let unit = match (f.verdict.estimate, f.verdict.standard_error) {
                 (true, _) => "MACs (estimate)".to_string(),
                 (false, error) if error > 0.0 => format!("± {error:.3} measured"),
                 (false, _) => "measured".to_string(),
@@ -232,7 +232,7 @@ pub fn render(stats: &ModelStats) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::runtime::cost::{Judgement, Verdict};
+    use crate::runtime::cost::Verdict;
 
     fn record(exact: bool, border_error: Option<f64>) -> FoldRecord {
         FoldRecord {
@@ -240,12 +240,7 @@ mod tests {
             result: "b.folded".into(),
             layers: Vec::new(),
             exact,
-            verdict: Verdict {
-                original: 2.0,
-                folded: 1.0,
-                estimate: false,
-            }
-            .into(),
+            verdict: Verdict::exact(2.0, 1.0),
             forced: true,
             border_error,
         }
@@ -267,7 +262,7 @@ mod tests {
     #[test]
     fn the_folds_table_shows_a_measured_ratio_with_its_standard_error() {
         let judged = FoldRecord {
-            verdict: Judgement {
+            verdict: Verdict {
                 standard_error: 0.0126,
                 ..record(true, None).verdict
             },

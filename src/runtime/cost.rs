@@ -28,7 +28,9 @@ use crate::ir::stats::ModelStats;
 use crate::runtime::bench::{BenchOptions, PairTiming, time_models};
 use crate::runtime::engine::Engine;
 
-/// Latency (or its estimate) of the original layers and of their fold.
+/// What the cost model concluded of a fold: the latency (or its estimate) of the
+/// original layers and of their fold, and how far the measurement's noise may have moved
+/// their ratio.
 #[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq)]
 pub struct Verdict {
     /// Seconds, or MACs when `estimate`.
@@ -36,46 +38,32 @@ pub struct Verdict {
     pub folded: f64,
     /// True when counted in MACs rather than measured.
     pub estimate: bool,
-}
-
-impl Verdict {
-    /// folded / original: below 1 the fold is faster.
-    pub fn ratio(&self) -> f64 {
-        self.folded / self.original.max(f64::MIN_POSITIVE)
-    }
+    /// The standard error of the ratio (see
+    /// [`PairTiming::ratio_standard_error`](crate::runtime::bench::PairTiming::ratio_standard_error)):
+    /// 0 for MAC estimates, exact verdicts, and cached verdicts written without it.
+    #[serde(default)]
+    pub standard_error: f64,
 }
 
 /// Standard errors added to a measured ratio before it is trusted: its upper bound, one
 /// sided, at about 98 % confidence.
 pub const NOISE_MARGIN: f64 = 2.0;
 
-/// What the cost model says of a fold: its verdict, and how far the measurement's noise
-/// may have moved the verdict's ratio.
-#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq)]
-pub struct Judgement {
-    #[serde(flatten)]
-    pub verdict: Verdict,
-    /// The standard error of the ratio (see
-    /// [`PairTiming::ratio_standard_error`](crate::runtime::bench::PairTiming::ratio_standard_error)):
-    /// 0 for MAC estimates, custom cost functions, and cached verdicts written without it.
-    #[serde(default)]
-    pub standard_error: f64,
-}
-
-impl From<Verdict> for Judgement {
-    /// A verdict taken as exact: no noise.
-    fn from(verdict: Verdict) -> Judgement {
-        Judgement {
-            verdict,
+impl Verdict {
+    /// `original` against `folded` in seconds, taken as exact: no standard error (set
+    /// `estimate` for counts such as MACs).
+    pub fn exact(original: f64, folded: f64) -> Verdict {
+        Verdict {
+            original,
+            folded,
+            estimate: false,
             standard_error: 0.0,
         }
     }
-}
 
-impl Judgement {
     /// folded / original: below 1 the fold is faster.
     pub fn ratio(&self) -> f64 {
-        self.verdict.ratio()
+        self.folded / self.original.max(f64::MIN_POSITIVE)
     }
 
     /// The ratio [`NOISE_MARGIN`] standard errors up: what it may well be.
@@ -83,14 +71,9 @@ impl Judgement {
         self.ratio() + NOISE_MARGIN * self.standard_error
     }
 
-    /// Counted in MACs rather than measured.
-    pub fn is_estimate(&self) -> bool {
-        self.verdict.estimate
-    }
-
     /// What the fold saves: seconds, or MACs for an estimate.
     pub fn gain(&self) -> f64 {
-        self.verdict.original - self.verdict.folded
+        self.original - self.folded
     }
 
     /// The fold gains at least `min_gain` (a fraction of the original's cost), even at
@@ -116,7 +99,7 @@ pub enum Cost {
     /// Whatever the function says of (original, folded): an embedder's own cost model, or
     /// a test's fixed decision. It is asked of regions cut out of the graph, and of the
     /// whole model without and with the folds it judged ([`CostModel::judge_whole`]); its
-    /// verdicts are taken as exact (no noise).
+    /// verdicts' standard errors are read as given ([`Verdict::exact`] has none).
     Custom(CostFunction),
 }
 
@@ -238,7 +221,7 @@ impl CostModel {
         original: &Model,
         folded: &Model,
         input_dims: &[usize],
-    ) -> Result<Judgement> {
+    ) -> Result<Verdict> {
         match &self.cost {
             Cost::Measured => {
                 let key = format!(
@@ -250,21 +233,19 @@ impl CostModel {
                 let (dims, options) = ([input_dims.to_vec()], self.options);
                 self.cached(key, |engine| {
                     let timing = time_models(engine, original, folded, &dims, options)?;
-                    Ok(judgement_of(&timing))
+                    Ok(verdict_of(&timing))
                 })
             }
             Cost::Macs => {
                 let macs = |m: &Model| -> Result<f64> {
                     Ok(ModelStats::of(&m.graph, &Default::default())?.macs as f64)
                 };
-                let verdict = Verdict {
-                    original: macs(original)?,
-                    folded: macs(folded)?,
+                Ok(Verdict {
                     estimate: true,
-                };
-                Ok(verdict.into())
+                    ..Verdict::exact(macs(original)?, macs(folded)?)
+                })
             }
-            Cost::Custom(decide) => Ok(decide(original, folded).into()),
+            Cost::Custom(decide) => Ok(decide(original, folded)),
         }
     }
 
@@ -277,7 +258,7 @@ impl CostModel {
         without: &Model,
         with: &Model,
         dims: &[Vec<usize>],
-    ) -> Result<Option<Judgement>> {
+    ) -> Result<Option<Verdict>> {
         match &self.cost {
             Cost::Measured => {
                 let options = self.whole_model;
@@ -289,29 +270,29 @@ impl CostModel {
                     signature(without, dims),
                     signature(with, dims)
                 );
-                let judgement = self.cached(key, |engine| {
+                let verdict = self.cached(key, |engine| {
                     time_in_sessions(engine, (without, with), dims, options)
                 })?;
-                Ok(Some(judgement))
+                Ok(Some(verdict))
             }
             Cost::Macs => Ok(None),
-            Cost::Custom(decide) => Ok(Some(decide(without, with).into())),
+            Cost::Custom(decide) => Ok(Some(decide(without, with))),
         }
     }
 
-    /// The judgement cached under `key`, or what `measure` finds in the engine (then
+    /// The verdict cached under `key`, or what `measure` finds in the engine (then
     /// cached).
     fn cached(
         &mut self,
         key: String,
-        measure: impl FnOnce(&Engine) -> Result<Judgement>,
-    ) -> Result<Judgement> {
-        if let Some(judgement) = self.cache.entries.get(&key) {
-            return Ok(*judgement);
+        measure: impl FnOnce(&Engine) -> Result<Verdict>,
+    ) -> Result<Verdict> {
+        if let Some(verdict) = self.cache.entries.get(&key) {
+            return Ok(*verdict);
         }
-        let judgement = measure(&self.engine)?;
-        self.cache.entries.insert(key, judgement);
-        Ok(judgement)
+        let verdict = measure(&self.engine)?;
+        self.cache.entries.insert(key, verdict);
+        Ok(verdict)
     }
 }
 
@@ -322,25 +303,25 @@ fn time_in_sessions(
     (original, folded): (&Model, &Model),
     dims: &[Vec<usize>],
     options: BenchOptions,
-) -> Result<Judgement> {
+) -> Result<Verdict> {
     let per_session = BenchOptions {
         runs: options.runs.div_ceil(WHOLE_MODEL_SESSIONS),
         min_seconds: options.min_seconds / WHOLE_MODEL_SESSIONS as f64,
         ..options
     };
     let sessions = (0..WHOLE_MODEL_SESSIONS)
-        .map(|_| time_models(engine, original, folded, dims, per_session).map(|t| judgement_of(&t)))
+        .map(|_| time_models(engine, original, folded, dims, per_session).map(|t| verdict_of(&t)))
         .collect::<Result<Vec<_>>>()?;
     Ok(pooled(&sessions))
 }
 
-/// Judgements of the same two models in separate sessions as one: the mean of their
+/// Verdicts on the same two models in separate sessions as one: the mean of their
 /// ratios, with the larger of two standard errors of it — from the pairs within the
 /// sessions, and from the spread of the sessions' ratios.
-fn pooled(sessions: &[Judgement]) -> Judgement {
+fn pooled(sessions: &[Verdict]) -> Verdict {
     let k = sessions.len() as f64;
     let mean = |values: &mut dyn Iterator<Item = f64>| values.sum::<f64>() / k;
-    let ratio = mean(&mut sessions.iter().map(Judgement::ratio));
+    let ratio = mean(&mut sessions.iter().map(Verdict::ratio));
     let variance = sessions
         .iter()
         .map(|s| (s.ratio() - ratio).powi(2))
@@ -348,27 +329,19 @@ fn pooled(sessions: &[Judgement]) -> Judgement {
         / (k - 1.0).max(1.0);
     let between = (variance / k).sqrt();
     let within = mean(&mut sessions.iter().map(|s| s.standard_error.powi(2))).sqrt() / k.sqrt();
-    let original = mean(&mut sessions.iter().map(|s| s.verdict.original));
-    Judgement {
-        verdict: Verdict {
-            original,
-            folded: original * ratio,
-            estimate: false,
-        },
+    let original = mean(&mut sessions.iter().map(|s| s.original));
+    Verdict {
         standard_error: within.max(between),
+        ..Verdict::exact(original, original * ratio)
     }
 }
 
-/// A pair timing as a judgement: the ratio's median is the robust figure, and the folded
+/// A pair timing as a verdict: the ratio's median is the robust figure, and the folded
 /// time is expressed through it.
-fn judgement_of(timing: &PairTiming) -> Judgement {
-    Judgement {
-        verdict: Verdict {
-            original: timing.a.median,
-            folded: timing.a.median * timing.ratio.median,
-            estimate: false,
-        },
+fn verdict_of(timing: &PairTiming) -> Verdict {
+    Verdict {
         standard_error: timing.ratio_standard_error(),
+        ..Verdict::exact(timing.a.median, timing.a.median * timing.ratio.median)
     }
 }
 
@@ -383,18 +356,18 @@ pub struct Confirmation {
     /// The ratio's standard error.
     pub standard_error: f64,
     /// The folds were kept: the model with them is faster at the ratio's upper bound
-    /// ([`Judgement::is_faster`]).
+    /// ([`Verdict::is_faster`]).
     pub kept: bool,
 }
 
 impl Confirmation {
-    /// What `judgement` (without the folds → with them) says of the judged `folds`.
-    pub fn of(folds: Vec<String>, judgement: &Judgement) -> Confirmation {
+    /// What `verdict` (without the folds → with them) says of the judged `folds`.
+    pub fn of(folds: Vec<String>, verdict: &Verdict) -> Confirmation {
         Confirmation {
             folds,
-            ratio: judgement.ratio(),
-            standard_error: judgement.standard_error,
-            kept: judgement.is_faster(),
+            ratio: verdict.ratio(),
+            standard_error: verdict.standard_error,
+            kept: verdict.is_faster(),
         }
     }
 
@@ -446,12 +419,12 @@ fn fnv1a(bytes: &[u8]) -> u64 {
 /// are older (1).
 const CACHE_FORMAT: u32 = 2;
 
-/// Measured judgements by engine and signature; kept in a JSON file between runs when
+/// Measured verdicts by engine and signature; kept in a JSON file between runs when
 /// asked.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct CostCache {
     format: u32,
-    pub entries: BTreeMap<String, Judgement>,
+    pub entries: BTreeMap<String, Verdict>,
     #[serde(skip)]
     path: Option<PathBuf>,
     /// Why the file's entries were left out, when it was in another format.
@@ -536,25 +509,21 @@ impl CostCache {
 mod tests {
     use super::*;
 
-    fn judgement(ratio: f64, standard_error: f64) -> Judgement {
-        Judgement {
-            verdict: Verdict {
-                original: 1.0,
-                folded: ratio,
-                estimate: false,
-            },
+    fn measured(ratio: f64, standard_error: f64) -> Verdict {
+        Verdict {
             standard_error,
+            ..Verdict::exact(1.0, ratio)
         }
     }
 
     #[test]
     fn a_fold_faster_by_its_median_but_not_at_its_upper_bound_does_not_pay() {
-        let noisy = judgement(0.97, 0.02);
+        let noisy = measured(0.97, 0.02);
         assert!(noisy.ratio() < 1.0);
         assert!((noisy.upper_ratio() - 1.01).abs() < 1e-12);
         assert!(!noisy.pays(0.0) && !noisy.pays(0.02) && !noisy.is_faster());
 
-        let steady = judgement(0.97, 0.004);
+        let steady = measured(0.97, 0.004);
         assert!(steady.pays(0.02) && steady.is_faster());
         assert!(
             !steady.pays(0.03),
@@ -564,11 +533,7 @@ mod tests {
 
     #[test]
     fn an_exact_verdict_is_judged_by_its_ratio_alone() {
-        let exact = Judgement::from(Verdict {
-            original: 10.0,
-            folded: 9.9,
-            estimate: true,
-        });
+        let exact = Verdict::exact(10.0, 9.9);
         assert_eq!(exact.standard_error, 0.0);
         assert!(exact.pays(0.01) && !exact.pays(0.02));
         assert_eq!(exact.gain(), 10.0 - 9.9);
@@ -577,19 +542,19 @@ mod tests {
     #[test]
     fn the_judged_folds_are_kept_only_when_the_whole_model_is_faster_at_its_upper_bound() {
         let folds = vec!["c.folded".to_string()];
-        let kept = Confirmation::of(folds.clone(), &judgement(0.95, 0.01));
+        let kept = Confirmation::of(folds.clone(), &measured(0.95, 0.01));
         assert!(kept.kept && (kept.upper_ratio() - 0.97).abs() < 1e-12);
-        let within_noise = Confirmation::of(folds.clone(), &judgement(0.99, 0.006));
+        let within_noise = Confirmation::of(folds.clone(), &measured(0.99, 0.006));
         assert!(!within_noise.kept, "0.99 + 2 × 0.006 reaches 1");
-        assert!(!Confirmation::of(folds, &judgement(1.0, 0.0)).kept);
+        assert!(!Confirmation::of(folds, &measured(1.0, 0.0)).kept);
     }
 
     #[test]
     fn sessions_pool_into_their_mean_ratio_with_the_larger_standard_error() {
         let steady = [
-            judgement(0.95, 0.01),
-            judgement(0.96, 0.01),
-            judgement(0.94, 0.01),
+            measured(0.95, 0.01),
+            measured(0.96, 0.01),
+            measured(0.94, 0.01),
         ];
         let pooled_steady = pooled(&steady);
         assert!((pooled_steady.ratio() - 0.95).abs() < 1e-12);
@@ -598,9 +563,9 @@ mod tests {
 
         // Each session sure of itself, the sessions far apart: the spread decides.
         let scattered = [
-            judgement(0.95, 0.002),
-            judgement(1.05, 0.002),
-            judgement(0.97, 0.002),
+            measured(0.95, 0.002),
+            measured(1.05, 0.002),
+            measured(0.97, 0.002),
         ];
         let pooled_scattered = pooled(&scattered);
         let sd = (((0.95f64 - 0.99).powi(2) + 0.06f64.powi(2) + 0.02f64.powi(2)) / 2.0).sqrt();
