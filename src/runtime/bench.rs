@@ -32,7 +32,6 @@ pub struct Timing {
     /// deviation). That is 1.2533·σ/√n for normal samples, and it holds for any
     /// distribution: the few runs a busy machine delays by a whole time slice widen
     /// p10–p90 many times over, but barely move the samples next to the median.
-    #[serde(skip)]
     pub median_standard_error: f64,
 }
 
