@@ -209,6 +209,7 @@ impl FoldArgs {
         FoldOptions {
             min_gain: self.min_gain,
             allow_approx_borders: self.allow_approx_borders,
+            ..FoldOptions::default()
         }
     }
 }
@@ -892,7 +893,7 @@ impl Written<'_> {
     ) -> Result<()> {
         let latency = whole_model_latency(self.original, self.optimized, options, progress)?;
         onnx_shallow::save(self.optimized, &args.output, &args.written.save_options())?;
-        print_changes(self.report);
+        print_changes(self.report, options.engine.name());
         if let Some(path) = &args.report {
             write_report(path, args, self.report, self.checked, &latency)?;
         }
@@ -1155,19 +1156,23 @@ impl Checked {
     }
 }
 
-/// What each pass did and each fold, with a warning for forced folds that are slower.
-fn print_changes(report: &Report) {
+/// What each pass did and each fold, whether the judged folds held on the whole model
+/// (timed in `engine`), and a warning for forced folds that are slower.
+fn print_changes(report: &Report, engine: &str) {
     for pass in report.passes.iter().filter(|p| p.patches > 0) {
         println!("{:<28} {:>4} rewrites", pass.pass, pass.patches);
     }
     print!("{}", stats::folds_table(&report.folds));
+    if let Some(confirmation) = &report.confirmation {
+        print!("{}", stats::confirmation_line(confirmation, engine));
+    }
     for note in &report.notes {
         println!("note: {note}");
     }
     for fold in report
         .folds
         .iter()
-        .filter(|f| f.forced && !f.verdict.pays(0.0))
+        .filter(|f| f.forced && f.verdict.ratio() > 1.0)
     {
         eprintln!(
             "warning: {} is {:.2}× the cost of what it replaces, folded because it spans linearised activations",
@@ -1376,6 +1381,7 @@ fn bench(args: &BenchArgs, progress: &Arc<dyn Progress>) -> Result<ExitCode> {
     let options = BenchOptions {
         warmup: args.warmup as usize,
         runs: args.runs as usize,
+        ..BenchOptions::default()
     };
     let benchmark = bench::benchmark(&plans, options, progress.as_ref())?;
     let run = BenchRun {

@@ -19,8 +19,9 @@ use crate::passes::{
 use crate::progress::{Progress, Silent, Stage};
 use crate::runtime;
 use crate::runtime::Engine;
+use crate::runtime::bench;
 use crate::runtime::compare::{self, Comparison, Tolerance};
-use crate::runtime::cost::{Cost, CostCache, CostModel};
+use crate::runtime::cost::{Confirmation, Cost, CostCache, CostModel};
 
 /// What to run.
 #[derive(Clone, Debug)]
@@ -76,6 +77,9 @@ pub struct Report {
     pub before: ModelStats,
     pub after: ModelStats,
     pub folds: Vec<FoldRecord>,
+    /// The folds the cost model judged by measurement, timed on the whole model: kept
+    /// or dropped. `None` when no fold was judged by measurement.
+    pub confirmation: Option<Confirmation>,
     pub activations_removed: Vec<RemovedActivation>,
     /// What the folds left alone that the user would want to know about, and why.
     pub notes: Vec<String>,
@@ -442,23 +446,15 @@ fn run_exact(
         activations_removed = gone(present, &model.graph)?;
         Some(model.clone())
     };
-    let label = match options.cost {
-        Cost::Macs => "folding".to_string(),
-        _ => format!("folding (timing candidates in {})", options.engine.name()),
-    };
-    let folding = Stage::begin(&*options.progress, &label, None);
-    outcome.extend(passes::run_pipeline(
-        &select_passes(passes::folding(), options)?,
-        &mut model.graph,
-        ctx,
-    )?);
-    drop(folding);
+    let (folded, confirmation) = run_folds(&mut model, options, ctx)?;
+    outcome.extend(folded);
     let after = ModelStats::of(&model.graph, &options.pinned)?;
     let PipelineOutcome {
         passes: stats,
         folds,
         notes,
     } = outcome;
+    let cache_note = ctx.cost.borrow().cache.note().map(str::to_string);
     if !folds.is_empty() {
         model.set_metadata(
             "onnx_shallow.folds",
@@ -482,14 +478,103 @@ fn run_exact(
             before,
             after,
             folds,
+            confirmation,
             activations_removed,
-            notes,
+            notes: cache_note.into_iter().chain(notes).collect(),
             fold_reference,
             learning: None,
             verified: None,
             gates: Vec::new(),
         },
     ))
+}
+
+/// The fold passes on `model`. When the cost model judged some folds by measurement (not
+/// forced by linearised activations, not estimated), the whole model with them is timed
+/// against the model without them, and they stay only if it is faster at the ratio's
+/// upper bound; otherwise the model is folded again with the forced folds alone.
+fn run_folds(
+    model: &mut Model,
+    options: &Options,
+    ctx: &mut Ctx,
+) -> Result<(PipelineOutcome, Option<Confirmation>)> {
+    let passes = select_passes(passes::folding(), options)?;
+    let unfolded = model.clone();
+    let start = ctx.patches_applied();
+    let label = match options.cost {
+        Cost::Macs => "folding".to_string(),
+        _ => format!("folding (timing candidates in {})", options.engine.name()),
+    };
+    let folding = Stage::begin(&*options.progress, &label, None);
+    let outcome = passes::run_pipeline(&passes, &mut model.graph, ctx)?;
+    drop(folding);
+    let judged = judged_by_measurement(&outcome.folds);
+    if judged.is_empty() {
+        return Ok((outcome, None));
+    }
+    let judged_applied = ctx.patches_applied();
+    let mut forced_only = unfolded;
+    ctx.rewind_to(start);
+    let mut forced = run_forced_folds(&passes, &mut forced_only, ctx)?;
+    let confirmation = confirm_on_whole_model(judged.clone(), &forced_only, model, options, ctx)?;
+    if confirmation.as_ref().is_some_and(|c| c.kept) {
+        ctx.rewind_to(judged_applied);
+        return Ok((outcome, confirmation));
+    }
+    if confirmation.is_none() {
+        forced.notes.push(format!(
+            "judged folds dropped, as the whole model could not be timed to confirm them \
+             (dims other than the batch are free: pin them with --input-shape): {}",
+            judged.join(", ")
+        ));
+    }
+    *model = forced_only;
+    Ok((forced, confirmation))
+}
+
+/// The layers made by the folds the cost model judged by measurement: not forced, not
+/// estimated.
+fn judged_by_measurement(folds: &[FoldRecord]) -> Vec<String> {
+    folds
+        .iter()
+        .filter(|f| !f.forced && !f.verdict.estimate)
+        .map(|f| f.result.clone())
+        .collect()
+}
+
+/// The fold passes on `model` folding only what linearised activations force.
+fn run_forced_folds(
+    passes: &[Box<dyn Pass>],
+    model: &mut Model,
+    ctx: &mut Ctx,
+) -> Result<PipelineOutcome> {
+    let asked = std::mem::replace(&mut ctx.folding.forced_only, true);
+    let outcome = passes::run_pipeline(passes, &mut model.graph, ctx);
+    ctx.folding.forced_only = asked;
+    outcome
+}
+
+/// The whole model `with` the `judged` folds timed against the model `without` them in
+/// the run's engine; `None` when its dims are not all fixed (or the cost is estimated).
+fn confirm_on_whole_model(
+    judged: Vec<String>,
+    without: &Model,
+    with: &Model,
+    options: &Options,
+    ctx: &Ctx,
+) -> Result<Option<Confirmation>> {
+    let dims = match bench::runtime_input_dims(without, &options.pinned) {
+        Ok(dims) => dims,
+        Err(Error::DynamicInput { .. }) => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let label = format!(
+        "confirming the judged folds on the whole model (timing in {})",
+        options.engine.name()
+    );
+    let _confirming = Stage::begin(&*options.progress, &label, None);
+    let judgement = ctx.cost.borrow_mut().judge_whole(without, with, &dims)?;
+    Ok(judgement.map(|j| Confirmation::of(judged, &j)))
 }
 
 /// The activations of `before` that `graph` no longer has.
@@ -563,5 +648,104 @@ pub fn parse_input_shape(spec: &str) -> Result<(String, Vec<usize>)> {
     match dims {
         Some(dims) if !name.is_empty() && !dims.is_empty() => Ok((name.to_string(), dims)),
         _ => Err(bad()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ir::builder::ModelBuilder;
+    use crate::ir::{Attributes, OpKind};
+    use crate::passes::test_models::{conv_attrs, count, model, weights};
+    use crate::runtime::cost::Verdict;
+
+    /// x → Conv_0 → Relu_1 → Conv_2 → Relu_3 → Conv_4 → Conv_5 → y, 1×1 convs on
+    /// [1, 4, 6, 6]: Conv_4 and Conv_5 fold when the cost model says so; Conv_0 and Conv_2
+    /// fold when Relu_1 is linearised.
+    fn two_chains() -> Model {
+        let layer = |i: u64| weights(&[4, 4, 1, 1], i);
+        let conv = || conv_attrs(&[0; 4], &[1, 1], 1);
+        model(
+            ModelBuilder::new(13)
+                .input("x", &[1, 4, 6, 6])
+                .initializer("w0", layer(0))
+                .initializer("w2", layer(2))
+                .initializer("w4", layer(4))
+                .initializer("w5", layer(5))
+                .node("Conv", &["x", "w0"], &["a"], conv())
+                .node("Relu", &["a"], &["r"], Attributes::default())
+                .node("Conv", &["r", "w2"], &["b"], conv())
+                .node("Relu", &["b"], &["s"], Attributes::default())
+                .node("Conv", &["s", "w4"], &["c"], conv())
+                .node("Conv", &["c", "w5"], &["y"], conv())
+                .output("y"),
+        )
+    }
+
+    /// A cost under which every region cut out of the graph folds at half its time, and
+    /// the whole model (which still has Relu_3) with the judged folds runs at
+    /// `whole_ratio` of the model without them.
+    fn whole_model_at(whole_ratio: f64) -> Cost {
+        let decide = move |original: &Model, _: &Model| {
+            let whole = original.graph.nodes().any(|(_, n)| n.kind == OpKind::Relu);
+            Verdict::exact(1.0, if whole { whole_ratio } else { 0.5 })
+        };
+        Cost::Custom(Arc::new(decide))
+    }
+
+    fn optimized(cost: Cost, linearize: &[&str]) -> (Model, Report) {
+        let options = Options {
+            cost,
+            linearize: linearize.iter().map(|s| s.to_string()).collect(),
+            ..Options::default()
+        };
+        optimize(two_chains(), &options).expect("the run is verified")
+    }
+
+    #[test]
+    fn judged_folds_stay_when_the_whole_model_is_faster_with_them() {
+        let (model, report) = optimized(whole_model_at(0.9), &[]);
+        assert_eq!(count(&model, "Conv"), 3);
+        assert_eq!(report.folds.len(), 1);
+        let confirmation = report.confirmation.expect("the judged fold was confirmed");
+        assert!(confirmation.kept);
+        assert_eq!(confirmation.folds, [report.folds[0].result.clone()]);
+        assert_eq!(
+            (confirmation.ratio, confirmation.standard_error),
+            (0.9, 0.0)
+        );
+    }
+
+    #[test]
+    fn judged_folds_go_when_the_whole_model_is_not_faster_with_them() {
+        let (model, report) = optimized(whole_model_at(1.02), &[]);
+        assert_eq!(count(&model, "Conv"), 4);
+        assert!(report.folds.is_empty(), "{:?}", report.folds);
+        let confirmation = report.confirmation.expect("the judged fold was timed");
+        assert!(!confirmation.kept);
+        assert_eq!(confirmation.folds, ["Conv_5.folded"]);
+        let metadata = model.metadata("onnx_shallow.passes").unwrap_or_default();
+        assert!(!metadata.contains("fold_conv_chains"), "{metadata}");
+    }
+
+    #[test]
+    fn forced_folds_stay_when_the_judged_ones_go() {
+        let (model, report) = optimized(whole_model_at(1.02), &["Relu_1"]);
+        assert_eq!(
+            count(&model, "Conv"),
+            3,
+            "Conv_0 ∘ Conv_2 folded, Conv_4 and Conv_5 not"
+        );
+        assert_eq!(report.folds.len(), 1);
+        assert!(report.folds[0].forced);
+        let confirmation = report.confirmation.expect("the judged fold was timed");
+        assert_eq!((confirmation.folds.len(), confirmation.kept), (1, false));
+    }
+
+    #[test]
+    fn folds_estimated_in_macs_are_not_timed_on_the_whole_model() {
+        let (model, report) = optimized(Cost::Macs, &[]);
+        assert_eq!(count(&model, "Conv"), 3);
+        assert!(report.confirmation.is_none());
     }
 }

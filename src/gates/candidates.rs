@@ -132,10 +132,7 @@ impl Trial {
                 .into_iter()
                 .map(|a| gated(graph, activations[a]))
                 .collect(),
-            gain: folds
-                .iter()
-                .map(|f| f.verdict.original - f.verdict.folded)
-                .sum(),
+            gain: folds.iter().map(|f| f.verdict.gain()).sum(),
             estimate: folds.iter().any(|f| f.verdict.estimate),
             folds: folds
                 .iter()

@@ -411,7 +411,11 @@ impl Walker<'_> {
                 true => CHOICE_RUNS,
                 false => REPORT_RUNS,
             };
-            let options = BenchOptions { warmup: 2, runs };
+            let options = BenchOptions {
+                warmup: 2,
+                runs,
+                ..BenchOptions::default()
+            };
             let timing = bench::time_models(engine, self.original, model, self.dims, options)?;
             step.latency_ratio = Some(timing.ratio.median);
             step.latency_noise = Some(timing.ratio_standard_error());

@@ -165,6 +165,9 @@ pub struct FoldOptions {
     pub min_gain: f64,
     /// Allow folds exact only away from the border (padded after padded).
     pub allow_approx_borders: bool,
+    /// Fold only what linearised activations force, none the cost model would judge:
+    /// the model the judged folds are confirmed against.
+    pub forced_only: bool,
 }
 
 impl Default for FoldOptions {
@@ -172,6 +175,7 @@ impl Default for FoldOptions {
         FoldOptions {
             min_gain: 0.02,
             allow_approx_borders: false,
+            forced_only: false,
         }
     }
 }
@@ -216,6 +220,17 @@ impl Ctx {
 
     fn count_patch(&mut self) {
         self.applied += 1;
+    }
+
+    /// Rewrites applied so far, to run passes again from there ([`Ctx::rewind_to`]).
+    pub fn patches_applied(&self) -> usize {
+        self.applied
+    }
+
+    /// Counts the patch budget as if only `applied` rewrites had been made: passes run
+    /// again from an earlier graph get the budget they had there.
+    pub fn rewind_to(&mut self, applied: usize) {
+        self.applied = applied;
     }
 
     fn budget_left(&self) -> bool {

@@ -233,9 +233,7 @@ pub(super) fn best_partition<F>(
             if !forced && !verdict.pays(ctx.folding.min_gain) {
                 continue;
             }
-            let value = base
-                + (verdict.original - verdict.folded)
-                + if forced { LINEARISED_CUT_PENALTY } else { 0.0 };
+            let value = base + verdict.gain() + if forced { LINEARISED_CUT_PENALTY } else { 0.0 };
             if value > best[b] {
                 best[b] = value;
                 from[b] = a;
@@ -331,10 +329,11 @@ impl RegionModels {
     }
 }
 
-/// The cost model's verdict on replacing the region `input` → `outputs` by what `emit`
+/// The cost model's judgement on replacing the region `input` → `outputs` by what `emit`
 /// builds (one wire per output), both cut out at the analysed (pinned, batch 1) dims;
-/// `None` when those dims are not static, or when the fold is not forced and has more
-/// than 1.5× the MACs of an original that is not overhead-bound.
+/// `None` when those dims are not static, when the fold is not forced and only forced
+/// folds are asked for, or when it is not forced and has more than 1.5× the MACs of an
+/// original that is not overhead-bound.
 pub(super) fn judge_fold(
     graph: &Graph,
     ends: (ValueId, &[ValueId]),
@@ -343,6 +342,9 @@ pub(super) fn judge_fold(
     ctx: &Ctx,
     emit: impl FnOnce(&mut Patch, Wire, &str) -> Result<Vec<Wire>>,
 ) -> Result<Option<Verdict>> {
+    if !forced && ctx.folding.forced_only {
+        return Ok(None);
+    }
     let Some(models) = RegionModels::cut(graph, ends, analysed, emit)? else {
         return Ok(None);
     };
@@ -452,11 +454,7 @@ pub(super) mod testing {
 
     /// A cost model that always answers `original` against `folded`.
     pub(crate) fn verdict(original: f64, folded: f64) -> CostModel {
-        let decide = move |_: &Model, _: &Model| Verdict {
-            original,
-            folded,
-            estimate: false,
-        };
+        let decide = move |_: &Model, _: &Model| Verdict::exact(original, folded);
         Cost::Custom(std::sync::Arc::new(decide)).into()
     }
 

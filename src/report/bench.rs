@@ -129,6 +129,7 @@ mod tests {
             median,
             p10: median,
             p90: median,
+            median_standard_error: 0.0,
         };
         let model = |median| ModelLatency {
             latency: timing(median),

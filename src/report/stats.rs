@@ -6,6 +6,7 @@ pub use crate::ir::stats::{ModelStats, TensorInfo};
 use crate::passes::FoldRecord;
 use crate::runtime::bench::Benchmark;
 use crate::runtime::compare::Comparison;
+use crate::runtime::cost::Confirmation;
 
 /// A compact before/after table for the terminal, with the latency of both models timed
 /// against each other when measured (their medians and the median ratio) and the
@@ -102,15 +103,16 @@ fn fidelity_row(comparison: &Comparison) -> String {
 }
 
 /// One line per fold: what it replaced, exact or not (with the measured error of an
-/// approximate fold), and the cost model's verdict.
+/// approximate fold), and the cost model's verdict (± the standard error of a measured
+/// ratio).
 pub fn folds_table(folds: &[FoldRecord]) -> String {
     folds
         .iter()
         .map(|f| {
-            let unit = if f.verdict.estimate {
-                "MACs (estimate)"
-            } else {
-                "measured"
+            let unit = match (f.verdict.estimate, f.verdict.standard_error) {
+                (true, _) => "MACs (estimate)".to_string(),
+                (false, error) if error > 0.0 => format!("± {error:.3} measured"),
+                (false, _) => "measured".to_string(),
             };
             let exactness = match (f.exact, f.border_error) {
                 (true, _) => "exact".to_string(),
@@ -126,6 +128,31 @@ pub fn folds_table(folds: &[FoldRecord]) -> String {
             )
         })
         .collect()
+}
+
+/// What timing the whole model with the judged folds against the model without them, in
+/// `engine`, decided: kept or dropped, with the ratio, its standard error and the upper
+/// bound the decision read. Dropped folds are named: the folds table no longer shows them.
+pub fn confirmation_line(confirmation: &Confirmation, engine: &str) -> String {
+    let (folds, them) = match confirmation.folds.len() {
+        1 => ("the judged fold".to_string(), "it"),
+        n => (format!("the {n} judged folds"), "them"),
+    };
+    let (decision, bound) = match confirmation.kept {
+        true => ("confirmed", "<"),
+        false => ("dropped", "≥"),
+    };
+    let dropped = match confirmation.kept {
+        true => String::new(),
+        false => format!(": {}", confirmation.folds.join(", ")),
+    };
+    format!(
+        "whole model: {folds} {decision} in {engine}, {:.3}× ± {:.3} the model without {them} \
+         (upper bound {:.3} {bound} 1){dropped}\n",
+        confirmation.ratio,
+        confirmation.standard_error,
+        confirmation.upper_ratio()
+    )
 }
 
 /// Some dims are unknown and no layer's MACs could be counted: a 0 would be no figure.
@@ -213,11 +240,7 @@ mod tests {
             result: "b.folded".into(),
             layers: Vec::new(),
             exact,
-            verdict: Verdict {
-                original: 2.0,
-                folded: 1.0,
-                estimate: false,
-            },
+            verdict: Verdict::exact(2.0, 1.0),
             forced: true,
             border_error,
         }
@@ -233,6 +256,42 @@ mod tests {
                 "fold 2 layers → b.folded (exact; cost 0.50× measured, linearised)",
                 "fold 2 layers → b.folded (approximate border, error 1.23e-2; cost 0.50× measured, linearised)",
             ]
+        );
+    }
+
+    #[test]
+    fn the_folds_table_shows_a_measured_ratio_with_its_standard_error() {
+        let judged = FoldRecord {
+            verdict: Verdict {
+                standard_error: 0.0126,
+                ..record(true, None).verdict
+            },
+            forced: false,
+            ..record(true, None)
+        };
+        assert_eq!(
+            folds_table(&[judged]),
+            "fold 2 layers → b.folded (exact; cost 0.50× ± 0.013 measured)\n"
+        );
+    }
+
+    #[test]
+    fn the_confirmation_line_names_the_folds_it_dropped() {
+        let confirmation = |ratio, kept| Confirmation {
+            folds: vec!["a.folded".into(), "b.folded".into()],
+            ratio,
+            standard_error: 0.005,
+            kept,
+        };
+        assert_eq!(
+            confirmation_line(&confirmation(0.95, true), "tract"),
+            "whole model: the 2 judged folds confirmed in tract, 0.950× ± 0.005 the model \
+             without them (upper bound 0.960 < 1)\n"
+        );
+        assert_eq!(
+            confirmation_line(&confirmation(0.995, false), "onnxruntime"),
+            "whole model: the 2 judged folds dropped in onnxruntime, 0.995× ± 0.005 the model \
+             without them (upper bound 1.005 ≥ 1): a.folded, b.folded\n"
         );
     }
 

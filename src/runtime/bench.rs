@@ -27,16 +27,26 @@ pub struct Timing {
     pub median: f64,
     pub p10: f64,
     pub p90: f64,
+    /// The standard error of the median, from the samples ranked around it: half the
+    /// distance between the samples ranked n/2 ± √n/2 (the binomial rank's standard
+    /// deviation). That is 1.2533·σ/√n for normal samples, and it holds for any
+    /// distribution: the few runs a busy machine delays by a whole time slice widen
+    /// p10–p90 many times over, but barely move the samples next to the median.
+    pub median_standard_error: f64,
 }
 
 impl Timing {
     fn of(mut samples: Vec<f64>) -> Timing {
         samples.sort_by(f64::total_cmp);
-        let at = |q: f64| samples[((samples.len() - 1) as f64 * q).round() as usize];
+        let last = samples.len() - 1;
+        let at = |q: f64| samples[(last as f64 * q).round() as usize];
+        let rank = |r: f64| samples[(r.round().max(0.0) as usize).min(last)];
+        let (centre, spread) = (last as f64 / 2.0, (samples.len() as f64).sqrt() / 2.0);
         Timing {
             median: at(0.5),
             p10: at(0.1),
             p90: at(0.9),
+            median_standard_error: (rank(centre + spread) - rank(centre - spread)) / 2.0,
         }
     }
 }
@@ -52,11 +62,10 @@ pub struct PairTiming {
 }
 
 impl PairTiming {
-    /// The standard error of the median ratio: 1.2533·σ/√pairs, σ estimated from the
-    /// p10–p90 range as for a normal distribution (2 × 1.2816 σ).
+    /// The standard error of the median ratio, from the ratios ranked around it (see
+    /// [`Timing::median_standard_error`]).
     pub fn ratio_standard_error(&self) -> f64 {
-        let sigma = (self.ratio.p90 - self.ratio.p10) / 2.5631;
-        1.2533 * sigma / (self.pairs.max(1) as f64).sqrt()
+        self.ratio.median_standard_error
     }
 }
 
@@ -65,6 +74,9 @@ impl PairTiming {
 pub struct BenchOptions {
     pub warmup: usize,
     pub runs: usize,
+    /// Time at least this long: more rounds than `runs` for models that run fast, as
+    /// many as the warm-up rounds' pace says fit (up to [`MAX_ROUNDS`]).
+    pub min_seconds: f64,
 }
 
 impl Default for BenchOptions {
@@ -72,19 +84,33 @@ impl Default for BenchOptions {
         BenchOptions {
             warmup: 5,
             runs: 30,
+            min_seconds: 0.0,
         }
     }
 }
 
-/// Run times of each plan, `options.runs` rounds after `options.warmup` untimed ones;
-/// within a round the plans run in turn, in reverse order every other round.
+/// The most rounds `min_seconds` asks for.
+pub const MAX_ROUNDS: usize = 20_000;
+
+impl BenchOptions {
+    /// The rounds to time when one round takes `round_seconds`.
+    fn rounds(&self, round_seconds: f64) -> usize {
+        let for_min_time = (self.min_seconds / round_seconds.max(1e-9)).ceil() as usize;
+        self.runs.max(for_min_time.min(MAX_ROUNDS)).max(1)
+    }
+}
+
+/// Run times of each plan, after `options.warmup` untimed rounds; within a round the
+/// plans run in turn, in reverse order every other round.
 fn time_interleaved(plans: &[Plan], options: BenchOptions, stage: &Stage) -> Result<Vec<Vec<f64>>> {
+    let warming = Instant::now();
     for _ in 0..options.warmup {
         for plan in plans {
             plan.run()?;
         }
     }
-    let rounds = options.runs.max(1);
+    let round_seconds = warming.elapsed().as_secs_f64() / options.warmup.max(1) as f64;
+    let rounds = options.rounds(round_seconds);
     let mut samples = vec![Vec::with_capacity(rounds); plans.len()];
     for round in 0..rounds {
         let mut order: Vec<usize> = (0..plans.len()).collect();
@@ -283,5 +309,43 @@ mod tests {
             5.0, 1.0, 3.0, 2.0, 4.0, 100.0, 0.5, 2.5, 3.5, 1.5, 4.5,
         ]);
         assert_eq!((t.p10, t.median, t.p90), (1.0, 3.0, 5.0));
+        // Ranked 5 ± √11/2: the samples 2.0 and 4.0.
+        assert_eq!(t.median_standard_error, 1.0);
+    }
+
+    #[test]
+    fn the_median_error_of_normal_samples_is_the_textbook_one_and_tails_do_not_widen_it() {
+        let mut rng = Rng::new(1);
+        let normal: Vec<f64> = (0..4000).map(|_| rng.normal()).collect();
+        let expected = 1.2533 / (normal.len() as f64).sqrt();
+        let error = Timing::of(normal.clone()).median_standard_error;
+        // The estimate is itself a spacing of √n samples: within a few of its 13 %.
+        assert!(
+            (error / expected - 1.0).abs() < 0.3,
+            "{error} against {expected}"
+        );
+        // One run in five delayed by a time slice: p10–p90 blows up, while the median's
+        // error grows only as the density at the median falls (by a third).
+        let delayed: Vec<f64> = normal
+            .iter()
+            .enumerate()
+            .map(|(i, x)| if i % 5 == 0 { x + 50.0 } else { *x })
+            .collect();
+        let tailed = Timing::of(delayed);
+        assert!(tailed.p90 > 40.0);
+        assert!(tailed.median_standard_error < 2.0 * expected, "{tailed:?}");
+    }
+
+    #[test]
+    fn fast_models_are_timed_for_at_least_the_minimum_time() {
+        let options = BenchOptions {
+            runs: 100,
+            min_seconds: 2.0,
+            ..BenchOptions::default()
+        };
+        assert_eq!(options.rounds(0.05), 100);
+        assert_eq!(options.rounds(0.001), 2000);
+        assert_eq!(options.rounds(1e-7), MAX_ROUNDS);
+        assert_eq!(BenchOptions::default().rounds(1e-7), 30);
     }
 }

@@ -48,6 +48,7 @@ fn a_much_slower_model_fails_the_gate_and_a_much_faster_one_passes() {
     assert_eq!(slower.code, 1, "{}", slower.stderr);
     let doc = common::valid_report(&slower.stdout);
     assert!(doc["ratio"]["median"].as_f64().unwrap() > 10.0, "{doc:#}");
+    assert!(doc["ratio"]["median_standard_error"].as_f64().unwrap() >= 0.0);
     assert_eq!(doc["gate"]["pass"], false);
     assert_eq!(
         doc["models"][1]["inputs"][0]["dims"],

@@ -46,11 +46,7 @@ fn digits_mlp_with_its_relus_bypassed_folds_into_one_gemm() {
     assert_eq!((count(&bypassed, "Relu"), count(&bypassed, "Gemm")), (0, 4));
 
     // Folding is slower by this verdict: only the linearised values force it.
-    let slower = |_: &Model, _: &Model| Verdict {
-        original: 1.0,
-        folded: 2.0,
-        estimate: false,
-    };
+    let slower = |_: &Model, _: &Model| Verdict::exact(1.0, 2.0);
     let mut ctx = Ctx::default();
     ctx.cost.replace(Cost::Custom(Arc::new(slower)).into());
     ctx.linearised.extend(linearised);
