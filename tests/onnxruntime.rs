@@ -312,18 +312,10 @@ fn a_fold_is_decided_by_the_timings_of_the_chosen_engine() {
 #[cfg(feature = "ort")]
 #[test]
 fn a_model_claiming_a_huge_value_is_refused_before_onnxruntime_builds_it() {
-    use onnx_shallow::ir::builder::ModelBuilder;
-    use onnx_shallow::ir::{Attributes, Tensor};
     let Some(library) = common::ort_library() else {
         return;
     };
-    let model = ModelBuilder::new(13)
-        .input("x", &[1, 4])
-        .initializer("shape", Tensor::from_i64(vec![3], &[1 << 20, 1 << 20, 4]))
-        .node("ConstantOfShape", &["shape"], &["c"], Attributes::default())
-        .node("Add", &["x", "c"], &["y"], Attributes::default())
-        .output("y")
-        .build();
+    let model = common::huge_constant_of_shape();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("huge.onnx");
     std::fs::write(&path, onnx_shallow::onnx::encode_model(&model)).unwrap();

@@ -194,6 +194,45 @@ pub fn random_normal_model() -> onnx_shallow::onnx::pb::ModelProto {
 /// small model, far below what a hostile file claims.
 pub const ADDRESS_SPACE_KB: u64 = 1 << 20;
 
+/// x [1, 4] → MatMul(w [4, 4]) → Relu → y.
+pub fn matmul_relu() -> onnx_shallow::onnx::pb::ModelProto {
+    use onnx_shallow::ir::{Attributes, Tensor, builder::ModelBuilder};
+    ModelBuilder::new(13)
+        .input("x", &[1, 4])
+        .initializer("w", Tensor::from_f32(vec![4, 4], &[0.25; 16]))
+        .node("MatMul", &["x", "w"], &["h"], Attributes::default())
+        .node("Relu", &["h"], &["y"], Attributes::default())
+        .output("y")
+        .build()
+}
+
+/// x [1, 4] + ConstantOfShape([2^20, 2^20, 4]): a value of 4·2^40 elements computed at
+/// run time, which an engine must refuse to build.
+pub fn huge_constant_of_shape() -> onnx_shallow::onnx::pb::ModelProto {
+    use onnx_shallow::ir::{Attributes, Tensor, builder::ModelBuilder};
+    ModelBuilder::new(13)
+        .input("x", &[1, 4])
+        .initializer("shape", Tensor::from_i64(vec![3], &[1 << 20, 1 << 20, 4]))
+        .node("ConstantOfShape", &["shape"], &["c"], Attributes::default())
+        .node("Add", &["x", "c"], &["y"], Attributes::default())
+        .output("y")
+        .build()
+}
+
+/// The arguments of `optimize INPUT OUTPUT --exact --cost macs` (exact rewrites, nothing
+/// timed).
+pub fn optimize_exact_args<'a>(input: &'a Path, output: &'a Path) -> Vec<&'a std::ffi::OsStr> {
+    use std::ffi::OsStr;
+    vec![
+        OsStr::new("optimize"),
+        input.as_os_str(),
+        output.as_os_str(),
+        OsStr::new("--exact"),
+        OsStr::new("--cost"),
+        OsStr::new("macs"),
+    ]
+}
+
 /// Runs `onnx-shallow` with its address space limited to `ADDRESS_SPACE_KB`: allocating
 /// what a hostile file claims then kills the tool (and fails the test) instead of
 /// swapping the machine.
@@ -251,21 +290,13 @@ pub fn assert_optimize_refused(dir: &Path, bytes: &[u8], expected: &[&str]) -> S
 }
 
 fn check_refusal(dir: &Path, bytes: &[u8], expected: &[&str], inspect_refuses: bool) -> String {
-    use std::ffi::OsStr;
     let input = dir.join("bad.onnx");
     std::fs::write(&input, bytes).unwrap();
     let before = files_in(dir);
     let output = dir.join("out.onnx");
-    let optimize = cli_bounded(&[
-        OsStr::new("optimize"),
-        input.as_os_str(),
-        output.as_os_str(),
-        OsStr::new("--exact"),
-        OsStr::new("--cost"),
-        OsStr::new("macs"),
-    ]);
+    let optimize = cli_bounded(&optimize_exact_args(&input, &output));
     assert_one_line_error(&optimize, expected);
-    let inspect = cli_bounded(&[OsStr::new("inspect"), input.as_os_str()]);
+    let inspect = cli_bounded(&[std::ffi::OsStr::new("inspect"), input.as_os_str()]);
     if inspect_refuses {
         assert_one_line_error(&inspect, expected);
     } else {

@@ -6,19 +6,9 @@ use crate::common;
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 
+use onnx_shallow::ir::Attributes;
 use onnx_shallow::ir::builder::ModelBuilder;
-use onnx_shallow::ir::{Attributes, Tensor};
 use onnx_shallow::onnx::{encode_model, pb};
-
-fn relu_model() -> pb::ModelProto {
-    ModelBuilder::new(13)
-        .input("x", &[1, 4])
-        .initializer("w", Tensor::from_f32(vec![4, 4], &[0.25; 16]))
-        .node("MatMul", &["x", "w"], &["h"], Attributes::default())
-        .node("Relu", &["h"], &["y"], Attributes::default())
-        .output("y")
-        .build()
-}
 
 /// `common::assert_refused` in a fresh folder.
 fn assert_refused(bytes: &[u8], expected: &[&str]) -> String {
@@ -54,7 +44,7 @@ fn random_bytes() {
 
 #[test]
 fn truncated_protobuf() {
-    let bytes = encode_model(&relu_model());
+    let bytes = encode_model(&common::matmul_relu());
     assert_refused(
         &bytes[..bytes.len() * 2 / 3],
         &["bad.onnx", "not a valid ONNX model"],
@@ -63,7 +53,7 @@ fn truncated_protobuf() {
 
 #[test]
 fn tensor_data_shorter_than_its_dims() {
-    let mut model = relu_model();
+    let mut model = common::matmul_relu();
     let w = &mut model.graph.as_mut().unwrap().initializer[0];
     w.raw_data.as_mut().unwrap().truncate(20);
     assert_refused(&encode_model(&model), &["bad.onnx", "tensor 'w'", "16"]);
@@ -92,7 +82,7 @@ fn node_reading_a_value_nobody_produces() {
 
 /// The Relu model with its weight moved to external data at `location`.
 fn external_model(location: &str) -> Vec<u8> {
-    let mut model = relu_model();
+    let mut model = common::matmul_relu();
     let w = &mut model.graph.as_mut().unwrap().initializer[0];
     w.raw_data = None;
     let entry = |k: &str, v: &str| pb::StringStringEntryProto {
@@ -217,8 +207,8 @@ fn failure_folder() -> tempfile::TempDir {
     let write = |name: &str, model: &pb::ModelProto| {
         std::fs::write(dir.path().join(name), encode_model(model)).unwrap()
     };
-    write("m.onnx", &relu_model());
-    let mut other = relu_model();
+    write("m.onnx", &common::matmul_relu());
+    let mut other = common::matmul_relu();
     let graph = other.graph.as_mut().unwrap();
     graph.node[1].output[0] = "z".into();
     graph.output[0].name = Some("z".into());

@@ -15,14 +15,7 @@ use onnx_shallow::{Cost, Model, Options};
 
 /// `optimize --exact --cost macs` with `extra` options; returns the written model.
 fn optimize(input: &Path, output: &Path, extra: &[&str]) -> Model {
-    let mut args = vec![
-        OsStr::new("optimize"),
-        input.as_os_str(),
-        output.as_os_str(),
-        OsStr::new("--exact"),
-        OsStr::new("--cost"),
-        OsStr::new("macs"),
-    ];
+    let mut args = common::optimize_exact_args(input, output);
     args.extend(extra.iter().map(OsStr::new));
     let run = common::cli(&args);
     assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);

@@ -11,17 +11,6 @@ use onnx_shallow::ir::builder::ModelBuilder;
 use onnx_shallow::ir::{Attributes, Tensor};
 use onnx_shallow::onnx::{encode_model, pb};
 
-/// x [1, 4] → MatMul(w [4, 4]) → Relu → y.
-fn matmul_relu() -> pb::ModelProto {
-    ModelBuilder::new(13)
-        .input("x", &[1, 4])
-        .initializer("w", Tensor::from_f32(vec![4, 4], &[0.25; 16]))
-        .node("MatMul", &["x", "w"], &["h"], Attributes::default())
-        .node("Relu", &["h"], &["y"], Attributes::default())
-        .output("y")
-        .build()
-}
-
 fn weight(model: &mut pb::ModelProto) -> &mut pb::TensorProto {
     &mut model.graph.as_mut().unwrap().initializer[0]
 }
@@ -48,7 +37,7 @@ fn with_constant(value: pb::TensorProto) -> pb::ModelProto {
 
 #[test]
 fn raw_data_far_shorter_than_its_dims_claim() {
-    let mut model = matmul_relu();
+    let mut model = common::matmul_relu();
     weight(&mut model).dims = vec![1 << 20, 1 << 20];
     refused(
         &model,
@@ -58,7 +47,7 @@ fn raw_data_far_shorter_than_its_dims_claim() {
 
 #[test]
 fn typed_data_shorter_than_its_dims_claim() {
-    let mut model = matmul_relu();
+    let mut model = common::matmul_relu();
     let w = weight(&mut model);
     w.raw_data = None;
     w.float_data = vec![0.5; 3];
@@ -67,7 +56,7 @@ fn typed_data_shorter_than_its_dims_claim() {
 
 #[test]
 fn string_tensor_with_fewer_strings_than_its_dims() {
-    let mut model = matmul_relu();
+    let mut model = common::matmul_relu();
     let w = weight(&mut model);
     w.raw_data = None;
     w.data_type = Some(pb::tensor_proto::DataType::String as i32);
@@ -96,7 +85,7 @@ fn dims_whose_product_overflows() {
         vec![i64::MAX, 2],
         vec![3, 1 << 62, 4],
     ] {
-        let mut model = matmul_relu();
+        let mut model = common::matmul_relu();
         weight(&mut model).dims = dims;
         refused(&model, &["bad.onnx", "tensor 'w'", "dims ["]);
     }
@@ -105,7 +94,7 @@ fn dims_whose_product_overflows() {
 #[test]
 fn negative_tensor_dims() {
     for dims in [vec![-1, 4], vec![4, i64::MIN]] {
-        let mut model = matmul_relu();
+        let mut model = common::matmul_relu();
         weight(&mut model).dims = dims;
         refused(&model, &["bad.onnx", "tensor 'w'", "negative dimension"]);
     }
@@ -186,13 +175,7 @@ fn pads_claiming_a_huge_output() {
 
 #[test]
 fn a_constant_of_shape_claiming_a_huge_output() {
-    let model = ModelBuilder::new(13)
-        .input("x", &[1, 4])
-        .initializer("shape", Tensor::from_i64(vec![3], &[1 << 20, 1 << 20, 4]))
-        .node("ConstantOfShape", &["shape"], &["c"], Attributes::default())
-        .node("Add", &["x", "c"], &["y"], Attributes::default())
-        .output("y")
-        .build();
+    let model = common::huge_constant_of_shape();
     refused_by_optimize(&model, &["ConstantOfShape_0", "4398046511104 elements"]);
 }
 
@@ -275,7 +258,7 @@ fn subgraphs_nested_past_the_decoder_limit() {
             ..Default::default()
         };
     }
-    let mut model = matmul_relu();
+    let mut model = common::matmul_relu();
     model.graph.as_mut().unwrap().node.push(body.node.remove(0));
     refused(&model, &["bad.onnx", "not a valid ONNX model", "recursion"]);
 }
@@ -338,7 +321,7 @@ fn a_node_reading_its_own_output() {
 #[test]
 fn a_negative_dim_value_in_a_value_info_means_unknown() {
     use pb::tensor_shape_proto::dimension::Value;
-    let mut model = matmul_relu();
+    let mut model = common::matmul_relu();
     let input = &mut model.graph.as_mut().unwrap().input[0];
     let Some(pb::type_proto::Value::TensorType(tensor)) =
         input.r#type.as_mut().and_then(|t| t.value.as_mut())

@@ -4,7 +4,6 @@
 
 use crate::common;
 
-use std::ffi::OsStr;
 use std::fs::File;
 use std::io::{BufReader, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::Path;
@@ -43,14 +42,7 @@ fn a_model_over_2_gib_is_optimized_and_written_with_external_data() {
     let (input, output) = (dir.path().join("in.onnx"), dir.path().join("out.onnx"));
     std::fs::write(&input, encode_model(&model)).unwrap();
 
-    let run = common::cli(&[
-        OsStr::new("optimize"),
-        input.as_os_str(),
-        output.as_os_str(),
-        OsStr::new("--exact"),
-        OsStr::new("--cost"),
-        OsStr::new("macs"),
-    ]);
+    let run = common::cli(&common::optimize_exact_args(&input, &output));
     assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
     assert!(run.stdout.contains("matmul_add_to_gemm"), "{}", run.stdout);
 

@@ -4,6 +4,7 @@
 use crate::common;
 
 use std::ffi::OsStr;
+use std::path::Path;
 
 use common::{cli, files_in, optimize_digits_calib, testdata, valid_report};
 
@@ -83,20 +84,7 @@ fn learns_writes_the_chosen_step_and_reports_the_walk() {
     assert_plots_the_walk(&std::fs::read_to_string(&plot).unwrap(), steps.len());
 
     // `verify` on the same held-out samples measures what the report says.
-    let verify = cli(&[
-        "verify".as_ref(),
-        model.as_os_str(),
-        out.as_os_str(),
-        "--inputs".as_ref(),
-        data.as_os_str(),
-        "--inputs-key".as_ref(),
-        "input".as_ref(),
-        "--held-out".as_ref(),
-        "0.2".as_ref(),
-        "--seed".as_ref(),
-        "7".as_ref(),
-        "--json".as_ref(),
-    ]);
+    let verify = verify_held_out(&model, &out, &data, &["--seed", "7", "--json"]);
     let verified = valid_report(&verify.stdout);
     assert_eq!(doc["fidelity"]["samples"], verified["samples"]);
     assert_eq!(verified["samples"], 13, "20 % of 64 held out");
@@ -308,17 +296,7 @@ fn grouped_data_is_resampled_by_group_and_few_held_out_groups_are_warned_of() {
     assert_eq!(doc["learning"]["walk"]["held_out"]["groups"], 2);
     assert_eq!(doc["fidelity"]["groups"], 2);
     // `verify` on the same held-out groups gives the same intervals.
-    let verify = cli(&[
-        "verify".as_ref(),
-        model.as_os_str(),
-        out.as_os_str(),
-        "--inputs".as_ref(),
-        data.as_os_str(),
-        "--inputs-key".as_ref(),
-        "input".as_ref(),
-        "--held-out".as_ref(),
-        "0.2".as_ref(),
-    ]);
+    let verify = verify_held_out(&model, &out, &data, &[]);
     assert!(
         verify
             .stdout
@@ -326,18 +304,7 @@ fn grouped_data_is_resampled_by_group_and_few_held_out_groups_are_warned_of() {
         "{}",
         verify.stdout
     );
-    let json = cli(&[
-        "verify".as_ref(),
-        model.as_os_str(),
-        out.as_os_str(),
-        "--inputs".as_ref(),
-        data.as_os_str(),
-        "--inputs-key".as_ref(),
-        "input".as_ref(),
-        "--held-out".as_ref(),
-        "0.2".as_ref(),
-        "--json".as_ref(),
-    ]);
+    let json = verify_held_out(&model, &out, &data, &["--json"]);
     let verified = valid_report(&json.stdout);
     assert_eq!(verified["groups"], 2);
     assert_eq!(
@@ -422,4 +389,21 @@ fn k_folds_hold_every_group_out_once_and_pool_the_walk_over_them() {
         dir.path().join("state").as_os_str(),
     ]);
     assert_eq!(checkpointed.code, 2, "{}", checkpointed.stderr);
+}
+
+/// `verify MODEL OUT` on the part of array `input` of `data` that `--holdout 0.2` held out.
+fn verify_held_out(model: &Path, out: &Path, data: &Path, extra: &[&str]) -> common::Run {
+    let mut args = vec![
+        "verify".as_ref(),
+        model.as_os_str(),
+        out.as_os_str(),
+        "--inputs".as_ref(),
+        data.as_os_str(),
+        "--inputs-key".as_ref(),
+        "input".as_ref(),
+        "--held-out".as_ref(),
+        "0.2".as_ref(),
+    ];
+    args.extend(extra.iter().map(OsStr::new));
+    cli(&args)
 }
