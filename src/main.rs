@@ -24,7 +24,9 @@ use onnx_shallow::report::optimize::OptimizeRun;
 use onnx_shallow::report::plot;
 use onnx_shallow::report::stats::{self, ModelStats};
 use onnx_shallow::report::verify::Verification;
-use onnx_shallow::report::walk::{basis, few_groups_warning, nothing_fits, walk_table};
+use onnx_shallow::report::walk::{
+    basis, few_groups_warning, fine_tuning_line, nothing_fits, walk_table,
+};
 use onnx_shallow::runtime::bench::{self, BenchOptions, Benchmark, Plan};
 use onnx_shallow::runtime::compare::{self, Comparison, Tolerance};
 use onnx_shallow::runtime::interval::{Resampling, check_confidence};
@@ -964,6 +966,9 @@ fn optimize_learned(
     let walk = &learning.walk;
     if learning.groups.is_empty() {
         println!("no activation is worth a gate: removing none lets a fold pay");
+    }
+    if let Some(line) = learning.training.as_ref().and_then(fine_tuning_line) {
+        print!("{line}");
     }
     print!("{}", walk_table(walk));
     print!("{}", basis(walk));

@@ -20,7 +20,7 @@ use crate::gates::train::{Evaluation, State, TrainData, TrainOptions};
 use crate::ir::Model;
 
 const FILE: &str = "training.state";
-const MAGIC: &[u8] = b"onnx-shallow training state 1\n";
+const MAGIC: &[u8] = b"onnx-shallow training state 2\n";
 
 /// What identifies a run: a hash of the model, its groups, the data and the options.
 pub(crate) fn fingerprint(

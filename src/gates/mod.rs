@@ -26,7 +26,7 @@ use crate::runtime::interval::{Resampling, check_confidence};
 pub use candidates::{GateGroup, GatedActivation, candidates};
 pub use loss::{OutputKind, Target, parse_output_kind, targets};
 pub use select::{Budget, FoldedAlone, HeldOut, Step, Walk};
-pub use train::{Checkpointing, Evaluation, GateOutcome, TrainOptions, Training};
+pub use train::{Checkpointing, Evaluation, GateOutcome, Throughput, TrainOptions, Training};
 
 /// How to learn.
 #[derive(Clone, Debug, Serialize)]

@@ -119,6 +119,8 @@ pub struct GateOutcome {
 #[derive(Clone, Debug, Serialize, serde::Deserialize, PartialEq)]
 pub struct Evaluation {
     pub step: usize,
+    /// Training samples read up to this step, repeats counted.
+    pub samples_seen: usize,
     /// The lowest top-1 agreement with the original over class outputs.
     pub agreement: Option<f64>,
     /// The distillation loss.
@@ -142,9 +144,27 @@ pub struct Training {
     pub best_step: Option<usize>,
     /// Training samples read, with repeats.
     pub samples_seen: usize,
+    pub throughput: Throughput,
     /// The fine-tuned weights, with `finetune`.
     #[serde(skip)]
     pub weights: Option<Params<f32>>,
+}
+
+/// How fast the training steps this process ran went (a resumed run counts from where it
+/// resumed): their samples and wall time, held-out evaluations and checkpoints excluded.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Throughput {
+    pub samples: usize,
+    pub seconds: f64,
+    pub samples_per_second: f64,
+}
+
+impl Throughput {
+    fn add(&mut self, samples: usize, took: std::time::Duration) {
+        self.samples += samples;
+        self.seconds += took.as_secs_f64();
+        self.samples_per_second = self.samples as f64 / self.seconds.max(f64::MIN_POSITIVE);
+    }
 }
 
 /// The data training reads.
@@ -218,6 +238,12 @@ pub fn train(
     let mut order = (usize::MAX, Vec::new());
     let first_step = run.step;
     stage.advance(first_step as u64);
+    if first_step == 0 && eval_every.is_some() {
+        // Where training starts: the weights it should beat.
+        let evaluation = trainer.evaluate(&run.params, 0, run.crossed())?;
+        run.record(evaluation);
+    }
+    let mut throughput = Throughput::default();
     while run.step < steps {
         let epoch = run.step / per_epoch;
         if order.0 != epoch {
@@ -225,7 +251,9 @@ pub fn train(
         }
         let within = run.step % per_epoch;
         let positions = &order.1[within * batch..((within + 1) * batch).min(samples)];
+        let started = std::time::Instant::now();
         let loss = trainer.step(&mut run, positions, epoch)?;
+        throughput.add(positions.len(), started.elapsed());
         if eval_every.is_some_and(|every| run.step % every == 0 || run.step == steps) {
             let evaluation = trainer.evaluate(&run.params, run.step, run.crossed())?;
             run.record(evaluation);
@@ -236,8 +264,9 @@ pub fn train(
             format!(", held-out agreement {:.1} %", 100.0 * a)
         });
         stage.message(&format!(
-            "training: loss {loss:.4}, {} past threshold{held_out}",
-            run.crossed()
+            "training: loss {loss:.4}, {} past threshold{held_out}, {:.1} samples/s",
+            run.crossed(),
+            throughput.samples_per_second
         ));
         if let Some(c) = &options.checkpoint {
             let taken = run.step - first_step;
@@ -253,7 +282,7 @@ pub fn train(
             }
         }
     }
-    Ok(run.finish(options, samples, steps))
+    Ok(run.finish(options, samples, steps, throughput))
 }
 
 /// What every step reads, besides the state it changes.
@@ -355,7 +384,8 @@ impl Trainer<'_> {
             tally.add(&self.region.targets, &teacher, &student, rows, loss, size);
             start += size;
         }
-        Ok(tally.evaluation(step, linear))
+        let samples_seen = samples_read(step, self.data.train.len(), self.batch);
+        Ok(tally.evaluation(step, samples_seen, linear))
     }
 }
 
@@ -406,10 +436,11 @@ impl Tally {
         self.samples += size;
     }
 
-    fn evaluation(&self, step: usize, linear: usize) -> Evaluation {
+    fn evaluation(&self, step: usize, samples_seen: usize, linear: usize) -> Evaluation {
         let n = self.samples.max(1) as f64;
         Evaluation {
             step,
+            samples_seen,
             agreement: self.agreeing.iter().map(|&a| a as f64 / n).reduce(f64::min),
             loss: self.loss / n,
             accuracy: self.correct.map(|c| c as f64 / n),
@@ -455,6 +486,13 @@ fn normalised_gains(groups: &[GateGroup]) -> Vec<f64> {
             }
         })
         .collect()
+}
+
+/// The training samples `steps` steps read: every epoch reads all `samples`, the last of
+/// its batches holding what is left.
+fn samples_read(steps: usize, samples: usize, batch: usize) -> usize {
+    let per_epoch = samples.div_ceil(batch).max(1);
+    (steps / per_epoch) * samples + ((steps % per_epoch) * batch).min(samples)
 }
 
 /// The weights' step size at `step` of `steps`: a linear warm-up over the first `warmup`
@@ -743,7 +781,13 @@ impl State {
         self.evaluations.push(evaluation);
     }
 
-    fn finish(self, options: &TrainOptions, samples: usize, steps: usize) -> Training {
+    fn finish(
+        self,
+        options: &TrainOptions,
+        samples: usize,
+        steps: usize,
+        throughput: Throughput,
+    ) -> Training {
         let schedule = self.schedule();
         let (best_step, weights) = match (options.finetune, self.best) {
             (false, _) => (None, None),
@@ -760,7 +804,8 @@ impl State {
                 .collect(),
             evaluations: self.evaluations,
             best_step,
-            samples_seen: steps * options.batch.clamp(1, samples.max(1)),
+            samples_seen: samples_read(steps, samples, options.batch.clamp(1, samples.max(1))),
+            throughput,
             weights,
         }
     }
@@ -829,9 +874,20 @@ mod tests {
         assert!(falling.windows(2).all(|w| w[1] < w[0]));
     }
 
+    #[test]
+    fn an_epochs_last_batch_reads_only_what_is_left() {
+        // 1 554 samples in batches of 16: 97 full batches and one of 2.
+        assert_eq!(samples_read(97, 1554, 16), 1552);
+        assert_eq!(samples_read(98, 1554, 16), 1554);
+        assert_eq!(samples_read(99, 1554, 16), 1570);
+        assert_eq!(samples_read(2000, 1554, 16), 20 * 1554 + 40 * 16);
+        assert_eq!(samples_read(3, 32, 16), 48);
+    }
+
     fn evaluation(step: usize, agreement: f64, loss: f64, linear: usize) -> Evaluation {
         Evaluation {
             step,
+            samples_seen: step,
             agreement: Some(agreement),
             loss,
             accuracy: None,

@@ -1,8 +1,8 @@
-//! The selection walk for the terminal: a table with one row per step of the gate
-//! schedule, what the judgement rests on, and what came closest when no step fits the
-//! budget.
+//! The selection walk for the terminal: what fine-tuning before it reached, a table with
+//! one row per step of the gate schedule, what the judgement rests on, and what came
+//! closest when no step fits the budget.
 
-use crate::gates::{Budget, Step, Walk};
+use crate::gates::{Budget, Evaluation, Step, Training, Walk};
 use crate::report::{aligned, percent, scientific};
 use crate::runtime::compare::FidelityIntervals;
 use crate::runtime::interval::Interval;
@@ -36,6 +36,42 @@ pub fn walk_table(walk: &Walk) -> String {
             .map(|(k, step)| row(k == walk.chosen, step)),
     );
     aligned(&rows, 1)
+}
+
+/// One line on a fine-tuning run: its steps, samples and speed, and the held-out
+/// agreement (or loss, without class outputs) before, at the written step, and at the end.
+pub fn fine_tuning_line(training: &Training) -> Option<String> {
+    let best = training.best_step?;
+    let measured = |e: &Evaluation| match e.agreement {
+        Some(a) => format!("{:.1} %", 100.0 * a),
+        None => format!("loss {:.4}", e.loss),
+    };
+    let at = |e: &Evaluation| match e.step {
+        0 => format!("{} before", measured(e)),
+        step => format!("{} at step {step}", measured(e)),
+    };
+    let evaluations = &training.evaluations;
+    let mut path: Vec<String> = evaluations.first().map(at).into_iter().collect();
+    if let Some(written) = evaluations.iter().find(|e| e.step == best) {
+        if written.step != evaluations[0].step {
+            path.push(at(written));
+        }
+        *path.last_mut().expect("one pushed") += " (written)";
+    }
+    if let Some(last) = evaluations.last().filter(|e| e.step > best) {
+        path.push(at(last));
+    }
+    let what = match evaluations.iter().any(|e| e.agreement.is_some()) {
+        true => "held-out agreement",
+        false => "held-out",
+    };
+    Some(format!(
+        "fine-tuned {} steps on {} training samples ({:.1} samples/s): {what} {}\n",
+        training.steps,
+        training.samples_seen,
+        training.throughput.samples_per_second,
+        path.join(" → ")
+    ))
 }
 
 /// Says that only the exact-only model fits, and what the step that lost the least lost
@@ -208,6 +244,52 @@ mod tests {
             model: crate::ir::Model::from_proto(crate::ir::builder::ModelBuilder::new(13).build())
                 .unwrap(),
         }
+    }
+
+    fn fine_tuned(best_step: usize, agreements: &[(usize, f64)]) -> Training {
+        Training {
+            schedule: Vec::new(),
+            steps: 250,
+            losses: Vec::new(),
+            evaluations: agreements
+                .iter()
+                .map(|&(step, agreement)| Evaluation {
+                    step,
+                    samples_seen: 16 * step,
+                    agreement: Some(agreement),
+                    loss: 0.2,
+                    accuracy: None,
+                    linear: 1,
+                })
+                .collect(),
+            best_step: Some(best_step),
+            samples_seen: 4000,
+            throughput: crate::gates::Throughput {
+                samples: 4000,
+                seconds: 200.0,
+                samples_per_second: 20.0,
+            },
+            weights: None,
+        }
+    }
+
+    #[test]
+    fn fine_tuning_is_told_from_before_to_the_written_step_and_the_end() {
+        let line = fine_tuning_line(&fine_tuned(100, &[(0, 0.6), (100, 0.76), (250, 0.74)]));
+        assert_eq!(
+            line.as_deref(),
+            Some(
+                "fine-tuned 250 steps on 4000 training samples (20.0 samples/s): held-out agreement 60.0 % before → 76.0 % at step 100 (written) → 74.0 % at step 250\n"
+            )
+        );
+        let untrained = fine_tuning_line(&fine_tuned(0, &[(0, 0.6), (250, 0.5)])).unwrap();
+        assert!(
+            untrained.ends_with("60.0 % before (written) → 50.0 % at step 250\n"),
+            "{untrained}"
+        );
+        let mut gates_only = fine_tuned(0, &[]);
+        gates_only.best_step = None;
+        assert_eq!(fine_tuning_line(&gates_only), None);
     }
 
     #[test]
