@@ -262,3 +262,24 @@ fn labels_add_cross_entropy_and_accuracy_is_reported() {
     );
     assert!(accuracy(&true_labels) > 0.75, "{}", accuracy(&true_labels));
 }
+
+/// Fine-tuning is measured before its first step, each measurement says how many training
+/// samples it had seen, and the report gives the steps' rate.
+#[test]
+fn fine_tuning_is_measured_from_before_its_first_step() {
+    let _serial = one_at_a_time();
+    let dir = tempfile::tempdir().unwrap();
+    let learning = fine_tuned_on(&digits_labelled(dir.path(), None), 0.0, 1e-3);
+    let training = learning.training.unwrap();
+    let first = &training.evaluations[0];
+    assert_eq!((first.step, first.samples_seen), (0, 0));
+    let seen: Vec<usize> = training
+        .evaluations
+        .iter()
+        .map(|e| e.samples_seen)
+        .collect();
+    assert!(seen.windows(2).all(|w| w[0] < w[1]), "{seen:?}");
+    assert_eq!(seen.last(), Some(&training.samples_seen));
+    assert_eq!(training.throughput.samples, training.samples_seen);
+    assert!(training.throughput.samples_per_second > 0.0);
+}
