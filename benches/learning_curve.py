@@ -21,9 +21,16 @@ COLOURS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e
 
 
 def curve(label, report_path):
-    report = json.loads(Path(report_path).read_text())
-    training = report["learning"]["training"]
-    points = [(e["samples_seen"], e["agreement"], e["loss"], e["step"]) for e in training["evaluations"]]
+    try:
+        report = json.loads(Path(report_path).read_text())
+        training = report["learning"]["training"]
+        points = [(e["samples_seen"], e["agreement"], e["loss"], e["step"]) for e in training["evaluations"]]
+    except (OSError, ValueError) as e:
+        sys.exit(f"{report_path}: not a readable report: {e}")
+    except (KeyError, TypeError) as e:
+        sys.exit(f"{report_path}: no fine-tuning measurements with samples seen (missing {e}); it must come from `optimize --finetune --report`")
+    if not points or any(a is None for _, a, _, _ in points):
+        sys.exit(f"{report_path}: no held-out agreement measured (the model has no class output)")
     return {"label": label, "points": points, "best_step": training["best_step"]}
 
 

@@ -225,3 +225,26 @@ fn state_of(header: Header, mut tensors: std::collections::BTreeMap<String, Arra
         }),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_state_another_version_saved_is_refused_naming_the_file_and_left_as_it_was() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = file(dir.path());
+        let older = b"onnx-shallow training state 1\n\x02\0\0\0\0\0\0\0{}".to_vec();
+        std::fs::write(&path, &older).unwrap();
+        let error = match load(dir.path(), "0123456789abcdef") {
+            Err(e) => e.to_string(),
+            Ok(_) => panic!("an older state was read"),
+        };
+        assert!(
+            error.contains("training.state")
+                && error.contains("not a training state of this version: bad magic"),
+            "{error}"
+        );
+        assert_eq!(std::fs::read(&path).unwrap(), older);
+    }
+}

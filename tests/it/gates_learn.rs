@@ -104,6 +104,19 @@ fn digits_model_keeps_accuracy(model: &str, max_drop: f64, tolerance: f64) -> Op
     Some(learning)
 }
 
+/// A model and the `x` and `y` arrays of an `.npz`.
+fn model_and_samples(
+    model: &std::path::Path,
+    data: &std::path::Path,
+) -> (Model, ndarray::ArrayD<f32>, ndarray::ArrayD<f32>) {
+    let mut npz = Npz::open(data).unwrap();
+    (
+        onnx_shallow::load(model).unwrap(),
+        npz.array("x").unwrap().values,
+        npz.array("y").unwrap().values,
+    )
+}
+
 fn removed(learning: &Learning) -> &[String] {
     &learning.walk.steps[learning.walk.chosen].removed
 }
@@ -387,12 +400,7 @@ fn ppocr_classifier_loses_two_activations_and_keeps_its_agreement() {
     ) else {
         return;
     };
-    let original = onnx_shallow::load(&model).unwrap();
-    let mut npz = Npz::open(&data).unwrap();
-    let (x, y) = (
-        npz.array("x").unwrap().values,
-        npz.array("y").unwrap().values,
-    );
+    let (original, x, y) = model_and_samples(&model, &data);
     let n = x.shape()[0];
     let even: Vec<usize> = (0..n).step_by(2).collect();
     let odd: Vec<usize> = (1..n).step_by(2).collect();
@@ -444,12 +452,7 @@ fn mtcnn_onet_loses_its_trunk_prelu_within_budget() {
     ) else {
         return;
     };
-    let original = onnx_shallow::load(&model).unwrap();
-    let mut npz = Npz::open(&data).unwrap();
-    let (gray, y) = (
-        npz.array("x").unwrap().values,
-        npz.array("y").unwrap().values,
-    );
+    let (original, gray, y) = model_and_samples(&model, &data);
     // 25×25 gray in [0, 1] → 48×48 RGB, (x − 127.5) / 128 on 0–255 pixels.
     let samples = gray.shape()[0];
     let nhwc = gray

@@ -4,7 +4,7 @@
 use crate::common;
 
 use std::ffi::OsStr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use common::{cli, files_in, optimize_digits_calib, testdata, valid_report};
 
@@ -237,7 +237,7 @@ fn a_target_speedup_the_exact_only_model_reaches_ends_the_walk_and_says_so() {
 }
 
 /// `digits_test64.npz`'s inputs with a `group` array: 8 groups of 8 consecutive samples.
-fn grouped_digits(path: &std::path::Path) {
+fn grouped_digits(path: &Path) {
     use std::io::{Read, Write};
     let mut input = Vec::new();
     let mut digits =
@@ -262,15 +262,18 @@ fn grouped_digits(path: &std::path::Path) {
     npz.finish().unwrap();
 }
 
+/// The grouped digits written in `dir`, and where a run on them writes its model and
+/// report.
+fn grouped_digits_run(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    let data = dir.join("grouped.npz");
+    grouped_digits(&data);
+    (data, dir.join("out.onnx"), dir.join("report.json"))
+}
+
 #[test]
 fn grouped_data_is_resampled_by_group_and_few_held_out_groups_are_warned_of() {
     let dir = tempfile::tempdir().unwrap();
-    let (data, out, report) = (
-        dir.path().join("grouped.npz"),
-        dir.path().join("out.onnx"),
-        dir.path().join("report.json"),
-    );
-    grouped_digits(&data);
+    let (data, out, report) = grouped_digits_run(dir.path());
     let model = testdata("digits_mobilenetish.onnx");
     let args: [&OsStr; 4] = [
         "--max-drop".as_ref(),
@@ -316,12 +319,7 @@ fn grouped_data_is_resampled_by_group_and_few_held_out_groups_are_warned_of() {
 #[test]
 fn k_folds_hold_every_group_out_once_and_pool_the_walk_over_them() {
     let dir = tempfile::tempdir().unwrap();
-    let (data, out, report) = (
-        dir.path().join("grouped.npz"),
-        dir.path().join("out.onnx"),
-        dir.path().join("report.json"),
-    );
-    grouped_digits(&data);
+    let (data, out, report) = grouped_digits_run(dir.path());
     let model = testdata("digits_mobilenetish.onnx");
     let run_with = |extra: &[&OsStr]| {
         let mut args: Vec<&OsStr> = vec!["--max-drop".as_ref(), "5".as_ref(), "--force".as_ref()];
